@@ -1,0 +1,133 @@
+"""Kafka message contracts: camera segments in, stacked clips out, and the worker's inference result."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.taxonomy import EventType, View
+
+SCHEMA_VERSION = 1
+
+
+class TelemetrySample(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    t: float = Field(description="seconds on the device clock")
+    speed_kmh: float | None = None
+    accel_ms2: float | None = None
+    yaw_rate_dps: float | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+
+class SegmentMessage(BaseModel):
+    """One camera upload. Times are seconds since the epoch on the device clock."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    fleet_id: str
+    vehicle_id: str
+    driver_id: str | None = None
+    camera: View
+    segment_id: str = Field(description="unique per upload: the idempotency key")
+    start_ts: float
+    end_ts: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    video_uri: str | None = Field(default=None, description="claim check: file:// or s3:// blob")
+    video_b64: str | None = Field(default=None, description="small inline video, spilled to the blob store")
+    telemetry: list[TelemetrySample] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> SegmentMessage:
+        if self.end_ts <= self.start_ts:
+            raise ValueError("end_ts must be after start_ts")
+        if (self.video_uri is None) == (self.video_b64 is None):
+            raise ValueError("exactly one of video_uri and video_b64 is required")
+        return self
+
+    @property
+    def duration(self) -> float:
+        return self.end_ts - self.start_ts
+
+
+class SegmentRef(BaseModel):
+    """What the join keeps of a segment: never the video itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    segment_id: str
+    camera: View
+    start_ts: float
+    end_ts: float
+    video_uri: str
+
+
+def clip_id_for(vehicle_id: str, start_ts: float, end_ts: float) -> str:
+    """Deterministic from vehicle and time range, so a replay yields the same id and writes upsert."""
+    raw = f"{vehicle_id}|{start_ts:.3f}|{end_ts:.3f}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+class ClipMessage(BaseModel):
+    """A joined road + driver stretch, stacked into frames (road on top) and stored in the blob store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    clip_id: str
+    fleet_id: str
+    vehicle_id: str
+    driver_id: str | None = None
+    start_ts: float
+    end_ts: float
+    views: list[View]
+    segments: list[SegmentRef]
+    frames_uri: str = Field(description="npz blob with `frames` (T, H, W, 3) uint8 RGB and `times`")
+    num_frames: int
+    frame_width: int
+    frame_height: int
+    sample_fps: float
+
+    @property
+    def duration(self) -> float:
+        return self.end_ts - self.start_ts
+
+
+class DetectedEvent(BaseModel):
+    """One event as the model reports it in turn 1 (times in seconds from the clip start)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: EventType
+    view: View
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+
+
+class InferenceResult(BaseModel):
+    """Both chain-of-thought turns for one clip, as written to Postgres."""
+
+    model_config = ConfigDict(frozen=True)
+
+    clip_id: str
+    model_version: str
+    prompt_version: str
+    events: list[DetectedEvent]
+    description: str
+    instruction: str
+    raw_turn1: str
+    raw_turn2: str
+    valid: bool
+    error: str | None = None
+    latency_ms: float
+    prompt_tokens: int
+    generated_tokens: int
+    created_at: datetime | None = None

