@@ -1,0 +1,55 @@
+"""Turning a raw telematics message into a joinable SegmentRef, or a dead-letter reason."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from pydantic import ValidationError
+
+from schemas.messages import SCHEMA_VERSION, SegmentMessage, SegmentRef
+from streams.blobs import BlobNotFound, LocalBlobStore, content_key
+from streams.errors import BadSegment
+
+SUFFIX_BY_CODEC = {"h264": ".mp4", "avc1": ".mp4", "mp4v": ".mp4", "mjpg": ".avi", "gif": ".gif"}
+
+
+def parse_segment(raw: bytes, *, max_bytes: int) -> SegmentMessage:
+    if len(raw) > max_bytes:
+        raise BadSegment("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadSegment("malformed_json", str(err)) from err
+    if not isinstance(data, dict):
+        raise BadSegment("malformed_json", "the message is not a JSON object")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise BadSegment("unknown_schema_version", f"schema_version={data.get('schema_version')!r}")
+    try:
+        return SegmentMessage.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise BadSegment("invalid_segment", f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from err
+
+
+def to_ref(segment: SegmentMessage, blobs: LocalBlobStore) -> SegmentRef:
+    """Spill inline video to the blob store (join state only ever holds references) and check the claim."""
+    if segment.video_b64 is not None:
+        try:
+            data = base64.b64decode(segment.video_b64, validate=True)
+        except binascii.Error as err:
+            raise BadSegment("invalid_segment", f"video_b64 is not base64: {err}") from err
+        suffix = SUFFIX_BY_CODEC.get(segment.codec.lower(), ".bin")
+        uri = blobs.put_bytes(content_key(f"segments/{segment.vehicle_id}", data, suffix), data)
+    else:
+        assert segment.video_uri is not None
+        uri = segment.video_uri
+        try:
+            blobs.path(uri)
+        except BlobNotFound as err:
+            raise BadSegment("missing_blob", str(err)) from err
+    return SegmentRef(
+        segment_id=segment.segment_id, camera=segment.camera, start_ts=segment.start_ts, end_ts=segment.end_ts,
+        video_uri=uri,
+    )
