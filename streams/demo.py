@@ -1,0 +1,301 @@
+"""`drivecoach demo`: every stage on embedded defaults, simulated vehicles through to a report, then shut down."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.db import Clip, Event, Inference, Instruction
+from schemas.messages import SegmentMessage, SegmentRef
+from schemas.prompts import PROMPT_VERSION
+from schemas.taxonomy import EventType
+from streams.blobs import LocalBlobStore
+from streams.broker import EmbeddedBroker
+from streams.clip import ClipFrames, sample_times, stack, stack_geometry
+from streams.database import make_engine, migrate, resolve_database_url
+from streams.errors import DrivecoachError
+from streams.join import JoinRules, VehicleJoinState, add_segment, ready_clips
+from streams.producer import ensure_topics, make_producer, publish
+from streams.report import EventScores, score_events
+from streams.settings import Settings
+from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver, render_road, write_segments
+
+ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
+DEMO_MODEL_RECIPE = {"train_seed": 1000, "scenarios": 240, "steps": 900, "model_seed": 0, "version": 1}
+MODEL_TOOL_MODULE = "training.demo_model"
+
+
+class DemoTimeout(DrivecoachError):
+    """Not every clip reached Postgres in time."""
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as DRIVECOACH_* variables, so child processes build the very same object."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, Path):
+            value = value.resolve()
+        env[f"DRIVECOACH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def scenario_frames(s: Scenario, settings: Settings) -> ClipFrames:
+    """The stacked frames of a whole trip, rendered directly: the demo model's training input."""
+    geometry = stack_geometry(ROAD_SIZE, DRIVER_SIZE, settings.max_pixels)
+    times = sample_times(0.0, s.duration, settings.sample_fps, settings.max_frames)
+    frames = np.stack([stack(render_road(s, t, ROAD_SIZE), render_driver(s, t, DRIVER_SIZE), geometry) for t in times])
+    return ClipFrames(frames=frames, times=np.asarray(times, dtype=np.float32))
+
+
+def write_training_set(scenarios: list[Scenario], out: Path, settings: Settings) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for s in scenarios:
+        rel = f"frames/{s.scenario_id}.npz"
+        (out / "frames").mkdir(exist_ok=True)
+        (out / rel).write_bytes(scenario_frames(s, settings).to_npz())
+        records.append({"id": s.scenario_id, "vehicle_id": s.vehicle_id, "frames": rel,
+                        "turn1": s.truth_turn1, "turn2": s.instruction})
+    (out / "data.json").write_text(json.dumps(records, indent=1))
+    return out
+
+
+def ensure_demo_model(settings: Settings, console: Console) -> Path:
+    """Build (once, cached under the home dir) the DEMO model: a tiny Qwen2.5-VL trained on simulated trips."""
+    key = hashlib.sha256(json.dumps({**DEMO_MODEL_RECIPE, "prompt": PROMPT_VERSION}, sort_keys=True).encode())
+    model_dir = (settings.home / "models" / f"demo-tiny-qwen2.5-vl-{key.hexdigest()[:8]}").resolve()
+    if (model_dir / "drivecoach.json").is_file():
+        console.print(f"demo model: [bold]{model_dir}[/] (cached; a DEMO model, not for real fleets)")
+        return model_dir
+    console.print("building the DEMO model (tiny Qwen2.5-VL, trained on simulated trips; once, a few minutes)")
+    scenarios = make_scenarios(DEMO_MODEL_RECIPE["train_seed"], DEMO_MODEL_RECIPE["scenarios"], fleet_id="fleet-train",
+                               vehicles=24)
+    data = write_training_set(scenarios, settings.home.resolve() / "datasets" / "demo-train", settings)
+    subprocess.run(
+        [sys.executable, "-m", MODEL_TOOL_MODULE, "--data", str(data), "--out", str(model_dir),
+         "--steps", str(DEMO_MODEL_RECIPE["steps"]), "--seed", str(DEMO_MODEL_RECIPE["model_seed"])],
+        check=True,
+    )
+    return model_dir
+
+
+def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[SegmentMessage]:
+    """What a device gateway uploads: each camera file put in the blob store, the message carries the claim."""
+    out = []
+    for seg in sorted(segments, key=lambda s: (s.end_ts, s.camera)):
+        uri = blobs.put_file(f"uploads/{seg.vehicle_id}/{seg.path.name}", seg.path)
+        out.append(SegmentMessage(
+            fleet_id=seg.fleet_id, vehicle_id=seg.vehicle_id, driver_id=seg.driver_id, camera=seg.camera,
+            segment_id=seg.segment_id, start_ts=seg.start_ts, end_ts=seg.end_ts, fps=seg.fps, width=seg.width,
+            height=seg.height, codec=seg.codec, video_uri=uri,
+        ))
+    return out
+
+
+def expected_clips(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple[str, float, float]]:
+    """The clips the join must produce, computed by the same pure rules on the full segment set."""
+    rules = JoinRules(settings.clip_max_seconds, settings.clip_min_seconds, settings.skew_tolerance_s)
+    states: dict[str, VehicleJoinState] = {}
+    out: dict[str, tuple[str, float, float]] = {}
+    for m in messages:
+        st = states.get(m.vehicle_id) or VehicleJoinState(fleet_id=m.fleet_id, vehicle_id=m.vehicle_id)
+        ref = SegmentRef(segment_id=m.segment_id, camera=m.camera, start_ts=m.start_ts, end_ts=m.end_ts,
+                         video_uri=m.video_uri or "")
+        states[m.vehicle_id] = add_segment(st, ref, driver_id=m.driver_id, now=0.0)
+    for st in states.values():
+        plans, _ = ready_clips(st, rules, flush=True)
+        out.update({p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts) for p in plans})
+    return out
+
+
+@dataclass
+class DemoRun:
+    scenarios: list[Scenario]
+    expected: dict[str, tuple[str, float, float]]
+    segments: int
+    model_version: str
+    wall_s: float
+
+
+def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env,
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeout_s: float, console: Console) -> DemoRun:
+    started = time.monotonic()
+    home = settings.home.resolve()
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    model_path = Path(settings.model) if settings.model else ensure_demo_model(settings, console)
+    with ExitStack() as stack_:
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            broker = stack_.enter_context(EmbeddedBroker(log_path=logs / "broker.log"))
+            bootstrap = broker.bootstrap
+            settings = settings.model_copy(update={"one_record_per_batch": True})
+        console.print(f"Kafka-protocol broker: [bold]{bootstrap}[/]")
+        database = resolve_database_url(settings)
+        stack_.callback(database.close)
+        migrate(database.url)
+        console.print(f"Postgres: [bold]{database.url.render_as_string(hide_password=True)}[/]")
+        ensure_topics(bootstrap, settings)
+        run_settings = settings.model_copy(update={"model": str(model_path), "database_url": database.url.render_as_string(hide_password=False)})
+        env = settings_env(run_settings)
+        joiner = _spawn(["joiner", "--bootstrap", bootstrap], env, logs / "joiner.log")
+        stack_.callback(_stop, joiner)
+        worker = _spawn(["worker", "--bootstrap", bootstrap], env, logs / "worker.log")
+        stack_.callback(_stop, worker)
+        console.print(f"joiner (Faust) pid {joiner.pid}, inference worker pid {worker.pid}; logs in {logs}")
+
+        scenarios = make_scenarios(seed, vehicles * trips, vehicles=vehicles)
+        blobs = LocalBlobStore(settings.blobs)
+        uploads = home / "sim" / f"seed-{seed}"
+        messages: list[SegmentMessage] = []
+        with _progress(console) as progress:
+            task = progress.add_task("simulate dashcam uploads", total=len(scenarios))
+            for s in scenarios:
+                messages.extend(to_messages(write_segments(s, uploads / s.scenario_id), blobs))
+                progress.advance(task)
+            producer = make_producer(bootstrap, settings)
+            task = progress.add_task("publish segments to Kafka", total=len(messages))
+            # Upload in device-clock order across vehicles, as a fleet's gateways would.
+            for m in sorted(messages, key=lambda m: m.end_ts):
+                publish(producer, [m], settings)
+                progress.advance(task)
+            producer.close()
+            expected = expected_clips(messages, settings)
+            engine = make_engine(database.url)
+            factory = sessionmaker(engine)
+            task = progress.add_task("clips written to Postgres", total=len(expected))
+            deadline = time.monotonic() + timeout_s
+            while True:
+                done = _landed(factory, set(expected))
+                progress.update(task, completed=len(done))
+                if len(done) == len(expected):
+                    break
+                for name, proc in (("joiner", joiner), ("worker", worker)):
+                    if proc.poll() is not None:
+                        raise DemoTimeout(f"the {name} exited with code {proc.returncode}; see {logs / name}.log")
+                if time.monotonic() > deadline:
+                    raise DemoTimeout(f"{len(done)}/{len(expected)} clips in Postgres after {timeout_s:.0f} s; see {logs}")
+                time.sleep(1.0)
+        model_version = _model_version(factory, set(expected))
+        engine.dispose()
+        run = DemoRun(scenarios, expected, len(messages), model_version, time.monotonic() - started)
+        print_report(console, factory, run)
+    return run
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def _landed(factory: sessionmaker[Session], clip_ids: set[str]) -> set[str]:
+    with factory() as session:
+        rows = session.scalars(select(Inference.clip_id).where(Inference.clip_id.in_(clip_ids)))
+        return set(rows)
+
+
+def _model_version(factory: sessionmaker[Session], clip_ids: set[str]) -> str:
+    with factory() as session:
+        latest = session.scalars(
+            select(Inference.model_version).where(Inference.clip_id.in_(clip_ids)).order_by(Inference.id.desc())
+        ).first()
+        return latest or "?"
+
+
+def truth_for(run: DemoRun, vehicle: str, start: float, end: float) -> set[EventType]:
+    for s in run.scenarios:
+        if s.vehicle_id == vehicle and s.start_ts < end and start < s.start_ts + s.duration:
+            return {e.type for e in s.events}
+    return set()
+
+
+def print_report(console: Console, factory: sessionmaker[Session], run: DemoRun) -> EventScores:
+    with factory() as session:
+        clips = {c.clip_id: c for c in session.scalars(select(Clip).where(Clip.clip_id.in_(run.expected)))}
+        inferences = list(session.scalars(
+            select(Inference).where(Inference.clip_id.in_(run.expected), Inference.model_version == run.model_version)
+        ))
+        inference_ids = [i.id for i in inferences]
+        events = list(session.scalars(select(Event).where(Event.inference_id.in_(inference_ids))))
+        instructions = {i.inference_id: i.text for i in
+                        session.scalars(select(Instruction).where(Instruction.inference_id.in_(inference_ids)))}
+    by_inference: dict[int, set[EventType]] = {}
+    for e in events:
+        by_inference.setdefault(e.inference_id, set()).add(EventType(e.type))
+
+    per_driver = Table(title="events per vehicle and driver")
+    for col in ("vehicle", "driver", "clips", "events", "most frequent"):
+        per_driver.add_column(col)
+    rows: dict[tuple[str, str], list[int]] = {}
+    kinds: dict[tuple[str, str], dict[str, int]] = {}
+    for inf in inferences:
+        clip = clips[inf.clip_id]
+        k = (clip.vehicle_id, clip.driver_id or "-")
+        rows.setdefault(k, [0, 0])[0] += 1
+        for t in by_inference.get(inf.id, set()):
+            rows[k][1] += 1
+            kinds.setdefault(k, {})[t.value] = kinds.setdefault(k, {}).get(t.value, 0) + 1
+    for k in sorted(rows):
+        top = sorted(kinds.get(k, {}).items(), key=lambda kv: -kv[1])[:2]
+        per_driver.add_row(k[0], k[1], str(rows[k][0]), str(rows[k][1]), ", ".join(f"{t} ×{n}" for t, n in top) or "-")
+    console.print(per_driver)
+
+    samples = Table(title="sample instructions (DEMO model)")
+    samples.add_column("vehicle")
+    samples.add_column("events")
+    samples.add_column("instruction")
+    for inf in inferences[:6]:
+        samples.add_row(clips[inf.clip_id].vehicle_id, ", ".join(sorted(t.value for t in by_inference.get(inf.id, set())))
+                        or "none", instructions.get(inf.id, ""))
+    console.print(samples)
+
+    pairs = []
+    for inf in inferences:
+        c = clips[inf.clip_id]
+        pairs.append((by_inference.get(inf.id, set()), truth_for(run, c.vehicle_id, c.start_ts, c.end_ts)))
+    scores = score_events(pairs)
+    table = Table(title="event detection vs simulator truth (scenarios the demo model never saw)")
+    for col in ("event type", "TP", "FP", "FN", "precision", "recall"):
+        table.add_column(col)
+    for t, s in sorted(scores.per_type.items(), key=lambda kv: kv[0].value):
+        table.add_row(t.value, str(s.tp), str(s.fp), str(s.fn), f"{s.precision:.2f}", f"{s.recall:.2f}")
+    m = scores.micro
+    table.add_row("[bold]all (micro)", str(m.tp), str(m.fp), str(m.fn), f"{m.precision:.2f}", f"{m.recall:.2f}")
+    console.print(table)
+    invalid = sum(not i.valid for i in inferences)
+    console.print(
+        f"segments published: {run.segments}; clips expected: {len(run.expected)}, in Postgres: {len(inferences)} "
+        f"(invalid answers: {invalid}); exact event sets: {scores.exact_clips}/{scores.clips}; "
+        f"model: {run.model_version}; wall time: {run.wall_s:.0f} s"
+    )
+    return scores

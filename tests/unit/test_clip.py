@@ -1,0 +1,50 @@
+"""Frame sampling and stacking: 2 FPS, even counts, the frame cap, the 28-px grid within the pixel budget."""
+
+import numpy as np
+import pytest
+
+from streams.clip import GRID, StackGeometry, sample_times, stack, stack_geometry
+
+
+def test_two_fps_sampling_centres_frames_in_their_slots():
+    times = sample_times(10.0, 20.0, 2.0, 128)
+    assert len(times) == 20
+    assert times[0] == pytest.approx(10.25) and times[-1] == pytest.approx(19.75)
+
+
+@pytest.mark.parametrize(("duration", "expected"), [(64, 128), (100, 128), (3.4, 6), (1.0, 2), (7.0, 14)])
+def test_frame_counts_are_even_and_capped(duration, expected):
+    times = sample_times(0, duration, 2.0, 128)
+    assert len(times) == expected and len(times) % 2 == 0
+    assert all(0 <= t < duration for t in times)
+    assert times == sorted(times)
+
+
+@pytest.mark.parametrize(
+    ("road", "driver", "budget"),
+    [((320, 180), (160, 120), 16384), ((1280, 720), (176, 144), 16384), ((960, 540), (480, 270), 16384),
+     ((1280, 720), (1280, 720), 50176), ((640, 480), (640, 480), 3136)],
+)
+def test_stack_geometry_is_on_the_grid_within_budget(road, driver, budget):
+    g = stack_geometry(road, driver, budget)
+    assert g.width % GRID == 0 and g.height % GRID == 0
+    assert g.width * g.height <= budget
+    road_share = g.road_height / g.height
+    ideal = (road[1] / road[0]) / (road[1] / road[0] + driver[1] / driver[0])
+    assert abs(road_share - ideal) < 0.05
+
+
+def test_paper_budget_gives_112_by_140_for_16_9_over_4_3():
+    assert stack_geometry((320, 180), (160, 120), 16384) == StackGeometry(112, 60, 80)
+
+
+def test_stack_puts_road_on_top_and_blacks_out_a_missing_view():
+    g = StackGeometry(56, 28, 28)
+    red = np.zeros((90, 160, 3), np.uint8)
+    red[..., 0] = 255
+    blue = np.zeros((120, 160, 3), np.uint8)
+    blue[..., 2] = 255
+    out = stack(red, blue, g)
+    assert out.shape == (56, 56, 3)
+    assert (out[:28, :, 0] == 255).all() and (out[28:, :, 2] == 255).all()
+    assert (stack(red, None, g)[28:] == 0).all()
