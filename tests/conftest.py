@@ -1,0 +1,46 @@
+"""Shared fixtures: the real Kafka-protocol broker and a throwaway database on the real Postgres."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.broker import EmbeddedBroker
+
+LOCAL_PG = os.environ.get("DRIVECOACH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as b:
+        yield b
+
+
+def _admin_conninfo() -> str:
+    return f"{LOCAL_PG}/postgres"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database on the machine's Postgres (CI runs against it), dropped at the end."""
+    import psycopg
+
+    name = f"drivecoach_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{LOCAL_PG.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+    from streams.database import migrate
+
+    migrate(url)
+    yield url
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    return Path(__file__).resolve().parents[2] / "shared" / "videos"
