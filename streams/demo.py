@@ -36,7 +36,7 @@ from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver
 
 ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
 DEMO_MODEL_RECIPE = {"train_seed": 1000, "scenarios": 240, "steps": 900, "model_seed": 0, "version": 1}
-MODEL_TOOL_MODULE = "training.demo_model"
+MODEL_TOOL_MODULE = "training.sft"  # builds the tiny base itself when --model is omitted
 
 
 class DemoTimeout(DrivecoachError):

@@ -43,9 +43,9 @@ def to_result(clip: ClipMessage, cot: CotOutput, model_version: str) -> Inferenc
 class InferenceWorker:
     def __init__(
         self, settings: Settings, bootstrap: str, engine: Engine, session_factory: Callable[[], Session],
-        *, group_id: str = "drivecoach-inference",
-    ) -> None:
+            ) -> None:
         self.settings = settings
+        group_id = inference_group(settings)
         self.engine = engine
         self.session_factory = session_factory
         self.blobs = LocalBlobStore(settings.blobs)
@@ -120,9 +120,13 @@ class InferenceWorker:
         self.stopping.set()
 
 
-def committed_offsets(bootstrap: str, settings: Settings, group_id: str = "drivecoach-inference") -> dict[int, int]:
+def inference_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}drivecoach-inference"
+
+
+def committed_offsets(bootstrap: str, settings: Settings) -> dict[int, int]:
     """The group's committed offset per partition of `clips` (used by tests and the demo's final check)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=inference_group(settings), enable_auto_commit=False,
                              api_version=(2, 0, 0))
     try:
         parts = consumer.partitions_for_topic(settings.topic(CLIPS_TOPIC)) or set()

@@ -44,3 +44,20 @@ def database_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def shared_videos() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "videos"
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2.5-VL built here and fine-tuned briefly on simulated trips: real build, train and load paths."""
+    from streams.demo import write_training_set
+    from streams.settings import Settings
+    from streams.simulate import make_scenarios
+    from training.sft import SFTConfig, run_sft
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    scenarios = make_scenarios(500, 32, fleet_id="fleet-train", vehicles=8, duration=12.0)
+    data = write_training_set(scenarios, root / "data", Settings(home=root))
+    return run_sft(SFTConfig(data=data, out=root / "model", steps=TINY_MODEL_STEPS, seed=0, progress=False))
+
+
+TINY_MODEL_STEPS = 240
