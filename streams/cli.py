@@ -70,7 +70,8 @@ def worker(bootstrap: Bootstrap = "", model: Model = None) -> None:
     from sqlalchemy.orm import sessionmaker
 
     from streams.database import make_engine, resolve_database_url
-    from streams.engine import TransformersEngine
+    from streams.engine import TransformersEngine, is_demo_model
+    from streams.sink import register_model_version
     from streams.worker import InferenceWorker
 
     _logging()
@@ -80,7 +81,10 @@ def worker(bootstrap: Bootstrap = "", model: Model = None) -> None:
         raise typer.Exit(2)
     database = resolve_database_url(settings)
     engine = TransformersEngine(settings.model, max_new_tokens=settings.max_new_tokens)
-    loop = InferenceWorker(settings, settings.kafka_bootstrap, engine, sessionmaker(make_engine(database.url)))
+    factory = sessionmaker(make_engine(database.url))
+    register_model_version(factory, version=engine.model_version, path=str(Path(settings.model).resolve()) if Path(settings.model).exists() else settings.model,
+                           demo=is_demo_model(settings.model))
+    loop = InferenceWorker(settings, settings.kafka_bootstrap, engine, factory)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     loop.run()
     database.close()

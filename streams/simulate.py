@@ -118,7 +118,7 @@ def _look(rng: np.random.Generator) -> Look:
         car=cars[int(rng.integers(len(cars)))],
         skin=skins[int(rng.integers(len(skins)))],
         hair=_color(rng, (45, 35, 25), 20),
-        shirt=_color(rng, (70, 90, 140), 60),
+        shirt=_color(rng, (120, 140, 185), 45),
         cabin=_color(rng, (55, 55, 65), 12),
         side=1 if rng.random() < 0.5 else -1,
         lead_car=bool(rng.random() < 0.5),
@@ -137,7 +137,7 @@ def _events(rng: np.random.Generator, duration: float) -> tuple[DetectedEvent, .
         if t in WHOLE_TRIP_EVENTS:
             start, end = 0.0, duration
         else:
-            length = float(rng.uniform(0.3, 0.45)) * duration
+            length = float(rng.uniform(0.35, 0.55)) * duration
             start = float(rng.uniform(0.1 * duration, duration - length - 0.05 * duration))
             start, end = round(start), round(start + length)
         out.append(DetectedEvent(type=t, view=view_of(t), start=start, end=end))
@@ -245,7 +245,7 @@ def render_road(s: Scenario, t: float, size: tuple[int, int] = ROAD_SIZE) -> np.
     if (p := s.active(EventType.ROLLING_STOP, t)) is not None:
         distance = max(2.5, 14.0 * (1 - p))
         depth = min(1.0, 5.0 / distance)
-        radius = max(3, int(depth * 0.22 * h))
+        radius = max(4, int(depth * 0.34 * h))
         cx = int(centre(depth) + s.look.side * (0.5 * depth * 0.45 * w + radius + 0.05 * w))
         cy = int(horizon + depth * 0.3 * (h - horizon) - radius)
         cv2.line(img, (cx, cy), (cx, min(h - 1, cy + 3 * radius)), (120, 120, 120), max(1, radius // 5))
@@ -272,12 +272,12 @@ def render_driver(s: Scenario, t: float, size: tuple[int, int] = DRIVER_SIZE) ->
     cv2.rectangle(img, (0 if side > 0 else 110, 8), (50 if side > 0 else 160, 60), _mix(look.cabin, (200, 210, 225)), -1)
     cv2.ellipse(img, (80, 122), (58, 38), 0, 180, 360, look.shirt, -1)
     if s.active(EventType.NO_SEATBELT, t) is None:
-        cv2.line(img, (52, 88), (112, 120), (25, 25, 28), 8)
-        cv2.line(img, (52, 88), (112, 120), (95, 95, 100), 2)
+        cv2.line(img, (50, 82), (116, 120), (20, 20, 22), 13)
+        cv2.line(img, (50, 82), (116, 120), (90, 90, 95), 3)
 
     turned = s.active(EventType.DISTRACTION, t) is not None
     drowsy = s.active(EventType.DROWSINESS, t)
-    nod = int(10 + 3 * math.sin(6 * math.pi * drowsy)) if drowsy is not None else 0  # the head droops
+    nod = int(16 + 3 * math.sin(6 * math.pi * drowsy)) if drowsy is not None else 0  # the head droops
     head = (80 + (20 * side if turned else 0), 52 + nod)
     cv2.ellipse(img, (head[0], head[1] + 26), (11, 10), 0, 0, 360, look.skin, -1)  # neck
     if turned:
@@ -292,22 +292,22 @@ def render_driver(s: Scenario, t: float, size: tuple[int, int] = DRIVER_SIZE) ->
         for dx in (-9, 9):
             eye = (head[0] + dx, head[1] - 3)
             if closed:
-                cv2.line(img, (eye[0] - 5, eye[1] + 1), (eye[0] + 5, eye[1] + 1), (30, 20, 20), 2)
+                cv2.line(img, (eye[0] - 6, eye[1] + 1), (eye[0] + 6, eye[1] + 1), (30, 20, 20), 3)
             else:
                 cv2.ellipse(img, eye, (5, 3), 0, 0, 360, (255, 255, 255), -1)
                 cv2.circle(img, eye, 2, (20, 20, 30), -1)
         cv2.line(img, (head[0] - 6, head[1] + 13), (head[0] + 6, head[1] + 13), (150, 60, 60), 2)
 
     if s.active(EventType.PHONE_USE, t) is not None:
-        ear = (head[0] + 24 * side, head[1])
-        cv2.circle(img, (ear[0] + 4 * side, ear[1] + 18), 8, look.skin, -1)  # hand
-        cv2.rectangle(img, (ear[0] - 5, ear[1] - 14), (ear[0] + 5, ear[1] + 14), (15, 15, 15), -1)
-        cv2.rectangle(img, (ear[0] - 3, ear[1] - 12), (ear[0] + 3, ear[1] + 12), (40, 230, 90), -1)
+        ear = (head[0] + 27 * side, head[1])
+        cv2.circle(img, (ear[0] + 5 * side, ear[1] + 22), 11, look.skin, -1)  # hand
+        cv2.rectangle(img, (ear[0] - 9, ear[1] - 20), (ear[0] + 9, ear[1] + 20), (15, 15, 15), -1)
+        cv2.rectangle(img, (ear[0] - 6, ear[1] - 17), (ear[0] + 6, ear[1] + 17), (40, 230, 90), -1)
     if (p := s.active(EventType.EATING_DRINKING, t)) is not None:
         mouth = (head[0] + 4 * side, head[1] + 20 - int(6 * abs(math.sin(6 * math.pi * p))))
-        cv2.rectangle(img, (mouth[0] - 8, mouth[1] - 4), (mouth[0] + 8, mouth[1] + 18), (245, 140, 20), -1)
-        cv2.rectangle(img, (mouth[0] - 8, mouth[1] - 4), (mouth[0] + 8, mouth[1]), (255, 255, 255), -1)
-        cv2.circle(img, (mouth[0], mouth[1] + 22), 8, look.skin, -1)
+        cv2.rectangle(img, (mouth[0] - 12, mouth[1] - 5), (mouth[0] + 12, mouth[1] + 26), (245, 140, 20), -1)
+        cv2.rectangle(img, (mouth[0] - 12, mouth[1] - 5), (mouth[0] + 12, mouth[1] + 1), (255, 255, 255), -1)
+        cv2.circle(img, (mouth[0], mouth[1] + 30), 11, look.skin, -1)
 
     if size != (160, 120):
         img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)

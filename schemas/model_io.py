@@ -1,0 +1,143 @@
+"""Shared Qwen2.5-VL loading and input building for streams (inference) and training (SFT); torch stays lazy."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import BatchFeature, ProcessorMixin, Qwen2_5_VLForConditionalGeneration
+
+GRID = 28  # patch 14 x spatial merge 2: frame sides must be multiples of this
+TEMPORAL_PATCH = 2  # frames per temporal patch
+SAMPLE_FPS = 2.0
+
+# torch.library.Library objects unregister their ops when garbage collected: keep it for the process lifetime.
+_TORCHVISION_SHIM: Any = None
+
+
+def install_torchvision_shim() -> bool:
+    """Make `import torchvision` work beside a CPU torch whose ABI its C extension does not match.
+
+    transformers' Qwen2VLVideoProcessor requires torchvision; PyPI's torchvision 0.28.0 is a CUDA build whose `_C`
+    cannot load beside torch 2.13.0+cpu, and its meta registrations then fail ("operator torchvision::nms does not
+    exist"). Defining the two op schemas they expect lets the Python transforms import. Must run before torchvision
+    is first imported; a no-op when the real extension loads, when torchvision is already imported, or when run
+    twice. Returns True when the shim is in place.
+    """
+    global _TORCHVISION_SHIM
+    if _TORCHVISION_SHIM is not None:
+        return True
+    if "torchvision" in sys.modules:
+        return False
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return False
+    import torch
+
+    if hasattr(torch.ops.torchvision, "nms"):  # registered already (the real extension, or another shim)
+        return False
+    for lib_path in glob.glob(os.path.join(os.path.dirname(spec.origin), "_C*.so")):
+        try:
+            torch.ops.load_library(lib_path)
+            return False  # a matching build: the real ops are registered
+        except OSError:
+            break
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _TORCHVISION_SHIM = lib
+    return True
+
+
+def load_processor(path: str | Path) -> ProcessorMixin:
+    """The checkpoint's Qwen2.5-VL processor (tokenizer, video processor, chat template)."""
+    install_torchvision_shim()
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(path))
+
+
+def load_model(path: str | Path, *, train: bool = False) -> Qwen2_5_VLForConditionalGeneration:
+    """The checkpoint's model in float32 on CPU; eval mode unless `train`."""
+    install_torchvision_shim()
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+    return model.train(train)
+
+
+def video_input(frames: np.ndarray, fps: float = SAMPLE_FPS) -> tuple[np.ndarray, dict[str, Any]]:
+    """(frames, metadata): without metadata the processor assumes 24 fps and mis-times every temporal patch."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    t = int(frames.shape[0])
+    metadata = {
+        "fps": float(fps),
+        "duration": t / float(fps),
+        "total_num_frames": t,
+        "frames_indices": list(range(t)),
+        "width": int(frames.shape[2]),
+        "height": int(frames.shape[1]),
+        "video_backend": "opencv",
+    }
+    return frames, metadata
+
+
+def processor_kwargs(frame_h: int, frame_w: int) -> dict[str, Any]:
+    """Video kwargs that keep grid-aligned frames at their own size (the default min_pixels upscales small ones)."""
+    if frame_h % GRID or frame_w % GRID:
+        raise ValueError(f"frame sides must be multiples of {GRID}, got {frame_h}x{frame_w}")
+    pixels = frame_h * frame_w
+    return {
+        "size": {"shortest_edge": pixels, "longest_edge": pixels},
+        "do_sample_frames": False,  # frames arrive already sampled at 2 FPS
+        "cap_pixels_per_frame": False,  # no total-video budget: the clip builder already fits the pixel budget
+    }
+
+
+def video_tokens(num_frames: int, frame_h: int, frame_w: int) -> int:
+    """Qwen2.5-VL tokens for one video: (T/2) * (H/28) * (W/28), T rounded up to a whole temporal patch."""
+    return -(-num_frames // TEMPORAL_PATCH) * (frame_h // GRID) * (frame_w // GRID)
+
+
+def render_prompt(processor: ProcessorMixin, messages: list[dict[str, Any]], *, add_generation_prompt: bool) -> str:
+    """The chat-template text, video still a single placeholder (the processor expands it)."""
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def build_inputs(
+    processor: ProcessorMixin,
+    messages: list[dict[str, Any]],
+    frames: np.ndarray,
+    *,
+    add_generation_prompt: bool,
+    fps: float = SAMPLE_FPS,
+) -> BatchFeature:
+    """Model tensors for one conversation over one clip (batch of 1).
+
+    Keys: input_ids, attention_mask, mm_token_type_ids (needed for the 3-D M-RoPE positions),
+    pixel_values_videos, video_grid_thw, second_per_grid_ts.
+    """
+    text = render_prompt(processor, messages, add_generation_prompt=add_generation_prompt)
+    video, metadata = video_input(frames, fps)
+    return processor(
+        text=[text],
+        videos=[video],
+        video_metadata=[metadata],
+        return_tensors="pt",
+        **processor_kwargs(int(frames.shape[1]), int(frames.shape[2])),
+    )
+
+
+__all__ = [
+    "GRID", "SAMPLE_FPS", "TEMPORAL_PATCH", "build_inputs", "install_torchvision_shim", "load_model",
+    "load_processor", "processor_kwargs", "render_prompt", "video_input", "video_tokens",
+]

@@ -1,0 +1,148 @@
+"""build -> fine-tune -> load -> generate: the tiny DEMO model memorises a few clips and the engine replays them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas.messages import DetectedEvent
+from schemas.model_io import build_inputs, load_processor, video_tokens
+from schemas.prompts import conversation, format_turn1, parse_turn1
+from schemas.taxonomy import TAXONOMY, EventType, reference_instruction
+from streams.engine import CotOutput, Engine, TransformersEngine
+from training.sft import (
+    IGNORE_INDEX, SFTConfig, SFTConfigError, SFTRecipe, assistant_labels, event_targets, run_sft,
+)
+from training.tiny_model import build_tiny_model
+
+T, H, W = 4, 56, 84  # 2 temporal patches x 2 x 3 merged patches = 12 video tokens per clip
+SAMPLES = [
+    [],
+    [(EventType.PHONE_USE, 1, 2)],
+    [(EventType.FOLLOWING_DISTANCE, 0, 1), (EventType.DROWSINESS, 1, 2)],
+    [(EventType.LANE_DEPARTURE, 0, 2)],
+]
+
+
+def write_dataset(root: Path) -> Path:
+    """Four clips of random but distinct frames, each with its own canonical answers."""
+    rng = np.random.default_rng(7)
+    (root / "frames").mkdir(parents=True)
+    records = []
+    for i, spec in enumerate(SAMPLES):
+        events = [DetectedEvent(type=t, view=TAXONOMY[t].view, start=s, end=e) for t, s, e in spec]
+        frames = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+        np.savez_compressed(root / f"frames/c{i}.npz", frames=frames)
+        records.append({"id": f"c{i}", "vehicle_id": f"v{i}", "frames": f"frames/c{i}.npz",
+                        "turn1": format_turn1(events), "turn2": reference_instruction([t for t, _, _ in spec])})
+    (root / "data.json").write_text(json.dumps(records))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    records = json.loads((dataset / "data.json").read_text())
+    corpus = [r[k] for r in records for k in ("turn1", "turn2")]
+    return build_tiny_model(tmp_path_factory.mktemp("base") / "tiny", corpus=corpus, seed=0)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory: pytest.TempPathFactory, dataset: Path, base: Path) -> Path:
+    cfg = SFTConfig(data=dataset, out=tmp_path_factory.mktemp("ft") / "model", model=base, steps=300, lr=3e-3,
+                    warmup_steps=10, seed=0, log_every=50, threads=2, progress=False)
+    return run_sft(cfg)
+
+
+def test_labels_cover_exactly_the_two_answers_and_their_end_tokens(base: Path, dataset: Path) -> None:
+    processor = load_processor(base)
+    tok = processor.tokenizer
+    record = json.loads((dataset / "data.json").read_text())[2]
+    frames = np.load(dataset / record["frames"])["frames"]
+    inputs = build_inputs(processor, conversation(record["turn1"], record["turn2"]), frames,
+                          add_generation_prompt=False)
+    labels = assistant_labels(inputs["input_ids"][0], tok("<|im_start|>assistant\n")["input_ids"],
+                              tok.convert_tokens_to_ids("<|im_end|>"))
+    kept = labels[labels != IGNORE_INDEX]
+    assert tok.decode(kept) == record["turn1"] + "<|im_end|>" + record["turn2"] + "<|im_end|>"
+    assert int((inputs["input_ids"] == processor.video_token_id).sum()) == video_tokens(T, H, W)
+
+
+def test_sft_rejects_bad_options(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(SFTConfigError):
+        SFTRecipe(SFTConfig(data=dataset, out=tmp_path, steps=None, epochs=None))
+    with pytest.raises(SFTConfigError):
+        SFTRecipe(SFTConfig(data=tmp_path, out=tmp_path, steps=1))
+    with pytest.raises(SFTConfigError):
+        SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=tmp_path, steps=1))
+    with pytest.raises(SFTConfigError):
+        SFTRecipe(SFTConfig(data=dataset, out=tmp_path, steps=1, event_aux_weight=-1.0))
+
+
+def test_event_aux_loss_defaults_on_only_for_a_fresh_demo_model(dataset: Path, base: Path, tmp_path: Path) -> None:
+    assert SFTRecipe(SFTConfig(data=dataset, out=tmp_path, steps=1)).aux_weight == 1.0
+    assert SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=base, steps=1)).aux_weight == 0.0
+    assert SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=base, steps=1, event_aux_weight=0.5)).aux_weight == 0.5
+
+
+def test_event_targets_mark_the_patches_an_event_spans() -> None:
+    turn1 = format_turn1([DetectedEvent(type=EventType.PHONE_USE, view=TAXONOMY[EventType.PHONE_USE].view,
+                                        start=2, end=4)])
+    # Patch t's centre is t + 0.5 s; answers give whole seconds, so [start - 0.5, end + 0.5] counts: patches 1-4.
+    target = event_targets(turn1, grid_t=8, seconds_per_patch=1.0)
+    phone = list(EventType).index(EventType.PHONE_USE)
+    assert target[:, phone].tolist() == [0, 1, 1, 1, 1, 0, 0, 0]
+    assert target.sum() == 4  # no other type marked
+    assert event_targets(format_turn1([]), 8, 1.0).sum() == 0
+    assert event_targets("not json", 8, 1.0) is None
+
+
+def test_sft_with_the_event_aux_loss_trains_and_records_it(dataset: Path, base: Path, tmp_path: Path) -> None:
+    cfg = SFTConfig(data=dataset, out=tmp_path / "aux", model=base, steps=4, event_aux_weight=1.0, seed=0,
+                    log_every=2, threads=2, progress=False)
+    recipe = SFTRecipe(cfg)
+    recipe.setup()
+    head_before = recipe.aux_head.weight.detach().clone()
+    recipe.train()
+    out = recipe.save()
+    assert not recipe.aux_head.weight.detach().equal(head_before)  # the head got gradients through the hook
+    meta = json.loads((out / "drivecoach.json").read_text())
+    assert meta["event_aux_weight"] == 1.0 and meta["steps"] == 4
+    assert all(np.isfinite(recipe.losses))
+    # The aux head is training-only: the saved checkpoint is a plain Qwen2.5-VL the engine loads.
+    assert TransformersEngine(out, max_new_tokens=4).run_cot(
+        np.load(dataset / "frames/c0.npz")["frames"]).generated_tokens > 0
+
+
+def test_sft_writes_model_processor_and_metadata(finetuned: Path, base: Path) -> None:
+    meta = json.loads((finetuned / "drivecoach.json").read_text())
+    assert meta["demo"] is True and meta["steps"] == 300 and meta["records"] == len(SAMPLES)
+    assert meta["base"] == str(base.resolve()) and len(meta["data_sha256"]) == 64
+    assert meta["final_loss"] < 0.05, meta  # started near ln(vocab) ~ 7
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md"):
+        assert (finetuned / name).is_file(), name
+
+
+def test_engine_replays_the_training_answers(finetuned: Path, dataset: Path) -> None:
+    engine: Engine = TransformersEngine(finetuned, max_new_tokens=96)
+    assert engine.model_version.startswith("model-") and len(engine.model_version) == len("model-") + 8
+    for record in json.loads((dataset / "data.json").read_text()):
+        frames = np.load(dataset / record["frames"])["frames"]
+        out = engine.run_cot(frames)
+        assert isinstance(out, CotOutput)
+        assert (out.turn1, out.turn2) == (record["turn1"], record["turn2"]), record["id"]
+        parse_turn1(out.turn1)  # valid against the taxonomy
+        assert out.prompt_tokens > 2 * video_tokens(T, H, W) and out.generated_tokens > 0 and out.latency_ms > 0
+
+
+def test_engine_model_version_tracks_the_checkpoint(finetuned: Path, base: Path) -> None:
+    assert TransformersEngine(base).model_version != TransformersEngine(finetuned).model_version
+    with pytest.raises(FileNotFoundError):
+        TransformersEngine(finetuned / "missing")

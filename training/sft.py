@@ -1,0 +1,387 @@
+"""Supervised fine-tuning of a Qwen2.5-VL on two-turn chain-of-thought records: a recipe to read top to bottom.
+
+Command (2 CPU cores; the DEMO model from random weights, ~200 clips of 40 frames at 112x140):
+    python -m training.sft --data DATA_DIR --out OUT_DIR [--model BASE_DIR] --steps 900 --lr 3e-3 --seed 0
+
+`DATA_DIR/data.json` is a list of {"id", "vehicle_id", "frames": "relative/path.npz", "turn1", "turn2"};
+`np.load(path)["frames"]` is (T, H, W, 3) uint8 RGB at 2 FPS, sides multiples of 28. Without `--model` a fresh
+tiny DEMO Qwen2.5-VL (training.tiny_model) is built first, its tokenizer trained on the dataset's answers too.
+
+Each step is one clip (batch size 1): the whole conversation (system, video + turn-1 question, turn-1 answer,
+turn-2 question, turn-2 answer) goes through the model, and the loss covers only the two assistant answers and
+their <|im_end|> (everything else is -100). AdamW, linear warmup then cosine decay, gradient clipping.
+The output directory holds the model, the processor and `drivecoach.json` (base, steps, final loss, data hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.model_io import build_inputs, install_torchvision_shim, load_model, load_processor
+from schemas.prompts import PROMPT_VERSION, InvalidAnswer, conversation, parse_turn1
+from schemas.taxonomy import EventType
+
+IGNORE_INDEX = -100
+ASSISTANT_HEADER = "<|im_start|>assistant\n"
+END_OF_TURN = "<|im_end|>"
+
+
+class SFTConfigError(ValueError):
+    """The fine-tuning options or the dataset do not fit together."""
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    data: Path
+    out: Path
+    model: Path | None = None  # None: build a fresh tiny DEMO model (random weights) first
+    steps: int | None = None  # exactly one of steps / epochs
+    epochs: float | None = None
+    lr: float = 2e-3  # peak; a random-init tiny model needs ~1e-3..3e-3, a pretrained one ~1e-5
+    warmup_steps: int | None = None  # None: 5% of the steps (at least 10)
+    min_lr_ratio: float = 0.05  # the cosine ends at lr * min_lr_ratio
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    freeze_vision: bool = False  # the paper's recipe freezes it; the from-scratch DEMO model must train it
+    vision_lr_scale: float = 1.0  # the vision tower's lr = lr * this
+    # Weight of a training-only event-detection loss on the vision features (a linear head per temporal patch,
+    # discarded after training). None: 1.0 for a fresh DEMO model, whose random vision tower otherwise never learns
+    # to see the events (measured: without it the answers ignore the video), 0.0 for a given base checkpoint.
+    event_aux_weight: float | None = None
+    seed: int = 0
+    log_every: int = 10
+    # None: 1 for a fresh DEMO model (measured on 2 cores: 0.14 s/step with 1 thread, 0.13 with 2 on an idle machine,
+    # but 0.8-1.4 s/step with 2 when another process holds a core), every core this process may use otherwise.
+    threads: int | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    vehicle_id: str
+    frames: Path
+    turn1: str
+    turn2: str
+
+
+def load_records(data_dir: Path) -> list[Record]:
+    index = data_dir / "data.json"
+    if not index.is_file():
+        raise SFTConfigError(f"{index} does not exist")
+    raw = json.loads(index.read_text())
+    if not isinstance(raw, list) or not raw:
+        raise SFTConfigError(f"{index} must be a non-empty list of records")
+    records = [Record(id=r["id"], vehicle_id=r["vehicle_id"], frames=data_dir / r["frames"], turn1=r["turn1"],
+                      turn2=r["turn2"]) for r in raw]
+    missing = [str(r.frames) for r in records if not r.frames.is_file()]
+    if missing:
+        raise SFTConfigError(f"{len(missing)} frame files are missing, e.g. {missing[0]}")
+    return records
+
+
+def data_hash(data_dir: Path, records: list[Record]) -> str:
+    """sha256 over data.json and every frames file, so a model names exactly what it was trained on."""
+    h = hashlib.sha256((data_dir / "data.json").read_bytes())
+    for r in records:
+        h.update(r.frames.read_bytes())
+    return h.hexdigest()
+
+
+def assistant_labels(input_ids: Any, header_ids: list[int], end_id: int) -> Any:
+    """Labels = input_ids on the assistant answers (each through its <|im_end|>), IGNORE_INDEX elsewhere."""
+    import torch
+
+    ids = input_ids.tolist()
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    n, i = len(header_ids), 0
+    while i + n <= len(ids):
+        if ids[i : i + n] != header_ids:
+            i += 1
+            continue
+        start = end = i + n
+        while end < len(ids) and ids[end] != end_id:
+            end += 1
+        labels[start : end + 1] = input_ids[start : end + 1]
+        i = end + 1
+    return labels
+
+
+def event_targets(turn1: str, grid_t: int, seconds_per_patch: float) -> Any:
+    """(grid_t, event types) multi-hot: which events are under way in each temporal patch; None if unparsable."""
+    import torch
+
+    try:
+        answer = parse_turn1(turn1)
+    except InvalidAnswer:
+        return None
+    types = list(EventType)
+    target = torch.zeros(grid_t, len(types))
+    for e in answer.events:
+        for t in range(grid_t):
+            if e.start - 0.5 <= (t + 0.5) * seconds_per_patch <= e.end + 0.5:  # answers give whole seconds
+                target[t, types.index(e.type)] = 1.0
+    return target
+
+
+def lr_lambda(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine down to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class SFTRecipe:
+    """setup() -> train() -> save(); read top to bottom."""
+
+    def __init__(self, cfg: SFTConfig) -> None:
+        if (cfg.steps is None) == (cfg.epochs is None):
+            raise SFTConfigError("give exactly one of steps and epochs")
+        if (cfg.steps is not None and cfg.steps < 1) or (cfg.epochs is not None and cfg.epochs <= 0):
+            raise SFTConfigError("steps / epochs must be positive")
+        if cfg.lr <= 0 or not 0 <= cfg.min_lr_ratio <= 1 or cfg.log_every < 1:
+            raise SFTConfigError("lr must be > 0, min_lr_ratio in [0, 1], log_every >= 1")
+        if (cfg.event_aux_weight is not None and cfg.event_aux_weight < 0) or cfg.vision_lr_scale < 0:
+            raise SFTConfigError("event_aux_weight and vision_lr_scale must be >= 0")
+        if cfg.model is not None and not (cfg.model / "config.json").is_file():
+            raise SFTConfigError(f"{cfg.model} is not a model directory (no config.json)")
+        self.cfg = cfg
+        self.records = load_records(cfg.data)
+        self.total_steps = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * len(self.records))
+        self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(10, self.total_steps // 20)
+        self.warmup = min(self.warmup, self.total_steps)
+        self.aux_weight = cfg.event_aux_weight if cfg.event_aux_weight is not None else (1.0 if cfg.model is None else 0.0)
+        self.losses: list[float] = []
+        self.seconds_per_step = 0.0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+
+    def setup(self) -> None:
+        install_torchvision_shim()
+        import torch
+
+        cfg = self.cfg
+        started = time.perf_counter()
+        torch.set_num_threads(cfg.threads or (1 if cfg.model is None else len(os.sched_getaffinity(0))))
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+        if cfg.model is None:
+            from training.tiny_model import build_tiny_model
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="drivecoach-base-")
+            corpus = [t for r in self.records for t in (r.turn1, r.turn2)]
+            self.base_path = build_tiny_model(Path(self._tmp.name), corpus=corpus, seed=cfg.seed)
+            self.base_name = f"tiny-qwen2.5-vl-random-init(seed={cfg.seed})"
+        else:
+            self.base_path = cfg.model
+            self.base_name = str(cfg.model.resolve())
+        self.log(f"sft: base {self.base_name} ({time.perf_counter() - started:.1f} s), {len(self.records)} records, "
+                 f"{self.total_steps} steps, lr {cfg.lr:g}, event aux weight {self.aux_weight:g}")
+        self.processor = load_processor(self.base_path)
+        self.model = load_model(self.base_path, train=True)
+        if cfg.freeze_vision:
+            for p in self.model.model.visual.parameters():
+                p.requires_grad_(False)
+
+        tok = self.processor.tokenizer
+        self.header_ids = tok(ASSISTANT_HEADER, add_special_tokens=False)["input_ids"]
+        self.end_id = tok.convert_tokens_to_ids(END_OF_TURN)
+
+        self.aux_head = None
+        if self.aux_weight > 0:
+            self.aux_head = torch.nn.Linear(self.model.config.vision_config.out_hidden_size, len(EventType))
+            self._visual_out: list[Any] = []
+            self.model.model.visual.register_forward_hook(
+                lambda _m, _i, out: self._visual_out.append(out.pooler_output))
+        visual = {id(p) for p in self.model.model.visual.parameters()}
+        groups = []
+        for is_visual in (False, True):
+            params = [p for p in self.model.parameters() if p.requires_grad and (id(p) in visual) == is_visual]
+            lr = cfg.lr * (cfg.vision_lr_scale if is_visual else 1.0)
+            groups.append({"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": cfg.weight_decay})
+            groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})  # norms, biases
+        if self.aux_head is not None:
+            groups.append({"params": list(self.aux_head.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_lambda(s, warmup=self.warmup, total=self.total_steps, min_ratio=cfg.min_lr_ratio),
+        )
+        self.data_sha256 = data_hash(cfg.data, self.records)
+        params = sum(p.numel() for p in self.model.parameters())
+        self.log(f"sft: {params:,} parameters, setup {time.perf_counter() - started:.1f} s")
+
+    def batch(self, record: Record) -> dict[str, Any]:
+        """One clip's full two-turn conversation as model tensors, labels on the assistant answers only."""
+        frames = np.load(record.frames)["frames"]
+        inputs = build_inputs(self.processor, conversation(record.turn1, record.turn2), frames,
+                              add_generation_prompt=False)
+        inputs = dict(inputs)
+        inputs["labels"] = assistant_labels(inputs["input_ids"][0], self.header_ids, self.end_id)[None]
+        return inputs
+
+    def event_loss(self, record: Record, batch: dict[str, Any]) -> Any:
+        import torch
+
+        feats = self._visual_out.pop()
+        self._visual_out.clear()
+        grid_t = int(batch["video_grid_thw"][0, 0])
+        target = event_targets(record.turn1, grid_t, float(batch["second_per_grid_ts"][0]))
+        if target is None:
+            return feats.sum() * 0.0
+        logits = self.aux_head(feats).view(grid_t, -1, len(EventType)).amax(dim=1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+    def order(self) -> list[int]:
+        """Record indices for every step: a fresh seeded shuffle per epoch."""
+        rng = random.Random(self.cfg.seed)
+        out: list[int] = []
+        while len(out) < self.total_steps:
+            epoch = list(range(len(self.records)))
+            rng.shuffle(epoch)
+            out += epoch
+        return out[: self.total_steps]
+
+    # -- train -------------------------------------------------------------------------------------------------
+    def train(self) -> None:
+        import torch
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        cfg = self.cfg
+        self.model.train()
+        window: list[float] = []
+        started = time.perf_counter()
+        # A live bar only on a terminal; elsewhere (logs, CI, a parent process's pipe) rich would print nothing
+        # until the end, so plain lines are printed instead.
+        bar = cfg.progress and Console().is_terminal
+        with Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[info]}"), disable=not bar) as progress:
+            task = progress.add_task("sft", total=self.total_steps, info="")
+            for step, idx in enumerate(self.order(), start=1):
+                batch = self.batch(self.records[idx])
+                loss = self.model(**batch).loss
+                if self.aux_head is not None:
+                    loss = loss + self.aux_weight * self.event_loss(self.records[idx], batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+
+                window.append(loss.item())
+                self.losses.append(window[-1])
+                if step % cfg.log_every == 0 or step == self.total_steps:
+                    per_step = (time.perf_counter() - started) / step
+                    info = (f"loss {sum(window) / len(window):.4f}  lr {self.scheduler.get_last_lr()[0]:.2e}  "
+                            f"{per_step:.3f} s/step")
+                    progress.update(task, info=info)
+                    if not bar:
+                        print(f"step {step}/{self.total_steps}  {info}", flush=True)
+                    window = []
+                progress.advance(task)
+        self.seconds_per_step = (time.perf_counter() - started) / self.total_steps
+
+    # -- save --------------------------------------------------------------------------------------------------
+    def save(self) -> Path:
+        cfg = self.cfg
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        self.model.eval()
+        self.model.save_pretrained(cfg.out)
+        self.processor.save_pretrained(cfg.out)
+        readme = self.base_path / "README.md"
+        if readme.is_file() and readme.resolve() != (cfg.out / "README.md").resolve():
+            shutil.copyfile(readme, cfg.out / "README.md")
+        tail = self.losses[-min(len(self.losses), max(1, cfg.log_every)):]
+        base_meta = self.base_path / "tiny_model.json"
+        meta = {
+            "base": self.base_name,
+            "demo": True,
+            "prompt_version": PROMPT_VERSION,
+            "steps": self.total_steps,
+            "final_loss": round(sum(tail) / len(tail), 6),
+            "seconds_per_step": round(self.seconds_per_step, 4),
+            "event_aux_weight": self.aux_weight,
+            "data_sha256": self.data_sha256,
+            "records": len(self.records),
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "base_recipe": json.loads(base_meta.read_text()) if base_meta.is_file() else None,
+        }
+        # Written last: its presence marks a complete checkpoint.
+        (cfg.out / "drivecoach.json").write_text(json.dumps(meta, indent=1) + "\n")
+        return cfg.out
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def run_sft(cfg: SFTConfig) -> Path:
+    """Fine-tune and save; returns the output directory."""
+    recipe = SFTRecipe(cfg)
+    try:
+        recipe.setup()
+        recipe.train()
+        return recipe.save()
+    finally:
+        recipe.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Supervised fine-tuning of a Qwen2.5-VL on two-turn CoT records.")
+    parser.add_argument("--data", type=Path, required=True, help="dataset directory holding data.json")
+    parser.add_argument("--out", type=Path, required=True, help="where the fine-tuned model goes")
+    parser.add_argument("--model", type=Path, default=None, help="base checkpoint; omit to build a tiny DEMO one")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None)
+    length.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--lr", type=float, default=SFTConfig.lr)
+    parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--min-lr-ratio", type=float, default=SFTConfig.min_lr_ratio)
+    parser.add_argument("--weight-decay", type=float, default=SFTConfig.weight_decay)
+    parser.add_argument("--freeze-vision", action="store_true")
+    parser.add_argument("--vision-lr-scale", type=float, default=SFTConfig.vision_lr_scale)
+    parser.add_argument("--event-aux-weight", type=float, default=None,
+                        help="training-only event-detection loss on the vision features (default: 1 without --model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=SFTConfig.log_every)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    args = parser.parse_args(argv)
+    cfg = SFTConfig(
+        data=args.data, out=args.out, model=args.model,
+        steps=args.steps if args.steps is not None or args.epochs is not None else 900, epochs=args.epochs,
+        lr=args.lr, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay,
+        freeze_vision=args.freeze_vision, vision_lr_scale=args.vision_lr_scale,
+        event_aux_weight=args.event_aux_weight, seed=args.seed, log_every=args.log_every, threads=args.threads,
+        progress=not args.no_progress,
+    )
+    try:
+        out = run_sft(cfg)
+    except SFTConfigError as err:
+        parser.error(str(err))
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
