@@ -58,7 +58,7 @@ class TransformersEngine:
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         path = Path(model_path)
-        if path.exists() and not (path / "config.json").is_file():
+        if (path.exists() or not is_hub_id(str(model_path))) and not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a model directory (no config.json)")
         import torch
 
@@ -94,6 +94,11 @@ class TransformersEngine:
         turn2, p2, g2 = self._generate(conversation(turn1), frames)
         return CotOutput(turn1=turn1, turn2=turn2, prompt_tokens=p1 + p2, generated_tokens=g1 + g2,
                          latency_ms=(time.perf_counter() - started) * 1000.0)
+
+
+def is_hub_id(name: str) -> bool:
+    """`org/name` or `name` on the Hugging Face hub, as opposed to a filesystem path."""
+    return not Path(name).is_absolute() and not name.startswith((".", "~")) and name.count("/") <= 1
 
 
 def is_demo_model(path: str | Path) -> bool:

@@ -57,7 +57,8 @@ def trained_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-model")
     scenarios = make_scenarios(500, 32, fleet_id="fleet-train", vehicles=8, duration=12.0)
     data = write_training_set(scenarios, root / "data", Settings(home=root))
-    return run_sft(SFTConfig(data=data, out=root / "model", steps=TINY_MODEL_STEPS, seed=0, progress=False))
+    return run_sft(SFTConfig(data=data, out=root / "model", steps=TINY_MODEL_STEPS, vision_warmup_steps=100, seed=0,
+                             progress=False))
 
 
 TINY_MODEL_STEPS = 240
