@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import os
 import shutil
@@ -13,6 +14,10 @@ from streams.errors import DrivecoachError
 
 class BlobNotFound(DrivecoachError):
     """A claim check points at a blob that is not there."""
+
+
+class BlobConflict(DrivecoachError):
+    """An upload would replace a different blob under the same key: claim checks must stay immutable."""
 
 
 class LocalBlobStore:
@@ -33,7 +38,12 @@ class LocalBlobStore:
         return path.as_uri()
 
     def put_file(self, key: str, source: Path) -> str:
+        """Upload a file once: the same bytes again are a no-op, different bytes under the key an error."""
         path = self.root / key
+        if path.is_file():
+            if filecmp.cmp(path, source, shallow=False):
+                return path.as_uri()
+            raise BlobConflict(f"blob {key} exists with different content; uploads need unique keys")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.copyfile(source, tmp)

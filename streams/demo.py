@@ -93,7 +93,8 @@ def ensure_demo_model(settings: Settings, console: Console) -> Path:
     settings = demo_model_settings(settings)
     scenarios = make_scenarios(DEMO_MODEL_RECIPE["train_seed"], DEMO_MODEL_RECIPE["scenarios"], fleet_id="fleet-train",
                                vehicles=24, duration=float(DEMO_MODEL_RECIPE["trip_s"]))
-    data = write_training_set(scenarios, settings.home.resolve() / "datasets" / "demo-train", settings)
+    with console.status(f"rendering {len(scenarios)} simulated training trips"):
+        data = write_training_set(scenarios, settings.home.resolve() / "datasets" / "demo-train", settings)
     subprocess.run(
         [sys.executable, "-m", MODEL_TOOL_MODULE, "--data", str(data), "--out", str(model_dir),
          "--steps", str(DEMO_MODEL_RECIPE["steps"]), "--seed", str(DEMO_MODEL_RECIPE["model_seed"]),
@@ -113,7 +114,7 @@ def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[Segme
     """What a device gateway uploads: each camera file put in the blob store, the message carries the claim."""
     out = []
     for seg in sorted(segments, key=lambda s: (s.end_ts, s.camera)):
-        uri = blobs.put_file(f"uploads/{seg.vehicle_id}/{seg.path.name}", seg.path)
+        uri = blobs.put_file(f"uploads/{seg.vehicle_id}/{seg.segment_id}{seg.path.suffix}", seg.path)
         out.append(SegmentMessage(
             fleet_id=seg.fleet_id, vehicle_id=seg.vehicle_id, driver_id=seg.driver_id, camera=seg.camera,
             segment_id=seg.segment_id, start_ts=seg.start_ts, end_ts=seg.end_ts, fps=seg.fps, width=seg.width,
