@@ -10,13 +10,14 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction
@@ -183,6 +184,10 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
         database = resolve_database_url(settings)
         stack_.callback(database.close)
         migrate(database.url)
+        engine = make_engine(database.url)
+        stack_.callback(engine.dispose)
+        factory = sessionmaker(engine)
+        since = _db_now(factory)
         console.print(f"Postgres: [bold]{database.url.render_as_string(hide_password=True)}[/]")
         ensure_topics(bootstrap, settings)
         run_settings = settings.model_copy(update={"model": str(model_path), "database_url": database.url.render_as_string(hide_password=False)})
@@ -211,12 +216,10 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
                 progress.advance(task)
             producer.close()
             expected = expected_clips(messages, settings)
-            engine = make_engine(database.url)
-            factory = sessionmaker(engine)
             task = progress.add_task("clips written to Postgres", total=len(expected))
             deadline = time.monotonic() + timeout_s
             while True:
-                done = _landed(factory, set(expected))
+                done = _landed(factory, set(expected), since)
                 progress.update(task, completed=len(done))
                 if len(done) == len(expected):
                     break
@@ -227,7 +230,6 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
                     raise DemoTimeout(f"{len(done)}/{len(expected)} clips in Postgres after {timeout_s:.0f} s; see {logs}")
                 time.sleep(1.0)
         model_version = _model_version(factory, set(expected))
-        engine.dispose()
         run = DemoRun(scenarios, expected, len(messages), model_version, time.monotonic() - started)
         print_report(console, factory, run)
     return run
@@ -238,9 +240,16 @@ def _progress(console: Console) -> Progress:
                     console=console)
 
 
-def _landed(factory: sessionmaker[Session], clip_ids: set[str]) -> set[str]:
+def _db_now(factory: sessionmaker[Session]) -> datetime:
     with factory() as session:
-        rows = session.scalars(select(Inference.clip_id).where(Inference.clip_id.in_(clip_ids)))
+        return session.scalar(select(func.now()))
+
+
+def _landed(factory: sessionmaker[Session], clip_ids: set[str], since: datetime) -> set[str]:
+    """Clips with an inference written by this run (a rerun upserts the rows an earlier run left)."""
+    with factory() as session:
+        rows = session.scalars(select(Inference.clip_id).where(Inference.clip_id.in_(clip_ids),
+                                                               Inference.updated_at >= since))
         return set(rows)
 
 
