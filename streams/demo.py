@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -268,6 +269,11 @@ def truth_for(run: DemoRun, vehicle: str, start: float, end: float) -> set[Event
     return set()
 
 
+def _ratio(value: float) -> str:
+    """A ratio for the table; '-' where it is undefined (no predictions, or no truth, of that type)."""
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
 def print_report(console: Console, factory: sessionmaker[Session], run: DemoRun) -> EventScores:
     with factory() as session:
         clips = {c.clip_id: c for c in session.scalars(select(Clip).where(Clip.clip_id.in_(run.expected)))}
@@ -317,9 +323,9 @@ def print_report(console: Console, factory: sessionmaker[Session], run: DemoRun)
     for col in ("event type", "TP", "FP", "FN", "precision", "recall"):
         table.add_column(col)
     for t, s in sorted(scores.per_type.items(), key=lambda kv: kv[0].value):
-        table.add_row(t.value, str(s.tp), str(s.fp), str(s.fn), f"{s.precision:.2f}", f"{s.recall:.2f}")
+        table.add_row(t.value, str(s.tp), str(s.fp), str(s.fn), _ratio(s.precision), _ratio(s.recall))
     m = scores.micro
-    table.add_row("[bold]all (micro)", str(m.tp), str(m.fp), str(m.fn), f"{m.precision:.2f}", f"{m.recall:.2f}")
+    table.add_row("[bold]all (micro)", str(m.tp), str(m.fp), str(m.fn), _ratio(m.precision), _ratio(m.recall))
     console.print(table)
     invalid = sum(not i.valid for i in inferences)
     console.print(
