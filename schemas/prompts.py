@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from schemas.taxonomy import TAXONOMY, EventType, View
 from schemas.messages import DetectedEvent
+from schemas.taxonomy import TAXONOMY, EventType, View
 
 PROMPT_VERSION = "cot-v1"
 
@@ -97,6 +97,13 @@ def conversation(turn1_answer: str | None = None, turn2_answer: str | None = Non
 
 
 __all__ = [
-    "PROMPT_VERSION", "InvalidAnswer", "Turn1Answer", "conversation", "describe", "format_turn1",
-    "parse_turn1", "turn1_json_schema", "View",
+    "PROMPT_VERSION",
+    "InvalidAnswer",
+    "Turn1Answer",
+    "View",
+    "conversation",
+    "describe",
+    "format_turn1",
+    "parse_turn1",
+    "turn1_json_schema",
 ]

@@ -89,7 +89,7 @@ def resolve_database_url(settings: Settings) -> ResolvedDatabase:
         return ResolvedDatabase(url=ensure_database(local, settings.database_name), source="local")
     try:
         return _embedded(settings)
-    except Exception as err:  # noqa: BLE001 - any failure to start it means the same thing to the user
+    except Exception as err:
         raise DatabaseUnavailable(
             f"no Postgres at {local.render_as_string(hide_password=True)} and the embedded one failed to start "
             f"({err}); set DRIVECOACH_DATABASE_URL"

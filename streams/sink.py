@@ -14,7 +14,18 @@ from sqlalchemy import delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from schemas.db import Clip, ClipSegment, Driver, Event, Fleet, Inference, Instruction, ModelVersion, Segment, Vehicle
+from schemas.db import (
+    Clip,
+    ClipSegment,
+    Driver,
+    Event,
+    Fleet,
+    Inference,
+    Instruction,
+    ModelVersion,
+    Segment,
+    Vehicle,
+)
 from schemas.messages import ClipMessage, InferenceResult
 
 SessionFactory = Callable[[], Session]

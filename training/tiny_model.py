@@ -17,11 +17,16 @@ import json
 import random
 from pathlib import Path
 
+from schemas.messages import DetectedEvent
 from schemas.model_io import GRID, install_torchvision_shim
 from schemas.prompts import (
-    NO_EVENTS_DESCRIPTION, SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION, describe, format_turn1,
+    NO_EVENTS_DESCRIPTION,
+    SYSTEM_PROMPT,
+    TURN1_QUESTION,
+    TURN2_QUESTION,
+    describe,
+    format_turn1,
 )
-from schemas.messages import DetectedEvent
 from schemas.taxonomy import GOOD_DRIVING_INSTRUCTION, TAXONOMY, EventType, reference_instruction
 
 TINY_RECIPE_VERSION = 1
@@ -108,8 +113,13 @@ def build_tiny_model(out_dir: Path, *, corpus: list[str], seed: int = 0) -> Path
     install_torchvision_shim()
     import torch
     from transformers import (
-        GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-        Qwen2Tokenizer, Qwen2VLImageProcessor, Qwen2VLVideoProcessor,
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2Tokenizer,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
     )
 
     out_dir = Path(out_dir)

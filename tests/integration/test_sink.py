@@ -8,6 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
 from schemas.db import Base, Clip, ClipSegment, Event, Inference, Instruction, ModelVersion, Segment
@@ -86,7 +87,7 @@ def test_a_failed_write_leaves_nothing_behind(database_url: str) -> None:
     factory = sessionmaker(engine)
     clip = _clip(f"veh-{uuid.uuid4().hex[:6]}")
     bad = _result(clip, "m-1", [EventType.PHONE_USE], "x" ).model_copy(update={"prompt_version": "v" * 100})
-    with pytest.raises(Exception):
+    with pytest.raises(DBAPIError, match="too long"):
         write_result(factory, clip=clip, result=bad)
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(Clip).where(Clip.clip_id == clip.clip_id)) == 0

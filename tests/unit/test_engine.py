@@ -14,7 +14,13 @@ from schemas.prompts import conversation, format_turn1, parse_turn1
 from schemas.taxonomy import TAXONOMY, EventType, reference_instruction
 from streams.engine import CotOutput, Engine, TransformersEngine
 from training.sft import (
-    IGNORE_INDEX, SFTConfig, SFTConfigError, SFTRecipe, assistant_labels, event_targets, run_sft,
+    IGNORE_INDEX,
+    SFTConfig,
+    SFTConfigError,
+    SFTRecipe,
+    assistant_labels,
+    event_targets,
+    run_sft,
 )
 from training.tiny_model import build_tiny_model
 

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from schemas.model_io import (
-    build_inputs, install_torchvision_shim, load_processor, processor_kwargs, video_input, video_tokens,
+    build_inputs,
+    install_torchvision_shim,
+    load_processor,
+    processor_kwargs,
+    video_input,
+    video_tokens,
 )
 from schemas.prompts import conversation
 from training.tiny_model import SPECIAL_TOKENS, build_tiny_model
@@ -25,7 +30,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def processor(tiny_dir: Path):  # noqa: ANN201 - a transformers processor
+def processor(tiny_dir: Path):
     return load_processor(tiny_dir)
 
 
@@ -41,13 +46,13 @@ def test_shim_makes_torchvision_importable_in_a_fresh_process() -> None:
         "from transformers import Qwen2VLVideoProcessor\n"
         "print(first, second, torchvision.__version__)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     first, second, _ = done.stdout.split()
     assert second == first  # idempotent: a second call neither fails nor changes the answer
 
 
-def test_shim_is_a_no_op_once_torchvision_is_imported(processor) -> None:  # noqa: ANN001
+def test_shim_is_a_no_op_once_torchvision_is_imported(processor) -> None:
     import torchvision  # noqa: F401  (imported by the processor fixture already)
 
     install_torchvision_shim()  # must not raise
@@ -57,7 +62,7 @@ def test_shim_is_a_no_op_once_torchvision_is_imported(processor) -> None:  # noq
     ("t", "h", "w"),
     [(40, 140, 112), (8, 84, 140), (2, 56, 56), (7, 112, 84), (128, 140, 112)],
 )
-def test_video_tokens_are_half_t_times_grid(processor, t: int, h: int, w: int) -> None:  # noqa: ANN001
+def test_video_tokens_are_half_t_times_grid(processor, t: int, h: int, w: int) -> None:
     inputs = build_inputs(processor, conversation(), frames_of(t, h, w), add_generation_prompt=True)
     n_video = int((inputs["input_ids"] == processor.video_token_id).sum())
     assert n_video == video_tokens(t, h, w) == -(-t // 2) * (h // 28) * (w // 28)
@@ -68,7 +73,7 @@ def test_video_tokens_are_half_t_times_grid(processor, t: int, h: int, w: int) -
         assert inputs[key].shape == inputs["input_ids"].shape
 
 
-def test_frames_are_not_rescaled(processor) -> None:  # noqa: ANN001
+def test_frames_are_not_rescaled(processor) -> None:
     # 28x56 = 1568 pixels: below both transformers' default min_pixels (100352) and the saved one (3136).
     frames = frames_of(4, 28, 56, seed=1)
     inputs = build_inputs(processor, conversation(), frames, add_generation_prompt=True)
@@ -81,7 +86,7 @@ def test_frames_are_not_rescaled(processor) -> None:  # noqa: ANN001
     np.testing.assert_allclose(inputs["pixel_values_videos"][0].numpy(), expected, atol=1e-5)
 
 
-def test_the_default_processor_would_upscale(processor) -> None:  # noqa: ANN001
+def test_the_default_processor_would_upscale(processor) -> None:
     """The trap processor_kwargs avoids: transformers' default min_pixels upscales a small frame."""
     from transformers import Qwen2VLVideoProcessor
 
@@ -104,7 +109,7 @@ def test_video_input_metadata() -> None:
         processor_kwargs(50, 56)
 
 
-def test_chat_template_renders_the_video_placeholder(processor) -> None:  # noqa: ANN001
+def test_chat_template_renders_the_video_placeholder(processor) -> None:
     text = processor.apply_chat_template(conversation("{}", "Slow down."), tokenize=False)
     assert text.count("<|vision_start|><|video_pad|><|vision_end|>") == 1
     assert text.count("<|im_start|>assistant\n") == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import cv2
@@ -36,7 +37,7 @@ def test_ground_truth_follows_the_taxonomy() -> None:
     for s in scenarios:
         by_vehicle.setdefault(s.vehicle_id, []).append(s.start_ts)
     for starts in by_vehicle.values():
-        assert all(b - a > scenarios[0].duration for a, b in zip(starts, starts[1:])), "trips must not overlap"
+        assert all(b - a > scenarios[0].duration for a, b in itertools.pairwise(starts)), "trips must not overlap"
 
 
 def _with(event: EventType | None):
@@ -66,7 +67,7 @@ def test_segments_are_real_decodable_video_with_device_timestamps(tmp_path: Path
     assert len(road) == len(driver) == 3
     assert road[0].start_ts == s.start_ts and driver[0].start_ts == s.start_ts + 0.25
     assert road[-1].end_ts == s.start_ts + 12.0
-    for a, b in zip(road, road[1:]):
+    for a, b in itertools.pairwise(road):
         assert a.end_ts == b.start_ts
     assert len({g.segment_id for g in segs}) == len(segs)
     for g in segs:

@@ -78,7 +78,7 @@ def test_conversation_has_two_turns_with_the_video_first():
 
 
 def test_segment_message_rejects_end_before_start_and_needs_one_video():
-    base = dict(fleet_id="f", vehicle_id="v", camera="road", segment_id="s", fps=10, width=4, height=4, codec="h264")
+    base = {"fleet_id": "f", "vehicle_id": "v", "camera": "road", "segment_id": "s", "fps": 10, "width": 4, "height": 4, "codec": "h264"}
     with pytest.raises(ValueError, match="end_ts"):
         SegmentMessage(**base, start_ts=10, end_ts=5, video_uri="file:///x")
     with pytest.raises(ValueError, match="exactly one"):
