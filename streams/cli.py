@@ -138,6 +138,54 @@ def broker(port: int = 9092) -> None:
             pass
 
 
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="Benchmarks: ratios against a baseline measured in the same run.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("clip")
+def bench_clip_command(
+    trips: Annotated[int, typer.Option(min=1, help="simulated trips (2 cameras, 10-s segments)")] = 6,
+    trip_seconds: Annotated[float, typer.Option(min=4.0)] = 30.0,
+    footage: Annotated[Path | None, typer.Option(help="../shared/videos: also measure on real footage")] = None,
+) -> None:
+    """Clip building (sample, stack, npz) in clip-seconds per CPU-second against decoding the same files alone."""
+    import tempfile
+
+    from rich.table import Table
+
+    from streams.bench import bench_clip, bench_clip_footage
+
+    settings = build_settings()
+    with tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work, console.status("writing segments, measuring"):
+        runs = [("simulated 320x180 + 160x120 MPEG-4", bench_clip(Path(work), settings, trips=trips, trip_s=trip_seconds))]
+    if footage is not None:
+        runs.append(("real footage: 960x540 H.264 road, 2 driver files", bench_clip_footage(footage, settings)))
+    table = Table(title=f"clip building vs decoding alone ({settings.max_pixels} px per stacked frame, CPU time)")
+    for col in ("workload", "clips", "clip-s", "decode-only clip-s/CPU-s", "building clip-s/CPU-s", "ratio"):
+        table.add_column(col)
+    for name, r in runs:
+        table.add_row(name, str(r.clips), f"{r.clip_seconds:.0f}", f"{r.decode_rate:.1f}", f"{r.build_rate:.1f}",
+                      f"[bold]{r.ratio:.2f}[/]")
+    console.print(table)
+    console.print("ratio = clip building's speed as a share of the decode-only limit (target >= 0.80)")
+
+
+@bench_app.command("join")
+def bench_join_command(
+    vehicles: Annotated[int, typer.Option(min=1)] = 50,
+    segments_per_camera: Annotated[int, typer.Option(min=1)] = 40,
+) -> None:
+    """Pure join throughput (segments per CPU-second) against only validating the same messages."""
+    from streams.bench import bench_join
+
+    settings = build_settings()
+    result = bench_join(settings, vehicles=vehicles, per_vehicle=segments_per_camera)
+    console.print(f"pure join: {result.segments} segments -> {result.clips} clips in {result.cpu_s:.3f} CPU s = "
+                  f"[bold]{result.segments_per_s:,.0f} segments/s[/]; {result.ratio_to_parse:.1f}x the cost of "
+                  f"validating the messages alone ({result.parse_cpu_s:.3f} s)")
+
+
 def main() -> None:
     app()
 

@@ -1,6 +1,8 @@
 """Clip building on real camera files from ../shared/videos (different fps, sizes, codecs, containers)."""
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,30 @@ def test_a_clip_spanning_two_segments_takes_frames_across_the_boundary():
     bottom = clip.frames[:, 60:]
     assert np.abs(bottom[7].astype(int) - bottom[8].astype(int)).mean() > 5  # jump back to the file's start
     assert np.abs(bottom[0].astype(int) - bottom[8].astype(int)).mean() < 5  # same content 4 s apart
+
+
+def _brute_force(path: Path, start: float, times: list[float]) -> dict[float, np.ndarray]:
+    """Every frame decoded; the frame shown at t is the last whose timestamp is <= t."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while cap.grab():
+        ts = start + cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        frames.append((ts, cv2.cvtColor(cap.retrieve()[1], cv2.COLOR_BGR2RGB)))
+    cap.release()
+    out = {}
+    for t in times:
+        shown = [f for ts, f in frames if ts <= t]
+        if shown:
+            out[t] = shown[-1]
+    return out
+
+
+@pytest.mark.parametrize("video", [ROAD, DRIVER, GIF])
+def test_retrieving_only_sampled_frames_gives_the_frames_a_full_decode_shows(video: Path) -> None:
+    times = [0.26 + 0.5 * k for k in range(8)] + [0.001, 1.0, 2.999]
+    fast, full = decode_at(video, 0.0, times), _brute_force(video, 0.0, times)
+    assert fast.keys() == full.keys()
+    for t in times:
+        assert np.array_equal(fast[t], full[t]), t

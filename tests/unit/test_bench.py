@@ -1,0 +1,22 @@
+"""The benchmarks measure real work: the right number of clips, from real decoding (figures are not asserted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.bench import bench_clip, bench_join, synthetic_segments
+from streams.settings import Settings
+
+
+def test_join_bench_joins_every_vehicle_into_max_length_clips() -> None:
+    result = bench_join(Settings(), vehicles=3, per_vehicle=14)  # 140 s per vehicle: 64 + 64 + about 11
+    assert result.segments == len(synthetic_segments(3, 14)) == 84
+    assert result.clips == 3 * 3
+    assert result.cpu_s > 0 and result.parse_cpu_s > 0
+
+
+def test_clip_bench_builds_one_clip_per_trip_from_the_written_files(tmp_path: Path) -> None:
+    result = bench_clip(tmp_path, Settings(), trips=2, trip_s=8.0)
+    assert result.clips == 2 and result.segment_files == 4
+    assert 7.0 < result.clip_seconds / 2 <= 8.0
+    assert result.decode_cpu_s > 0 and result.build_cpu_s > 0
