@@ -16,7 +16,7 @@ from schemas.messages import ClipMessage
 from streams.blobs import LocalBlobStore
 from streams.clip import build_clip_frames
 from streams.errors import BadSegment, VideoDecodeError
-from streams.join import ClipPlan, JoinRules, VehicleJoinState, add_segment, has_open_stretch, ready_clips
+from streams.join import Admission, ClipPlan, VehicleJoinState, add_segment, has_open_stretch, ready_clips
 from streams.segments import parse_segment, to_ref
 from streams.settings import Settings
 
@@ -53,7 +53,7 @@ def build_and_store(plan: ClipPlan, blob_root: str, fps: float, max_frames: int,
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
-    rules = JoinRules(settings.clip_max_seconds, settings.clip_min_seconds, settings.skew_tolerance_s)
+    rules = settings.join_rules()
     blobs = LocalBlobStore(settings.blobs)
     extra: dict[str, Any] = {"producer_max_batch_size": 1} if settings.one_record_per_batch else {}
     app = faust.App(
@@ -95,7 +95,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 continue
             message = ClipMessage(
                 clip_id=plan.clip_id, fleet_id=plan.fleet_id, vehicle_id=plan.vehicle_id, driver_id=plan.driver_id,
-                start_ts=plan.start_ts, end_ts=plan.end_ts, views=sorted({s.camera for s in plan.segments}),
+                start_ts=plan.start_ts, end_ts=plan.end_ts, views=list(plan.views),
                 segments=list(plan.segments), sample_fps=settings.sample_fps, **built,
             )
             # Wait for the broker's ack so the input offset is never committed ahead of the clip.
@@ -126,7 +126,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             state = _load(table.get(segment.vehicle_id)) or VehicleJoinState(
                 fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
             )
-            state = add_segment(state, ref, driver_id=segment.driver_id, now=time.time())
+            state, admission = add_segment(state, ref, driver_id=segment.driver_id, now=time.time(), rules=rules)
+            if admission is Admission.LATE:
+                detail = f"starts at {ref.start_ts:.3f}, clips up to {state.emitted_until:.3f} are already emitted"
+                await (await dlqs[base_topic].send(key=key, value=dead_letter(topic, "late", detail, key, value)))
             plans, state = ready_clips(state, rules)
             await emit(plans)
             table[segment.vehicle_id] = state.model_dump(mode="json")

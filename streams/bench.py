@@ -16,7 +16,7 @@ import numpy as np
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
 from streams.clip import build_clip_frames
-from streams.join import JoinRules, VehicleJoinState, add_segment, ready_clips
+from streams.join import VehicleJoinState, add_segment, ready_clips
 from streams.settings import Settings
 from streams.simulate import SimSegment, make_scenarios, write_segments
 
@@ -61,7 +61,7 @@ def decode_all(path: Path) -> int:
 
 def bench_clip(work: Path, settings: Settings, *, trips: int = 6, seed: int = 11, trip_s: float = 30.0) -> ClipBench:
     """Simulated trips written as 10-s segments (not timed), then decode-only vs clip building on the same files."""
-    rules = JoinRules(settings.clip_max_seconds, settings.clip_min_seconds, settings.skew_tolerance_s)
+    rules = settings.join_rules()
     files: list[Path] = []
     plans = []
     for s in make_scenarios(seed, trips, vehicles=2, duration=trip_s):
@@ -69,7 +69,7 @@ def bench_clip(work: Path, settings: Settings, *, trips: int = 6, seed: int = 11
         files += [g.path for g in segments]
         state = VehicleJoinState(fleet_id=s.fleet_id, vehicle_id=s.vehicle_id)
         for g in segments:
-            state = add_segment(state, _ref(g), driver_id=s.driver_id, now=0.0)
+            state, _ = add_segment(state, _ref(g), driver_id=s.driver_id, now=0.0, rules=rules)
         found, _ = ready_clips(state, rules, flush=True)
         plans += [(p, {g.segment_id: g.path for g in segments}) for p in found]
 
@@ -167,7 +167,7 @@ def synthetic_segments(vehicles: int, per_vehicle: int, seed: int = 0) -> list[t
 
 def bench_join(settings: Settings, *, vehicles: int = 50, per_vehicle: int = 40) -> JoinBench:
     """Per-segment cost of the pure join (add + ready), in arrival order, as the Faust agent calls it."""
-    rules = JoinRules(settings.clip_max_seconds, settings.clip_min_seconds, settings.skew_tolerance_s)
+    rules = settings.join_rules()
     raw = synthetic_segments(vehicles, per_vehicle)
 
     started = time.process_time()
@@ -180,7 +180,7 @@ def bench_join(settings: Settings, *, vehicles: int = 50, per_vehicle: int = 40)
     for vehicle, fields in raw:
         ref = SegmentRef.model_validate(fields)
         state = states.get(vehicle) or VehicleJoinState(fleet_id="fleet-bench", vehicle_id=vehicle)
-        state = add_segment(state, ref, driver_id=None, now=0.0)
+        state, _ = add_segment(state, ref, driver_id=None, now=0.0, rules=rules)
         found, states[vehicle] = ready_clips(state, rules)
         clips += len(found)
     for vehicle, state in states.items():

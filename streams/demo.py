@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction
-from schemas.messages import SegmentMessage, SegmentRef
+from schemas.messages import SegmentMessage, SegmentRef, clip_id_for
 from schemas.prompts import PROMPT_VERSION
 from schemas.taxonomy import EventType
 from streams.blobs import LocalBlobStore
@@ -30,7 +30,7 @@ from streams.broker import EmbeddedBroker
 from streams.clip import ClipFrames, sample_times, stack, stack_geometry
 from streams.database import make_engine, migrate, resolve_database_url
 from streams.errors import DrivecoachError
-from streams.join import JoinRules, VehicleJoinState, add_segment, ready_clips
+from streams.join import expected_clips as oracle_clips
 from streams.producer import ensure_topics, make_producer, publish
 from streams.report import EventScores, score_events
 from streams.settings import Settings
@@ -126,18 +126,15 @@ def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[Segme
 
 
 def expected_clips(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple[str, float, float]]:
-    """The clips the join must produce, computed by the same pure rules on the full segment set."""
-    rules = JoinRules(settings.clip_max_seconds, settings.clip_min_seconds, settings.skew_tolerance_s)
-    states: dict[str, VehicleJoinState] = {}
-    out: dict[str, tuple[str, float, float]] = {}
+    """The clips the join must produce: the join's oracle on each vehicle's complete set of segments."""
+    by_vehicle: dict[str, list[SegmentRef]] = {}
     for m in messages:
-        st = states.get(m.vehicle_id) or VehicleJoinState(fleet_id=m.fleet_id, vehicle_id=m.vehicle_id)
-        ref = SegmentRef(segment_id=m.segment_id, camera=m.camera, start_ts=m.start_ts, end_ts=m.end_ts,
-                         video_uri=m.video_uri or "")
-        states[m.vehicle_id] = add_segment(st, ref, driver_id=m.driver_id, now=0.0)
-    for st in states.values():
-        plans, _ = ready_clips(st, rules, flush=True)
-        out.update({p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts) for p in plans})
+        by_vehicle.setdefault(m.vehicle_id, []).append(SegmentRef(
+            segment_id=m.segment_id, camera=m.camera, start_ts=m.start_ts, end_ts=m.end_ts, video_uri=m.video_uri or ""))
+    out: dict[str, tuple[str, float, float]] = {}
+    for vehicle, refs in by_vehicle.items():
+        for start, end, _views in oracle_clips(refs, settings.join_rules()):
+            out[clip_id_for(vehicle, start, end)] = (vehicle, start, end)
     return out
 
 

@@ -1,22 +1,32 @@
 """Joining a vehicle's road and driver segments into clips: pure functions over a small per-vehicle state.
 
-Semantics (the skeleton's; issue 4 hardens out-of-order, single-view and late handling):
+Semantics (an interval join on event time, as Kafka Streams and Flink define it):
 
-- Each camera's segments are merged into coverage intervals; a gap of at most `skew_tolerance_s` between two
-  segments of one camera counts as continuous (device clocks and cut points wobble).
-- A clip covers a stretch where BOTH cameras have coverage (the intersection of the two coverages).
-- A stretch is *closed* once both cameras have moved on past its end (each camera's frontier, the end of its
-  latest segment, is beyond the stretch end plus the tolerance), or when the vehicle has been idle for the grace
-  period (`flush`). Closed stretches are cut into equal clips of at most `clip_max_s`; an open stretch emits only
-  full `clip_max_s` clips and keeps the rest until it closes. Stretches shorter than `clip_min_s` make no clip.
-- Segments are idempotent by `segment_id`: a duplicate changes nothing.
-- Clip ids come from vehicle and time range (`schemas.messages.clip_id_for`), so a replay gives the same ids.
+- **Coverage.** Each camera's segments are merged into coverage intervals; a gap of at most `skew_tolerance_s`
+  between two segments of one camera counts as continuous (device clocks and cut points wobble).
+- **Regions.** Where both cameras have coverage is a two-view region; where only one has, a single-view region
+  (kept, flagged by its `views`, when `single_view` is on; dropped otherwise).
+- **Cutting.** A region is cut into consecutive clips of `clip_max_s` from its start; the last clip is the
+  remainder, and a remainder shorter than `clip_min_s` makes no clip.
+- **Event time and grace.** The vehicle's *stream time* is the latest segment start seen (a segment is an
+  interval; its start is when it happened); the *watermark* is stream time minus `grace_s`. A clip is final, and emitted, once its end plus the tolerance is behind the watermark
+  (and, for the remainder, once its whole region is); `flush` (the wall-clock idle timer, or the end of input)
+  treats the watermark as infinite. So any arrival order in which each segment arrives before the watermark
+  passes its start gives the same clips as in-order arrival.
+- **Late data.** A segment that starts within the tolerance of what has already been emitted is *late*: it
+  could no longer change those clips, so it is refused (the app sends it to the dead-letter topic, reason
+  `late`).
+- **Idempotence.** A duplicate segment id changes nothing. Clip ids come from vehicle and time range
+  (`schemas.messages.clip_id_for`), so a replay gives the same ids and writes upsert.
+
+`expected_clips` is the oracle: the same rules applied to a complete set of segments at once.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +34,14 @@ from schemas.messages import SegmentRef, clip_id_for
 from schemas.taxonomy import View
 
 Interval = tuple[float, float]
+EPS = 1e-6
+NEVER = -1e18  # "no time yet" (JSON has no -inf)
+
+
+class Admission(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    LATE = "late"
 
 
 class VehicleJoinState(BaseModel):
@@ -35,7 +53,9 @@ class VehicleJoinState(BaseModel):
     vehicle_id: str
     driver_id: str | None = None
     segments: tuple[SegmentRef, ...] = ()
-    emitted_until: float = 0.0  # epoch seconds; nothing before it is emitted again
+    recent_ids: tuple[str, ...] = ()  # ids of pruned segments still near the frontier: duplicates, not late
+    emitted_until: float = NEVER  # event time; everything before it is final
+    stream_time: float = NEVER
     last_seen_wall: float = 0.0
 
 
@@ -44,6 +64,8 @@ class JoinRules:
     clip_max_s: float = 64.0
     clip_min_s: float = 2.0
     skew_tolerance_s: float = 1.0
+    grace_s: float = 10.0  # event-time seconds an upload may trail the vehicle's newest one
+    single_view: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,7 @@ class ClipPlan:
     driver_id: str | None
     start_ts: float
     end_ts: float
+    views: tuple[View, ...]
     segments: tuple[SegmentRef, ...]
 
 
@@ -81,70 +104,97 @@ def intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
     return out
 
 
-def add_segment(state: VehicleJoinState, segment: SegmentRef, *, driver_id: str | None, now: float) -> VehicleJoinState:
-    if any(s.segment_id == segment.segment_id for s in state.segments):
-        return state.model_copy(update={"last_seen_wall": now})
+def subtract(a: list[Interval], b: list[Interval]) -> list[Interval]:
+    """Parts of sorted, disjoint `a` not covered by sorted, disjoint `b`."""
+    out: list[Interval] = []
+    for start, end in a:
+        cursor = start
+        for bs, be in b:
+            if be <= cursor or bs >= end:
+                continue
+            if bs > cursor:
+                out.append((cursor, bs))
+            cursor = max(cursor, be)
+        if cursor < end:
+            out.append((cursor, end))
+    return out
+
+
+def regions(segments: tuple[SegmentRef, ...] | list[SegmentRef], rules: JoinRules) -> list[tuple[Interval, tuple[View, ...]]]:
+    """Two-view and single-view regions in time order."""
+    road = merge_intervals([(s.start_ts, s.end_ts) for s in segments if s.camera is View.ROAD], rules.skew_tolerance_s)
+    driver = merge_intervals([(s.start_ts, s.end_ts) for s in segments if s.camera is View.DRIVER],
+                             rules.skew_tolerance_s)
+    both = intersect(road, driver)
+    out: list[tuple[Interval, tuple[View, ...]]] = [(r, (View.ROAD, View.DRIVER)) for r in both]
+    if rules.single_view:
+        out += [(r, (View.ROAD,)) for r in subtract(road, both)]
+        out += [(r, (View.DRIVER,)) for r in subtract(driver, both)]
+    return sorted(out, key=lambda rv: rv[0])
+
+
+def pieces(start: float, end: float, rules: JoinRules) -> list[tuple[Interval, bool]]:
+    """Consecutive clips of `clip_max_s` from `start`; (interval, is_full). The remainder comes last."""
+    out: list[tuple[Interval, bool]] = []
+    cursor = start
+    while end - cursor > rules.clip_max_s + EPS:
+        out.append(((cursor, cursor + rules.clip_max_s), True))
+        cursor += rules.clip_max_s
+    out.append(((cursor, end), abs(end - cursor - rules.clip_max_s) <= EPS))
+    return out
+
+
+def add_segment(
+    state: VehicleJoinState, segment: SegmentRef, *, driver_id: str | None, now: float, rules: JoinRules | None = None,
+) -> tuple[VehicleJoinState, Admission]:
+    rules = rules or JoinRules()
+    seen = segment.segment_id in state.recent_ids or any(s.segment_id == segment.segment_id for s in state.segments)
+    if seen:
+        return state.model_copy(update={"last_seen_wall": now}), Admission.DUPLICATE
+    if segment.start_ts - rules.skew_tolerance_s < state.emitted_until - EPS:
+        return state.model_copy(update={"last_seen_wall": now}), Admission.LATE
     return state.model_copy(
         update={
             "segments": (*state.segments, segment),
             "driver_id": driver_id or state.driver_id,
+            "stream_time": max(state.stream_time, segment.start_ts),
             "last_seen_wall": now,
         }
-    )
-
-
-def _coverage(state: VehicleJoinState, camera: View, tolerance: float) -> list[Interval]:
-    return merge_intervals([(s.start_ts, s.end_ts) for s in state.segments if s.camera is camera], tolerance)
-
-
-def _cut(start: float, end: float, max_s: float) -> list[Interval]:
-    pieces = max(1, math.ceil((end - start) / max_s - 1e-9))
-    step = (end - start) / pieces
-    return [(start + k * step, start + (k + 1) * step if k < pieces - 1 else end) for k in range(pieces)]
+    ), Admission.ACCEPTED
 
 
 def ready_clips(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -> tuple[list[ClipPlan], VehicleJoinState]:
-    """Clips that can be emitted now, and the state after emitting them."""
-    road = _coverage(state, View.ROAD, rules.skew_tolerance_s)
-    driver = _coverage(state, View.DRIVER, rules.skew_tolerance_s)
-    if not road or not driver:
-        return [], state
-    horizon = min(road[-1][1], driver[-1][1])
+    """Clips that are final now, and the state after emitting them."""
+    watermark = math.inf if flush else state.stream_time - rules.grace_s
+    frontier = state.emitted_until
     plans: list[ClipPlan] = []
-    emitted_until = state.emitted_until
-    for start, end in intersect(road, driver):
-        start = max(start, emitted_until)
-        if end <= start:
+    for (start, end), views in regions(state.segments, rules):
+        if end <= frontier + EPS:
             continue
-        closed = flush or end + rules.skew_tolerance_s < horizon
-        if closed:
-            if end - start >= rules.clip_min_s:
-                pieces = _cut(start, end, rules.clip_max_s)
-            else:
-                pieces = []
-            emitted_until = end
+        region_closed = end + rules.skew_tolerance_s <= watermark
+        for (a, b), full in pieces(max(start, frontier), end, rules):
+            if b + rules.skew_tolerance_s > watermark or not (full or region_closed):
+                break
+            if b - a >= rules.clip_min_s - EPS:
+                plans.append(_plan(state, a, b, views))
+            frontier = max(frontier, b)
         else:
-            full = math.floor((end - start) / rules.clip_max_s)
-            pieces = [(start + k * rules.clip_max_s, start + (k + 1) * rules.clip_max_s) for k in range(full)]
-            if pieces:
-                emitted_until = pieces[-1][1]
-        plans.extend(_plan(state, a, b) for a, b in pieces)
-    keep = tuple(s for s in state.segments if s.end_ts > emitted_until - rules.skew_tolerance_s)
-    return plans, state.model_copy(update={"emitted_until": emitted_until, "segments": keep})
+            continue
+        break  # an open region: later regions cannot be final either
+    keep = tuple(s for s in state.segments if s.end_ts > frontier - rules.skew_tolerance_s)
+    pruned = [s.segment_id for s in state.segments if s not in keep]
+    recent = tuple(i for i in (*state.recent_ids, *pruned))[-256:]
+    return plans, state.model_copy(update={"emitted_until": frontier, "segments": keep, "recent_ids": recent})
 
 
-def _plan(state: VehicleJoinState, start: float, end: float) -> ClipPlan:
-    overlapping = tuple(
-        sorted((s for s in state.segments if s.start_ts < end and s.end_ts > start), key=lambda s: (s.camera, s.start_ts))
-    )
+def _plan(state: VehicleJoinState, start: float, end: float, views: tuple[View, ...]) -> ClipPlan:
+    overlapping = tuple(sorted(
+        (s for s in state.segments if s.camera in views and s.start_ts < end and s.end_ts > start),
+        key=lambda s: (s.camera, s.start_ts),
+    ))
     return ClipPlan(
-        clip_id=clip_id_for(state.vehicle_id, start, end),
-        fleet_id=state.fleet_id,
-        vehicle_id=state.vehicle_id,
-        driver_id=state.driver_id,
-        start_ts=start,
-        end_ts=end,
-        segments=overlapping,
+        clip_id=clip_id_for(state.vehicle_id, start, end), fleet_id=state.fleet_id, vehicle_id=state.vehicle_id,
+        driver_id=state.driver_id, start_ts=start, end_ts=end, views=views, segments=overlapping,
     )
 
 
@@ -152,3 +202,14 @@ def has_open_stretch(state: VehicleJoinState, rules: JoinRules) -> bool:
     """True when a flush would emit something: the grace timer asks this before ticking a vehicle."""
     plans, _ = ready_clips(state, rules, flush=True)
     return bool(plans)
+
+
+def expected_clips(segments: list[SegmentRef], rules: JoinRules) -> list[tuple[float, float, tuple[View, ...]]]:
+    """The oracle: every clip the rules give for one vehicle's complete, de-duplicated set of segments."""
+    unique = list({s.segment_id: s for s in segments}.values())
+    out = []
+    for (start, end), views in regions(unique, rules):
+        for (a, b), _ in pieces(start, end, rules):
+            if b - a >= rules.clip_min_s - EPS:
+                out.append((a, b, views))
+    return out

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.join import JoinRules
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRIVECOACH_", frozen=True, extra="ignore")
@@ -27,6 +29,8 @@ class Settings(BaseSettings):
     clip_min_seconds: float = Field(2.0, ge=0)
     skew_tolerance_s: float = Field(1.0, ge=0)
     grace_s: float = Field(5.0, ge=0, description="wall seconds a vehicle may be idle before its open stretch is cut")
+    event_grace_s: float = Field(10.0, ge=0, description="event-time seconds an upload may trail the vehicle's newest")
+    single_view_clips: bool = Field(True, description="a stretch only one camera covers makes a flagged clip")
     sample_fps: float = Field(2.0, gt=0)
     max_frames: int = Field(128, ge=2)
     max_pixels: int = Field(16384, ge=28 * 28 * 2)
@@ -43,6 +47,10 @@ class Settings(BaseSettings):
         if self.clip_min_seconds > self.clip_max_seconds:
             raise ValueError("clip_min_seconds must not exceed clip_max_seconds")
         return self
+
+    def join_rules(self) -> JoinRules:
+        return JoinRules(self.clip_max_seconds, self.clip_min_seconds, self.skew_tolerance_s, self.event_grace_s,
+                         self.single_view_clips)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

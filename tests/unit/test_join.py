@@ -1,14 +1,28 @@
-"""Join rules: overlap of both views, merging within tolerance, closing, cutting, idempotence, determinism."""
+"""Join rules: regions, cutting, watermark and grace, late data, idempotence, and the oracle property."""
+
+from __future__ import annotations
 
 import random
 
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.messages import SegmentRef, clip_id_for
 from schemas.taxonomy import View
-from streams.join import JoinRules, VehicleJoinState, add_segment, intersect, merge_intervals, ready_clips
+from streams.join import (
+    Admission,
+    JoinRules,
+    VehicleJoinState,
+    add_segment,
+    expected_clips,
+    intersect,
+    merge_intervals,
+    ready_clips,
+    subtract,
+)
 
-RULES = JoinRules(clip_max_s=64, clip_min_s=2, skew_tolerance_s=1.0)
+RULES = JoinRules(clip_max_s=64, clip_min_s=2, skew_tolerance_s=1.0, grace_s=10.0)
+BOTH = (View.ROAD, View.DRIVER)
 
 
 def seg(camera: str, start: float, end: float, n: int = 0) -> SegmentRef:
@@ -18,78 +32,131 @@ def seg(camera: str, start: float, end: float, n: int = 0) -> SegmentRef:
 
 def feed(segments, rules=RULES, flush=False):
     state = VehicleJoinState(fleet_id="f", vehicle_id="v")
-    plans = []
+    plans, admissions = [], []
     for s in segments:
-        state = add_segment(state, s, driver_id="d", now=0)
+        state, admission = add_segment(state, s, driver_id="d", now=0, rules=rules)
+        admissions.append(admission)
         got, state = ready_clips(state, rules)
         plans += got
     if flush:
         got, state = ready_clips(state, rules, flush=True)
         plans += got
-    return plans, state
+    return plans, state, admissions
 
 
-def test_merge_and_intersect():
+def spans(plans):
+    return [(p.start_ts, p.end_ts, p.views) for p in plans]
+
+
+def test_interval_helpers():
     assert merge_intervals([(5, 8), (0, 4.5), (20, 30)], 1.0) == [(0, 8), (20, 30)]
     assert merge_intervals([(0, 4), (6, 8)], 1.0) == [(0, 4), (6, 8)]
     assert intersect([(0, 10), (20, 30)], [(5, 25)]) == [(5, 10), (20, 25)]
+    assert subtract([(0, 10), (20, 30)], [(2, 4), (25, 40)]) == [(0, 2), (4, 10), (20, 25)]
 
 
-def test_one_trip_becomes_one_clip_over_the_overlap_only_after_flush():
-    plans, _ = feed([seg("road", 100, 110), seg("driver", 100.3, 108), seg("road", 110, 120), seg("driver", 108, 120.3)])
-    assert plans == []
-    plans, _ = feed([seg("road", 100, 110), seg("driver", 100.3, 108), seg("road", 110, 120), seg("driver", 108, 120.3)],
-                    flush=True)
-    assert [(p.start_ts, p.end_ts) for p in plans] == [(100.3, 120)]
+def test_one_trip_is_one_two_view_clip_once_the_watermark_passes_it():
+    trip = [seg("road", 100, 110), seg("driver", 100.3, 108), seg("road", 110, 120), seg("driver", 108, 120.3)]
+    plans, _, _ = feed(trip)
+    assert plans == []  # stream time 110 (the latest start): nothing is 10 s + tolerance behind it yet
+    plans, _, _ = feed(trip, flush=True)
+    assert spans(plans) == [(100.3, 120, BOTH)]
     assert plans[0].clip_id == clip_id_for("v", 100.3, 120)
     assert {s.segment_id for s in plans[0].segments} == {"road-100-0", "driver-100.3-0", "road-110-0", "driver-108-0"}
 
 
-def test_a_later_trip_closes_the_earlier_one_without_flush():
-    plans, state = feed([seg("road", 0, 20), seg("driver", 0, 20), seg("road", 60, 70), seg("driver", 60, 70)])
-    assert [(p.start_ts, p.end_ts) for p in plans] == [(0, 20)]
+def test_a_later_trip_moves_the_watermark_past_the_earlier_one():
+    plans, state, _ = feed([seg("road", 0, 20), seg("driver", 0, 20), seg("road", 60, 70), seg("driver", 60, 70)])
+    assert spans(plans) == [(0, 20, BOTH)]
     assert state.emitted_until == 20
 
 
-def test_long_stretches_are_cut_into_equal_clips_of_at_most_the_maximum():
-    segments = [seg(c, t, t + 10, 0) for t in range(0, 150, 10) for c in ("road", "driver")]
-    plans, _ = feed(segments, flush=True)
-    spans = [(p.start_ts, p.end_ts) for p in plans]
-    assert spans[0][0] == 0 and spans[-1][1] == 150
-    assert all(b - a <= 64 + 1e-9 for a, b in spans)
-    assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+def test_long_stretches_are_cut_into_consecutive_maximum_clips_plus_the_remainder():
+    segments = [seg(c, t, t + 10) for t in range(0, 150, 10) for c in ("road", "driver")]
+    plans, _, _ = feed(segments)
+    assert spans(plans) == [(0, 64, BOTH), (64, 128, BOTH)]  # while the drive goes on: 128 + 1 + 10 <= 140
+    plans, _, _ = feed(segments, flush=True)
+    assert spans(plans) == [(0, 64, BOTH), (64, 128, BOTH), (128, 150, BOTH)]
 
 
-def test_too_short_overlap_makes_no_clip():
-    plans, _ = feed([seg("road", 0, 10), seg("driver", 9, 10.5)], flush=True)
+def test_a_view_without_its_partner_makes_a_flagged_single_view_clip_or_none():
+    segments = [seg("road", 0, 10), seg("driver", 0, 10), seg("road", 10, 30)]
+    plans, _, _ = feed(segments, flush=True)
+    assert spans(plans) == [(0, 10, BOTH), (10, 30, (View.ROAD,))]
+    off = JoinRules(64, 2, 1.0, 10.0, single_view=False)
+    plans, _, _ = feed(segments, rules=off, flush=True)
+    assert spans(plans) == [(0, 10, BOTH)]
+
+
+def test_too_short_pieces_make_no_clip():
+    plans, _, _ = feed([seg("road", 0, 10), seg("driver", 9, 10.5)], rules=JoinRules(64, 2, 1.0, 10.0, False), flush=True)
     assert plans == []
 
 
-def test_duplicates_change_nothing():
-    segments = [seg("road", 0, 10), seg("driver", 0, 10), seg("road", 0, 10), seg("road", 10, 20), seg("driver", 10, 20)]
-    plans, state = feed(segments, flush=True)
-    unique, _ = feed([segments[i] for i in (0, 1, 3, 4)], flush=True)
-    assert plans == unique
-    assert len([s for s in state.segments if s.segment_id == "road-0-0"]) <= 1
+def test_a_segment_behind_what_was_emitted_is_late_and_changes_nothing():
+    plans, state, admissions = feed([seg("road", 0, 20), seg("driver", 0, 20), seg("road", 60, 70),
+                                     seg("driver", 60, 70), seg("driver", 15, 25)])
+    assert admissions[-1] is Admission.LATE
+    assert spans(plans) == [(0, 20, BOTH)]
+    assert all(s.segment_id != "driver-15-0" for s in state.segments)
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_clip_ids_do_not_depend_on_arrival_order_across_cameras(seed):
-    segments = [seg("road", t, t + 10) for t in range(0, 40, 10)] + [seg("driver", t + 0.2, t + 10.2) for t in range(0, 40, 10)]
-    in_order, _ = feed(sorted(segments, key=lambda s: s.end_ts), flush=True)
-    rng = random.Random(seed)
-    road = [s for s in segments if s.camera is View.ROAD]
-    driver = [s for s in segments if s.camera is View.DRIVER]
-    mixed = []
-    while road or driver:  # each camera stays in order (one partition each); cameras interleave at random
-        pick = road if (road and (not driver or rng.random() < 0.5)) else driver
-        mixed.append(pick.pop(0))
-    shuffled, _ = feed(mixed, flush=True)
-    assert [p.clip_id for p in in_order] == [p.clip_id for p in shuffled]
+def test_duplicates_change_nothing_even_after_their_clip_was_emitted():
+    first = [seg("road", 0, 20), seg("driver", 0, 20), seg("road", 60, 70), seg("driver", 60, 70)]
+    plans, _, admissions = feed([*first, seg("road", 0, 20), seg("driver", 60, 70)], flush=True)
+    assert admissions[-2:] == [Admission.DUPLICATE, Admission.DUPLICATE]
+    assert plans == feed(first, flush=True)[0]
 
 
-def test_state_is_pruned_after_emitting():
+def test_state_is_pruned_and_survives_json():
     segments = [seg(c, t, t + 10) for t in (0, 10, 100, 110) for c in ("road", "driver")]
-    _, state = feed(segments)
+    _, state, _ = feed(segments)
     assert all(s.end_ts > 20 - RULES.skew_tolerance_s for s in state.segments)
     assert VehicleJoinState.model_validate(state.model_dump(mode="json")) == state
+
+
+# --- the oracle property ----------------------------------------------------------------------------------------
+
+@st.composite
+def fleet_uploads(draw):
+    """Both cameras' segments of one vehicle, with gaps, skew, missing pieces and duplicates, in a random
+    arrival order whose disorder stays within the grace period."""
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    segments = []
+    for camera in ("road", "driver"):
+        t = rng.uniform(0, 3)
+        for k in range(rng.randint(0, 14)):
+            length = rng.choice([5.0, 10.0, 10.0, rng.uniform(1, 12)])
+            if rng.random() < 0.85:
+                segments.append(seg(camera, round(t, 2), round(t + length, 2), k))
+            t += length + rng.choice([0.0, 0.0, rng.uniform(0, 1.5), rng.uniform(2, 40)])
+    arrival = sorted(segments, key=lambda s: s.start_ts + rng.uniform(0, RULES.grace_s) * (rng.random() < 0.5))
+    # Disorder bounded by the grace: each segment arrives before the watermark passes its start.
+    on_time, latest = [], -1e18
+    for s in arrival:
+        if s.start_ts - RULES.skew_tolerance_s >= latest - RULES.grace_s:
+            on_time.append(s)
+            latest = max(latest, s.start_ts)
+    for _ in range(rng.randint(0, 3) if on_time else 0):  # re-sent later: after the original
+        i = rng.randrange(len(on_time))
+        on_time.insert(rng.randint(i + 1, len(on_time)), on_time[i])
+    return on_time
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleet_uploads())
+def test_streaming_join_gives_exactly_the_oracles_clips(uploads):
+    plans, _, admissions = feed(uploads, flush=True)
+    assert Admission.LATE not in admissions
+    assert spans(plans) == expected_clips(uploads, RULES)
+    assert len({p.clip_id for p in plans}) == len(plans)
+
+
+@settings(max_examples=200, deadline=None)
+@given(fleet_uploads(), st.randoms(use_true_random=False))
+def test_whatever_the_order_the_clips_are_the_oracles_on_what_was_accepted(uploads, rnd):
+    shuffled = list(uploads)
+    rnd.shuffle(shuffled)
+    plans, _, admissions = feed(shuffled, flush=True)
+    accepted = [s for s, a in zip(shuffled, admissions, strict=True) if a is Admission.ACCEPTED]
+    assert spans(plans) == expected_clips(accepted, RULES)
