@@ -76,6 +76,10 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(broker, database_url, trai
         producer.send(settings.topic("telematics.driver"), key=b"veh-000", value=json.dumps(bad).encode()).get(10)
         # Every segment is uploaded twice: duplicates must change nothing.
         publish(producer, sorted(messages + messages, key=lambda m: m.end_ts), settings)
+        # A re-cut upload of the first trip, arriving after that trip's clip was emitted: late, refused.
+        first_road = next(m for m in messages if m.camera.value == "road" and m.vehicle_id == "veh-000")
+        late = first_road.model_copy(update={"segment_id": "late-recut", "end_ts": first_road.start_ts + 3})
+        publish(producer, [late], settings)
         producer.close()
 
         factory = sessionmaker(create_engine(database_url))
@@ -118,6 +122,7 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(broker, database_url, trai
                    + _dlq_records(broker.bootstrap, settings.topic("telematics.driver.dlq"), 2)}
         assert ("road", "malformed_json") in reasons
         assert ("driver", "invalid_segment") in reasons
+        assert ("road", "late") in reasons
     finally:
         _stop(joiner)
         _stop(worker)
