@@ -181,9 +181,11 @@ def ready_clips(state: VehicleJoinState, rules: JoinRules, *, flush: bool = Fals
         else:
             continue
         break  # an open region: later regions cannot be final either
+    if frontier == state.emitted_until:
+        return plans, state
     keep = tuple(s for s in state.segments if s.end_ts > frontier - rules.skew_tolerance_s)
-    pruned = [s.segment_id for s in state.segments if s not in keep]
-    recent = tuple(i for i in (*state.recent_ids, *pruned))[-256:]
+    pruned = [s.segment_id for s in state.segments if s.end_ts <= frontier - rules.skew_tolerance_s]
+    recent = (*state.recent_ids, *pruned)[-256:]
     return plans, state.model_copy(update={"emitted_until": frontier, "segments": keep, "recent_ids": recent})
 
 
