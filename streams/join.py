@@ -151,7 +151,7 @@ def add_segment(
     seen = segment.segment_id in state.recent_ids or any(s.segment_id == segment.segment_id for s in state.segments)
     if seen:
         return state.model_copy(update={"last_seen_wall": now}), Admission.DUPLICATE
-    if segment.start_ts - rules.skew_tolerance_s < state.emitted_until - EPS:
+    if segment.start_ts - rules.skew_tolerance_s <= state.emitted_until + EPS:  # it would merge into emitted clips
         return state.model_copy(update={"last_seen_wall": now}), Admission.LATE
     return state.model_copy(
         update={
@@ -171,9 +171,9 @@ def ready_clips(state: VehicleJoinState, rules: JoinRules, *, flush: bool = Fals
     for (start, end), views in regions(state.segments, rules):
         if end <= frontier + EPS:
             continue
-        region_closed = end + rules.skew_tolerance_s <= watermark
+        region_closed = end + rules.skew_tolerance_s < watermark
         for (a, b), full in pieces(max(start, frontier), end, rules):
-            if b + rules.skew_tolerance_s > watermark or not (full or region_closed):
+            if b + rules.skew_tolerance_s >= watermark or not (full or region_closed):
                 break
             if b - a >= rules.clip_min_s - EPS:
                 plans.append(_plan(state, a, b, views))
