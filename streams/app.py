@@ -117,7 +117,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 continue
             base_topic = ROAD_TOPIC if topic == settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
             try:
-                segment = parse_segment(value, max_bytes=settings.inline_max_bytes)
+                segment = parse_segment(value, max_bytes=settings.inline_max_bytes, now=time.time(),
+                                        max_ahead_s=settings.max_clock_ahead_s)
                 ref = to_ref(segment, blobs)
             except BadSegment as err:
                 log.warning("dead letter from %s: %s", topic, err)

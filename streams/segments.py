@@ -15,7 +15,12 @@ from streams.errors import BadSegment
 SUFFIX_BY_CODEC = {"h264": ".mp4", "avc1": ".mp4", "mp4v": ".mp4", "mjpg": ".avi", "gif": ".gif"}
 
 
-def parse_segment(raw: bytes, *, max_bytes: int) -> SegmentMessage:
+def parse_segment(raw: bytes, *, max_bytes: int, now: float | None = None, max_ahead_s: float = 300.0) -> SegmentMessage:
+    """Validate one upload; every refusal is a BadSegment whose reason names the dead-letter cause.
+
+    `now` (wall clock, epoch seconds) enables the clock check: a segment ending more than `max_ahead_s` in the
+    future comes from a device with a broken clock, and would drag the vehicle's watermark with it.
+    """
     if len(raw) > max_bytes:
         raise BadSegment("oversized", f"{len(raw)} bytes > limit {max_bytes}")
     try:
@@ -27,10 +32,13 @@ def parse_segment(raw: bytes, *, max_bytes: int) -> SegmentMessage:
     if data.get("schema_version") != SCHEMA_VERSION:
         raise BadSegment("unknown_schema_version", f"schema_version={data.get('schema_version')!r}")
     try:
-        return SegmentMessage.model_validate(data)
+        segment = SegmentMessage.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         raise BadSegment("invalid_segment", f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from err
+    if now is not None and segment.end_ts > now + max_ahead_s:
+        raise BadSegment("future_timestamp", f"ends {segment.end_ts - now:.0f} s after the receiver's clock")
+    return segment
 
 
 def to_ref(segment: SegmentMessage, blobs: LocalBlobStore) -> SegmentRef:

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_frames: int = Field(128, ge=2)
     max_pixels: int = Field(16384, ge=28 * 28 * 2)
     inline_max_bytes: int = Field(1_000_000, ge=0)
+    max_clock_ahead_s: float = Field(300.0, ge=0, description="segments ending further in the future are refused")
     # Inference.
     model: str = Field("", description="path or hub id of a Qwen2.5-VL checkpoint; empty means the demo model")
     engine: Literal["transformers"] = "transformers"

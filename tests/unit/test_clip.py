@@ -48,3 +48,20 @@ def test_stack_puts_road_on_top_and_blacks_out_a_missing_view():
     assert out.shape == (56, 56, 3)
     assert (out[:28, :, 0] == 255).all() and (out[28:, :, 2] == 255).all()
     assert (stack(red, None, g)[28:] == 0).all()
+
+
+def test_broken_video_is_a_clear_decode_error_not_a_crash(tmp_path) -> None:
+    from streams.clip import decode_at
+    from streams.errors import VideoDecodeError
+    from streams.simulate import make_scenarios, write_segments
+
+    s = make_scenarios(4, 1, duration=6.0)[0]
+    good = write_segments(s, tmp_path, segment_s=6.0)[0]
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.path.read_bytes()[: good.path.stat().st_size // 2])
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    for path in (truncated, garbage, tmp_path / "missing.mp4"):
+        with pytest.raises(VideoDecodeError):
+            decode_at(path, 0.0, [0.5, 1.5])
+    assert len(decode_at(good.path, 0.0, [0.5, 1.5])) == 2

@@ -81,3 +81,4 @@ def test_segments_are_real_decodable_video_with_device_timestamps(tmp_path: Path
             n += 1
         cap.release()
         assert n == round((g.end_ts - g.start_ts) * g.fps)
+
