@@ -57,6 +57,11 @@ class SegmentMessage(BaseModel):
     def duration(self) -> float:
         return self.end_ts - self.start_ts
 
+    def ref(self, video_uri: str) -> SegmentRef:
+        """What the join keeps of this upload: times and the claim check the video is stored under."""
+        return SegmentRef(segment_id=self.segment_id, camera=self.camera, start_ts=self.start_ts, end_ts=self.end_ts,
+                          video_uri=video_uri)
+
 
 class SegmentRef(BaseModel):
     """What the join keeps of a segment: never the video itself."""

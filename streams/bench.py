@@ -48,15 +48,17 @@ def _ref(seg: SimSegment) -> SegmentRef:
                       video_uri=seg.path.as_uri())
 
 
-def decode_all(path: Path) -> int:
+def decode_all(path: Path, *, retrieve: bool = True) -> tuple[int, float]:
+    """(frames, duration in s): every frame decoded (`retrieve`), or only demuxed and grabbed."""
     cap = cv2.VideoCapture(str(path))
-    frames = 0
+    frames, last = 0, 0.0
     try:
-        while cap.read()[0]:
-            frames += 1
+        while cap.read()[0] if retrieve else cap.grab():
+            frames, last = frames + 1, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     finally:
         cap.release()
-    return frames
+    return frames, (last + 1.0 / fps if frames else 0.0)
 
 
 def bench_clip(work: Path, settings: Settings, *, trips: int = 6, seed: int = 11, trip_s: float = 30.0) -> ClipBench:
@@ -97,26 +99,17 @@ FOOTAGE = (  # real files from ../shared/videos: one road segment, two driver se
 )
 
 
-def _duration(path: Path) -> float:
-    cap = cv2.VideoCapture(str(path))
-    last, frames = 0.0, 0
-    while cap.grab():
-        last, frames = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, frames + 1
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    cap.release()
-    if not frames:
-        raise FileNotFoundError(f"{path} has no decodable frames")
-    return last + 1.0 / fps
-
-
 def bench_clip_footage(videos: Path, settings: Settings, *, repeats: int = 5) -> ClipBench:
     """The same comparison on real footage: H.264 at 960x540 on the road, a clip across two driver files."""
     refs: list[tuple[SegmentRef, Path]] = []
     next_start = {View.ROAD: 0.0, View.DRIVER: 0.0}
     for camera, name in FOOTAGE:
         path = videos / name
+        frames, duration = decode_all(path, retrieve=False)
+        if not frames:
+            raise FileNotFoundError(f"{path} has no decodable frames")
         start = next_start[camera]
-        next_start[camera] = start + _duration(path)
+        next_start[camera] = start + duration
         refs.append((SegmentRef(segment_id=name, camera=camera, start_ts=start, end_ts=next_start[camera],
                                 video_uri=path.as_uri()), path))
     end = min(next_start.values())

@@ -129,8 +129,7 @@ def expected_clips(messages: list[SegmentMessage], settings: Settings) -> dict[s
     """The clips the join must produce: the join's oracle on each vehicle's complete set of segments."""
     by_vehicle: dict[str, list[SegmentRef]] = {}
     for m in messages:
-        by_vehicle.setdefault(m.vehicle_id, []).append(SegmentRef(
-            segment_id=m.segment_id, camera=m.camera, start_ts=m.start_ts, end_ts=m.end_ts, video_uri=m.video_uri or ""))
+        by_vehicle.setdefault(m.vehicle_id, []).append(m.ref(m.video_uri or ""))
     out: dict[str, tuple[str, float, float]] = {}
     for vehicle, refs in by_vehicle.items():
         for start, end, _views in oracle_clips(refs, settings.join_rules()):

@@ -166,21 +166,20 @@ def add_segment(
 def ready_clips(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -> tuple[list[ClipPlan], VehicleJoinState]:
     """Clips that are final now, and the state after emitting them."""
     watermark = math.inf if flush else state.stream_time - rules.grace_s
-    frontier = state.emitted_until
+    start_from = frontier = state.emitted_until
     plans: list[ClipPlan] = []
-    for (start, end), views in regions(state.segments, rules):
-        if end <= frontier + EPS:
-            continue
-        region_closed = end + rules.skew_tolerance_s < watermark
-        for (a, b), full in pieces(max(start, frontier), end, rules):
-            if b + rules.skew_tolerance_s >= watermark or not (full or region_closed):
-                break
-            if b - a >= rules.clip_min_s - EPS:
-                plans.append(_plan(state, a, b, views))
-            frontier = max(frontier, b)
-        else:
-            continue
-        break  # an open region: later regions cannot be final either
+    candidates = (
+        (piece, full, end, views)
+        for (start, end), views in regions(state.segments, rules) if end > start_from + EPS
+        for piece, full in pieces(max(start, start_from), end, rules)
+    )
+    for (a, b), full, region_end, views in candidates:
+        region_closed = region_end + rules.skew_tolerance_s < watermark
+        if b + rules.skew_tolerance_s >= watermark or not (full or region_closed):
+            break  # not final yet, and no later clip can be
+        if b - a >= rules.clip_min_s - EPS:
+            plans.append(_plan(state, a, b, views))
+        frontier = b
     if frontier == state.emitted_until:
         return plans, state
     keep = tuple(s for s in state.segments if s.end_ts > frontier - rules.skew_tolerance_s)

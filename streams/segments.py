@@ -57,7 +57,4 @@ def to_ref(segment: SegmentMessage, blobs: LocalBlobStore) -> SegmentRef:
             blobs.path(uri)
         except BlobNotFound as err:
             raise BadSegment("missing_blob", str(err)) from err
-    return SegmentRef(
-        segment_id=segment.segment_id, camera=segment.camera, start_ts=segment.start_ts, end_ts=segment.end_ts,
-        video_uri=uri,
-    )
+    return segment.ref(uri)
