@@ -8,21 +8,25 @@ import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import faust
 
-from schemas.messages import ClipMessage
+from schemas.messages import ClipMessage, SegmentRef
+from schemas.taxonomy import View
+from streams import metrics
 from streams.blobs import LocalBlobStore
 from streams.clip import build_clip_frames
 from streams.errors import BadSegment, VideoDecodeError
 from streams.join import Admission, ClipPlan, VehicleJoinState, add_segment, has_open_stretch, ready_clips
-from streams.segments import parse_segment, to_ref
+from streams.segments import parse_segment, probe_video, to_ref
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ROAD_TOPIC, DRIVER_TOPIC, TICKS_TOPIC, CLIPS_TOPIC = "telematics.road", "telematics.driver", "drivecoach.join-ticks", "clips"
+LOOP_PROBE_S = 0.25
 
 
 def dlq_name(topic: str) -> str:
@@ -42,14 +46,23 @@ def dead_letter(topic: str, reason: str, detail: str, key: bytes | None, value: 
     ).encode()
 
 
-def build_and_store(plan: ClipPlan, blob_root: str, fps: float, max_frames: int, max_pixels: int) -> dict[str, Any]:
-    """Runs in the process pool: decode + stack + write the frames blob; returns ClipMessage fields."""
-    blobs = LocalBlobStore(__import__("pathlib").Path(blob_root))
+def probe_blob(blob_root: str, uri: str) -> None:
+    """Runs in the process pool: raises BadSegment for a video that cannot be opened or decoded."""
+    probe_video(LocalBlobStore(Path(blob_root)).path(uri))
+
+
+def build_and_store(
+    plan: ClipPlan, blob_root: str, fps: float, max_frames: int, max_pixels: int
+) -> tuple[dict[str, Any], list[tuple[SegmentRef, str, str]]]:
+    """Runs in the process pool: decode + stack + write the frames blob; returns ClipMessage fields and the
+    segments whose video failed part-way (segment, dead-letter reason, detail)."""
+    blobs = LocalBlobStore(Path(blob_root))
     segments = [(ref, blobs.path(ref.video_uri)) for ref in plan.segments]
     clip = build_clip_frames(plan.start_ts, plan.end_ts, segments, fps=fps, max_frames=max_frames, max_pixels=max_pixels)
     uri = blobs.put_bytes(f"clips/{plan.vehicle_id}/{plan.clip_id}.npz", clip.to_npz())
     t, h, w, _ = clip.frames.shape
-    return {"frames_uri": uri, "num_frames": t, "frame_width": w, "frame_height": h}
+    faults = [(f.segment, f.reason, f.detail) for f in clip.faults]
+    return {"frames_uri": uri, "num_frames": t, "frame_width": w, "frame_height": h}, faults
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -76,30 +89,41 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     table = app.Table(
         "join-state", default=None, partitions=settings.partitions, key_type=str, value_type=dict
     )
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    # Decoding runs in worker processes so the event loop (and the consumer's heartbeat) never waits on it.
+    pool = ProcessPoolExecutor(max_workers=settings.clip_workers, mp_context=multiprocessing.get_context("spawn"))
+
+    async def dead(topic: str, dlq: str, reason: str, detail: str, key: bytes | None, value: bytes | None) -> None:
+        log.warning("dead letter from %s: %s: %s", topic, reason, detail)
+        await (await dlqs[dlq].send(key=key, value=dead_letter(topic, reason, detail, key, value)))
+        metrics.DEAD_LETTERS.labels(topic=dlq_name(settings.topic(dlq)), reason=reason).inc()
 
     async def emit(plans: list[ClipPlan]) -> None:
         loop = asyncio.get_running_loop()
         for plan in plans:
+            key = plan.vehicle_id.encode()
+            started = time.monotonic()
             try:
-                built = await loop.run_in_executor(
+                built, faults = await loop.run_in_executor(
                     pool, build_and_store, plan, str(blobs.root), settings.sample_fps, settings.max_frames,
                     settings.max_pixels,
                 )
             except (VideoDecodeError, OSError) as err:
-                log.warning("clip %s cannot be built: %s", plan.clip_id, err)
-                await (await dlqs[ROAD_TOPIC].send(
-                    key=plan.vehicle_id.encode(),
-                    value=dead_letter("clips", "clip_build_failed", str(err), plan.vehicle_id.encode(), None),
-                ))
+                await dead(settings.topic(CLIPS_TOPIC), ROAD_TOPIC, "clip_build_failed", f"{plan.clip_id}: {err}", key,
+                           json.dumps([r.model_dump(mode="json") for r in plan.segments]).encode())
                 continue
+            metrics.CLIP_BUILD_SECONDS.observe(time.monotonic() - started)
+            for ref, reason, detail in faults:  # the clip stands without them; the segments are dead-lettered
+                base = ROAD_TOPIC if ref.camera is View.ROAD else DRIVER_TOPIC
+                await dead(settings.topic(base), base, reason, f"{detail} (clip {plan.clip_id} built without it)", key,
+                           ref.model_dump_json().encode())
             message = ClipMessage(
                 clip_id=plan.clip_id, fleet_id=plan.fleet_id, vehicle_id=plan.vehicle_id, driver_id=plan.driver_id,
                 start_ts=plan.start_ts, end_ts=plan.end_ts, views=list(plan.views),
                 segments=list(plan.segments), sample_fps=settings.sample_fps, **built,
             )
             # Wait for the broker's ack so the input offset is never committed ahead of the clip.
-            await (await clips.send(key=plan.vehicle_id.encode(), value=message.model_dump_json().encode()))
+            await (await clips.send(key=key, value=message.model_dump_json().encode()))
+            metrics.CLIPS.labels(views="+".join(plan.views)).inc()
             log.info("clip %s %s %.1f-%.1f s", plan.clip_id[:12], plan.vehicle_id, plan.start_ts, plan.end_ts)
 
     @app.agent(inputs)
@@ -120,17 +144,18 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 segment = parse_segment(value, max_bytes=settings.inline_max_bytes, now=time.time(),
                                         max_ahead_s=settings.max_clock_ahead_s)
                 ref = to_ref(segment, blobs)
+                await asyncio.get_running_loop().run_in_executor(pool, probe_blob, str(blobs.root), ref.video_uri)
             except BadSegment as err:
-                log.warning("dead letter from %s: %s", topic, err)
-                await (await dlqs[base_topic].send(key=key, value=dead_letter(topic, err.reason, err.detail, key, value)))
+                await dead(topic, base_topic, err.reason, err.detail, key, value)
                 continue
             state = _load(table.get(segment.vehicle_id)) or VehicleJoinState(
                 fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
             )
             state, admission = add_segment(state, ref, driver_id=segment.driver_id, now=time.time(), rules=rules)
+            metrics.SEGMENTS.labels(outcome=admission.value).inc()
             if admission is Admission.LATE:
                 detail = f"starts at {ref.start_ts:.3f}, clips up to {state.emitted_until:.3f} are already emitted"
-                await (await dlqs[base_topic].send(key=key, value=dead_letter(topic, "late", detail, key, value)))
+                await dead(topic, base_topic, "late", detail, key, value)
             plans, state = ready_clips(state, rules)
             await emit(plans)
             table[segment.vehicle_id] = state.model_dump(mode="json")
@@ -143,6 +168,23 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             if state is not None and now - state.last_seen_wall >= settings.grace_s and has_open_stretch(state, rules):
                 await ticks.send(key=vehicle.encode(), value=b"{}")
 
+    @app.timer(interval=LOOP_PROBE_S)
+    async def loop_lag_probe() -> None:
+        """How late this timer fires is how long the event loop was blocked: heartbeats share the loop."""
+        nonlocal last_probe, lag_max
+        now = time.monotonic()
+        if last_probe is not None:
+            lag_max = max(lag_max, now - last_probe - LOOP_PROBE_S)
+            metrics.LOOP_LAG_MAX.set(lag_max)
+        last_probe = now
+
+    last_probe: float | None = None
+    lag_max = 0.0
+
+    @app.on_partitions_assigned.connect
+    async def count_assignment(*_: Any, **__: Any) -> None:
+        metrics.REBALANCES.inc()
+
     app.conf.producer_acks = -1
     return app
 
@@ -154,4 +196,5 @@ def _load(stored: Any) -> VehicleJoinState | None:
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
     """Blocks until SIGTERM/SIGINT; Faust commits input offsets only after the agent has handled them."""
     app = create_app(settings, bootstrap)
+    metrics.serve(settings.metrics_port)
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

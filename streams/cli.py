@@ -53,11 +53,15 @@ def demo(
 
 
 @app.command()
-def joiner(bootstrap: Bootstrap = "") -> None:
+def joiner(
+    bootstrap: Bootstrap = "",
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port (0 = off); default "
+                                                      "DRIVECOACH_METRICS_PORT")] = None,
+) -> None:
     """Run a Faust joiner + clip-builder worker (blocks; SIGTERM stops it cleanly)."""
     from streams.app import run_worker
 
-    settings = build_settings(kafka_bootstrap=bootstrap or None)
+    settings = build_settings(kafka_bootstrap=bootstrap or None, metrics_port=metrics_port)
     if not settings.kafka_bootstrap:
         console.print("[red]configuration error:[/] the joiner needs --bootstrap or DRIVECOACH_KAFKA_BOOTSTRAP.")
         raise typer.Exit(2)

@@ -19,6 +19,7 @@ from schemas.taxonomy import View
 from streams.errors import VideoDecodeError
 
 GRID = 28  # Qwen2.5-VL: 14-px patches merged 2x2
+TRUNCATION_SLACK_S = 0.5  # a segment's video may end this much before its claimed end without counting as truncated
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def decode_at(path: Path, segment_start: float, times: list[float]) -> dict[floa
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoDecodeError(f"cannot open {path.name}")
+    # Sideways-mounted cameras write a display matrix: decode upright as players do (explicit, not a default).
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     wanted = sorted(times)
     got: dict[float, np.ndarray] = {}
     pending: np.ndarray | None = None
@@ -105,7 +108,10 @@ def decode_at(path: Path, segment_start: float, times: list[float]) -> dict[floa
             if idx < len(wanted) and not retrieved and (max_gap == 0.0 or ts + max_gap > wanted[idx]):
                 pending, retrieved = _retrieve(cap, path), True
             previous_retrieved = retrieved
-        while idx < len(wanted) and pending is not None:
+        # The last frame shows until the segment ends, but not for long: a file that stops well before the times
+        # asked of it is truncated, and the caller is told by the times missing from the answer.
+        while idx < len(wanted) and pending is not None and previous_ts is not None \
+                and wanted[idx] <= previous_ts + max(TRUNCATION_SLACK_S, 2 * max_gap):
             got[wanted[idx]] = pending
             idx += 1
     finally:
@@ -122,13 +128,35 @@ def _retrieve(cap: cv2.VideoCapture, path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _view_frames(segments: list[tuple[SegmentRef, Path]], times: list[float]) -> list[np.ndarray | None]:
+@dataclass(frozen=True)
+class SegmentFault:
+    """A segment whose video failed while its clip was built; the clip is built without the missing frames."""
+
+    segment: SegmentRef
+    reason: str  # dead-letter reason: truncated_video | undecodable_video
+    detail: str
+
+
+def _view_frames(
+    segments: list[tuple[SegmentRef, Path]], times: list[float]
+) -> tuple[list[np.ndarray | None], list[SegmentFault]]:
     frames: dict[float, np.ndarray] = {}
+    faults: list[SegmentFault] = []
     for ref, path in sorted(segments, key=lambda sp: sp[0].start_ts):
         inside = [t for t in times if ref.start_ts <= t < ref.end_ts]
-        if inside:
-            frames.update(decode_at(path, ref.start_ts, inside))
-    return [frames.get(t) for t in times]
+        if not inside:
+            continue
+        try:
+            got = decode_at(path, ref.start_ts, inside)
+        except VideoDecodeError as err:
+            faults.append(SegmentFault(ref, "undecodable_video", str(err)))
+            continue
+        frames.update(got)
+        if len(got) < len(inside):
+            shown_until = max(got, default=ref.start_ts) - ref.start_ts
+            faults.append(SegmentFault(ref, "truncated_video", f"{path.name}: frames stop near {shown_until:.2f} s "
+                                       f"of a {ref.end_ts - ref.start_ts:.2f}-s segment"))
+    return [frames.get(t) for t in times], faults
 
 
 def _size_of(frames: list[np.ndarray | None]) -> tuple[int, int] | None:
@@ -141,6 +169,7 @@ def _size_of(frames: list[np.ndarray | None]) -> tuple[int, int] | None:
 class ClipFrames:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     times: np.ndarray  # (T,) seconds from the clip start
+    faults: tuple[SegmentFault, ...] = ()  # segments that could not give all their frames (black panels instead)
 
     def to_npz(self) -> bytes:
         """A standard .npz (np.load reads it), deflated at level 1: np.savez_compressed's fixed level took a
@@ -164,10 +193,13 @@ def build_clip_frames(
     times = sample_times(start, end, fps, max_frames)
     road = [sp for sp in segments if sp[0].camera is View.ROAD]
     driver = [sp for sp in segments if sp[0].camera is View.DRIVER]
-    road_frames = _view_frames(road, times)
-    driver_frames = _view_frames(driver, times)
+    road_frames, road_faults = _view_frames(road, times)
+    driver_frames, driver_faults = _view_frames(driver, times)
+    if all(f is None for f in road_frames + driver_frames):
+        raise VideoDecodeError(f"no frame of the clip decodes: {'; '.join(f.detail for f in road_faults + driver_faults)}")
     # Sizes from the decoded frames themselves: opening every file once more just to read its header cost
     # more than stacking (and a file's header may disagree with what it decodes to).
     geometry = stack_geometry(_size_of(road_frames) or (16, 9), _size_of(driver_frames) or (4, 3), max_pixels)
     stacked = np.stack([stack(r, d, geometry) for r, d in zip(road_frames, driver_frames, strict=True)])
-    return ClipFrames(frames=stacked, times=np.asarray([t - start for t in times], dtype=np.float32))
+    return ClipFrames(frames=stacked, times=np.asarray([t - start for t in times], dtype=np.float32),
+                      faults=tuple(road_faults + driver_faults))

@@ -1,5 +1,7 @@
 """Exceptions named for the condition; recovery lives in the agents' and worker's supervisors."""
 
+from __future__ import annotations
+
 
 class DrivecoachError(Exception):
     """Base of every drivecoach error."""
@@ -20,6 +22,10 @@ class BadSegment(DrivecoachError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type[BadSegment], tuple[str, str]]:
+        """Pickle by fields: the video probe raises it in a process-pool worker."""
+        return (BadSegment, (self.reason, self.detail))
 
 
 class VideoDecodeError(DrivecoachError):

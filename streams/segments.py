@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from pathlib import Path
 
+import cv2
 from pydantic import ValidationError
 
 from schemas.messages import SCHEMA_VERSION, SegmentMessage, SegmentRef
@@ -58,3 +60,22 @@ def to_ref(segment: SegmentMessage, blobs: LocalBlobStore) -> SegmentRef:
         except BlobNotFound as err:
             raise BadSegment("missing_blob", str(err)) from err
     return segment.ref(uri)
+
+
+def probe_video(path: Path) -> None:
+    """Open the video and decode its first frame, so a broken upload is refused on arrival, not when its clip is
+    built (where it would take the other camera's good frames down with it).
+
+    `corrupt_video`: no container can be read (garbage, or an MP4 cut before its index); `undecodable_video`: the
+    container opens but no frame decodes (an unreadable codec or a corrupt stream). Truncation after the first
+    frame is found while the clip is built (`truncated_video`): finding it here would cost a full decode.
+    """
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise BadSegment("corrupt_video", f"{path.name}: no readable video container (corrupt or truncated)")
+        if not (cap.grab() and cap.retrieve()[0]):
+            fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode(errors="replace")
+            raise BadSegment("undecodable_video", f"{path.name}: container opens, but no frame decodes (codec {fourcc!r})")
+    finally:
+        cap.release()

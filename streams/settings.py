@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(16384, ge=28 * 28 * 2)
     inline_max_bytes: int = Field(1_000_000, ge=0)
     max_clock_ahead_s: float = Field(300.0, ge=0, description="segments ending further in the future are refused")
+    clip_workers: int = Field(1, ge=1, description="processes that probe videos and build clips")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port of the process; 0 = off")
     # Inference.
     model: str = Field("", description="path or hub id of a Qwen2.5-VL checkpoint; empty means the demo model")
     engine: Literal["transformers"] = "transformers"

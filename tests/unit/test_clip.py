@@ -65,3 +65,31 @@ def test_broken_video_is_a_clear_decode_error_not_a_crash(tmp_path) -> None:
         with pytest.raises(VideoDecodeError):
             decode_at(path, 0.0, [0.5, 1.5])
     assert len(decode_at(good.path, 0.0, [0.5, 1.5])) == 2
+
+
+def test_a_truncated_or_undecodable_segment_is_reported_and_the_rest_of_the_clip_is_built(tmp_path) -> None:
+    from schemas.messages import SegmentRef
+    from streams.clip import build_clip_frames
+    from streams.errors import VideoDecodeError
+    from tests.broken_video import corrupt_stream, truncated, write_mjpg
+
+    def ref(name: str, camera: str, start: float, end: float) -> SegmentRef:
+        return SegmentRef(segment_id=name, camera=camera, start_ts=start, end_ts=end, video_uri=f"file:///{name}")
+
+    road = write_mjpg(tmp_path / "road.avi", seconds=10.0)
+    driver = write_mjpg(tmp_path / "driver.avi", seconds=5.0, size=(32, 24))
+    cut = truncated(driver, tmp_path / "cut.avi", 0.5)
+    clip = build_clip_frames(0.0, 10.0, [(ref("r", "road", 0, 10), road), (ref("d1", "driver", 0, 5), driver),
+                                         (ref("d2", "driver", 5, 10), cut)], fps=2.0, max_frames=128, max_pixels=16384)
+    assert [(f.segment.segment_id, f.reason) for f in clip.faults] == [("d2", "truncated_video")]
+    road_h = clip.frames.shape[1] - 1
+    driver_panel = clip.frames[:, -1]  # the bottom row belongs to the driver view
+    assert driver_panel[:12].any() and not driver_panel[-4:].any()  # frames stop partway into d2: black after
+    assert clip.frames[:, :road_h].any(axis=(1, 2, 3)).all()  # the road is whole
+
+    broken = corrupt_stream(driver, tmp_path / "stream.avi")
+    clip = build_clip_frames(0.0, 5.0, [(ref("r", "road", 0, 10), road), (ref("d", "driver", 0, 5), broken)],
+                             fps=2.0, max_frames=128, max_pixels=16384)
+    assert [(f.segment.segment_id, f.reason) for f in clip.faults] == [("d", "undecodable_video")]
+    with pytest.raises(VideoDecodeError):
+        build_clip_frames(0.0, 5.0, [(ref("d", "driver", 0, 5), broken)], fps=2.0, max_frames=128, max_pixels=16384)

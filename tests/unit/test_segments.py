@@ -57,3 +57,27 @@ def test_claim_checks_are_verified_and_inline_video_is_spilled(tmp_path: Path) -
     with pytest.raises(BadSegment) as err:
         to_ref(parse_segment(message(video_uri=None, video_b64="not base64!"), max_bytes=10_000), blobs)
     assert err.value.reason == "invalid_segment"
+
+
+def test_the_video_probe_refuses_what_cannot_be_opened_or_decoded(tmp_path: Path) -> None:
+    from streams.segments import probe_video
+    from streams.simulate import make_scenarios, write_segments
+    from tests.broken_video import corrupt_stream, garbage, truncated, write_mjpg
+
+    good = write_mjpg(tmp_path / "good.avi")
+    mp4 = write_segments(make_scenarios(4, 1, duration=6.0)[0], tmp_path / "sim", segment_s=6.0)[0].path
+    probe_video(good)
+    probe_video(truncated(good, tmp_path / "cut.avi"))  # the first frames are fine: found while building the clip
+    for path, reason in ((garbage(tmp_path / "garbage.mp4"), "corrupt_video"),
+                         (truncated(mp4, tmp_path / "cut.mp4"), "corrupt_video"),  # index at the end, cut off
+                         (corrupt_stream(good, tmp_path / "stream.avi"), "undecodable_video")):
+        with pytest.raises(BadSegment) as err:
+            probe_video(path)
+        assert err.value.reason == reason, path.name
+
+
+def test_bad_segment_survives_the_trip_through_a_process_pool() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(BadSegment("corrupt_video", "x.mp4: no container")))
+    assert (err.reason, err.detail) == ("corrupt_video", "x.mp4: no container")

@@ -1,0 +1,24 @@
+"""Prometheus metrics of the stream processes, served over HTTP when a port is configured.
+
+Counters are the contract operators alert on: every dead letter is counted by topic and reason, so a rise in
+`corrupt_video` or `late` is visible without reading the dead-letter topics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+DEAD_LETTERS = Counter("drivecoach_dead_letters", "Messages sent to a dead-letter topic", ["topic", "reason"])
+SEGMENTS = Counter("drivecoach_segments", "Segments the joiner admitted, by outcome", ["outcome"])
+CLIPS = Counter("drivecoach_clips_emitted", "Clips published to the clips topic", ["views"])
+CLIP_BUILD_SECONDS = Histogram("drivecoach_clip_build_seconds", "Wall seconds to decode, stack and store a clip",
+                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+LOOP_LAG_MAX = Gauge("drivecoach_event_loop_lag_max_seconds",
+                     "Longest delay of a periodic event-loop probe since start (heartbeats share this loop)")
+REBALANCES = Counter("drivecoach_rebalances", "Partition assignments this process received")
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on `port` (0 = off) from a daemon thread, so scraping never waits on the event loop."""
+    if port:
+        start_http_server(port, addr="0.0.0.0")
