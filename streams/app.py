@@ -134,8 +134,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             vehicle = key.decode() if key else ""
             if topic == settings.topic(TICKS_TOPIC):
                 state = _load(table.get(vehicle))
-                if state is not None and time.time() - state.last_seen_wall >= settings.grace_s:
-                    plans, state = ready_clips(state, rules, flush=True)
+                now = time.time()
+                if state is not None and now - state.last_seen_wall >= settings.grace_s:
+                    plans, state = ready_clips(state, rules, flush=True, now=now)
                     await emit(plans)
                     table[vehicle] = state.model_dump(mode="json")
                 continue
@@ -156,7 +157,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             if admission is Admission.LATE:
                 detail = f"starts at {ref.start_ts:.3f}, clips up to {state.emitted_until:.3f} are already emitted"
                 await dead(topic, base_topic, "late", detail, key, value)
-            plans, state = ready_clips(state, rules)
+            plans, state = ready_clips(state, rules, now=time.time())
             await emit(plans)
             table[segment.vehicle_id] = state.model_dump(mode="json")
 

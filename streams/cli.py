@@ -179,15 +179,47 @@ def bench_clip_command(
 def bench_join_command(
     vehicles: Annotated[int, typer.Option(min=1)] = 50,
     segments_per_camera: Annotated[int, typer.Option(min=1)] = 40,
+    broker: Annotated[bool, typer.Option(help="also run the workload through a broker and a Faust joiner (~75 s)")] = True,
+    grace_seconds: Annotated[float, typer.Option(min=0.0, help="joiner's wall-clock idle grace in the broker run")] = 1.0,
 ) -> None:
-    """Pure join throughput (segments per CPU-second) against only validating the same messages."""
-    from streams.bench import bench_join
+    """Pure join throughput (segments per CPU-second) against only validating the same messages; then the same
+    workload through the broker (embedded Tansu unless DRIVECOACH_KAFKA_BOOTSTRAP is set) and one joiner process."""
+    import tempfile
+
+    from streams.bench import BenchError, bench_join, bench_join_broker
 
     settings = build_settings()
     result = bench_join(settings, vehicles=vehicles, per_vehicle=segments_per_camera)
     console.print(f"pure join: {result.segments} segments -> {result.clips} clips in {result.cpu_s:.3f} CPU s = "
                   f"[bold]{result.segments_per_s:,.0f} segments/s[/]; {result.ratio_to_parse:.1f}x the cost of "
                   f"validating the messages alone ({result.parse_cpu_s:.3f} s)")
+    if not broker:
+        return
+    with tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work, console.status("through the broker") as status:
+        try:
+            b = bench_join_broker(settings, Path(work), vehicles=vehicles, per_vehicle=segments_per_camera,
+                                  grace_s=grace_seconds, progress=status.update)
+        except BenchError as err:
+            console.print(f"[red]through the broker:[/] {err}")
+            raise typer.Exit(1) from err
+    console.print(
+        f"through the broker: {b.segments} segments -> {b.clips}/{b.expected_clips} expected clips "
+        f"({b.unexpected_clips} others) in {b.wall_s:.1f} s wall = [bold]{b.segments_per_s:,.0f} segments/s[/], "
+        f"[bold]{b.segments_per_s / result.segments_per_s:.4f}x[/] the pure join's rate "
+        f"(1/{result.segments_per_s / b.segments_per_s:.0f})"
+    )
+    console.print(
+        f"  wall: first send -> last clip read back from `clips`, the {b.grace_s:g}-s idle grace of the vehicles' "
+        f"last clips included; sending alone took {b.publish_s:.1f} s; not counted: {b.startup_s:.0f} s joiner "
+        "start, group join and warm-up clip"
+    )
+    if b.joiner_cpu_s is not None and b.clip_pool_cpu_s is not None:
+        console.print(
+            f"  joiner CPU in that window: {b.joiner_cpu_s:.1f} s in the joiner process (Faust, Kafka clients, join, "
+            f"state table) = {b.segments_per_joiner_cpu_s:,.0f} segments/CPU-s, "
+            f"{b.segments_per_joiner_cpu_s / result.segments_per_s:.3f}x the pure join; "
+            f"{b.clip_pool_cpu_s:.1f} s building {b.clips} clips in its pool ({b.clip_pool_cpu_s / max(b.clips, 1):.3f} s each)"
+        )
 
 
 def main() -> None:

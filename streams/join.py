@@ -8,11 +8,16 @@ Semantics (an interval join on event time, as Kafka Streams and Flink define it)
   (kept, flagged by its `views`, when `single_view` is on; dropped otherwise).
 - **Cutting.** A region is cut into consecutive clips of `clip_max_s` from its start; the last clip is the
   remainder, and a remainder shorter than `clip_min_s` makes no clip.
-- **Event time and grace.** The vehicle's *stream time* is the latest segment start seen (a segment is an
-  interval; its start is when it happened); the *watermark* is stream time minus `grace_s`. A clip is final, and emitted, once its end plus the tolerance is behind the watermark
-  (and, for the remainder, once its whole region is); `flush` (the wall-clock idle timer, or the end of input)
-  treats the watermark as infinite. So any arrival order in which each segment arrives before the watermark
-  passes its start gives the same clips as in-order arrival.
+- **Event time and grace.** Each camera's *stream time* is the latest start among its segments (a segment is an
+  interval; its start is when it happened). The vehicle's *watermark* is the slower camera's stream time minus
+  `grace_s`: as in Flink, an operator with two inputs follows the minimum of its inputs' watermarks, so a burst
+  of one camera's topic, read ahead of the other's, cannot make the other camera's on-time segments late. A
+  camera that has sent nothing for `camera_idle_s` wall seconds (or never has) stops holding the watermark back
+  (Flink's idleness), so a vehicle with one dead camera still makes single-view clips while it drives. A clip is
+  final, and emitted, once its end plus the tolerance is behind the watermark (and, for the remainder, once its
+  whole region is); `flush` (the wall-clock idle timer, or the end of input) treats the watermark as infinite.
+  So any arrival order in which each segment arrives before the watermark passes its start gives the same clips
+  as in-order arrival.
 - **Late data.** A segment that starts within the tolerance of what has already been emitted is *late*: it
   could no longer change those clips, so it is refused (the app sends it to the dead-letter topic, reason
   `late`).
@@ -55,7 +60,8 @@ class VehicleJoinState(BaseModel):
     segments: tuple[SegmentRef, ...] = ()
     recent_ids: tuple[str, ...] = ()  # ids of pruned segments still near the frontier: duplicates, not late
     emitted_until: float = NEVER  # event time; everything before it is final
-    stream_time: float = NEVER
+    camera_time: dict[str, float] = {}  # per camera: the latest segment start (event time)
+    camera_seen_wall: dict[str, float] = {}  # per camera: when it last sent anything (wall clock)
     last_seen_wall: float = 0.0
 
 
@@ -66,6 +72,7 @@ class JoinRules:
     skew_tolerance_s: float = 1.0
     grace_s: float = 10.0  # event-time seconds an upload may trail the vehicle's newest one
     single_view: bool = True
+    camera_idle_s: float = 5.0  # wall seconds after which a silent camera stops holding the watermark back
 
 
 @dataclass(frozen=True)
@@ -148,24 +155,40 @@ def add_segment(
     state: VehicleJoinState, segment: SegmentRef, *, driver_id: str | None, now: float, rules: JoinRules | None = None,
 ) -> tuple[VehicleJoinState, Admission]:
     rules = rules or JoinRules()
+    # A camera not heard from yet counts as seen when the vehicle first was: it gets `camera_idle_s` to show up.
+    seen_wall = {c.value: state.camera_seen_wall.get(c.value, now) for c in View} | {segment.camera.value: now}
+    alive = {"last_seen_wall": now, "camera_seen_wall": seen_wall}
     seen = segment.segment_id in state.recent_ids or any(s.segment_id == segment.segment_id for s in state.segments)
     if seen:
-        return state.model_copy(update={"last_seen_wall": now}), Admission.DUPLICATE
+        return state.model_copy(update=alive), Admission.DUPLICATE
     if segment.start_ts - rules.skew_tolerance_s <= state.emitted_until + EPS:  # it would merge into emitted clips
-        return state.model_copy(update={"last_seen_wall": now}), Admission.LATE
+        return state.model_copy(update=alive), Admission.LATE
+    camera = segment.camera.value
     return state.model_copy(
         update={
+            **alive,
             "segments": (*state.segments, segment),
             "driver_id": driver_id or state.driver_id,
-            "stream_time": max(state.stream_time, segment.start_ts),
-            "last_seen_wall": now,
+            "camera_time": state.camera_time | {camera: max(state.camera_time.get(camera, NEVER), segment.start_ts)},
         }
     ), Admission.ACCEPTED
 
 
-def ready_clips(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -> tuple[list[ClipPlan], VehicleJoinState]:
-    """Clips that are final now, and the state after emitting them."""
-    watermark = math.inf if flush else state.stream_time - rules.grace_s
+def watermark(state: VehicleJoinState, rules: JoinRules, now: float | None = None) -> float:
+    """The slower camera's stream time minus the grace; cameras idle at wall time `now` do not count (with no
+    `now`, none is idle)."""
+    waiting = [state.camera_time.get(c.value, NEVER) for c in View
+               if now is None or now - state.camera_seen_wall.get(c.value, now) < rules.camera_idle_s]
+    if not waiting:  # every camera idle: nothing holds the newest one back
+        waiting = [max(state.camera_time.values(), default=NEVER)]
+    return min(waiting) - rules.grace_s
+
+
+def ready_clips(
+    state: VehicleJoinState, rules: JoinRules, *, flush: bool = False, now: float | None = None
+) -> tuple[list[ClipPlan], VehicleJoinState]:
+    """Clips that are final now (`now`: wall clock, for camera idleness), and the state after emitting them."""
+    mark = math.inf if flush else watermark(state, rules, now)
     start_from = frontier = state.emitted_until
     plans: list[ClipPlan] = []
     candidates = (
@@ -174,8 +197,8 @@ def ready_clips(state: VehicleJoinState, rules: JoinRules, *, flush: bool = Fals
         for piece, full in pieces(max(start, start_from), end, rules)
     )
     for (a, b), full, region_end, views in candidates:
-        region_closed = region_end + rules.skew_tolerance_s < watermark
-        if b + rules.skew_tolerance_s >= watermark or not (full or region_closed):
+        region_closed = region_end + rules.skew_tolerance_s < mark
+        if b + rules.skew_tolerance_s >= mark or not (full or region_closed):
             break  # not final yet, and no later clip can be
         if b - a >= rules.clip_min_s - EPS:
             plans.append(_plan(state, a, b, views))

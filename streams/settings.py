@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     clip_max_seconds: float = Field(64.0, gt=0)
     clip_min_seconds: float = Field(2.0, ge=0)
     skew_tolerance_s: float = Field(1.0, ge=0)
-    grace_s: float = Field(5.0, ge=0, description="wall seconds a vehicle may be idle before its open stretch is cut")
+    grace_s: float = Field(5.0, ge=0, description="wall seconds a vehicle (or one camera) may be idle before it stops holding clips back")
     event_grace_s: float = Field(10.0, ge=0, description="event-time seconds an upload may trail the vehicle's newest")
     single_view_clips: bool = Field(True, description="a stretch only one camera covers makes a flagged clip")
     sample_fps: float = Field(2.0, gt=0)
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     def join_rules(self) -> JoinRules:
         return JoinRules(self.clip_max_seconds, self.clip_min_seconds, self.skew_tolerance_s, self.event_grace_s,
-                         self.single_view_clips)
+                         self.single_view_clips, camera_idle_s=self.grace_s)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

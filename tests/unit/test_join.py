@@ -58,7 +58,7 @@ def test_interval_helpers():
 def test_one_trip_is_one_two_view_clip_once_the_watermark_passes_it():
     trip = [seg("road", 100, 110), seg("driver", 100.3, 108), seg("road", 110, 120), seg("driver", 108, 120.3)]
     plans, _, _ = feed(trip)
-    assert plans == []  # stream time 110 (the latest start): nothing is 10 s + tolerance behind it yet
+    assert plans == []  # the slower camera's stream time is 108: nothing is 10 s + tolerance behind it yet
     plans, _, _ = feed(trip, flush=True)
     assert spans(plans) == [(100.3, 120, BOTH)]
     assert plans[0].clip_id == clip_id_for("v", 100.3, 120)
@@ -86,6 +86,29 @@ def test_a_view_without_its_partner_makes_a_flagged_single_view_clip_or_none():
     off = JoinRules(64, 2, 1.0, 10.0, single_view=False)
     plans, _, _ = feed(segments, rules=off, flush=True)
     assert spans(plans) == [(0, 10, BOTH)]
+
+
+def test_one_camera_read_far_ahead_of_the_other_does_not_make_the_other_late():
+    """Kafka gives no order across the two topics: a consumer may read a minute of road before any driver."""
+    road = [seg("road", t, t + 10) for t in range(0, 100, 10)]
+    driver = [seg("driver", t, t + 10) for t in range(0, 100, 10)]
+    plans, _, admissions = feed(road + driver, flush=True)
+    assert Admission.LATE not in admissions
+    assert spans(plans) == [(a, b, v) for a, b, v in expected_clips(road + driver, RULES)] == [
+        (0, 64, BOTH), (64, 100, BOTH)]
+
+
+def test_a_silent_camera_stops_holding_clips_back_after_the_idle_time():
+    rules = JoinRules(64, 2, 1.0, 10.0, camera_idle_s=5.0)
+    state = VehicleJoinState(fleet_id="f", vehicle_id="v")
+    plans = []
+    for k, t in enumerate(range(0, 150, 10)):  # road only, one 10-s segment per wall second
+        state, _ = add_segment(state, seg("road", t, t + 10), driver_id="d", now=1000.0 + k, rules=rules)
+        got, state = ready_clips(state, rules, now=1000.0 + k)
+        plans += got
+        if k < 5:
+            assert got == []  # the driver camera still has time to show up
+    assert spans(plans) == [(0, 64, (View.ROAD,)), (64, 128, (View.ROAD,))]  # cut while the vehicle drives
 
 
 def test_too_short_pieces_make_no_clip():

@@ -1,0 +1,61 @@
+"""Helpers for tests that run joiner processes against the real broker: read topics, wait for clips, scrape metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.settings import Settings
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 3.0) -> list[dict[str, Any]]:
+    """Every record of a topic (JSON values), read until nothing new arrives for `idle_s`."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    out: list[dict[str, Any]] = []
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < idle_s:
+        got = consumer.poll(300)
+        for records in got.values():
+            out += [json.loads(r.value) for r in records]
+        if got:
+            quiet_since = time.monotonic()
+    consumer.close()
+    return out
+
+
+def wait_for_clips(settings: Settings, want: set[str], procs: dict[str, tuple[subprocess.Popen[bytes], Path]],
+                   timeout_s: float = 180.0) -> list[dict[str, Any]]:
+    """Clip messages on the clips topic once every wanted id is there (or the timeout passes); fails fast when a
+    process that should be running has died."""
+    assert settings.kafka_bootstrap
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+    consumer.assign([TopicPartition(settings.topic("clips"), p) for p in range(settings.partitions)])
+    clips: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not want <= {c["clip_id"] for c in clips}:
+            for name, (proc, log) in procs.items():
+                assert proc.poll() is None, f"{name} died:\n{log.read_text()[-3000:]}"
+            for records in consumer.poll(500).values():
+                clips += [json.loads(r.value) for r in records]
+        for records in consumer.poll(1500).values():  # anything published right after the last wanted clip
+            clips += [json.loads(r.value) for r in records]
+    finally:
+        consumer.close()
+    return clips
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A Prometheus /metrics page as {(sample name, sorted labels): value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

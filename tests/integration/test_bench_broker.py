@@ -1,0 +1,24 @@
+"""`drivecoach bench join` through the broker: the real Tansu broker and a Faust joiner process, every clip back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.bench import bench_join, bench_join_broker
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_broker_join_bench_gets_back_every_clip_the_oracle_expects(broker, tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap=broker.bootstrap, one_record_per_batch=True)
+    result = bench_join_broker(settings, tmp_path, vehicles=3, per_vehicle=14, timeout_s=120)
+    assert result.segments == 3 * 2 * 14
+    assert result.expected_clips == bench_join(settings, vehicles=3, per_vehicle=14).clips == 9
+    assert result.clips == result.expected_clips and result.unexpected_clips == 0
+    assert result.wall_s >= result.grace_s  # each vehicle's last clip waits for the idle grace
+    assert result.segments_per_s > 0
+    if result.joiner_cpu_s is not None:  # Linux /proc
+        assert result.joiner_cpu_s > 0 and result.clip_pool_cpu_s is not None and result.clip_pool_cpu_s > 0
