@@ -1,4 +1,4 @@
-"""The Faust app: topics, the join table and two thin agents (join + clip building, and the grace timer)."""
+"""The Faust app: topics, the join table, the join agent (join + clip building) and the tick timer."""
 
 from __future__ import annotations
 
@@ -19,14 +19,29 @@ from streams import metrics
 from streams.blobs import LocalBlobStore
 from streams.clip import build_clip_frames
 from streams.errors import BadSegment, VideoDecodeError
-from streams.join import Admission, ClipPlan, VehicleJoinState, add_segment, has_open_stretch, ready_clips
+from streams.join import (
+    Admission,
+    ClipPlan,
+    VehicleJoinState,
+    add_segment,
+    has_open_stretch,
+    observe_tick,
+    ready_clips,
+)
 from streams.segments import parse_segment, probe_video, to_ref
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROAD_TOPIC, DRIVER_TOPIC, TICKS_TOPIC, CLIPS_TOPIC = "telematics.road", "telematics.driver", "drivecoach.join-ticks", "clips"
+ROAD_TOPIC, DRIVER_TOPIC, CLIPS_TOPIC = "telematics.road", "telematics.driver", "clips"
+TICK_HEADER = "drivecoach-tick"  # marks the joiner's own ticks on the camera topics (no payload)
 LOOP_PROBE_S = 0.25
+
+
+def is_tick(headers: Any) -> bool:
+    """Faust gives headers as a mapping or as (name, value) pairs, depending on the path."""
+    pairs = headers.items() if hasattr(headers, "items") else headers or ()
+    return any(name == TICK_HEADER for name, _ in pairs)
 
 
 def dlq_name(topic: str) -> str:
@@ -75,19 +90,21 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         store="memory://",
         topic_partitions=settings.partitions,
         web_enabled=False,
+        broker_session_timeout=settings.session_timeout_s,
         producer_max_request_size=8_000_000,
         consumer_max_fetch_size=8_000_000,
         **extra,
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    inputs = app.topic(
-        settings.topic(ROAD_TOPIC), settings.topic(DRIVER_TOPIC), settings.topic(TICKS_TOPIC), **raw
-    )
-    ticks = app.topic(settings.topic(TICKS_TOPIC), partitions=settings.partitions, **raw)
+    inputs = app.topic(settings.topic(ROAD_TOPIC), settings.topic(DRIVER_TOPIC), **raw)
+    camera_topics = [app.topic(settings.topic(name), partitions=settings.partitions, **raw)
+                     for name in (ROAD_TOPIC, DRIVER_TOPIC)]
     clips = app.topic(settings.topic(CLIPS_TOPIC), partitions=settings.partitions, **raw)
     dlqs = {name: app.topic(dlq_name(settings.topic(name)), **raw) for name in (ROAD_TOPIC, DRIVER_TOPIC)}
+    # Raw JSON bytes: Faust cannot rebuild a `value_type=dict` table from its changelog ("type object 'dict' has
+    # no attribute 'from_data'"), which the SIGKILL restart test caught.
     table = app.Table(
-        "join-state", default=None, partitions=settings.partitions, key_type=str, value_type=dict
+        "join-state", default=None, partitions=settings.partitions, key_type=str, value_type=bytes
     )
     # Decoding runs in worker processes so the event loop (and the consumer's heartbeat) never waits on it.
     pool = ProcessPoolExecutor(max_workers=settings.clip_workers, mp_context=multiprocessing.get_context("spawn"))
@@ -131,16 +148,16 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         async for event in stream.events():
             topic = event.message.topic
             key, value = event.key, event.value
-            vehicle = key.decode() if key else ""
-            if topic == settings.topic(TICKS_TOPIC):
-                state = _load(table.get(vehicle))
-                now = time.time()
-                if state is not None and now - state.last_seen_wall >= settings.grace_s:
-                    plans, state = ready_clips(state, rules, flush=True, now=now)
-                    await emit(plans)
-                    table[vehicle] = state.model_dump(mode="json")
-                continue
             base_topic = ROAD_TOPIC if topic == settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
+            arrived = event.message.timestamp or time.time()  # the record's timestamp: when it was uploaded
+            if is_tick(event.headers):
+                state = _load(table.get(key.decode() if key else ""))
+                if state is not None:
+                    ticked = observe_tick(state, View.ROAD if base_topic == ROAD_TOPIC else View.DRIVER, arrived)
+                    plans, ticked = ready_clips(ticked, rules)
+                    await emit(plans)
+                    table[state.vehicle_id] = _dump(ticked)
+                continue
             try:
                 segment = parse_segment(value, max_bytes=settings.inline_max_bytes, now=time.time(),
                                         max_ahead_s=settings.max_clock_ahead_s)
@@ -152,22 +169,28 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             state = _load(table.get(segment.vehicle_id)) or VehicleJoinState(
                 fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
             )
-            state, admission = add_segment(state, ref, driver_id=segment.driver_id, now=time.time(), rules=rules)
+            state, admission = add_segment(state, ref, driver_id=segment.driver_id, now=arrived, rules=rules)
             metrics.SEGMENTS.labels(outcome=admission.value).inc()
             if admission is Admission.LATE:
                 detail = f"starts at {ref.start_ts:.3f}, clips up to {state.emitted_until:.3f} are already emitted"
                 await dead(topic, base_topic, "late", detail, key, value)
-            plans, state = ready_clips(state, rules, now=time.time())
+            plans, state = ready_clips(state, rules)
             await emit(plans)
-            table[segment.vehicle_id] = state.model_dump(mode="json")
+            table[segment.vehicle_id] = _dump(state)
 
     @app.timer(interval=max(0.5, settings.grace_s / 2))
     async def grace_timer() -> None:
+        """Tick each camera topic of a vehicle that has gone quiet with clips pending. The tick lands behind any
+        backlog on that topic, so when the agent reads it, every upload sent before it has been read: a silence it
+        then sees is the fleet's, not this joiner's (join.py, idleness)."""
         now = time.time()
         for vehicle, stored in list(table.items()):
             state = _load(stored)
-            if state is not None and now - state.last_seen_wall >= settings.grace_s and has_open_stretch(state, rules):
-                await ticks.send(key=vehicle.encode(), value=b"{}")
+            quiet = state is not None and any(now - state.camera_seen.get(c.value, state.first_seen) >= settings.grace_s
+                                              for c in View)
+            if state is not None and quiet and has_open_stretch(state, rules):
+                for camera_topic in camera_topics:
+                    await camera_topic.send(key=vehicle.encode(), value=b"", headers={TICK_HEADER: b"1"})
 
     @app.timer(interval=LOOP_PROBE_S)
     async def loop_lag_probe() -> None:
@@ -190,8 +213,12 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     return app
 
 
-def _load(stored: Any) -> VehicleJoinState | None:
-    return VehicleJoinState.model_validate(stored) if stored else None
+def _load(stored: bytes | None) -> VehicleJoinState | None:
+    return VehicleJoinState.model_validate_json(stored) if stored else None
+
+
+def _dump(state: VehicleJoinState) -> bytes:
+    return state.model_dump_json().encode()
 
 
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:

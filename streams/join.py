@@ -11,13 +11,17 @@ Semantics (an interval join on event time, as Kafka Streams and Flink define it)
 - **Event time and grace.** Each camera's *stream time* is the latest start among its segments (a segment is an
   interval; its start is when it happened). The vehicle's *watermark* is the slower camera's stream time minus
   `grace_s`: as in Flink, an operator with two inputs follows the minimum of its inputs' watermarks, so a burst
-  of one camera's topic, read ahead of the other's, cannot make the other camera's on-time segments late. A
-  camera that has sent nothing for `camera_idle_s` wall seconds (or never has) stops holding the watermark back
-  (Flink's idleness), so a vehicle with one dead camera still makes single-view clips while it drives. A clip is
-  final, and emitted, once its end plus the tolerance is behind the watermark (and, for the remainder, once its
-  whole region is); `flush` (the wall-clock idle timer, or the end of input) treats the watermark as infinite.
-  So any arrival order in which each segment arrives before the watermark passes its start gives the same clips
-  as in-order arrival.
+  of one camera's topic, read ahead of the other's, cannot make the other camera's on-time segments late.
+- **Idleness, on arrival time.** A camera that has sent nothing for `camera_idle_s` (or never has) stops holding
+  the watermark back (Flink's idleness), so a vehicle with one dead camera still makes single-view clips while
+  it drives; when every camera is idle the vehicle's open stretch is flushed (the end of a trip). Silence is
+  measured on *arrival* time (the Kafka record timestamps), per camera: each camera's clock is the latest
+  arrival seen on its own topic, a segment's or a *tick*'s (`observe_tick`: the app sends ticks into each
+  camera topic behind any backlog). So a joiner replaying a backlog after a crash sees exactly the silences the
+  fleet had, never a silence that is only its own outage.
+- A clip is final, and emitted, once its end plus the tolerance is behind the watermark (and, for the remainder,
+  once its whole region is); `flush` (end of input) treats the watermark as infinite. So any arrival order in
+  which each segment arrives before the watermark passes its start gives the same clips as in-order arrival.
 - **Late data.** A segment that starts within the tolerance of what has already been emitted is *late*: it
   could no longer change those clips, so it is refused (the app sends it to the dead-letter topic, reason
   `late`).
@@ -61,8 +65,10 @@ class VehicleJoinState(BaseModel):
     recent_ids: tuple[str, ...] = ()  # ids of pruned segments still near the frontier: duplicates, not late
     emitted_until: float = NEVER  # event time; everything before it is final
     camera_time: dict[str, float] = {}  # per camera: the latest segment start (event time)
-    camera_seen_wall: dict[str, float] = {}  # per camera: when it last sent anything (wall clock)
-    last_seen_wall: float = 0.0
+    camera_seen: dict[str, float] = {}  # per camera: arrival time of its latest segment
+    camera_clock: dict[str, float] = {}  # per camera: latest arrival time on its topic, segment or tick
+    first_seen: float = NEVER  # arrival time of the vehicle's first segment
+    last_seen: float = NEVER  # arrival time of the vehicle's latest segment
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class JoinRules:
     skew_tolerance_s: float = 1.0
     grace_s: float = 10.0  # event-time seconds an upload may trail the vehicle's newest one
     single_view: bool = True
-    camera_idle_s: float = 5.0  # wall seconds after which a silent camera stops holding the watermark back
+    camera_idle_s: float = 5.0  # arrival-time seconds after which a silent camera stops holding clips back
 
 
 @dataclass(frozen=True)
@@ -154,16 +160,20 @@ def pieces(start: float, end: float, rules: JoinRules) -> list[tuple[Interval, b
 def add_segment(
     state: VehicleJoinState, segment: SegmentRef, *, driver_id: str | None, now: float, rules: JoinRules | None = None,
 ) -> tuple[VehicleJoinState, Admission]:
+    """`now` is the upload's arrival time (its Kafka record timestamp)."""
     rules = rules or JoinRules()
-    # A camera not heard from yet counts as seen when the vehicle first was: it gets `camera_idle_s` to show up.
-    seen_wall = {c.value: state.camera_seen_wall.get(c.value, now) for c in View} | {segment.camera.value: now}
-    alive = {"last_seen_wall": now, "camera_seen_wall": seen_wall}
+    camera = segment.camera.value
+    alive = {
+        "last_seen": max(state.last_seen, now),
+        "first_seen": now if state.first_seen == NEVER else state.first_seen,
+        "camera_seen": state.camera_seen | {camera: max(state.camera_seen.get(camera, NEVER), now)},
+        "camera_clock": state.camera_clock | {camera: max(state.camera_clock.get(camera, NEVER), now)},
+    }
     seen = segment.segment_id in state.recent_ids or any(s.segment_id == segment.segment_id for s in state.segments)
     if seen:
         return state.model_copy(update=alive), Admission.DUPLICATE
     if segment.start_ts - rules.skew_tolerance_s <= state.emitted_until + EPS:  # it would merge into emitted clips
         return state.model_copy(update=alive), Admission.LATE
-    camera = segment.camera.value
     return state.model_copy(
         update={
             **alive,
@@ -174,21 +184,32 @@ def add_segment(
     ), Admission.ACCEPTED
 
 
-def watermark(state: VehicleJoinState, rules: JoinRules, now: float | None = None) -> float:
-    """The slower camera's stream time minus the grace; cameras idle at wall time `now` do not count (with no
-    `now`, none is idle)."""
-    waiting = [state.camera_time.get(c.value, NEVER) for c in View
-               if now is None or now - state.camera_seen_wall.get(c.value, now) < rules.camera_idle_s]
-    if not waiting:  # every camera idle: nothing holds the newest one back
-        waiting = [max(state.camera_time.values(), default=NEVER)]
-    return min(waiting) - rules.grace_s
+def observe_tick(state: VehicleJoinState, camera: View, at: float) -> VehicleJoinState:
+    """A tick read from `camera`'s topic, sent at arrival time `at`: that camera's uploads up to `at` are all in."""
+    if state.camera_clock.get(camera.value, NEVER) >= at:
+        return state
+    return state.model_copy(update={"camera_clock": state.camera_clock | {camera.value: at}})
+
+
+def idle_cameras(state: VehicleJoinState, rules: JoinRules) -> set[View]:
+    """Cameras whose own topic shows them silent for `camera_idle_s`; one never heard from counts from the
+    vehicle's first upload."""
+    return {c for c in View if state.camera_clock.get(c.value, NEVER)
+            - state.camera_seen.get(c.value, state.first_seen) >= rules.camera_idle_s}
+
+
+def watermark(state: VehicleJoinState, rules: JoinRules) -> float:
+    """The slowest non-idle camera's stream time minus the grace; infinite when every camera is idle."""
+    idle = idle_cameras(state, rules)
+    waiting = [state.camera_time.get(c.value, NEVER) for c in View if c not in idle]
+    return min(waiting) - rules.grace_s if waiting else math.inf
 
 
 def ready_clips(
-    state: VehicleJoinState, rules: JoinRules, *, flush: bool = False, now: float | None = None
+    state: VehicleJoinState, rules: JoinRules, *, flush: bool = False
 ) -> tuple[list[ClipPlan], VehicleJoinState]:
-    """Clips that are final now (`now`: wall clock, for camera idleness), and the state after emitting them."""
-    mark = math.inf if flush else watermark(state, rules, now)
+    """Clips that are final now, and the state after emitting them."""
+    mark = math.inf if flush else watermark(state, rules)
     start_from = frontier = state.emitted_until
     plans: list[ClipPlan] = []
     candidates = (

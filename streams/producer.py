@@ -11,7 +11,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from schemas.messages import SegmentMessage
 from schemas.taxonomy import View
-from streams.app import CLIPS_TOPIC, DRIVER_TOPIC, ROAD_TOPIC, TICKS_TOPIC, dlq_name
+from streams.app import CLIPS_TOPIC, DRIVER_TOPIC, ROAD_TOPIC, dlq_name
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def all_topics(settings: Settings) -> list[str]:
     base = [ROAD_TOPIC, DRIVER_TOPIC, CLIPS_TOPIC]
-    return [settings.topic(t) for t in base] + [dlq_name(settings.topic(t)) for t in base] + [settings.topic(TICKS_TOPIC)]
+    return [settings.topic(t) for t in base] + [dlq_name(settings.topic(t)) for t in base]
 
 
 def ensure_topics(bootstrap: str, settings: Settings) -> None:

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(16384, ge=28 * 28 * 2)
     inline_max_bytes: int = Field(1_000_000, ge=0)
     max_clock_ahead_s: float = Field(300.0, ge=0, description="segments ending further in the future are refused")
+    session_timeout_s: float = Field(30.0, ge=6, description="a joiner silent this long is presumed dead and its "
+                                     "partitions move to the others")
     clip_workers: int = Field(1, ge=1, description="processes that probe videos and build clips")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port of the process; 0 = off")
     # Inference.

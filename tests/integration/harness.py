@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from schemas.messages import SegmentMessage
+from streams.producer import make_producer, publish
 from streams.settings import Settings
 
 
@@ -59,3 +62,33 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+class Replay(threading.Thread):
+    """Publishes a fleet's uploads in end-time order at `speed` x real time, as the fleet would have sent them
+    (a vehicle's silences included), in the background."""
+
+    def __init__(self, settings: Settings, messages: list[SegmentMessage], speed: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.speed = settings, speed
+        self.messages = sorted(messages, key=lambda m: m.end_ts)
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        assert self.settings.kafka_bootstrap
+        producer = make_producer(self.settings.kafka_bootstrap, self.settings)
+        try:
+            started, first = time.monotonic(), self.messages[0].end_ts
+            for m in self.messages:
+                time.sleep(max(0.0, (m.end_ts - first) / self.speed - (time.monotonic() - started)))
+                publish(producer, [m], self.settings)
+                self.sent += 1
+        except Exception as err:  # noqa: BLE001 - the test thread reports it in finish()
+            self.error = err
+        finally:
+            producer.close()
+
+    def finish(self, timeout_s: float = 300.0) -> None:
+        self.join(timeout_s)
+        assert not self.is_alive() and self.error is None, f"replay stopped at {self.sent}: {self.error!r}"

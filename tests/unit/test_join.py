@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.messages import SegmentRef, clip_id_for
+from schemas.messages import clip_id_for
 from schemas.taxonomy import View
 from streams.join import (
     Admission,
@@ -15,19 +13,18 @@ from streams.join import (
     VehicleJoinState,
     add_segment,
     expected_clips,
+    idle_cameras,
     intersect,
     merge_intervals,
+    observe_tick,
     ready_clips,
     subtract,
 )
+from tests.strategies import RULES, fleet_uploads, seg
 
-RULES = JoinRules(clip_max_s=64, clip_min_s=2, skew_tolerance_s=1.0, grace_s=10.0)
 BOTH = (View.ROAD, View.DRIVER)
 
 
-def seg(camera: str, start: float, end: float, n: int = 0) -> SegmentRef:
-    return SegmentRef(segment_id=f"{camera}-{start}-{n}", camera=View(camera), start_ts=start, end_ts=end,
-                      video_uri=f"file:///{camera}/{start}")
 
 
 def feed(segments, rules=RULES, flush=False):
@@ -102,13 +99,31 @@ def test_a_silent_camera_stops_holding_clips_back_after_the_idle_time():
     rules = JoinRules(64, 2, 1.0, 10.0, camera_idle_s=5.0)
     state = VehicleJoinState(fleet_id="f", vehicle_id="v")
     plans = []
-    for k, t in enumerate(range(0, 150, 10)):  # road only, one 10-s segment per wall second
+    for k, t in enumerate(range(0, 150, 10)):  # road only, one 10-s segment per second; ticks on the driver topic
         state, _ = add_segment(state, seg("road", t, t + 10), driver_id="d", now=1000.0 + k, rules=rules)
-        got, state = ready_clips(state, rules, now=1000.0 + k)
+        state = observe_tick(state, View.DRIVER, 1000.0 + k)
+        got, state = ready_clips(state, rules)
         plans += got
         if k < 5:
             assert got == []  # the driver camera still has time to show up
     assert spans(plans) == [(0, 64, (View.ROAD,)), (64, 128, (View.ROAD,))]  # cut while the vehicle drives
+    assert idle_cameras(state, rules) == {View.DRIVER}
+    state = observe_tick(state, View.ROAD, 1000.0 + 14 + 4.9)  # road silent 4.9 s: not yet the end of the trip
+    assert ready_clips(state, rules)[0] == []
+    state = observe_tick(state, View.ROAD, 1000.0 + 14 + 5.0)  # every camera idle: the trip's end is flushed
+    assert spans(ready_clips(state, rules)[0]) == [(128, 150, (View.ROAD,))]
+
+
+def test_a_replayed_backlog_sees_the_fleets_silences_not_the_joiners_outage():
+    """Arrival times come from the records: a joiner that was down for minutes does not flush open trips, since
+    nothing on the camera topics says the cameras were silent."""
+    state = VehicleJoinState(fleet_id="f", vehicle_id="v")
+    for k, t in enumerate(range(0, 40, 10)):
+        for camera in ("road", "driver"):
+            state, _ = add_segment(state, seg(camera, t, t + 10), driver_id="d", now=1000.0 + k, rules=RULES)
+    assert ready_clips(state, RULES)[0] == [] and idle_cameras(state, RULES) == set()
+    state = observe_tick(state, View.ROAD, 1000.0 + 3.5)  # a tick sent before the last uploads: no silence
+    assert ready_clips(state, RULES)[0] == []
 
 
 def test_too_short_pieces_make_no_clip():
@@ -139,32 +154,6 @@ def test_state_is_pruned_and_survives_json():
 
 
 # --- the oracle property ----------------------------------------------------------------------------------------
-
-@st.composite
-def fleet_uploads(draw):
-    """Both cameras' segments of one vehicle, with gaps, skew, missing pieces and duplicates, in a random
-    arrival order whose disorder stays within the grace period."""
-    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
-    segments = []
-    for camera in ("road", "driver"):
-        t = rng.uniform(0, 3)
-        for k in range(rng.randint(0, 14)):
-            length = rng.choice([5.0, 10.0, 10.0, rng.uniform(1, 12)])
-            if rng.random() < 0.85:
-                segments.append(seg(camera, round(t, 2), round(t + length, 2), k))
-            t += length + rng.choice([0.0, 0.0, rng.uniform(0, 1.5), rng.uniform(2, 40)])
-    arrival = sorted(segments, key=lambda s: s.start_ts + rng.uniform(0, RULES.grace_s) * (rng.random() < 0.5))
-    # Disorder bounded by the grace: each segment arrives before the watermark passes its start.
-    on_time, latest = [], -1e18
-    for s in arrival:
-        if s.start_ts - RULES.skew_tolerance_s >= latest - RULES.grace_s:
-            on_time.append(s)
-            latest = max(latest, s.start_ts)
-    for _ in range(rng.randint(0, 3) if on_time else 0):  # re-sent later: after the original
-        i = rng.randrange(len(on_time))
-        on_time.insert(rng.randint(i + 1, len(on_time)), on_time[i])
-    return on_time
-
 
 @settings(max_examples=300, deadline=None)
 @given(fleet_uploads())
