@@ -37,6 +37,10 @@ class Turn1Answer(BaseModel):
     description: str
 
 
+# Turn 1 is compact JSON (as `format_turn1` writes it); constrained decoding allows no other separators.
+TURN1_JSON_SEPARATORS = (",", ":")
+
+
 def turn1_json_schema() -> dict[str, Any]:
     """The JSON schema for structured (constrained) decoding of turn 1."""
     return Turn1Answer.model_json_schema()
@@ -98,6 +102,7 @@ def conversation(turn1_answer: str | None = None, turn2_answer: str | None = Non
 
 __all__ = [
     "PROMPT_VERSION",
+    "TURN1_JSON_SEPARATORS",
     "InvalidAnswer",
     "Turn1Answer",
     "View",

@@ -69,26 +69,34 @@ def joiner(
 
 
 @app.command()
-def worker(bootstrap: Bootstrap = "", model: Model = None) -> None:
-    """Run the inference worker: consume `clips`, run the CoT, write Postgres, then commit offsets."""
+def worker(
+    bootstrap: Bootstrap = "",
+    model: Model = None,
+    engine: Annotated[str | None, typer.Option(help="transformers | vllm | openai; default DRIVECOACH_ENGINE")] = None,
+) -> None:
+    """Run the inference worker: consume `clips` in batches, run the CoT, write Postgres, then commit offsets."""
     from sqlalchemy.orm import sessionmaker
 
     from streams.database import make_engine, resolve_database_url
-    from streams.engine import TransformersEngine, is_demo_model
-    from streams.sink import register_model_version
+    from streams.engine import is_demo_model, load_engine, model_version_of
+    from streams.registry import serve_or_adopt
     from streams.worker import InferenceWorker
 
     _logging()
-    settings = build_settings(kafka_bootstrap=bootstrap or None, model=model)
+    settings = build_settings(kafka_bootstrap=bootstrap or None, model=model, engine=engine)
     if not settings.kafka_bootstrap or not settings.model:
         console.print("[red]configuration error:[/] the worker needs --bootstrap and --model (or their env variables).")
         raise typer.Exit(2)
     database = resolve_database_url(settings)
-    engine = TransformersEngine(settings.model, max_new_tokens=settings.max_new_tokens)
     factory = sessionmaker(make_engine(database.url))
-    register_model_version(factory, version=engine.model_version, path=str(Path(settings.model).resolve()) if Path(settings.model).exists() else settings.model,
-                           demo=is_demo_model(settings.model))
-    loop = InferenceWorker(settings, settings.kafka_bootstrap, engine, factory)
+    local = Path(settings.model)
+    configured = model_version_of(local) if local.exists() else settings.model.replace("/", "--")
+    serving = serve_or_adopt(factory, version=configured, path=str(local.resolve()) if local.exists() else settings.model,
+                             demo=is_demo_model(settings.model))
+    if serving.version != configured:
+        console.print(f"serving the production model {serving.version} ({serving.path}), not {settings.model}")
+    loop = InferenceWorker(settings, settings.kafka_bootstrap, lambda path: load_engine(settings, path), factory,
+                           model_path=serving.path)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     loop.run()
     database.close()

@@ -29,9 +29,11 @@ from streams.blobs import LocalBlobStore
 from streams.broker import EmbeddedBroker
 from streams.clip import ClipFrames, sample_times, stack, stack_geometry
 from streams.database import make_engine, migrate, resolve_database_url
+from streams.engine import is_demo_model, model_version_of
 from streams.errors import DrivecoachError
 from streams.join import expected_clips as oracle_clips
 from streams.producer import ensure_topics, make_producer, publish
+from streams.registry import deploy
 from streams.report import EventScores, score_events
 from streams.settings import Settings
 from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver, render_road, write_segments
@@ -187,6 +189,8 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
         since = _db_now(factory)
         console.print(f"Postgres: [bold]{database.url.render_as_string(hide_password=True)}[/]")
         ensure_topics(bootstrap, settings)
+        deploy(factory, version=model_version_of(model_path), path=str(Path(model_path).resolve()),
+               demo=is_demo_model(model_path))  # the worker serves the production model
         run_settings = settings.model_copy(update={"model": str(model_path), "database_url": database.url.render_as_string(hide_password=False)})
         env = settings_env(run_settings)
         joiner = _spawn(["joiner", "--bootstrap", bootstrap], env, logs / "joiner.log")

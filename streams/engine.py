@@ -12,7 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from schemas.model_io import build_inputs, load_model, load_processor
-from schemas.prompts import conversation
+from schemas.prompts import TURN1_JSON_SEPARATORS, conversation, turn1_json_schema
+from streams.settings import Settings
 
 DEFAULT_MAX_NEW_TOKENS = 256
 
@@ -27,12 +28,13 @@ class CotOutput:
 
 
 class Engine(Protocol):
-    """What the worker needs from an inference backend (transformers here; vLLM implements the same)."""
+    """What the worker needs from an inference backend: transformers (the reference), vLLM in-process, or a
+    `vllm serve` server. All three constrain turn 1 to the same JSON grammar, so their greedy outputs agree."""
 
     model_version: str
 
-    def run_cot(self, frames: np.ndarray) -> CotOutput:
-        """Turn 1 on the video, then turn 2 on the video + turn 1's answer; frames (T, H, W, 3) uint8 at 2 FPS."""
+    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+        """Turn 1 on each video, then turn 2 on the video + its turn-1 answer; frames (T, H, W, 3) uint8, 2 FPS."""
         ...
 
 
@@ -54,7 +56,7 @@ class TransformersEngine:
     """Greedy two-turn generation with transformers on CPU (or wherever the model sits)."""
 
     def __init__(self, model_path: str | Path, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, constrained: bool = True) -> None:
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         path = Path(model_path)
@@ -73,16 +75,33 @@ class TransformersEngine:
         tok = self.processor.tokenizer
         self._eos = [i for i in {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id} if i is not None]
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else self._eos[0]
+        self._turn1_grammar = self._compile_turn1_grammar() if constrained else None
 
-    def _generate(self, messages: list[dict[str, Any]], frames: np.ndarray) -> tuple[str, int, int]:
+    def _compile_turn1_grammar(self) -> Any:
+        """Turn 1's JSON grammar, compiled exactly as vLLM's xgrammar backend compiles it (no free whitespace,
+        compact separators), so constrained greedy decoding matches token for token."""
+        import xgrammar
+
+        vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        info = xgrammar.TokenizerInfo.from_huggingface(self.processor.tokenizer, vocab_size=vocab)
+        return xgrammar.GrammarCompiler(info).compile_json_schema(
+            json.dumps(turn1_json_schema()), any_whitespace=False, separators=TURN1_JSON_SEPARATORS
+        )
+
+    def _generate(self, messages: list[dict[str, Any]], frames: np.ndarray, grammar: Any = None) -> tuple[str, int, int]:
         import torch
 
         inputs = build_inputs(self.processor, messages, frames, add_generation_prompt=True)
         prompt_len = int(inputs["input_ids"].shape[1])
+        constraint: list[Any] = []
+        if grammar is not None:
+            from xgrammar.contrib.hf import LogitsProcessor
+
+            constraint = [LogitsProcessor(grammar)]  # stateful: one per generation
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, eos_token_id=self._eos,
-                pad_token_id=self._pad,
+                pad_token_id=self._pad, logits_processor=constraint,
             )
         new = out[0, prompt_len:]
         text = self.processor.tokenizer.decode(new, skip_special_tokens=True)
@@ -90,10 +109,14 @@ class TransformersEngine:
 
     def run_cot(self, frames: np.ndarray) -> CotOutput:
         started = time.perf_counter()
-        turn1, p1, g1 = self._generate(conversation(), frames)
+        turn1, p1, g1 = self._generate(conversation(), frames, self._turn1_grammar)
         turn2, p2, g2 = self._generate(conversation(turn1), frames)
         return CotOutput(turn1=turn1, turn2=turn2, prompt_tokens=p1 + p2, generated_tokens=g1 + g2,
                          latency_ms=(time.perf_counter() - started) * 1000.0)
+
+    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+        """One clip after another: the reference engine; padding a batch would change its numerics."""
+        return [self.run_cot(frames) for frames in clips]
 
 
 def is_hub_id(name: str) -> bool:
@@ -108,3 +131,17 @@ def is_demo_model(path: str | Path) -> bool:
         if meta.is_file():
             return bool(json.loads(meta.read_text()).get("demo", False))
     return False
+
+
+def load_engine(settings: Settings, model_path: str) -> Engine:
+    """The configured engine on `model_path` (imports only what that engine needs)."""
+    if settings.engine == "vllm":
+        from streams.vllm_engine import VllmEngine
+
+        return VllmEngine(model_path, max_new_tokens=settings.max_new_tokens, max_model_len=settings.vllm_max_model_len)
+    if settings.engine == "openai":
+        from streams.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(settings.openai_base_url, model_path, max_new_tokens=settings.max_new_tokens,
+                            api_key=settings.openai_api_key or None)
+    return TransformersEngine(model_path, max_new_tokens=settings.max_new_tokens)

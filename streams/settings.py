@@ -42,8 +42,16 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port of the process; 0 = off")
     # Inference.
     model: str = Field("", description="path or hub id of a Qwen2.5-VL checkpoint; empty means the demo model")
-    engine: Literal["transformers"] = "transformers"
+    engine: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers", description="transformers (reference), vllm (in-process LLM), openai (a `vllm serve` server)")
+    openai_base_url: str = Field("", description="the server's OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    openai_api_key: str = Field("", description="secret, from DRIVECOACH_OPENAI_API_KEY only")
     max_new_tokens: int = Field(160, ge=1)
+    batch_size: int = Field(8, ge=1, description="clips the worker submits to the engine together")
+    batch_wait_ms: int = Field(200, ge=0, description="how long the worker waits for a batch to fill")
+    max_attempts: int = Field(3, ge=1, description="engine attempts per clip before it goes to clips.dlq")
+    model_poll_s: float = Field(10.0, gt=0, description="how often the worker checks which model is in production")
+    vllm_max_model_len: int = Field(8192, ge=256)
     # Embedded-broker quirk (Tansu 0.6 ListOffsets bug): one record per batch keeps table recovery correct.
     one_record_per_batch: bool = False
 
@@ -51,6 +59,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.clip_min_seconds > self.clip_max_seconds:
             raise ValueError("clip_min_seconds must not exceed clip_max_seconds")
+        if self.engine == "openai" and not self.openai_base_url:
+            raise ValueError("engine openai needs DRIVECOACH_OPENAI_BASE_URL (the vllm serve server's /v1 URL)")
         return self
 
     def join_rules(self) -> JoinRules:

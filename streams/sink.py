@@ -36,12 +36,6 @@ def _insert_missing(session: Session, model: type, rows: list[dict[str, Any]]) -
         session.execute(insert(model).values(rows).on_conflict_do_nothing())
 
 
-def register_model_version(session_factory: SessionFactory, *, version: str, path: str, demo: bool) -> None:
-    """Record the served model (kept as is when already known: its stage belongs to the registry)."""
-    with session_factory() as session, session.begin():
-        _insert_missing(session, ModelVersion, [{"version": version, "path": path, "demo": demo, "metrics": {}}])
-
-
 def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: InferenceResult) -> int:
     """Upsert everything one clip's inference produced; returns the inference id."""
     fleet = clip.fleet_id
@@ -92,4 +86,4 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
     return inference_id
 
 
-__all__ = ["register_model_version", "write_result"]
+__all__ = ["write_result"]

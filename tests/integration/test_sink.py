@@ -14,7 +14,8 @@ from sqlalchemy.orm import sessionmaker
 from schemas.db import Base, Clip, ClipSegment, Event, Inference, Instruction, ModelVersion, Segment
 from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
 from schemas.taxonomy import EventType, View
-from streams.sink import register_model_version, write_result
+from streams.registry import register
+from streams.sink import write_result
 
 pytestmark = pytest.mark.integration
 
@@ -72,10 +73,10 @@ def test_registering_a_model_keeps_its_stage(database_url: str) -> None:
     engine = create_engine(database_url)
     factory = sessionmaker(engine)
     version = f"tiny-{uuid.uuid4().hex[:6]}"
-    register_model_version(factory, version=version, path="/models/tiny", demo=True)
+    register(factory, version=version, path="/models/tiny", demo=True)
     with factory() as s, s.begin():
         s.get(ModelVersion, version).stage = "production"
-    register_model_version(factory, version=version, path="/elsewhere", demo=False)
+    register(factory, version=version, path="/elsewhere", demo=False)
     with factory() as s:
         row = s.get(ModelVersion, version)
         assert (row.stage, row.path, row.demo) == ("production", "/models/tiny", True)

@@ -1,0 +1,62 @@
+"""The model registry in Postgres (`model_versions`): which version is in production, and promotions.
+
+The worker serves the production version and polls for a change between batches; training (issue 6) and
+`drivecoach model promote|rollback` move the stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from schemas.db import ModelVersion
+
+SessionFactory = Callable[[], Session]
+
+
+def production(session_factory: SessionFactory) -> ModelVersion | None:
+    """The version marked production (the most recently promoted, should two ever be)."""
+    with session_factory() as session:
+        return session.scalars(
+            select(ModelVersion).where(ModelVersion.stage == "production")
+            .order_by(ModelVersion.promoted_at.desc().nulls_last()).limit(1)
+        ).first()
+
+
+def register(session_factory: SessionFactory, *, version: str, path: str, demo: bool) -> None:
+    """Record a servable model as a candidate; an existing row (and its stage) is kept."""
+    with session_factory() as session, session.begin():
+        session.execute(insert(ModelVersion).values(version=version, path=path, demo=demo, metrics={}, stage="candidate")
+                        .on_conflict_do_nothing())
+
+
+def promote(session_factory: SessionFactory, version: str) -> None:
+    """Make `version` the production model; the previous one is retired (kept for rollback)."""
+    with session_factory() as session, session.begin():
+        if session.get(ModelVersion, version, with_for_update=True) is None:
+            raise KeyError(f"unknown model version {version!r}")
+        session.execute(update(ModelVersion).where(ModelVersion.stage == "production", ModelVersion.version != version)
+                        .values(stage="retired"))
+        session.execute(update(ModelVersion).where(ModelVersion.version == version)
+                        .values(stage="production", promoted_at=datetime.now(UTC)))
+
+
+def serve_or_adopt(session_factory: SessionFactory, *, version: str, path: str, demo: bool) -> ModelVersion:
+    """What a starting worker serves: the production version, or the configured model when none is (first start)."""
+    register(session_factory, version=version, path=path, demo=demo)
+    current = production(session_factory)
+    if current is None:
+        promote(session_factory, version)
+        current = production(session_factory)
+    assert current is not None
+    return current
+
+
+def deploy(session_factory: SessionFactory, *, version: str, path: str, demo: bool) -> None:
+    """Register and promote in one step: what an operator (or the demo) does to put a model into service."""
+    register(session_factory, version=version, path=path, demo=demo)
+    promote(session_factory, version)
