@@ -71,7 +71,55 @@ def load_model(path: str | Path, *, train: bool = False) -> Qwen2_5_VLForConditi
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+    use_original_text_positions_after_video(model)
     return model.train(train)
+
+
+def use_original_text_positions_after_video(model: Any) -> None:
+    """Give text after a video the M-RoPE positions Qwen2.5-VL was pre-trained with, as vLLM does.
+
+    Qwen's implementation (and vLLM's) starts the text after a vision block at the block's largest position id
+    + 1, temporal ids included. transformers 5.3-5.19 start it at the block's start + max(h, w) / merge instead, so
+    with more than a few frames (temporal ids run past the spatial ones) every later token sits at another
+    position: measured on a 24-frame clip, the first answer token's log-probabilities differ from vLLM's
+    (-0.0053 vs -0.0060) while a 4-frame clip matches exactly. Training and both engines load models through
+    here, so fine-tuning, transformers and vLLM agree. Handwritten because no release fixes it yet; the wrapper
+    keeps transformers' own vision positions and only shifts what follows each block.
+    """
+    import torch
+
+    inner = model.model
+    hf_rope_index = inner.get_rope_index
+    merge = int(inner.config.vision_config.spatial_merge_size)
+    tokens_per_second = int(inner.config.vision_config.tokens_per_second)
+
+    def get_rope_index(input_ids: Any, mm_token_type_ids: Any, image_grid_thw: Any = None, video_grid_thw: Any = None,
+                       second_per_grid_ts: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
+        position_ids, deltas = hf_rope_index(input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw,
+                                             second_per_grid_ts, attention_mask, **kwargs)
+        grids = {1: iter(image_grid_thw if image_grid_thw is not None else []),
+                 2: iter(video_grid_thw if video_grid_thw is not None else [])}
+        seconds = iter(second_per_grid_ts.tolist() if second_per_grid_ts is not None else [])
+        for b in range(input_ids.shape[0]):
+            keep = attention_mask[b].bool() if attention_mask is not None else torch.ones_like(input_ids[b], dtype=torch.bool)
+            where = torch.nonzero(keep).flatten()
+            types = mm_token_type_ids[b][keep].tolist()
+            shift, k = 0, 0
+            while k < len(types):
+                end = k
+                while end < len(types) and types[end] == types[k]:
+                    end += 1
+                if shift:
+                    position_ids[:, b, where[k:end]] += shift
+                if types[k] in (1, 2):
+                    t, h, w = (int(x) for x in next(grids[types[k]]))
+                    interval = tokens_per_second * int(next(seconds, 1)) if types[k] == 2 else 0
+                    shift += max(0, (t - 1) * interval - (max(h, w) // merge - 1))
+                k = end
+            deltas[b] += shift
+        return position_ids, deltas
+
+    inner.get_rope_index = get_rope_index
 
 
 def video_input(frames: np.ndarray, fps: float = SAMPLE_FPS) -> tuple[np.ndarray, dict[str, Any]]:
@@ -139,5 +187,6 @@ def build_inputs(
 
 __all__ = [
     "GRID", "SAMPLE_FPS", "TEMPORAL_PATCH", "build_inputs", "install_torchvision_shim", "load_model",
-    "load_processor", "processor_kwargs", "render_prompt", "video_input", "video_tokens",
+    "load_processor", "processor_kwargs", "render_prompt", "use_original_text_positions_after_video",
+    "video_input", "video_tokens",
 ]

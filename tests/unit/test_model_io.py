@@ -127,3 +127,20 @@ def test_tiny_model_is_deterministic_from_the_seed(tiny_dir: Path, tmp_path: Pat
     assert digest(again) == digest(tiny_dir)
     assert digest(other)["model.safetensors"] != digest(tiny_dir)["model.safetensors"]
     assert "DEMO" in (tiny_dir / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("t", "h", "w"), [(24, 56, 84), (4, 56, 84), (2, 140, 56)])
+def test_text_after_a_video_starts_past_every_video_position(tiny_dir: Path, processor, t: int, h: int, w: int):
+    """Qwen2.5-VL's original rule (and vLLM's): the first token after the video sits at the video's largest
+    position id + 1, temporal ids included; and decoding continues from there (the rope delta)."""
+    from schemas.model_io import load_model
+
+    model = load_model(tiny_dir)
+    inputs = build_inputs(processor, conversation(), frames_of(t, h, w), add_generation_prompt=True)
+    positions, deltas = model.model.get_rope_index(
+        inputs["input_ids"], inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
+        second_per_grid_ts=inputs["second_per_grid_ts"], attention_mask=inputs["attention_mask"])
+    video = np.flatnonzero(inputs["mm_token_type_ids"][0].numpy() == 2)
+    after = int(video[-1]) + 1
+    assert positions[:, 0, after].tolist() == [int(positions[:, 0, video].max()) + 1] * 3
+    assert int(deltas[0]) == int(positions[:, 0, -1].max()) + 1 - inputs["input_ids"].shape[1]
