@@ -1,0 +1,238 @@
+"""The inference worker on the real broker, real Postgres and a real engine: batches land once, a replay of the
+`clips` topic changes nothing, engine failures restart the engine and dead-letter only the clip that keeps failing,
+a Postgres outage loses nothing, and a promotion switches the served model between batches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import sessionmaker
+
+from schemas.db import Inference, Instruction
+from schemas.messages import ClipMessage
+from streams.blobs import LocalBlobStore
+from streams.demo import scenario_frames
+from streams.engine import CotOutput, Engine, TransformersEngine, model_version_of
+from streams.producer import ensure_topics, make_producer
+from streams.registry import deploy
+from streams.settings import Settings
+from streams.simulate import make_scenarios
+from streams.worker import InferenceWorker, committed_offsets, inference_group
+from tests.integration.harness import read_topic
+
+pytestmark = pytest.mark.integration
+APP = "drivecoach-worker-under-test"
+
+
+@pytest.fixture
+def setup(broker, database_url: str, trained_tiny_model: Path, tmp_path: Path) -> Iterator[tuple[Settings, sessionmaker]]:
+    settings = Settings(home=tmp_path / "home", kafka_bootstrap=broker.bootstrap, topic_prefix=f"w{uuid.uuid4().hex[:6]}.",
+                        database_url=database_url, model=str(trained_tiny_model), one_record_per_batch=True,
+                        batch_size=4, batch_wait_ms=300, max_attempts=2, model_poll_s=1.0, max_new_tokens=120)
+    ensure_topics(broker.bootstrap, settings)
+    engine = create_engine(database_url, connect_args={"application_name": APP}, pool_pre_ping=True)
+    factory = sessionmaker(engine)
+    deploy(factory, version=model_version_of(trained_tiny_model), path=str(trained_tiny_model), demo=True)
+    yield settings, factory
+    engine.dispose()
+
+
+def publish_clips(settings: Settings, count: int, seed: int) -> list[ClipMessage]:
+    blobs = LocalBlobStore(settings.blobs)
+    producer = make_producer(settings.kafka_bootstrap, settings)
+    out = []
+    for s in make_scenarios(seed, count, fleet_id="fleet-w", vehicles=3, duration=12.0):
+        frames = scenario_frames(s, settings)
+        clip_id = f"{s.scenario_id}-{uuid.uuid4().hex[:8]}"
+        uri = blobs.put_bytes(f"clips/{s.vehicle_id}/{clip_id}.npz", frames.to_npz())
+        t, h, w, _ = frames.frames.shape
+        clip = ClipMessage(clip_id=clip_id, fleet_id=s.fleet_id, vehicle_id=s.vehicle_id, driver_id=s.driver_id,
+                           start_ts=s.start_ts, end_ts=s.start_ts + s.duration, views=["road", "driver"], segments=[],
+                           frames_uri=uri, num_frames=t, frame_width=w, frame_height=h, sample_fps=2.0)
+        producer.send(settings.topic("clips"), key=s.vehicle_id.encode(), value=clip.model_dump_json().encode()).get(10)
+        out.append(clip)
+    producer.close()
+    return out
+
+
+def landed(factory: sessionmaker, clips: list[ClipMessage]) -> dict[str, str]:
+    with factory() as session:
+        rows = session.execute(select(Inference.clip_id, Inference.model_version)
+                               .where(Inference.clip_id.in_([c.clip_id for c in clips])))
+        return {clip_id: version for clip_id, version in rows}
+
+
+def wait_until(condition, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def start(worker: InferenceWorker) -> threading.Thread:
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_until(worker: InferenceWorker, done, timeout_s: float = 180.0) -> None:
+    """Run the worker in a thread until `done()` (the first group join on the embedded broker takes ~15 s)."""
+    thread = start(worker)
+    try:
+        wait_until(done, timeout_s)
+    finally:
+        worker.stop()
+        thread.join(60)
+
+
+def transformers_factory(settings: Settings):
+    return lambda path: TransformersEngine(path, max_new_tokens=settings.max_new_tokens)
+
+
+def test_batches_land_once_with_their_figures_and_a_replay_changes_nothing(setup) -> None:
+    settings, factory = setup
+    clips = publish_clips(settings, 6, seed=41)
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, transformers_factory(settings), factory,
+                             model_path=settings.model)
+    run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
+    assert worker.processed == 6
+    with factory() as session:
+        rows = list(session.scalars(select(Inference).where(Inference.clip_id.in_([c.clip_id for c in clips]))))
+        assert len(rows) == 6 and {r.model_version for r in rows} == {model_version_of(settings.model)}
+        assert all(r.latency_ms > 0 and r.prompt_tokens > 0 and r.generated_tokens > 0 for r in rows)
+        first_written = {r.clip_id: r.updated_at for r in rows}
+    assert committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings)
+
+    _rewind(settings)  # replay the whole topic
+    again = InferenceWorker(settings, settings.kafka_bootstrap, transformers_factory(settings), factory,
+                            model_path=settings.model)
+    run_until(again, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
+    assert again.processed == 6
+    with factory() as session:
+        ours = Inference.clip_id.in_([c.clip_id for c in clips])
+        assert session.scalar(select(func.count()).select_from(Inference).where(ours)) == 6
+        assert session.scalar(select(func.count()).select_from(Instruction).join(Inference).where(ours)) == 6
+        rewritten = dict(session.execute(select(Inference.clip_id, Inference.updated_at).where(ours)).all())
+    assert all(rewritten[c] > first_written[c] for c in first_written)  # replayed, upserted, not duplicated
+
+
+class FlakyEngine:
+    """A real engine with faults injected: the first batch it ever sees crashes (a transient failure); any batch
+    holding the poison clip crashes every time."""
+
+    crashed_once = False
+
+    def __init__(self, inner: Engine, poison: np.ndarray) -> None:
+        self.inner, self.poison = inner, poison
+        self.model_version = inner.model_version
+
+    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+        if not FlakyEngine.crashed_once:
+            FlakyEngine.crashed_once = True
+            raise RuntimeError("engine process died")
+        if any(c.shape == self.poison.shape and np.array_equal(c, self.poison) for c in clips):
+            raise RuntimeError("this clip kills the engine")
+        return self.inner.run_batch(clips)
+
+
+def test_engine_failures_restart_the_engine_and_only_the_poison_clip_is_dead_lettered(setup) -> None:
+    settings, factory = setup
+    clips = publish_clips(settings, 5, seed=42)
+    poison = np.load(LocalBlobStore(settings.blobs).path(clips[2].frames_uri))["frames"]
+    loads = []
+
+    def flaky(path: str) -> Engine:
+        loads.append(path)
+        return FlakyEngine(TransformersEngine(path, max_new_tokens=settings.max_new_tokens), poison)
+
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, flaky, factory, model_path=settings.model)
+    run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
+    assert worker.processed == 5
+    assert worker.restarts >= 2 and len(loads) == worker.restarts + 1  # every failure got a fresh engine
+    assert set(landed(factory, clips)) == {c.clip_id for i, c in enumerate(clips) if i != 2}
+    dead = read_topic(settings.kafka_bootstrap, settings.topic("clips.dlq"), settings.partitions)
+    assert [(json.loads(d["payload"])["clip_id"], d["reason"]) for d in dead] == [(clips[2].clip_id, "inference_failed")]
+    assert committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings)
+
+
+def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, database_url: str) -> None:
+    settings, factory = setup
+    name = database_url.rsplit("/", 1)[1]
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, transformers_factory(settings), factory,
+                             model_path=settings.model)
+    admin = create_engine(database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    thread = start(worker)
+    try:
+        clips = publish_clips(settings, 4, seed=43)
+        wait_until(lambda: len(landed(factory, clips)) >= 1)
+        with admin.connect() as conn:  # the database stops accepting connections and drops the worker's
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"),
+                         {"a": APP})
+        more = publish_clips(settings, 4, seed=44)
+        time.sleep(6)  # the worker meets the outage, backs off, and must not commit what it could not write
+        committed_during = sum(committed_offsets(settings.kafka_bootstrap, settings).values())
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        assert committed_during <= len(landed(factory, clips + more))
+        assert committed_during < 8
+        wait_until(lambda: len(landed(factory, clips + more)) == 8)
+        wait_until(lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        admin.dispose()
+        worker.stop()
+        thread.join(60)
+
+
+def test_a_promotion_switches_the_model_between_batches_without_losing_a_clip(setup, tmp_path: Path) -> None:
+    settings, factory = setup
+    old = model_version_of(settings.model)
+    candidate = tmp_path / "candidate"
+    shutil.copytree(settings.model, candidate)
+    meta = json.loads((candidate / "drivecoach.json").read_text())
+    (candidate / "drivecoach.json").write_text(json.dumps(meta | {"note": "retrained"}))
+    new = model_version_of(candidate)
+    assert new != old
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, transformers_factory(settings), factory,
+                             model_path=settings.model)
+    thread = start(worker)
+    try:
+        before = publish_clips(settings, 3, seed=45)
+        wait_until(lambda: len(landed(factory, before)) == 3)
+        deploy(factory, version=new, path=str(candidate), demo=True)
+        wait_until(lambda: worker.engine is not None and worker.engine.model_version == new)
+        after = publish_clips(settings, 3, seed=46)
+        wait_until(lambda: len(landed(factory, after)) == 3)
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert set(landed(factory, before).values()) == {old}
+    assert set(landed(factory, after).values()) == {new}
+
+
+def _ends(settings: Settings) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    tps = [TopicPartition(settings.topic("clips"), p) for p in range(settings.partitions)]
+    ends = consumer.end_offsets(tps)
+    consumer.close()
+    return {tp.partition: off for tp, off in ends.items()}
+
+
+def _rewind(settings: Settings) -> None:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=inference_group(settings),
+                             enable_auto_commit=False, api_version=(2, 0, 0))
+    consumer.commit({TopicPartition(settings.topic("clips"), p): OffsetAndMetadata(0, "", -1)
+                     for p in range(settings.partitions)})
+    consumer.close(autocommit=False)
