@@ -1,5 +1,6 @@
 """The engines agree: on the same tiny model and clips, transformers (the reference, turn 1 constrained by
-xgrammar) and vLLM in-process (structured outputs) give the same greedy text for both turns, token for token."""
+xgrammar), vLLM in-process (structured outputs) and a `vllm serve` server reached over its OpenAI API give the same
+greedy text for both turns, with the same token counts."""
 
 from __future__ import annotations
 
@@ -39,3 +40,24 @@ def test_a_batch_gives_what_each_clip_gives_alone(vllm_engine, clips: list[np.nd
     alone = [vllm_engine.run_batch([c])[0] for c in clips[:2]]
     together = vllm_engine.run_batch(clips[:2])
     assert [(a.turn1, a.turn2) for a in alone] == [(b.turn1, b.turn2) for b in together]
+
+
+def test_the_vllm_server_over_http_gives_the_same_answers(trained_tiny_model: Path, vllm_server: str,
+                                                         clips: list[np.ndarray]) -> None:
+    from streams.openai_engine import OpenAIEngine
+
+    reference = TransformersEngine(trained_tiny_model, max_new_tokens=120).run_batch(clips)
+    client = OpenAIEngine(vllm_server, str(trained_tiny_model), max_new_tokens=120)
+    try:
+        served = client.run_batch(clips)  # concurrent requests: the server batches them
+    finally:
+        client.close()
+    assert [(r.turn1, r.turn2, r.prompt_tokens, r.generated_tokens) for r in reference] == [
+        (s.turn1, s.turn2, s.prompt_tokens, s.generated_tokens) for s in served]
+    assert client.model_version == reference_version(trained_tiny_model)
+
+
+def reference_version(path: Path) -> str:
+    from streams.engine import model_version_of
+
+    return model_version_of(path)
