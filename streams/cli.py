@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -150,6 +151,22 @@ def broker(port: int = 9092) -> None:
             pass
 
 
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[str, typer.Option(help="checkpoint directory (or hub id) to serve")],
+    port: Annotated[int, typer.Option(help="port of the OpenAI-compatible API")] = 8000,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """Run a vLLM OpenAI-compatible server for a checkpoint, configured as the worker's `openai` engine expects
+    (point DRIVECOACH_OPENAI_BASE_URL at http://HOST:PORT/v1). Replaces this process."""
+    from streams.vllm_server import serve_args, server_env
+
+    settings = build_settings()
+    args = serve_args(model, port=port, host=host, max_model_len=settings.vllm_max_model_len,
+                      max_pixels=settings.max_pixels)
+    os.execvpe(args[0], args, server_env())
+
+
 bench_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="Benchmarks: ratios against a baseline measured in the same run.")
 app.add_typer(bench_app, name="bench")
@@ -228,6 +245,37 @@ def bench_join_command(
             f"{b.segments_per_joiner_cpu_s / result.segments_per_s:.3f}x the pure join; "
             f"{b.clip_pool_cpu_s:.1f} s building {b.clips} clips in its pool ({b.clip_pool_cpu_s / max(b.clips, 1):.3f} s each)"
         )
+
+
+@bench_app.command("infer")
+def bench_infer_command(
+    clips: Annotated[int, typer.Option(min=1, help="simulated clips (the same for every engine)")] = 16,
+    batch: Annotated[int, typer.Option(min=1, help="clips per vLLM batch")] = 8,
+    model: Model = None,
+    engines: Annotated[str, typer.Option(help="comma-separated: transformers,vllm")] = "transformers,vllm",
+) -> None:
+    """Clips per second and p50/p95 latency per engine on the same model and clips, and the ratio to transformers."""
+    import tempfile
+
+    from rich.table import Table
+
+    from streams.bench import bench_infer
+
+    settings = build_settings()
+    with tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work, console.status("loading engines, inferring"):
+        results = bench_infer(settings, Path(work), clips=clips, batch=batch, model=model,
+                              engines=[e.strip() for e in engines.split(",") if e.strip()])
+    table = Table(title=f"inference: {clips} clips of {results[0].frames} frames, {results[0].model}")
+    for col in ("engine", "batch", "clips/s", "p50 ms", "p95 ms", "generated tok/s", "vs transformers"):
+        table.add_column(col)
+    base = next((r for r in results if r.engine == "transformers"), results[0])
+    for r in results:
+        table.add_row(r.engine, str(r.batch), f"{r.clips_per_s:.2f}", f"{r.p50_ms:.0f}", f"{r.p95_ms:.0f}",
+                      f"{r.tokens_per_s:.0f}", f"[bold]{r.clips_per_s / base.clips_per_s:.2f}x[/]")
+    console.print(table)
+    same = all(r.answers == base.answers for r in results)
+    console.print("latency = submit to answer for each clip (a clip waits for its whole batch); greedy answers "
+                  + ("[green]identical across engines[/]" if same else "[red]differ between engines[/]"))
 
 
 def main() -> None:

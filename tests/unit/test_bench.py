@@ -20,3 +20,13 @@ def test_clip_bench_builds_one_clip_per_trip_from_the_written_files(tmp_path: Pa
     assert result.clips == 2 and result.segment_files == 4
     assert 7.0 < result.clip_seconds / 2 <= 8.0
     assert result.decode_cpu_s > 0 and result.build_cpu_s > 0
+
+
+def test_infer_bench_times_every_clip_and_keeps_the_answers(tmp_path: Path) -> None:
+    from streams.bench import bench_infer
+
+    (result,) = bench_infer(Settings(max_new_tokens=8), tmp_path, clips=3, engines=["transformers"])
+    assert (result.engine, result.clips, result.batch, result.frames) == ("transformers", 3, 1, 24)
+    assert len(result.latencies_ms) == 3 and all(ms > 0 for ms in result.latencies_ms)
+    assert len(result.answers) == 3 and 0 < result.generated_tokens <= 3 * 2 * 8
+    assert result.clips_per_s > 0 and result.p95_ms >= result.p50_ms
