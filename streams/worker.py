@@ -149,7 +149,10 @@ class InferenceWorker:
         old, self.engine = self.engine, None  # type: ignore[assignment]
         close = getattr(old, "close", None)
         if callable(close):
-            close()
+            try:
+                close()
+            except Exception as err:  # noqa: BLE001 - a crashed engine may fail to close; the new one matters
+                log.warning("closing the old engine failed: %r", err)
         del old
         return self.engine_factory(path)
 

