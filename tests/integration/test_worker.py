@@ -304,3 +304,30 @@ def test_a_killed_vllm_engine_process_is_restarted_and_no_clip_is_lost(setup) ->
             close()
     assert worker.restarts >= 1
     assert set(landed(factory, clips)) == {c.clip_id for c in clips}
+
+
+class Counting:
+    """A real engine whose calls are counted per clip."""
+
+    def __init__(self, inner: Engine, calls: list[int]) -> None:
+        self.inner, self.calls, self.model_version = inner, calls, inner.model_version
+
+    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+        self.calls.append(len(clips))
+        return self.inner.run_batch(clips)
+
+
+def test_an_invalid_answer_is_asked_once_more_then_stored_invalid_with_its_raw_text(setup) -> None:
+    settings, factory = setup
+    settings = settings.model_copy(update={"max_new_tokens": 6})  # turn 1 is cut off: never valid JSON
+    clips = publish_clips(settings, 2, seed=48)
+    calls: list[int] = []
+    worker = InferenceWorker(settings, settings.kafka_bootstrap,
+                             lambda path: Counting(TransformersEngine(path, max_new_tokens=6), calls), factory,
+                             model_path=settings.model)
+    run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
+    assert sum(calls) == 2 * 2  # every clip: the first answer, then once more
+    with factory() as session:
+        rows = list(session.scalars(select(Inference).where(Inference.clip_id.in_([c.clip_id for c in clips]))))
+    assert len(rows) == 2
+    assert all(not r.valid and r.error and r.raw_turn1.startswith("{") and len(r.raw_turn1) < 40 for r in rows)
