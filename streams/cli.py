@@ -78,6 +78,7 @@ def worker(
     """Run the inference worker: consume `clips` in batches, run the CoT, write Postgres, then commit offsets."""
     from sqlalchemy.orm import sessionmaker
 
+    from streams import metrics
     from streams.database import make_engine, resolve_database_url
     from streams.engine import is_demo_model, load_engine, model_version_of
     from streams.registry import serve_or_adopt
@@ -98,6 +99,7 @@ def worker(
         console.print(f"serving the production model {serving.version} ({serving.path}), not {settings.model}")
     loop = InferenceWorker(settings, settings.kafka_bootstrap, lambda path: load_engine(settings, path), factory,
                            model_path=serving.path)
+    metrics.serve(settings.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     loop.run()
     database.close()

@@ -22,3 +22,10 @@ def serve(port: int) -> None:
     """Expose /metrics on `port` (0 = off) from a daemon thread, so scraping never waits on the event loop."""
     if port:
         start_http_server(port, addr="0.0.0.0")
+
+INFERENCES = Counter("drivecoach_inferences", "Clips written to Postgres by the inference worker",
+                     ["model_version", "valid"])
+INFERENCE_DEAD_LETTERS = Counter("drivecoach_inference_dead_letters", "Clips the worker sent to clips.dlq", ["reason"])
+BATCH_SECONDS = Histogram("drivecoach_inference_batch_seconds", "Wall seconds per engine batch (both turns)",
+                          buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+ENGINE_RESTARTS = Counter("drivecoach_engine_restarts", "Engines restarted after a failure")

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from schemas.messages import ClipMessage, InferenceResult
 from schemas.prompts import PROMPT_VERSION, InvalidAnswer, parse_turn1
+from streams import metrics
 from streams.app import CLIPS_TOPIC, dead_letter, dlq_name
 from streams.blobs import BlobNotFound, LocalBlobStore
 from streams.clip import load_npz
@@ -96,6 +97,7 @@ class InferenceWorker:
                 continue  # dead-lettered after max_attempts
             result = to_result(item.clip, cot, self.engine.model_version)
             self._write_until_durable(item.clip, result)
+            metrics.INFERENCES.labels(model_version=result.model_version, valid=str(result.valid).lower()).inc()
             log.info("clip %s: %d events, valid=%s, %.0f ms, %s", item.clip.clip_id[:12], len(result.events),
                      result.valid, result.latency_ms, result.model_version)
 
@@ -129,7 +131,8 @@ class InferenceWorker:
             return []
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
-                return list(self.engine.run_batch([p.frames for p in pending]))
+                with metrics.BATCH_SECONDS.time():
+                    return list(self.engine.run_batch([p.frames for p in pending]))
             except Exception as err:  # noqa: BLE001 - any engine failure: restart it and retry, never drop the clip
                 log.warning("engine failed on a batch of %d (attempt %d/%d): %r", len(pending), attempt,
                             self.settings.max_attempts, err)
@@ -142,6 +145,7 @@ class InferenceWorker:
 
     def _restart_engine(self) -> None:
         self.restarts += 1
+        metrics.ENGINE_RESTARTS.inc()
         self.engine = self._swap(self.model_path)
 
     def _swap(self, path: str) -> Engine:
@@ -197,6 +201,7 @@ class InferenceWorker:
     def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
         value = dead_letter(record.topic, reason, detail, record.key, record.value)
         self.producer.send(dlq_name(record.topic), key=record.key, value=value).get(timeout=30)
+        metrics.INFERENCE_DEAD_LETTERS.labels(reason=reason).inc()
 
     # --- the loop ---------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
@@ -199,6 +200,8 @@ def test_engine_failures_restart_the_engine_and_only_the_poison_clip_is_dead_let
     run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
     assert worker.processed == 5
     assert worker.restarts >= 2 and len(loads) == worker.restarts + 1  # every failure got a fresh engine
+    assert REGISTRY.get_sample_value("drivecoach_inference_dead_letters_total", {"reason": "inference_failed"}) >= 1
+    assert REGISTRY.get_sample_value("drivecoach_engine_restarts_total") >= worker.restarts
     assert set(landed(factory, clips)) == {c.clip_id for i, c in enumerate(clips) if i != 2}
     dead = read_topic(settings.kafka_bootstrap, settings.topic("clips.dlq"), settings.partitions)
     assert [(json.loads(d["payload"])["clip_id"], d["reason"]) for d in dead] == [(clips[2].clip_id, "inference_failed")]
