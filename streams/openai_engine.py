@@ -9,33 +9,17 @@ the taxonomy's JSON schema (`response_format`), which vLLM enforces with the sam
 from __future__ import annotations
 
 import base64
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import httpx
 import numpy as np
 
-from schemas.model_io import SAMPLE_FPS
+from schemas.model_io import encode_lossless
 from schemas.prompts import SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION, turn1_json_schema
 from streams.engine import DEFAULT_MAX_NEW_TOKENS, CotOutput, model_version_of
-
-
-def encode_lossless(frames: np.ndarray, fps: float = SAMPLE_FPS) -> bytes:
-    """RGB frames as an FFV1/Matroska video: decoded again by OpenCV they are bit-identical (tested)."""
-    h, w = int(frames.shape[1]), int(frames.shape[2])
-    with tempfile.TemporaryDirectory(prefix="drivecoach-clip-") as tmp:
-        path = Path(tmp) / "clip.mkv"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
-        if not writer.isOpened():
-            raise RuntimeError("OpenCV cannot write FFV1 video here")
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        writer.release()
-        return path.read_bytes()
 
 
 class OpenAIEngine:

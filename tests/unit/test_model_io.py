@@ -144,3 +144,19 @@ def test_text_after_a_video_starts_past_every_video_position(tiny_dir: Path, pro
     after = int(video[-1]) + 1
     assert positions[:, 0, after].tolist() == [int(positions[:, 0, video].max()) + 1] * 3
     assert int(deltas[0]) == int(positions[:, 0, -1].max()) + 1 - inputs["input_ids"].shape[1]
+
+
+def test_clips_travel_losslessly_at_two_fps(tmp_path: Path) -> None:
+    frames = np.random.default_rng(3).integers(0, 256, (6, 112, 140, 3), dtype=np.uint8)
+    import cv2
+
+    from schemas.model_io import encode_lossless
+
+    path = tmp_path / "clip.mkv"
+    path.write_bytes(encode_lossless(frames))
+    cap = cv2.VideoCapture(str(path))
+    decoded = []
+    while (got := cap.read())[0]:
+        decoded.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+    assert cap.get(cv2.CAP_PROP_FPS) == 2.0
+    assert np.array_equal(np.stack(decoded), frames)
