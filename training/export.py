@@ -1,0 +1,176 @@
+"""Reviewed results -> a training dataset: the labels safety managers accepted or corrected, never raw model output.
+
+    python -m training.export --database-url URL --out DIR [--cutoff ISO-TIME] [--eval-fraction 0.2] [--seed 0]
+
+Per clip the latest review counts: `accepted` labels the clip with the model's own turns, `corrected` with the
+manager's (a correction leaves the other turn as the model wrote it); `rejected` and unreviewed clips are left out,
+and so is an accepted answer that is not valid JSON of the taxonomy. Vehicles, not clips, are split between train
+and eval (a hash of the vehicle id and the seed), so no vehicle is in both, and the same reviews always give the
+same dataset. Written to DIR:
+- `train.json`, `eval.json` and `frames/*.npz`: records for `training.sft`;
+- `llamafactory/`: the same records in LLaMA-Factory's sharegpt format with `videos/*.mkv` (lossless, 2 FPS) and a
+  `dataset_info.json` naming `drivecoach_train` and `drivecoach_eval`;
+- `manifest.json`: counts, the review cut-off, vehicles per split and content hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.db import Clip, Inference, Review
+from schemas.model_io import encode_lossless
+from schemas.prompts import SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION, InvalidAnswer, parse_turn1
+
+LABEL_VERDICTS = ("accepted", "corrected")
+
+
+@dataclass(frozen=True)
+class Example:
+    clip_id: str
+    fleet_id: str
+    vehicle_id: str
+    frames_uri: str
+    turn1: str
+    turn2: str
+    verdict: str
+
+
+@dataclass
+class ExportManifest:
+    cutoff: str
+    eval_fraction: float
+    seed: int
+    counts: dict[str, int] = field(default_factory=dict)
+    vehicles: dict[str, list[str]] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
+
+
+def reviewed_examples(session: Session, cutoff: datetime) -> tuple[list[Example], dict[str, int]]:
+    """The latest review per clip up to `cutoff`, as labels; and what was left out, by reason."""
+    rows = session.execute(
+        select(Review, Inference, Clip).join(Inference, Review.inference_id == Inference.id)
+        .join(Clip, Inference.clip_id == Clip.clip_id).where(Review.created_at <= cutoff)
+        .order_by(Clip.clip_id, Review.created_at, Review.id)
+    ).all()
+    latest: dict[str, tuple[Review, Inference, Clip]] = {}
+    for review, inference, clip in rows:
+        latest[clip.clip_id] = (review, inference, clip)
+    examples, skipped = [], {"rejected": 0, "invalid_label": 0}
+    for review, inference, clip in latest.values():
+        if review.verdict not in LABEL_VERDICTS:
+            skipped["rejected"] += 1
+            continue
+        turn1 = review.corrected_turn1 or inference.raw_turn1
+        turn2 = review.corrected_instruction or inference.raw_turn2
+        try:
+            parse_turn1(turn1)
+        except InvalidAnswer:
+            skipped["invalid_label"] += 1
+            continue
+        examples.append(Example(clip.clip_id, clip.fleet_id, clip.vehicle_id, clip.frames_uri, turn1, turn2.strip(),
+                                review.verdict))
+    return sorted(examples, key=lambda e: e.clip_id), skipped
+
+
+def split_of(vehicle_id: str, eval_fraction: float, seed: int) -> str:
+    """`eval` or `train` from a hash of the vehicle: stable across runs and independent of what else is exported."""
+    bucket = int(hashlib.sha256(f"{seed}:{vehicle_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "eval" if bucket < eval_fraction else "train"
+
+
+def frames_path(uri: str) -> Path:
+    """Local path of a `file://` frames blob (the clip builder's store)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise ValueError(f"only file:// frames can be exported, got {uri}")
+    return Path(unquote(parsed.path))
+
+
+def export_dataset(session_factory: Callable[[], Session], out: Path, *, cutoff: datetime | None = None,
+                   eval_fraction: float = 0.2, seed: int = 0) -> ExportManifest:
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError("eval_fraction must be between 0 and 1")
+    cutoff = cutoff or datetime.now(UTC)
+    with session_factory() as session:
+        examples, skipped = reviewed_examples(session, cutoff)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "frames").mkdir(parents=True)
+    (out / "llamafactory" / "videos").mkdir(parents=True)
+    manifest = ExportManifest(cutoff=cutoff.isoformat(), eval_fraction=eval_fraction, seed=seed, skipped=skipped)
+    splits: dict[str, list[Example]] = {"train": [], "eval": []}
+    for example in examples:
+        splits[split_of(example.vehicle_id, eval_fraction, seed)].append(example)
+    for name, items in splits.items():
+        records, shared = [], []
+        for e in items:
+            frames_file = out / "frames" / f"{e.clip_id}.npz"
+            shutil.copyfile(frames_path(e.frames_uri), frames_file)
+            with np.load(frames_file) as data:
+                video = encode_lossless(data["frames"])
+            (out / "llamafactory" / "videos" / f"{e.clip_id}.mkv").write_bytes(video)
+            records.append({"id": e.clip_id, "vehicle_id": e.vehicle_id, "frames": f"frames/{e.clip_id}.npz",
+                            "turn1": e.turn1, "turn2": e.turn2})
+            shared.append({
+                "messages": [
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": "<video>" + TURN1_QUESTION},
+                    {"role": "assistant", "content": e.turn1},
+                    {"role": "user", "content": TURN2_QUESTION},
+                    {"role": "assistant", "content": e.turn2},
+                ],
+                "videos": [f"videos/{e.clip_id}.mkv"],
+            })
+        _write_json(out / f"{name}.json", records)
+        _write_json(out / "llamafactory" / f"{name}.json", shared)
+        manifest.counts[name] = len(records)
+        manifest.vehicles[name] = sorted({e.vehicle_id for e in items})
+        manifest.hashes[name] = hashlib.sha256((out / f"{name}.json").read_bytes()).hexdigest()
+    _write_json(out / "llamafactory" / "dataset_info.json", {
+        f"drivecoach_{name}": {
+            "file_name": f"{name}.json", "formatting": "sharegpt",
+            "columns": {"messages": "messages", "videos": "videos"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                     "system_tag": "system"},
+        } for name in splits
+    })
+    _write_json(out / "manifest.json", asdict(manifest))
+    return manifest
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=isinstance(data, dict)) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cutoff", type=datetime.fromisoformat, default=None, help="ISO time; default now")
+    parser.add_argument("--eval-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    engine = create_engine(args.database_url)
+    try:
+        manifest = export_dataset(sessionmaker(engine), args.out, cutoff=args.cutoff,
+                                  eval_fraction=args.eval_fraction, seed=args.seed)
+    finally:
+        engine.dispose()
+    print(json.dumps(asdict(manifest), indent=1))
+
+
+if __name__ == "__main__":
+    main()
