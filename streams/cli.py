@@ -169,6 +169,69 @@ def serve_model(
     os.execvpe(args[0], args, server_env())
 
 
+model_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="The model registry in Postgres: which version the workers serve.")
+app.add_typer(model_app, name="model")
+
+
+def _registry_session():
+    from sqlalchemy.orm import sessionmaker
+
+    from streams.database import make_engine, resolve_database_url
+
+    database = resolve_database_url(build_settings())
+    return sessionmaker(make_engine(database.url)), database
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Every registered version, newest first, with its stage."""
+    from rich.table import Table
+
+    from streams.registry import versions
+
+    factory, database = _registry_session()
+    table = Table(title="model versions")
+    for col in ("version", "stage", "promoted", "demo", "path"):
+        table.add_column(col)
+    for v in versions(factory):
+        table.add_row(v.version, v.stage, f"{v.promoted_at:%Y-%m-%d %H:%M}" if v.promoted_at else "", str(v.demo), v.path)
+    console.print(table)
+    database.close()
+
+
+@model_app.command("promote")
+def model_promote(version: Annotated[str, typer.Argument(help="a registered version")]) -> None:
+    """Make VERSION production; workers switch to it between batches."""
+    from streams.registry import promote
+
+    factory, database = _registry_session()
+    try:
+        promote(factory, version)
+    except KeyError as err:
+        console.print(f"[red]error:[/] {err.args[0]}")
+        raise typer.Exit(1) from err
+    finally:
+        database.close()
+    console.print(f"{version} is production")
+
+
+@model_app.command("rollback")
+def model_rollback() -> None:
+    """Put the previous production version back."""
+    from streams.registry import rollback
+
+    factory, database = _registry_session()
+    try:
+        version = rollback(factory)
+    except LookupError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from err
+    finally:
+        database.close()
+    console.print(f"rolled back: {version} is production")
+
+
 bench_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="Benchmarks: ratios against a baseline measured in the same run.")
 app.add_typer(bench_app, name="bench")

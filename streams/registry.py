@@ -60,3 +60,21 @@ def deploy(session_factory: SessionFactory, *, version: str, path: str, demo: bo
     """Register and promote in one step: what an operator (or the demo) does to put a model into service."""
     register(session_factory, version=version, path=path, demo=demo)
     promote(session_factory, version)
+
+
+def rollback(session_factory: SessionFactory) -> str:
+    """Put the previous production version (the most recently retired) back into production; returns it."""
+    with session_factory() as session:
+        previous = session.scalars(
+            select(ModelVersion.version).where(ModelVersion.stage == "retired")
+            .order_by(ModelVersion.promoted_at.desc().nulls_last()).limit(1)
+        ).first()
+    if previous is None:
+        raise LookupError("no retired version to roll back to")
+    promote(session_factory, previous)
+    return previous
+
+
+def versions(session_factory: SessionFactory) -> list[ModelVersion]:
+    with session_factory() as session:
+        return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())))

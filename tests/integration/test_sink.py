@@ -93,3 +93,23 @@ def test_a_failed_write_leaves_nothing_behind(database_url: str) -> None:
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(Clip).where(Clip.clip_id == clip.clip_id)) == 0
     engine.dispose()
+
+
+def test_promote_and_rollback_move_production_between_versions(database_url: str) -> None:
+    from streams.registry import production, promote, rollback
+
+    engine = create_engine(database_url)
+    factory = sessionmaker(engine)
+    first, second = (f"reg-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    for v in (first, second):
+        register(factory, version=v, path=f"/models/{v}", demo=False)
+    promote(factory, first)
+    promote(factory, second)
+    with factory() as s:
+        assert (s.get(ModelVersion, first).stage, s.get(ModelVersion, second).stage) == ("retired", "production")
+    assert rollback(factory) == first and production(factory).version == first
+    with factory() as s:
+        assert s.get(ModelVersion, second).stage == "retired"
+    with pytest.raises(KeyError):
+        promote(factory, "no-such-version")
+    engine.dispose()
