@@ -2,8 +2,8 @@
 
 import math
 
+from schemas.scoring import score_events
 from schemas.taxonomy import EventType as E
-from streams.report import score_events
 
 
 def test_scores_count_true_and_false_positives_and_misses():
