@@ -83,13 +83,14 @@ class Record:
     turn2: str
 
 
-def load_records(data_dir: Path) -> list[Record]:
-    index = data_dir / "data.json"
-    if not index.is_file():
-        raise SFTConfigError(f"{index} does not exist")
-    raw = json.loads(index.read_text())
+def load_records(data_dir: Path, index: str = "data.json") -> list[Record]:
+    """`data_dir/index` (a list of records; `training.export` writes train.json and eval.json)."""
+    index_path = data_dir / index
+    if not index_path.is_file():
+        raise SFTConfigError(f"{index_path} does not exist")
+    raw = json.loads(index_path.read_text())
     if not isinstance(raw, list) or not raw:
-        raise SFTConfigError(f"{index} must be a non-empty list of records")
+        raise SFTConfigError(f"{index_path} must be a non-empty list of records")
     records = [Record(id=r["id"], vehicle_id=r["vehicle_id"], frames=data_dir / r["frames"], turn1=r["turn1"],
                       turn2=r["turn2"]) for r in raw]
     missing = [str(r.frames) for r in records if not r.frames.is_file()]

@@ -1,0 +1,54 @@
+"""Fine-tuning with DeepSpeed ZeRO-2 on CPU, two processes under torchrun: the model learns (its loss on the data
+falls), the vision tower stays frozen, the result loads and names itself, and a second run resumes from the newest
+checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from streams.demo import write_training_set
+from streams.engine import TransformersEngine, model_version_of
+from streams.settings import Settings
+from streams.simulate import make_scenarios
+from training.finetune import mean_loss
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("deepspeed", reason="the train extra is not installed")
+
+
+def _torchrun(data: Path, model: Path, out: Path, steps: int, log: Path) -> None:
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.finetune",
+           "--data", str(data), "--index", "data.json", "--model", str(model), "--out", str(out),
+           "--max-steps", str(steps), "--save-steps", "4", "--lr", "1e-3", "--warmup-ratio", "0.0"]
+    with open(log, "wb") as f:
+        done = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=600, check=False)
+    assert done.returncode == 0, log.read_text()[-3000:]
+
+
+def test_zero2_on_two_processes_learns_saves_and_resumes(trained_tiny_model: Path, tmp_path: Path) -> None:
+    data = write_training_set(make_scenarios(901, 4, fleet_id="f", vehicles=2, duration=10.0), tmp_path / "data",
+                              Settings(home=tmp_path, max_pixels=4704))
+    out = tmp_path / "out"
+    _torchrun(data, trained_tiny_model, out, 8, tmp_path / "first.log")
+    meta = json.loads((out / "drivecoach.json").read_text())
+    assert (meta["steps"], meta["world_size"], meta["recipe"]["max_steps"]) == (8, 2, 8)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-8"]
+    assert mean_loss(out, data, "data.json") < mean_loss(trained_tiny_model, data, "data.json")
+    before, after = load_file(trained_tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
+    visual = [k for k in before if ".visual." in k or k.startswith("visual.")]
+    assert visual and all((before[k] == after[k]).all() for k in visual)  # frozen: vision tower and projector
+    assert any(not (before[k] == after[k]).all() for k in before if k not in visual)  # the language model trained
+    assert model_version_of(out) != model_version_of(trained_tiny_model)
+    assert TransformersEngine(out, max_new_tokens=4).model_version == model_version_of(out)
+
+    _torchrun(data, trained_tiny_model, out, 12, tmp_path / "second.log")
+    assert "resuming from" in (tmp_path / "second.log").read_text()
+    assert json.loads((out / "drivecoach.json").read_text())["steps"] == 12

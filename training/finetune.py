@@ -1,0 +1,168 @@
+"""Fine-tuning a Qwen2.5-VL checkpoint on an exported dataset: HF Trainer + DeepSpeed ZeRO stage 2, the paper's recipe
+(vision tower and projector frozen, language model trained, lr 1e-5, 3 epochs, cosine, warmup ratio 0.1, bf16 on
+GPU, sequences up to 2,048 tokens).
+
+    torchrun --nproc_per_node 8 -m training.finetune --data DIR --model BASE --out OUT       # one node, 8 GPUs
+    deepspeed --hostfile hosts -m training.finetune --data DIR --model BASE --out OUT        # many nodes
+    DS_ACCELERATOR=cpu torchrun --nproc_per_node 2 -m training.finetune ...                  # CPU, gloo (tests)
+
+DIR is a `training.export` directory (`train.json`, `frames/`). A run that stops can be started again with the same
+command: it resumes from the newest checkpoint in OUT. OUT ends up holding the model, the processor and
+`drivecoach.json` (base, data manifest, recipe), so `model_version_of(OUT)` names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.model_io import build_inputs, install_torchvision_shim, load_model, load_processor
+from schemas.prompts import PROMPT_VERSION, conversation
+from training.sft import ASSISTANT_HEADER, END_OF_TURN, assistant_labels, load_records
+
+log = logging.getLogger("training.finetune")
+DS_CONFIG = Path(__file__).with_name("ds_zero2.json")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    lr: float = 1e-5
+    epochs: float = 3.0
+    warmup_ratio: float = 0.1
+    scheduler: str = "cosine"
+    cutoff_len: int = 2048
+    grad_accum: int = 1
+    save_steps: int = 50
+    seed: int = 0
+    max_steps: int = -1  # > 0 overrides epochs (tests)
+
+
+class ClipDataset:
+    """Each item: one clip's whole two-turn conversation, labels only on the assistant answers."""
+
+    def __init__(self, data: Path, index: str, processor: Any, cutoff_len: int) -> None:
+        self.processor = processor
+        tok = processor.tokenizer
+        self.header = tok.encode(ASSISTANT_HEADER, add_special_tokens=False)
+        self.end = tok.convert_tokens_to_ids(END_OF_TURN)
+        self.items = []
+        for record in load_records(data, index=index):
+            inputs = self._encode(record)
+            if inputs["input_ids"].shape[-1] > cutoff_len:
+                log.warning("%s: %d tokens > cutoff %d, left out", record.id, inputs["input_ids"].shape[-1], cutoff_len)
+                continue
+            self.items.append(record)
+        if not self.items:
+            raise ValueError(f"no example of {data / index} fits in {cutoff_len} tokens")
+
+    def _encode(self, record: Any) -> dict[str, Any]:
+        with np.load(record.frames) as data:
+            frames = data["frames"]
+        inputs = build_inputs(self.processor, conversation(record.turn1, record.turn2), frames,
+                              add_generation_prompt=False)
+        return dict(inputs)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        inputs = self._encode(self.items[i])
+        inputs["labels"] = assistant_labels(inputs["input_ids"][0], self.header, self.end).unsqueeze(0)
+        return inputs
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batches of one clip (videos differ in length); more examples per step come from gradient accumulation."""
+    if len(batch) != 1:
+        raise ValueError("per-device batch size must be 1")
+    return batch[0]
+
+
+def finetune(data: Path, model_path: Path, out: Path, recipe: Recipe, *, index: str = "train.json") -> Path:
+    install_torchvision_shim()
+    import torch
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    on_gpu = torch.cuda.is_available()
+    processor = load_processor(model_path)
+    model = load_model(model_path, train=True)
+    for p in model.model.visual.parameters():  # vision tower and its merger (the projector): frozen, as in the paper
+        p.requires_grad_(False)
+    dataset = ClipDataset(data, index, processor, recipe.cutoff_len)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=1,
+        gradient_accumulation_steps=recipe.grad_accum, learning_rate=recipe.lr, num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps, lr_scheduler_type=recipe.scheduler, warmup_steps=recipe.warmup_ratio,  # <1: a ratio
+        bf16=on_gpu, use_cpu=not on_gpu, ddp_backend=None if on_gpu else "gloo", deepspeed=str(DS_CONFIG),
+        logging_steps=5, save_strategy="steps", save_steps=recipe.save_steps, save_total_limit=2, seed=recipe.seed,
+        report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate)
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    if last:
+        log.info("resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(out))
+        processor.save_pretrained(str(out))
+        manifest = json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").is_file() else {}
+        (out / "drivecoach.json").write_text(json.dumps({
+            "base": str(model_path), "prompt_version": PROMPT_VERSION, "recipe": asdict(recipe),
+            "data": {"dir": str(data), "hashes": manifest.get("hashes", {}), "cutoff": manifest.get("cutoff")},
+            "train_loss": result.training_loss, "steps": result.global_step, "demo": _is_demo(model_path),
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        }, indent=1))
+    return out
+
+
+def mean_loss(model_path: Path, data: Path, index: str = "eval.json") -> float:
+    """Mean loss per answer token of a checkpoint on a dataset split (what fine-tuning lowers)."""
+    install_torchvision_shim()
+    import torch
+
+    processor = load_processor(model_path)
+    model = load_model(model_path)
+    dataset = ClipDataset(data, index, processor, cutoff_len=10**9)
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            n = int((item["labels"][:, 1:] != -100).sum())
+            total += float(model(**item).loss) * n
+            tokens += n
+    return total / tokens
+
+
+def _is_demo(path: Path) -> bool:
+    for name in ("drivecoach.json", "tiny_model.json"):
+        if (path / name).is_file():
+            return bool(json.loads((path / name).read_text()).get("demo", False))
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True, help="base checkpoint (the production model)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--index", default="train.json")
+    defaults = Recipe()
+    for name, value in asdict(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)  # deepspeed
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    recipe = Recipe(**{k: getattr(args, k) for k in asdict(defaults)})
+    finetune(args.data, args.model, args.out, recipe, index=args.index)
+
+
+if __name__ == "__main__":
+    main()
