@@ -78,10 +78,10 @@ def worker(
     """Run the inference worker: consume `clips` in batches, run the CoT, write Postgres, then commit offsets."""
     from sqlalchemy.orm import sessionmaker
 
+    from schemas.registry import serve_or_adopt
     from streams import metrics
     from streams.database import make_engine, resolve_database_url
     from streams.engine import is_demo_model, load_engine, model_version_of
-    from streams.registry import serve_or_adopt
     from streams.worker import InferenceWorker
 
     _logging()
@@ -188,7 +188,7 @@ def model_list() -> None:
     """Every registered version, newest first, with its stage."""
     from rich.table import Table
 
-    from streams.registry import versions
+    from schemas.registry import versions
 
     factory, database = _registry_session()
     table = Table(title="model versions")
@@ -203,7 +203,7 @@ def model_list() -> None:
 @model_app.command("promote")
 def model_promote(version: Annotated[str, typer.Argument(help="a registered version")]) -> None:
     """Make VERSION production; workers switch to it between batches."""
-    from streams.registry import promote
+    from schemas.registry import promote
 
     factory, database = _registry_session()
     try:
@@ -219,7 +219,7 @@ def model_promote(version: Annotated[str, typer.Argument(help="a registered vers
 @model_app.command("rollback")
 def model_rollback() -> None:
     """Put the previous production version back."""
-    from streams.registry import rollback
+    from schemas.registry import rollback
 
     factory, database = _registry_session()
     try:

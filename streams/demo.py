@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from schemas.db import Clip, Event, Inference, Instruction
 from schemas.messages import SegmentMessage, SegmentRef, clip_id_for
 from schemas.prompts import PROMPT_VERSION
+from schemas.registry import deploy
 from schemas.scoring import EventScores, score_events
 from schemas.taxonomy import EventType
 from streams.blobs import LocalBlobStore
@@ -34,7 +35,6 @@ from streams.engine import is_demo_model, model_version_of
 from streams.errors import DrivecoachError
 from streams.join import expected_clips as oracle_clips
 from streams.producer import ensure_topics, make_producer, publish
-from streams.registry import deploy
 from streams.settings import Settings
 from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver, render_road, write_segments
 

@@ -27,12 +27,12 @@ from sqlalchemy.orm import Session
 
 from schemas.messages import ClipMessage, InferenceResult
 from schemas.prompts import PROMPT_VERSION, InvalidAnswer, parse_turn1
+from schemas.registry import production
 from streams import metrics
 from streams.app import CLIPS_TOPIC, dead_letter, dlq_name
 from streams.blobs import BlobNotFound, LocalBlobStore
 from streams.clip import load_npz
 from streams.engine import CotOutput, Engine
-from streams.registry import production
 from streams.settings import Settings
 from streams.sink import write_result
 

@@ -20,11 +20,11 @@ from sqlalchemy.orm import sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction
 from schemas.prompts import parse_turn1
+from schemas.registry import deploy
 from streams.blobs import LocalBlobStore
 from streams.demo import _spawn, _stop, expected_clips, settings_env, to_messages
 from streams.engine import model_version_of
 from streams.producer import ensure_topics, make_producer, publish
-from streams.registry import deploy
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
 from streams.worker import committed_offsets

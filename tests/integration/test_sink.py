@@ -13,8 +13,8 @@ from sqlalchemy.orm import sessionmaker
 
 from schemas.db import Base, Clip, ClipSegment, Event, Inference, Instruction, ModelVersion, Segment
 from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
+from schemas.registry import register
 from schemas.taxonomy import EventType, View
-from streams.registry import register
 from streams.sink import write_result
 
 pytestmark = pytest.mark.integration
@@ -96,7 +96,7 @@ def test_a_failed_write_leaves_nothing_behind(database_url: str) -> None:
 
 
 def test_promote_and_rollback_move_production_between_versions(database_url: str) -> None:
-    from streams.registry import production, promote, rollback
+    from schemas.registry import production, promote, rollback
 
     engine = create_engine(database_url)
     factory = sessionmaker(engine)

@@ -21,11 +21,11 @@ from sqlalchemy.orm import sessionmaker
 
 from schemas.db import Inference, Instruction
 from schemas.messages import ClipMessage
+from schemas.registry import deploy
 from streams.blobs import LocalBlobStore
 from streams.demo import scenario_frames
 from streams.engine import CotOutput, Engine, TransformersEngine, model_version_of
 from streams.producer import ensure_topics, make_producer
-from streams.registry import deploy
 from streams.settings import Settings
 from streams.simulate import make_scenarios
 from streams.worker import InferenceWorker, committed_offsets, inference_group
