@@ -180,7 +180,7 @@ class TrainingRun(_Created, Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str | None] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)  # None: all fleets
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | succeeded | failed | skipped
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|rejected|failed|skipped
     base_model: Mapped[str] = mapped_column(Text)
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
     manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)

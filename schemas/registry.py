@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -27,11 +28,22 @@ def production(session_factory: SessionFactory) -> ModelVersion | None:
         ).first()
 
 
-def register(session_factory: SessionFactory, *, version: str, path: str, demo: bool) -> None:
+def register(session_factory: SessionFactory, *, version: str, path: str, demo: bool,
+             metrics: dict[str, Any] | None = None) -> None:
     """Record a servable model as a candidate; an existing row (and its stage) is kept."""
     with session_factory() as session, session.begin():
-        session.execute(insert(ModelVersion).values(version=version, path=path, demo=demo, metrics={}, stage="candidate")
-                        .on_conflict_do_nothing())
+        session.execute(insert(ModelVersion).values(version=version, path=path, demo=demo, metrics=metrics or {},
+                                                    stage="candidate").on_conflict_do_nothing())
+
+
+def reject(session_factory: SessionFactory, version: str, reason: str) -> None:
+    """Mark a candidate rejected (it stays registered, with the reason, for the record)."""
+    with session_factory() as session, session.begin():
+        row = session.get(ModelVersion, version, with_for_update=True)
+        if row is None:
+            raise KeyError(f"unknown model version {version!r}")
+        row.stage = "rejected"
+        row.metrics = {**row.metrics, "rejected_because": reason}
 
 
 def promote(session_factory: SessionFactory, version: str) -> None:

@@ -169,6 +169,18 @@ def serve_model(
     os.execvpe(args[0], args, server_env())
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def retrain(ctx: typer.Context) -> None:
+    """The scheduled retraining job: export -> fine-tune -> evaluate -> promote (`python -m training.retrain`;
+    its options pass through: --min-new-reviews, --metric, --margin, --nproc, --launcher, --hostfile, --lr, ...)."""
+    from streams.database import resolve_database_url
+
+    database = resolve_database_url(build_settings())
+    url = database.url.render_as_string(hide_password=False)
+    args = [sys.executable, "-m", "training.retrain", "--database-url", url, *ctx.args]
+    os.execvpe(args[0], args, dict(os.environ))
+
+
 model_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="The model registry in Postgres: which version the workers serve.")
 app.add_typer(model_app, name="model")
