@@ -355,6 +355,24 @@ def bench_infer_command(
                   + ("[green]identical across engines[/]" if same else "[red]differ between engines[/]"))
 
 
+@bench_app.command("train")
+def bench_train_command(
+    steps: Annotated[int, typer.Option(min=1)] = 40,
+    processes: Annotated[int, typer.Option(min=1, help="torchrun processes (ZeRO-2 ranks)")] = 2,
+) -> None:
+    """Fine-tuning throughput of the tiny model on CPU (ZeRO-2 under torchrun): samples and tokens per second."""
+    import tempfile
+
+    from streams.bench import bench_train
+
+    settings = build_settings(max_pixels=4704)
+    with tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work, console.status("fine-tuning"):
+        r = bench_train(settings, Path(work), steps=steps, processes=processes)
+    console.print(f"ZeRO-2, {r.processes} CPU processes, {r.steps} steps: [bold]{r.samples_per_s:.1f} samples/s[/], "
+                  f"[bold]{r.tokens_per_s:,.0f} tokens/s[/] ({r.tokens_per_sample:.0f} tokens per sample: 20 frames of "
+                  f"56x84 and both turns); launch to finish {r.wall_s:.0f} s (start-up included)")
+
+
 def main() -> None:
     app()
 

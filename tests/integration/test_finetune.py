@@ -52,3 +52,11 @@ def test_zero2_on_two_processes_learns_saves_and_resumes(trained_tiny_model: Pat
     _torchrun(data, trained_tiny_model, out, 12, tmp_path / "second.log")
     assert "resuming from" in (tmp_path / "second.log").read_text()
     assert json.loads((out / "drivecoach.json").read_text())["steps"] == 12
+
+
+def test_train_bench_reports_throughput_from_a_real_run(tmp_path: Path) -> None:
+    from streams.bench import bench_train
+
+    result = bench_train(Settings(home=tmp_path, max_pixels=4704), tmp_path, steps=4, processes=1, clips=4)
+    assert result.samples_per_s > 0 and result.tokens_per_sample > 100 and result.wall_s > 0
+    assert result.tokens_per_s == result.samples_per_s * result.tokens_per_sample
