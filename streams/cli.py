@@ -44,13 +44,15 @@ def demo(
     model: Model = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for every clip")] = 420.0,
     home: Annotated[Path | None, typer.Option(help="working dir (default .drivecoach)")] = None,
+    review: Annotated[bool, typer.Option(help="a simulated safety manager reviews every answer (training labels)")]
+    = False,
 ) -> None:
     """Run every stage on embedded defaults with simulated vehicles, print the report, stop everything."""
     from streams.demo import run_demo
 
     _logging("WARNING")
     settings = build_settings(model=model, home=home)
-    run_demo(settings, vehicles=vehicles, trips=trips, seed=seed, timeout_s=timeout, console=console)
+    run_demo(settings, vehicles=vehicles, trips=trips, seed=seed, timeout_s=timeout, console=console, review=review)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.db import Clip, Event, Inference, Instruction
+from schemas.db import Clip, Event, Inference, Instruction, Review
 from schemas.messages import SegmentMessage, SegmentRef, clip_id_for
 from schemas.prompts import PROMPT_VERSION
 from schemas.registry import deploy
@@ -163,7 +163,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeout_s: float, console: Console) -> DemoRun:
+def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeout_s: float, console: Console,
+             review: bool = False) -> DemoRun:
     started = time.monotonic()
     home = settings.home.resolve()
     logs = home / "logs"
@@ -233,6 +234,10 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
         model_version = _model_version(factory, set(expected))
         run = DemoRun(scenarios, expected, len(messages), model_version, time.monotonic() - started)
         print_report(console, factory, run)
+        if review:
+            accepted, corrected = simulate_reviews(factory, run)
+            console.print(f"simulated safety manager: {accepted} answers accepted, {corrected} corrected "
+                          "(labels for `drivecoach retrain`)")
     return run
 
 
@@ -262,11 +267,38 @@ def _model_version(factory: sessionmaker[Session], clip_ids: set[str]) -> str:
         return latest or "?"
 
 
-def truth_for(run: DemoRun, vehicle: str, start: float, end: float) -> set[EventType]:
+def scenario_for(run: DemoRun, vehicle: str, start: float, end: float) -> Scenario | None:
     for s in run.scenarios:
         if s.vehicle_id == vehicle and s.start_ts < end and start < s.start_ts + s.duration:
-            return {e.type for e in s.events}
-    return set()
+            return s
+    return None
+
+
+def truth_for(run: DemoRun, vehicle: str, start: float, end: float) -> set[EventType]:
+    s = scenario_for(run, vehicle, start, end)
+    return {e.type for e in s.events} if s else set()
+
+
+def simulate_reviews(factory: sessionmaker[Session], run: DemoRun) -> tuple[int, int]:
+    """A simulated safety manager reviews every clip of the run against the simulator's truth: accepts answers that
+    name the right events, corrects the others (the labels `drivecoach retrain` learns from). Returns
+    (accepted, corrected)."""
+    accepted = corrected = 0
+    with factory() as session, session.begin():
+        rows = session.execute(select(Inference, Clip).join(Clip, Inference.clip_id == Clip.clip_id).where(
+            Inference.clip_id.in_(run.expected), Inference.model_version == run.model_version)).all()
+        for inference, clip in rows:
+            truth = scenario_for(run, clip.vehicle_id, clip.start_ts, clip.end_ts)
+            if truth is None:
+                continue
+            said = {e.type for e in session.scalars(select(Event).where(Event.inference_id == inference.id))}
+            right = inference.valid and said == {e.type.value for e in truth.events}
+            session.add(Review(fleet_id=clip.fleet_id, inference_id=inference.id, reviewer="demo-safety-manager",
+                               verdict="accepted" if right else "corrected",
+                               corrected_turn1=None if right else truth.truth_turn1,
+                               corrected_instruction=None if right else truth.instruction))
+            accepted, corrected = accepted + right, corrected + (not right)
+    return accepted, corrected
 
 
 def _ratio(value: float) -> str:

@@ -66,7 +66,9 @@ def launch_command(args: argparse.Namespace, data: Path, base: str, out: Path) -
     module = ["-m", "training.finetune", "--data", str(data), "--model", base, "--out", str(out), *recipe]
     if args.launcher == "deepspeed":
         hosts = ["--hostfile", str(args.hostfile)] if args.hostfile else []
-        return ["deepspeed", *hosts, "--num_gpus", str(args.nproc), "--module", "training.finetune", *module[2:]]
+        beside = Path(sys.executable).with_name("deepspeed")  # the launcher of this environment, PATH or not
+        launcher = str(beside) if beside.exists() else "deepspeed"
+        return [launcher, *hosts, "--num_gpus", str(args.nproc), "--module", "training.finetune", *module[2:]]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), *module]
 
 

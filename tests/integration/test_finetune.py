@@ -60,3 +60,20 @@ def test_train_bench_reports_throughput_from_a_real_run(tmp_path: Path) -> None:
     result = bench_train(Settings(home=tmp_path, max_pixels=4704), tmp_path, steps=4, processes=1, clips=4)
     assert result.samples_per_s > 0 and result.tokens_per_sample > 100 and result.wall_s > 0
     assert result.tokens_per_s == result.samples_per_s * result.tokens_per_sample
+
+
+def test_the_deepspeed_launcher_runs_the_same_entry_point(trained_tiny_model: Path, tmp_path: Path) -> None:
+    """What `drivecoach retrain --launcher deepspeed` starts (with --hostfile on many nodes), here on 2 CPU ranks."""
+    from training.retrain import launch_command, parser
+
+    data = write_training_set(make_scenarios(902, 2, fleet_id="f", vehicles=2, duration=10.0), tmp_path / "data",
+                              Settings(home=tmp_path, max_pixels=4704))
+    (data / "train.json").write_text((data / "data.json").read_text())
+    args = parser().parse_args(["--launcher", "deepspeed", "--nproc", "2", "--max-steps", "2", "--save-steps", "10"])
+    cmd = launch_command(args, data, str(trained_tiny_model), tmp_path / "out")
+    assert cmd[0].endswith("deepspeed") and cmd[1:5] == ["--num_gpus", "2", "--module", "training.finetune"]
+    done = subprocess.run(cmd, env=dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    meta = json.loads((tmp_path / "out" / "drivecoach.json").read_text())
+    assert (meta["steps"], meta["world_size"]) == (2, 2)

@@ -127,3 +127,27 @@ def test_reviewed_data_retrains_promotes_and_is_served(broker, database_url: str
     assert "another retraining run holds the lock" in log.read_text()
     assert np.isfinite(run.metrics["candidate"]["bertscore_f1"])
     engine.dispose()
+
+
+def test_a_failing_step_is_recorded_and_exits_non_zero(database_url: str, tmp_path: Path) -> None:
+    engine = create_engine(database_url)
+    factory = sessionmaker(engine)
+    deploy(factory, version=f"gone-{uuid.uuid4().hex[:6]}", path=str(tmp_path / "no-such-model"), demo=True)
+    for k, s in enumerate(make_scenarios(2025, 4, fleet_id="fleet-fail", vehicles=4, duration=10.0)):
+        frames = tmp_path / f"{k}.npz"
+        frames.write_bytes(scenario_frames(s, Settings(max_pixels=4704)).to_npz())
+        clip = ClipMessage(clip_id=f"fail-{uuid.uuid4().hex[:8]}", fleet_id=s.fleet_id, vehicle_id=s.vehicle_id,
+                           start_ts=s.start_ts, end_ts=s.start_ts + 10, views=["road", "driver"], segments=[],
+                           frames_uri=frames.as_uri(), num_frames=20, frame_width=84, frame_height=56, sample_fps=2.0)
+        inference_id = write_result(factory, clip=clip, result=InferenceResult(
+            clip_id=clip.clip_id, model_version="m-fail", prompt_version=PROMPT_VERSION, events=[], description="",
+            instruction="ok", raw_turn1=s.truth_turn1, raw_turn2=s.instruction, valid=True, latency_ms=1.0,
+            prompt_tokens=1, generated_tokens=1))
+        with factory() as session, session.begin():
+            session.add(Review(fleet_id=s.fleet_id, inference_id=inference_id, reviewer="m", verdict="accepted"))
+    log = tmp_path / "retrain.log"
+    assert _retrain(database_url, tmp_path / "work", log, "--min-new-reviews", "1", "--eval-fraction", "0.5") == 1
+    with factory() as session:
+        run = session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc())).first()
+    assert run.status == "failed" and "fine-tuning exited" in run.metrics["error"] and run.finished_at is not None
+    engine.dispose()
