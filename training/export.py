@@ -85,10 +85,20 @@ def reviewed_examples(session: Session, cutoff: datetime) -> tuple[list[Example]
     return sorted(examples, key=lambda e: e.clip_id), skipped
 
 
-def split_of(vehicle_id: str, eval_fraction: float, seed: int) -> str:
-    """`eval` or `train` from a hash of the vehicle: stable across runs and independent of what else is exported."""
-    bucket = int(hashlib.sha256(f"{seed}:{vehicle_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "eval" if bucket < eval_fraction else "train"
+def _bucket(vehicle_id: str, seed: int) -> float:
+    return int(hashlib.sha256(f"{seed}:{vehicle_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def assign_splits(vehicles: set[str], eval_fraction: float, seed: int) -> dict[str, str]:
+    """`eval` or `train` per vehicle from a hash of its id: stable as the fleet grows. A small fleet whose hashes
+    all fall on one side gets its lowest (or highest) vehicle moved, so both splits have one when there are two."""
+    buckets = sorted(vehicles, key=lambda v: (_bucket(v, seed), v))
+    split = {v: "eval" if _bucket(v, seed) < eval_fraction else "train" for v in buckets}
+    if len(buckets) >= 2 and "eval" not in split.values():
+        split[buckets[0]] = "eval"
+    if len(buckets) >= 2 and "train" not in split.values():
+        split[buckets[-1]] = "train"
+    return split
 
 
 def frames_path(uri: str) -> Path:
@@ -112,8 +122,9 @@ def export_dataset(session_factory: Callable[[], Session], out: Path, *, cutoff:
     (out / "llamafactory" / "videos").mkdir(parents=True)
     manifest = ExportManifest(cutoff=cutoff.isoformat(), eval_fraction=eval_fraction, seed=seed, skipped=skipped)
     splits: dict[str, list[Example]] = {"train": [], "eval": []}
+    split = assign_splits({e.vehicle_id for e in examples}, eval_fraction, seed)
     for example in examples:
-        splits[split_of(example.vehicle_id, eval_fraction, seed)].append(example)
+        splits[split[example.vehicle_id]].append(example)
     for name, items in splits.items():
         records, shared = [], []
         for e in items:

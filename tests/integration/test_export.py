@@ -20,7 +20,7 @@ from schemas.messages import ClipMessage, DetectedEvent, InferenceResult
 from schemas.prompts import PROMPT_VERSION, format_turn1
 from schemas.taxonomy import TAXONOMY, EventType
 from streams.sink import write_result
-from training.export import export_dataset, split_of
+from training.export import assign_splits, export_dataset
 
 pytestmark = pytest.mark.integration
 PHONE = DetectedEvent(type=EventType.PHONE_USE, view=TAXONOMY[EventType.PHONE_USE].view, start=1, end=3)
@@ -80,7 +80,8 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
     assert manifest.skipped["rejected"] >= 1 and manifest.skipped["invalid_label"] >= 1
     train_vehicles, eval_vehicles = ({r["vehicle_id"] for r in rs} for rs in (train, evals))
     assert not train_vehicles & eval_vehicles
-    assert all(split_of(v, 0.5, 3) == "train" for v in train_vehicles)
+    split = assign_splits(train_vehicles | eval_vehicles, 0.5, 3)
+    assert all(split[v] == "train" for v in train_vehicles) and all(split[v] == "eval" for v in eval_vehicles)
     assert manifest.counts == {"train": len(train), "eval": len(evals)} and manifest.cutoff == now.isoformat()
 
     again = export_dataset(factory, tmp_path / "again", cutoff=now, eval_fraction=0.5, seed=3)

@@ -41,3 +41,4 @@ def test_scores_reward_the_right_answers() -> None:
     assert scored.per_type["phone_use"]["precision"] is None  # never predicted: undefined, stored as null
     assert scored.per_type["drowsiness"] == {"precision": 0.0, "recall": 0.0, "tp": 0, "fp": 1, "fn": 1}
     assert scored.self_bleu > perfect.self_bleu  # one instruction for everything: language bias
+
