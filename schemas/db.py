@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -68,6 +69,8 @@ class Segment(_Created, Base):
 
 class Clip(_Created, Base):
     __tablename__ = "clips"
+    __table_args__ = (Index("ix_clips_fleet_start", "fleet_id", "start_ts"),
+                      Index("ix_clips_vehicle_start", "vehicle_id", "start_ts"))
 
     clip_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -114,7 +117,8 @@ class Inference(_Created, Base):
     """Both chain-of-thought turns for one clip and model version; the upsert key makes replays idempotent."""
 
     __tablename__ = "inferences"
-    __table_args__ = (UniqueConstraint("clip_id", "model_version", name="uq_inference_clip_model"),)
+    __table_args__ = (UniqueConstraint("clip_id", "model_version", name="uq_inference_clip_model"),
+                      Index("ix_inferences_clip_updated", "clip_id", "updated_at"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -137,8 +141,23 @@ class Inference(_Created, Base):
     instruction: Mapped[Instruction | None] = relationship(back_populates="inference", cascade="all, delete-orphan")
 
 
+class EventTypeInfo(Base):
+    """The taxonomy in the database (seeded by migration 0002), so reports can rank by severity in SQL."""
+
+    __tablename__ = "event_types"
+
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    view: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[str] = mapped_column(Text)
+
+
+COACHING_STATUSES = ("needs_review", "needs_coaching", "coached", "dismissed")
+
+
 class Event(Base):
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_fleet_status", "fleet_id", "coaching_status"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -147,6 +166,8 @@ class Event(Base):
     view: Mapped[str] = mapped_column(String(16))
     start_s: Mapped[float] = mapped_column(Double)
     end_s: Mapped[float] = mapped_column(Double)
+    # needs_review -> needs_coaching -> coached, or dismissed (COACHING_STATUSES)
+    coaching_status: Mapped[str] = mapped_column(String(16), default="needs_review", server_default="needs_review")
 
     inference: Mapped[Inference] = relationship(back_populates="events")
 
@@ -189,6 +210,6 @@ class TrainingRun(_Created, Base):
 
 
 __all__ = [
-    "Base", "Clip", "ClipSegment", "Driver", "Event", "Fleet", "Inference", "Instruction", "ModelVersion",
-    "Review", "Segment", "TrainingRun", "Vehicle",
+    "COACHING_STATUSES", "Base", "Clip", "ClipSegment", "Driver", "Event", "EventTypeInfo", "Fleet", "Inference",
+    "Instruction", "ModelVersion", "Review", "Segment", "TrainingRun", "Vehicle",
 ]
