@@ -28,7 +28,10 @@ class CotOutput:
 
 
 def model_version_of(path: str | Path) -> str:
-    """`<dir name>-<8 hex>`: the hash of drivecoach.json (fine-tuned) or config.json + weights index (base)."""
+    """`<dir name>-<8 hex>`: the hash of drivecoach.json (fine-tuned) or config.json + weights index (base); a hub id
+    that is not a local directory is its own version (`org--name`)."""
+    if not Path(path).exists():
+        return str(path).replace("/", "--")
     path = Path(path)
     h = hashlib.sha256()
     meta = path / "drivecoach.json"
@@ -60,7 +63,7 @@ class TransformersEngine:
         source = path if path.exists() else str(model_path)  # not a local directory: a hub id
         self.processor: Any = load_processor(source)
         self.model: Any = load_model(source)
-        self.model_version = model_version_of(path) if path.exists() else str(model_path).replace("/", "--")
+        self.model_version = model_version_of(model_path)
         tok = self.processor.tokenizer
         self._eos = [i for i in {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id} if i is not None]
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else self._eos[0]

@@ -94,7 +94,7 @@ def worker(
     database = resolve_database_url(settings)
     factory = sessionmaker(make_engine(database.url))
     local = Path(settings.model)
-    configured = model_version_of(local) if local.exists() else settings.model.replace("/", "--")
+    configured = model_version_of(settings.model)
     serving = serve_or_adopt(factory, version=configured, path=str(local.resolve()) if local.exists() else settings.model,
                              demo=is_demo_model(settings.model))
     if serving.version != configured:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +28,7 @@ class OpenAIEngine:
                  api_key: str | None = None, timeout_s: float = 600.0, concurrency: int = 16) -> None:
         self.model = model  # the name the server serves (`vllm serve <path>` serves it under the path)
         self.max_new_tokens = max_new_tokens
-        self.model_version = model_version_of(model) if Path(model).exists() else model.replace("/", "--")
+        self.model_version = model_version_of(model)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-engine")

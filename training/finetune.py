@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.generation import is_demo_model
 from schemas.model_io import build_inputs, install_torchvision_shim, load_model, load_processor
 from schemas.prompts import PROMPT_VERSION, conversation
 from training.sft import ASSISTANT_HEADER, END_OF_TURN, assistant_labels, load_records
@@ -117,7 +118,7 @@ def finetune(data: Path, model_path: Path, out: Path, recipe: Recipe, *, index: 
         (out / "drivecoach.json").write_text(json.dumps({
             "base": str(model_path), "prompt_version": PROMPT_VERSION, "recipe": asdict(recipe),
             "data": {"dir": str(data), "hashes": manifest.get("hashes", {}), "cutoff": manifest.get("cutoff")},
-            "train_loss": result.training_loss, "steps": result.global_step, "demo": _is_demo(model_path),
+            "train_loss": result.training_loss, "steps": result.global_step, "demo": is_demo_model(model_path),
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         }, indent=1))
     return out
@@ -139,13 +140,6 @@ def mean_loss(model_path: Path, data: Path, index: str = "eval.json") -> float:
             total += float(model(**item).loss) * n
             tokens += n
     return total / tokens
-
-
-def _is_demo(path: Path) -> bool:
-    for name in ("drivecoach.json", "tiny_model.json"):
-        if (path / name).is_file():
-            return bool(json.loads((path / name).read_text()).get("demo", False))
-    return False
 
 
 def main() -> None:
