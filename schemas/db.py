@@ -65,6 +65,7 @@ class Segment(_Created, Base):
     start_ts: Mapped[float] = mapped_column(Double)
     end_ts: Mapped[float] = mapped_column(Double)
     video_uri: Mapped[str] = mapped_column(Text)
+    distance_km: Mapped[float | None] = mapped_column(Double)  # from its telemetry (schemas/distance.py)
 
 
 class Clip(_Created, Base):
@@ -209,7 +210,40 @@ class TrainingRun(_Created, Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Manager(_Created, Base):
+    """A safety manager's sign-in, bound to one fleet (migration 0004); only an argon2 hash of the password."""
+
+    __tablename__ = "managers"
+
+    username: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"))
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(Text)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+
+class ConsoleSession(_Created, Base):
+    """A signed-in browser: the cookie holds a random token, the table only its SHA-256 (a leaked table signs no
+    one in), with the session's CSRF token."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("managers.username", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FleetRole(Base):
+    """The Postgres role whose queries see only this fleet's rows (row-level security, migration 0004)."""
+
+    __tablename__ = "fleet_roles"
+
+    role_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), unique=True)
+
+
 __all__ = [
-    "COACHING_STATUSES", "Base", "Clip", "ClipSegment", "Driver", "Event", "EventTypeInfo", "Fleet", "Inference",
-    "Instruction", "ModelVersion", "Review", "Segment", "TrainingRun", "Vehicle",
+    "COACHING_STATUSES", "Base", "Clip", "ClipSegment", "ConsoleSession", "Driver", "Event", "EventTypeInfo", "Fleet",
+    "FleetRole", "Inference", "Instruction", "Manager", "ModelVersion", "Review", "Segment", "TrainingRun", "Vehicle",
 ]

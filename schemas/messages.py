@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.distance import distance_km
 from schemas.taxonomy import EventType, View
 
 SCHEMA_VERSION = 1
@@ -58,9 +59,10 @@ class SegmentMessage(BaseModel):
         return self.end_ts - self.start_ts
 
     def ref(self, video_uri: str) -> SegmentRef:
-        """What the join keeps of this upload: times and the claim check the video is stored under."""
+        """What the join keeps of this upload: times, the claim check the video is stored under and the distance its
+        telemetry gives (the telemetry itself is dropped here)."""
         return SegmentRef(segment_id=self.segment_id, camera=self.camera, start_ts=self.start_ts, end_ts=self.end_ts,
-                          video_uri=video_uri)
+                          video_uri=video_uri, distance_km=distance_km(self.telemetry))
 
 
 class SegmentRef(BaseModel):
@@ -73,6 +75,7 @@ class SegmentRef(BaseModel):
     start_ts: float
     end_ts: float
     video_uri: str
+    distance_km: float | None = None  # None: no usable telemetry (and refs stored before distances existed)
 
 
 def clip_id_for(vehicle_id: str, start_ts: float, end_ts: float) -> str:

@@ -185,7 +185,7 @@ def retrain(ctx: typer.Context) -> None:
 
 @app.command()
 def report(
-    kind: Annotated[str, typer.Argument(help="events (per group and period, with rates per driving hour) | trend | queue")]
+    kind: Annotated[str, typer.Argument(help="events (per group and period, with rates per driving hour and per 100 km) | trend | queue")]
     = "events",
     fleet: Annotated[str | None, typer.Option(help="fleet id")] = None,
     vehicle: Annotated[str | None, typer.Option(help="vehicle id")] = None,
@@ -198,7 +198,7 @@ def report(
     period: Annotated[str, typer.Option(help="day | week")] = "week",
     output: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
 ) -> None:
-    """Safety reports from Postgres (the views of migration 0002), as rich tables, CSV or JSON."""
+    """Safety reports from Postgres (the views of migrations 0002 and 0003), as rich tables, CSV or JSON."""
     import csv
     import json
     from datetime import UTC, date, datetime
@@ -208,6 +208,7 @@ def report(
 
     from streams.database import resolve_database_url
     from streams.reports import Filters, default_window, event_rates, review_queue, trend
+    from streams.tenancy import ensure_fleet_role, fleet_connection
 
     checks = {"kind": (kind, ("events", "trend", "queue")), "group": (group, ("fleet", "vehicle", "driver")),
               "period": (period, ("day", "week")), "format": (output, ("table", "csv", "json"))}
@@ -223,13 +224,22 @@ def report(
     if kind == "trend" and (first is None or last is None):
         first, last = default_window(datetime.now(UTC).date())
     filters = Filters(fleet=fleet, vehicle=vehicle, driver=driver, event_type=event_type, since=first, until=last)
+    if fleet is None:
+        console.print("[red]configuration error:[/] --fleet is required: reports run under the fleet's Postgres role, "
+                      "which sees only that fleet's rows")
+        raise typer.Exit(2)
     database = resolve_database_url(build_settings())
     engine = create_engine(database.url)
     try:
-        with engine.connect() as conn:
-            if not conn.execute(text("SELECT to_regclass('report_events')")).scalar():
+        with engine.begin() as conn:
+            if not conn.execute(text("SELECT to_regclass('fleet_roles')")).scalar():
                 console.print("[red]error:[/] this database has no report views yet: run `drivecoach migrate`")
                 raise typer.Exit(1)
+            if not conn.execute(text("SELECT 1 FROM fleets WHERE fleet_id = :f"), {"f": fleet}).scalar():
+                console.print(f"[red]error:[/] there is no fleet {fleet!r} in this database")
+                raise typer.Exit(1)
+            ensure_fleet_role(conn, fleet)
+        with fleet_connection(engine, fleet) as conn:
             if kind == "events":
                 rows = event_rates(conn, filters, group=group, period=period)  # type: ignore[arg-type]
             elif kind == "trend":
@@ -252,6 +262,70 @@ def report(
         for row in rows:
             table.add_row(*("" if v is None else str(v) for v in row.values()))
         console.print(table)
+
+
+console_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="The safety managers' web console: serve it, and manage who may sign in.")
+app.add_typer(console_app, name="console")
+
+
+@console_app.command("serve")
+def console_serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on; default DRIVECOACH_CONSOLE_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="port; default DRIVECOACH_CONSOLE_PORT (8080)")] = None,
+) -> None:
+    """Serve the console on the database's current data (migrating it first)."""
+    from streams.console.server import serve
+    from streams.database import make_engine, migrate, resolve_database_url
+
+    _logging("WARNING")
+    settings = build_settings(console_host=host, console_port=port)
+    database = resolve_database_url(settings)
+    migrate(database.url)
+    engine = make_engine(database.url)
+    try:
+        serve(settings, engine, ready=lambda url: console.print(f"console: [bold]{url}[/] (Ctrl-C stops it)"))
+    finally:
+        engine.dispose()
+        database.close()
+
+
+@console_app.command("add-manager")
+def console_add_manager(
+    username: Annotated[str, typer.Argument(help="sign-in name")],
+    fleet: Annotated[str, typer.Option(help="the one fleet this manager sees")],
+    name: Annotated[str, typer.Option(help="display name")] = "",
+    password_env: Annotated[str | None, typer.Option(help="read the password from this environment variable "
+                                                      "(default: ask for it)")] = None,
+) -> None:
+    """Create a safety manager (or set a new password, which ends their sessions)."""
+    from sqlalchemy.orm import Session
+
+    from streams.console.auth import ManagerError, add_manager
+    from streams.database import make_engine, migrate, resolve_database_url
+    from streams.tenancy import FleetAccessError
+
+    if password_env:
+        password = os.environ.get(password_env, "")
+        if not password:
+            console.print(f"[red]configuration error:[/] environment variable {password_env} is empty or unset")
+            raise typer.Exit(2)
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    settings = build_settings()
+    database = resolve_database_url(settings)
+    migrate(database.url)
+    engine = make_engine(database.url)
+    try:
+        with Session(engine) as session, session.begin():
+            add_manager(session, username=username, fleet_id=fleet, password=password, display_name=name)
+    except (ManagerError, FleetAccessError) as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from err
+    finally:
+        engine.dispose()
+        database.close()
+    console.print(f"manager [bold]{username}[/] signs in to fleet [bold]{fleet}[/]")
 
 
 model_app = typer.Typer(add_completion=False, no_args_is_help=True,

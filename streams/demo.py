@@ -122,7 +122,7 @@ def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[Segme
         out.append(SegmentMessage(
             fleet_id=seg.fleet_id, vehicle_id=seg.vehicle_id, driver_id=seg.driver_id, camera=seg.camera,
             segment_id=seg.segment_id, start_ts=seg.start_ts, end_ts=seg.end_ts, fps=seg.fps, width=seg.width,
-            height=seg.height, codec=seg.codec, video_uri=uri,
+            height=seg.height, codec=seg.codec, video_uri=uri, telemetry=list(seg.telemetry),
         ))
     return out
 

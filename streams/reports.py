@@ -1,5 +1,5 @@
-"""Safety managers' reports over the views of migration 0002: events per group and period with rates per driving
-hour, the trend against the previous period, and the review queue. Plain SQL over the views, so the README's example
+"""Safety managers' reports over the views of migrations 0002 and 0003: events per group and period with rates per
+driving hour and per 100 km, the trend against the previous period, and the review queue. Plain SQL over the views, so the README's example
 queries and these are the same thing."""
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class Filters:
 
 
 def event_rates(conn: Connection, filters: Filters, *, group: Group = "driver", period: Period = "week") -> list[dict[str, Any]]:
-    """Events per group, period and type, with the group's driving hours in that period and events per hour."""
+    """Events per group, period and type, with the group's driving hours and kilometres in that period, events per hour
+    and per 100 km. km (and per_100km) is None unless every clip of the group and period has a known distance: a
+    partial distance would inflate the rate."""
     key = GROUP_COLUMN[group]
     bucket = "day" if period == "day" else "date_trunc('week', day)::date"
     where_events, params = filters.where()
@@ -51,10 +53,13 @@ def event_rates(conn: Connection, filters: Filters, *, group: Group = "driver", 
     sql = f"""
         WITH ev AS (SELECT {key} AS who, {bucket} AS period, type, max(severity) AS severity, count(*) AS events
                     FROM report_events WHERE {where_events} GROUP BY 1, 2, 3),
-             dr AS (SELECT {key} AS who, {bucket} AS period, sum(seconds) / 3600.0 AS hours
+             dr AS (SELECT {key} AS who, {bucket} AS period, sum(seconds) / 3600.0 AS hours,
+                           CASE WHEN count(km) = count(*) THEN sum(km) END AS km
                     FROM report_driving WHERE {where_driving} GROUP BY 1, 2)
         SELECT ev.who, ev.period, ev.type, ev.severity, ev.events, round(coalesce(dr.hours, 0)::numeric, 3) AS hours,
-               CASE WHEN dr.hours > 0 THEN round((ev.events / dr.hours)::numeric, 2) END AS per_hour
+               CASE WHEN dr.hours > 0 THEN round((ev.events / dr.hours)::numeric, 2) END AS per_hour,
+               round(dr.km::numeric, 3) AS km,
+               CASE WHEN dr.km > 0 THEN round((100 * ev.events / dr.km)::numeric, 2) END AS per_100km
         FROM ev LEFT JOIN dr USING (who, period)
         ORDER BY ev.period DESC, ev.severity DESC, ev.events DESC, ev.who, ev.type"""
     return [dict(r._mapping) for r in conn.execute(text(sql), params)]

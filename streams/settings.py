@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="engine attempts per clip before it goes to clips.dlq")
     model_poll_s: float = Field(10.0, gt=0, description="how often the worker checks which model is in production")
     vllm_max_model_len: int = Field(8192, ge=256)
+    # The safety managers' console.
+    console_host: str = Field("127.0.0.1", description="address the console listens on")
+    console_port: int = Field(8080, ge=0, le=65535, description="the console's port (0 = any free port)")
+    console_session_hours: float = Field(12.0, gt=0, description="how long a sign-in lasts")
+    console_secure_cookies: bool = Field(False, description="mark cookies Secure: set it when served over HTTPS")
     # Embedded-broker quirk (Tansu 0.6 ListOffsets bug): one record per batch keeps table recovery correct.
     one_record_per_batch: bool = False
 

@@ -2,8 +2,8 @@
 
 Everything is a pure function of the seed: `make_scenarios` draws the trips and their ground truth,
 `render_road` / `render_driver` draw one frame of a trip at a time t (seconds from its start), and
-`write_segments` encodes the frames with OpenCV into device segments of realistic length, the way a dashcam
-uploads them. The cues are deliberately large (a lead car that fills the view, a big stop sign, a phone at
+`write_segments` encodes the frames with OpenCV into device segments of realistic length, with 1 Hz speed
+telemetry (`speed_kmh`), the way a dashcam uploads them. The cues are deliberately large (a lead car that fills the view, a big stop sign, a phone at
 the ear) because the stacked clip is only 112 px wide and the demo model is tiny.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from schemas.messages import DetectedEvent
+from schemas.messages import DetectedEvent, TelemetrySample
 from schemas.prompts import describe, format_turn1
 from schemas.taxonomy import EventType, View, reference_instruction, view_of
 
@@ -102,6 +102,7 @@ class SimSegment:
     height: int
     codec: str
     path: Path
+    telemetry: tuple[TelemetrySample, ...] = ()  # on the camera's clock, like its timestamps
 
 
 def _color(rng: np.random.Generator, base: Color, spread: int) -> Color:
@@ -318,6 +319,28 @@ def _mix(a: Color, b: Color) -> Color:
     return tuple((x + y) // 2 for x, y in zip(a, b))  # type: ignore[return-value]
 
 
+# --- telemetry -------------------------------------------------------------------------------------------------
+
+
+def speed_kmh(s: Scenario, t: float) -> float:
+    """The vehicle's speed at trip time t: a cruise that matches the lane dashes' pace (40-80 km/h), easing to a
+    roll through a rolling stop and braking late for a forward collision risk. The video does not depend on it."""
+    cruise = 50.0 * s.look.speed
+    if (p := s.active(EventType.ROLLING_STOP, t)) is not None:
+        return cruise - (cruise - 8.0) * math.sin(math.pi * p)  # down to 8 km/h, never a full stop
+    if (p := s.active(EventType.FORWARD_COLLISION_RISK, t)) is not None:
+        return cruise * (1.0 - 0.4 * math.sin(math.pi * p) ** 4)
+    return cruise
+
+
+def telemetry(s: Scenario, t0: float, t1: float, *, clock_offset: float = 0.0) -> tuple[TelemetrySample, ...]:
+    """1 Hz speed samples over trip times [t0, t1], both ends included so consecutive segments cover the trip;
+    `t` on a device clock that reads `s.start_ts + clock_offset` at the trip's start."""
+    times = [t0 + i for i in range(math.ceil(t1 - t0 - 1e-9))] + [t1]
+    return tuple(TelemetrySample(t=round(s.start_ts + clock_offset + t, 3), speed_kmh=round(speed_kmh(s, t), 2))
+                 for t in times)
+
+
 # --- device segments -------------------------------------------------------------------------------------------
 
 
@@ -358,10 +381,12 @@ def write_segments(
                 camera=camera, segment_id=f"{s.scenario_id}-{camera.value}-{k:02d}",
                 start_ts=round(s.start_ts + t0 + skew, 3), end_ts=round(s.start_ts + t0 + frames / fps + skew, 3),
                 fps=fps, width=w, height=h, codec="mpeg4", path=path,
+                telemetry=telemetry(s, t0, t0 + frames / fps, clock_offset=skew),
             ))
     return segments
 
 
 __all__ = [
-    "SIMULATED_EVENTS", "Scenario", "SimSegment", "make_scenarios", "render_driver", "render_road", "write_segments",
+    "SIMULATED_EVENTS", "Scenario", "SimSegment", "make_scenarios", "render_driver", "render_road", "speed_kmh",
+    "telemetry", "write_segments",
 ]

@@ -47,7 +47,7 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
         _insert_missing(session, ModelVersion, [{"version": result.model_version, "path": "", "metrics": {}}])
         _insert_missing(session, Segment, [
             {"segment_id": s.segment_id, "fleet_id": fleet, "vehicle_id": clip.vehicle_id, "camera": s.camera.value,
-             "start_ts": s.start_ts, "end_ts": s.end_ts, "video_uri": s.video_uri}
+             "start_ts": s.start_ts, "end_ts": s.end_ts, "video_uri": s.video_uri, "distance_km": s.distance_km}
             for s in clip.segments
         ])
         _insert_missing(session, Clip, [{

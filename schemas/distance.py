@@ -1,0 +1,55 @@
+"""A segment's driven distance from its telemetry, so reports can give event rates per 100 km as well as per hour.
+
+Hours flatter a vehicle stuck in traffic and punish one on the motorway; fleets compare drivers per distance. A
+segment carries its telemetry only until the join, so the distance is computed then and travels on its SegmentRef.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from schemas.messages import TelemetrySample
+
+EARTH_RADIUS_KM = 6371.0088  # the IUGG mean radius
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance between two fixes in degrees, on a spherical Earth (error below 0.5 %)."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi, dlam = phi2 - phi1, math.radians(lon2 - lon1)
+    h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlam / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def distance_km(samples: Iterable[TelemetrySample]) -> float | None:
+    """Kilometres driven over `samples`: the haversine path through the GPS fixes (in time order) when there are at
+    least two, else the trapezoid integral of speed_kmh over t when there are at least two speeds, else None.
+
+    Samples missing the values a method needs (None or not finite) are skipped; negative speeds count as 0. GPS
+    jumps are summed as they come: the devices' fixes are trusted as much as their speeds.
+    """
+    fixes: list[tuple[float, float, float]] = []
+    speeds: list[tuple[float, float]] = []
+    for s in samples:
+        if s.lat is not None and s.lon is not None and _finite(s.t, s.lat, s.lon):
+            fixes.append((s.t, s.lat, s.lon))
+        if s.speed_kmh is not None and _finite(s.t, s.speed_kmh):
+            speeds.append((s.t, max(s.speed_kmh, 0.0)))
+    if len(fixes) >= 2:
+        fixes.sort()
+        return sum(haversine_km(a[1], a[2], b[1], b[2]) for a, b in itertools.pairwise(fixes))
+    if len(speeds) >= 2:
+        speeds.sort()
+        return sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(speeds)) / 3600.0
+    return None
+
+
+__all__ = ["EARTH_RADIUS_KM", "distance_km", "haversine_km"]

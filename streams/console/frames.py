@@ -1,0 +1,34 @@
+"""The clip page's frames: the stored stacked frames (road on top, driver below) as JPEG, one per request."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streams.blobs import BlobNotFound, LocalBlobStore
+from streams.clip import load_npz
+
+
+@lru_cache(maxsize=8)
+def _frames(path: Path, mtime: float) -> np.ndarray:
+    """A page asks for every frame of one clip in a row: keep a few clips' frames decoded (mtime keys a rewrite)."""
+    return load_npz(path).frames
+
+
+def frame_jpeg(blobs: LocalBlobStore, frames_uri: str, index: int, *, quality: int = 85) -> bytes | None:
+    """Frame `index` as JPEG, or None when the clip has no such frame; BlobNotFound when the blob is gone."""
+    path = blobs.path(frames_uri)
+    frames = _frames(path, path.stat().st_mtime)
+    if not 0 <= index < len(frames):
+        return None
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frames[index], cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"frame {index} of {frames_uri} does not encode as JPEG")
+    return data.tobytes()
+
+
+__all__ = ["BlobNotFound", "frame_jpeg"]

@@ -1,0 +1,124 @@
+"""What the console's pages and API read, on a fleet connection (so row-level security applies to every query).
+
+Report rows come from `streams.reports`, the same functions `drivecoach report` uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from streams.reports import Filters, event_rates, review_queue, trend
+
+
+@dataclass(frozen=True)
+class ClipDetail:
+    clip_id: str
+    fleet_id: str
+    vehicle_id: str
+    driver_id: str | None
+    start: datetime
+    duration_s: float
+    num_frames: int
+    sample_fps: float
+    frames_uri: str
+    inference_id: int | None
+    model_version: str | None
+    valid: bool | None
+    description: str
+    instruction: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+
+
+def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
+    """The clip, its current answer (the newest model version's), events with severity, and reviews."""
+    row = conn.execute(text("""
+        SELECT c.clip_id, c.fleet_id, c.vehicle_id, c.driver_id, to_timestamp(c.start_ts) AS start,
+               c.end_ts - c.start_ts AS duration_s, c.num_frames, c.sample_fps, c.frames_uri,
+               i.id AS inference_id, i.model_version, i.valid, coalesce(i.description, '') AS description,
+               coalesce(n.text, '') AS instruction
+        FROM clips c
+        LEFT JOIN current_inferences i ON i.clip_id = c.clip_id
+        LEFT JOIN instructions n ON n.inference_id = i.id
+        WHERE c.clip_id = :clip"""), {"clip": clip_id}).mappings().first()
+    if row is None:
+        return None
+    events = [dict(r) for r in conn.execute(text("""
+        SELECT e.id, e.type, e.view, e.start_s, e.end_s, e.coaching_status, coalesce(t.severity, 0) AS severity
+        FROM events e LEFT JOIN event_types t ON t.type = e.type
+        WHERE e.inference_id = :inf ORDER BY e.start_s, e.type"""), {"inf": row["inference_id"]}).mappings()]
+    reviews = [dict(r) for r in conn.execute(text("""
+        SELECT id, reviewer, verdict, corrected_turn1, corrected_instruction, created_at FROM reviews
+        WHERE inference_id = :inf ORDER BY created_at DESC, id DESC"""), {"inf": row["inference_id"]}).mappings()]
+    return ClipDetail(**dict(row), events=events, reviews=reviews)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    since: date
+    until: date
+    days: list[dict[str, Any]]  # per day: events and driving hours
+    types: list[dict[str, Any]]  # per type over the window
+    drivers: list[dict[str, Any]]  # per driver: events, hours, per hour, change against the previous window
+    statuses: dict[str, int]
+    queue: list[dict[str, Any]]
+
+
+def latest_day(conn: Connection) -> date | None:
+    """The newest day with driving: the dashboard's window ends there, so a fleet that stopped uploading (or the
+    demo's simulated days) still shows its last weeks rather than an empty chart."""
+    return conn.execute(text("SELECT max(day) FROM report_driving")).scalar()
+
+
+def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | None = None) -> Dashboard:
+    end = (until or latest_day(conn) or date.today()) + timedelta(days=1)
+    window = Filters(fleet=fleet_id, since=end - timedelta(days=days), until=end)
+    rates = event_rates(conn, window, group="fleet", period="day")
+    hours = {r["day"]: float(r["hours"]) for r in conn.execute(text("""
+        SELECT day, sum(seconds) / 3600.0 AS hours FROM report_driving
+        WHERE day >= :since AND day < :until GROUP BY day"""), {"since": window.since, "until": window.until}).mappings()}
+    per_day: dict[date, int] = {}
+    per_type: dict[str, dict[str, Any]] = {}
+    for r in rates:
+        per_day[r["period"]] = per_day.get(r["period"], 0) + int(r["events"])
+        t = per_type.setdefault(r["type"], {"type": r["type"], "severity": r["severity"], "events": 0})
+        t["events"] += int(r["events"])
+    total_hours = sum(hours.values())
+    for t in per_type.values():
+        t["per_hour"] = round(t["events"] / total_hours, 2) if total_hours else None
+    day_rows = [{"day": window.since + timedelta(days=i), "events": per_day.get(window.since + timedelta(days=i), 0),
+                 "hours": round(hours.get(window.since + timedelta(days=i), 0.0), 2)} for i in range(days)]
+    drivers = _drivers(conn, window)
+    statuses = dict(conn.execute(text("""SELECT coaching_status, count(*) FROM report_events
+                                         WHERE day >= :since AND day < :until GROUP BY 1"""),
+                                 {"since": window.since, "until": window.until}).all())
+    return Dashboard(window.since, window.until, day_rows,
+                     sorted(per_type.values(), key=lambda t: (-t["severity"], -t["events"], t["type"])), drivers,
+                     statuses, review_queue(conn, Filters(fleet=fleet_id), limit=10))
+
+
+def _drivers(conn: Connection, window: Filters) -> list[dict[str, Any]]:
+    by_driver: dict[str, dict[str, Any]] = {}
+    for r in trend(conn, window, group="driver"):
+        d = by_driver.setdefault(r["who"] or "(unknown)", {"driver": r["who"] or "(unknown)", "events": 0,
+                                                          "previous": 0})
+        d["events"] += int(r["events"])
+        d["previous"] += int(r["previous"])
+    for who, hours in conn.execute(text("""SELECT driver_id, sum(seconds) / 3600.0 FROM report_driving
+                                           WHERE day >= :since AND day < :until GROUP BY 1"""),
+                                   {"since": window.since, "until": window.until}).all():
+        d = by_driver.setdefault(who or "(unknown)", {"driver": who or "(unknown)", "events": 0, "previous": 0})
+        d["hours"] = round(float(hours), 2)
+    for d in by_driver.values():
+        d.setdefault("hours", 0.0)
+        d["per_hour"] = round(d["events"] / d["hours"], 2) if d["hours"] else None
+        d["change"] = d["events"] - d["previous"]
+    return sorted(by_driver.values(), key=lambda d: (-(d["per_hour"] or 0), -d["events"], d["driver"]))
+
+
+__all__ = ["ClipDetail", "Dashboard", "clip_detail", "dashboard", "latest_day"]

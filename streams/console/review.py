@@ -1,0 +1,129 @@
+"""Review actions of a safety manager, and what each one writes.
+
+- accept: the answer is right. A `reviews` row (verdict accepted, a training label); its events need coaching.
+- correct: the events or the instruction were wrong. A `reviews` row (verdict corrected) with the corrected turn 1
+  and/or instruction (the training labels); the clip's event rows and instruction become the corrected ones, so
+  reports count what the manager saw. The model's own answer stays in `inferences.raw_turn1/raw_turn2`.
+- dismiss: nothing to coach (a false alarm). A `reviews` row (verdict dismissed, not a label); events dismissed.
+- coached: the driver was coached. Only the events' coaching status changes: a review row would become the
+  clip's latest review and hide its label from the training export.
+
+Every write runs on a fleet connection (`streams.tenancy`), so row-level security checks it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection
+
+from schemas.db import Event, Instruction, Review
+from schemas.messages import DetectedEvent
+from schemas.prompts import format_turn1
+from schemas.taxonomy import TAXONOMY, EventType
+from streams.errors import DrivecoachError
+
+Action = Literal["accept", "correct", "dismiss", "coached"]
+VERDICTS: dict[str, str] = {"accept": "accepted", "correct": "corrected", "dismiss": "dismissed"}
+
+
+class ReviewError(DrivecoachError):
+    """A review that cannot be applied (unknown clip, nothing to correct, an event outside the clip, ...)."""
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: EventType
+    start: float = Field(ge=0, le=86_400)
+    end: float = Field(ge=0, le=86_400)
+
+
+class ReviewIn(BaseModel):
+    """A review as the JSON API takes it (the HTML form is turned into the same)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Action
+    events: list[EventIn] | None = Field(None, max_length=64, description="correct: the right events (all of them)")
+    instruction: str | None = Field(None, max_length=2000, description="correct: the right instruction")
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    inference_id: int
+    action: Action
+    review_id: int | None
+    events: int
+
+
+def corrected_events(items: list[EventIn], duration: float) -> list[DetectedEvent]:
+    """The taxonomy fixes each type's view; times must lie inside the clip and not run backwards."""
+    events = []
+    for item in items:
+        if item.end < item.start:
+            raise ReviewError(f"{item.type.value}: the end ({item.end:g} s) is before the start ({item.start:g} s)")
+        if item.end > duration + 0.5:
+            raise ReviewError(f"{item.type.value}: the end ({item.end:g} s) is after the clip ends ({duration:.0f} s)")
+        try:
+            events.append(DetectedEvent(type=item.type, view=TAXONOMY[item.type].view, start=item.start, end=item.end))
+        except ValidationError as err:
+            raise ReviewError(str(err.errors()[0]["msg"])) from err
+    return events
+
+
+def form_events(types: list[str], starts: list[str], ends: list[str]) -> list[EventIn]:
+    """The clip page's event rows: a row whose type is empty is removed; a bad number is a ReviewError."""
+    items = []
+    for i, kind in enumerate(types):
+        if not kind:
+            continue
+        try:
+            items.append(EventIn(type=EventType(kind), start=float(starts[i]), end=float(ends[i])))
+        except (ValueError, IndexError, ValidationError) as err:
+            raise ReviewError(f"event row {i + 1} ({kind}): give a start and end in seconds") from err
+    return items
+
+
+def apply_review(conn: Connection, *, fleet_id: str, reviewer: str, inference_id: int, clip_duration: float,
+                 review: ReviewIn) -> ReviewOutcome:
+    if review.action == "coached":
+        moved = conn.execute(update(Event).where(Event.inference_id == inference_id,
+                                                 Event.coaching_status == "needs_coaching")
+                             .values(coaching_status="coached")).rowcount
+        if not moved:
+            raise ReviewError("no event of this clip is waiting for coaching (accept or correct it first)")
+        return ReviewOutcome(inference_id, review.action, None, moved)
+    corrected_turn1 = corrected_instruction = None
+    if review.action == "correct":
+        if review.events is None and not (review.instruction or "").strip():
+            raise ReviewError("a correction needs the right events or the right instruction")
+        if review.events is not None:
+            events = corrected_events(review.events, clip_duration)
+            corrected_turn1 = format_turn1(events)
+            conn.execute(delete(Event).where(Event.inference_id == inference_id))
+            if events:
+                conn.execute(insert(Event), [
+                    {"fleet_id": fleet_id, "inference_id": inference_id, "type": e.type.value, "view": e.view.value,
+                     "start_s": e.start, "end_s": e.end, "coaching_status": "needs_coaching"} for e in events])
+        if (review.instruction or "").strip():
+            corrected_instruction = review.instruction.strip()
+            stmt = pg_insert(Instruction).values(inference_id=inference_id, fleet_id=fleet_id,
+                                                 text=corrected_instruction)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["inference_id"], set_={"text": stmt.excluded.text}))
+    status = {"accept": "needs_coaching", "correct": "needs_coaching", "dismiss": "dismissed"}[review.action]
+    conn.execute(update(Event).where(Event.inference_id == inference_id, Event.coaching_status == "needs_review")
+                 .values(coaching_status=status))
+    review_id = conn.execute(insert(Review).values(
+        fleet_id=fleet_id, inference_id=inference_id, reviewer=reviewer, verdict=VERDICTS[review.action],
+        corrected_turn1=corrected_turn1, corrected_instruction=corrected_instruction).returning(Review.id)).scalar_one()
+    count = conn.execute(select(Event.id).where(Event.inference_id == inference_id)).all()
+    return ReviewOutcome(inference_id, review.action, int(review_id), len(count))
+
+
+__all__ = ["Action", "EventIn", "ReviewError", "ReviewIn", "ReviewOutcome", "apply_review", "corrected_events",
+           "form_events"]

@@ -1,0 +1,68 @@
+"""Per-fleet isolation in Postgres: each fleet has a role, and managers' queries run under it.
+
+Migration 0004's policies let a role see the rows of the fleet that `fleet_roles` binds it to, and nothing else.
+The console and `drivecoach report` open every transaction with `SET LOCAL ROLE <fleet role>`, so a query that
+forgets its `WHERE fleet_id = ...` still cannot return another fleet's rows. `SET LOCAL` ends with the
+transaction, so a pooled connection goes back to the pool as the owner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection
+
+from schemas.db import Fleet, FleetRole
+from streams.errors import DrivecoachError
+
+GROUP_ROLE = "drivecoach_console"
+
+
+class FleetAccessError(DrivecoachError):
+    """The fleet's role cannot be created or assumed (missing privileges, or an unknown fleet)."""
+
+
+def fleet_role_name(fleet_id: str) -> str:
+    """A valid, stable Postgres identifier for any fleet id (ids may hold characters roles cannot)."""
+    readable = re.sub(r"[^a-z0-9_]", "_", fleet_id.lower())[:24]
+    digest = hashlib.sha256(fleet_id.encode()).hexdigest()[:12]
+    return f"drivecoach_fleet_{readable}_{digest}"
+
+
+def ensure_fleet_role(conn: Connection, fleet_id: str) -> str:
+    """Create the fleet (if new), its role (if missing) and the binding; needs CREATEROLE. Idempotent."""
+    role = fleet_role_name(fleet_id)
+    conn.execute(insert(Fleet).values(fleet_id=fleet_id).on_conflict_do_nothing())
+    try:
+        with conn.begin_nested():
+            conn.execute(text(f"""DO $$ BEGIN
+                CREATE ROLE "{role}" NOLOGIN NOBYPASSRLS IN ROLE {GROUP_ROLE};
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"""))
+            # The connecting role must be a member to SET ROLE to it (a superuser already may).
+            conn.execute(text(f'GRANT "{role}" TO CURRENT_USER'))
+    except Exception as err:
+        raise FleetAccessError(f"cannot create the Postgres role of fleet {fleet_id!r} ({err.__class__.__name__}: "
+                               f"{str(err).splitlines()[0]}); the database user needs CREATEROLE") from err
+    conn.execute(insert(FleetRole).values(role_name=role, fleet_id=fleet_id).on_conflict_do_nothing())
+    return role
+
+
+@contextmanager
+def fleet_connection(engine: Engine, fleet_id: str) -> Iterator[Connection]:
+    """A transaction that sees and writes only `fleet_id`'s rows; committed when the block ends without error."""
+    role = fleet_role_name(fleet_id)
+    with engine.begin() as conn:
+        bound = conn.execute(text("SELECT fleet_id FROM fleet_roles WHERE role_name = :r"), {"r": role}).scalar()
+        if bound != fleet_id:
+            raise FleetAccessError(f"fleet {fleet_id!r} has no role yet; create it with `drivecoach console "
+                                   "add-manager` (or tenancy.ensure_fleet_role)")
+        conn.execute(text(f'SET LOCAL ROLE "{role}"'))
+        yield conn
+
+
+__all__ = ["GROUP_ROLE", "FleetAccessError", "ensure_fleet_role", "fleet_connection", "fleet_role_name"]

@@ -1,0 +1,91 @@
+"""Fleets of simulated clips in a real Postgres for the console's tests: real stacked frames in the blob store and
+rows written by the worker's own `write_result`, with the scenario's true events as the model's answer."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.messages import ClipMessage, InferenceResult
+from schemas.prompts import PROMPT_VERSION, format_turn1
+from streams.blobs import LocalBlobStore
+from streams.console.auth import add_manager
+from streams.demo import scenario_frames
+from streams.settings import Settings
+from streams.simulate import Scenario, make_scenarios
+from streams.sink import write_result
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass(frozen=True)
+class SeededFleet:
+    fleet_id: str
+    manager: str
+    clips: list[Scenario]
+
+
+def seed_fleet(factory: sessionmaker[Session], settings: Settings, fleet_id: str, *, clips: int = 3,
+               seed: int = 11) -> SeededFleet:
+    # Vehicle and driver ids are global keys (VINs, say): the simulator's are not, so they get the fleet's name.
+    scenarios = [replace(s, vehicle_id=f"{fleet_id}/{s.vehicle_id}", driver_id=f"{fleet_id}/{s.driver_id}")
+                 for s in make_scenarios(seed, clips, fleet_id=fleet_id, vehicles=2, duration=12.0)]
+    blobs = LocalBlobStore(settings.blobs)
+    for s in scenarios:
+        frames = scenario_frames(s, settings)
+        uri = blobs.put_bytes(f"clips/{s.scenario_id}.npz", frames.to_npz())
+        clip = ClipMessage(clip_id=s.scenario_id, fleet_id=fleet_id, vehicle_id=s.vehicle_id, driver_id=s.driver_id,
+                           start_ts=s.start_ts, end_ts=s.start_ts + s.duration, views=["road", "driver"], segments=[],
+                           frames_uri=uri, num_frames=len(frames.frames), frame_width=frames.frames.shape[2],
+                           frame_height=frames.frames.shape[1], sample_fps=settings.sample_fps)
+        write_result(factory, clip=clip, result=InferenceResult(
+            clip_id=clip.clip_id, model_version="model-test", prompt_version=PROMPT_VERSION, events=list(s.events),
+            description="", instruction=s.instruction, raw_turn1=format_turn1(list(s.events)),
+            raw_turn2=s.instruction, valid=True, latency_ms=1.0, prompt_tokens=1, generated_tokens=1))
+    manager = f"manager@{fleet_id}"
+    with factory() as session, session.begin():
+        add_manager(session, username=manager, fleet_id=fleet_id, password=PASSWORD, display_name=f"{fleet_id} lead")
+    return SeededFleet(fleet_id, manager, scenarios)
+
+
+@contextmanager
+def running_console(settings: Settings, engine: Engine) -> Iterator[str]:
+    """The console on a free loopback port, served by uvicorn in a thread as `drivecoach console serve` does."""
+    import uvicorn
+
+    from streams.console.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the console did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def sign_in(client: httpx.Client, username: str, password: str = PASSWORD) -> str:
+    """Sign in through the form as a browser would; returns the session's CSRF token (from a page's forms)."""
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    client.post("/login", data={"username": username, "password": password, "csrf_token": token, "next": "/"})
+    page = client.get("/")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    if found is None:
+        raise AssertionError(f"sign-in as {username} failed: {page.status_code} {page.text[:200]}")
+    return found.group(1)

@@ -1,0 +1,123 @@
+"""Row-level security per fleet, proved with direct SQL: under a fleet's role, queries that name no fleet at all
+still see, change and add only that fleet's rows."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.orm import sessionmaker
+
+from streams.settings import Settings
+from streams.tenancy import fleet_connection, fleet_role_name
+from tests.integration.console_data import seed_fleet
+
+pytestmark = pytest.mark.integration
+FLEET_TABLES = ["fleets", "vehicles", "drivers", "clips", "inferences", "events", "instructions", "reviews",
+                "current_inferences", "report_events", "report_driving", "review_queue"]
+
+
+@pytest.fixture(scope="module")
+def two_fleets(database_url: str, tmp_path_factory: pytest.TempPathFactory):
+    engine = create_engine(database_url)
+    factory = sessionmaker(engine)
+    settings = Settings(home=tmp_path_factory.mktemp("tenancy"))
+    suffix = uuid.uuid4().hex[:6]
+    a = seed_fleet(factory, settings, f"fleet-a-{suffix}", clips=3, seed=21)
+    b = seed_fleet(factory, settings, f"fleet-b-{suffix}", clips=2, seed=22)
+    yield engine, a, b
+    engine.dispose()
+
+
+def test_every_table_and_view_shows_only_the_roles_fleet(two_fleets) -> None:
+    engine, a, b = two_fleets
+    with engine.connect() as conn:  # the owner sees both fleets: the data is there to leak
+        owner = {t: set(conn.execute(text(f"SELECT DISTINCT fleet_id FROM {t}")).scalars()) for t in FLEET_TABLES}
+    assert all({a.fleet_id, b.fleet_id} <= fleets for t, fleets in owner.items() if t != "reviews"), owner
+    for fleet in (a, b):
+        with engine.begin() as conn:
+            conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(fleet.fleet_id)}"'))
+            for table in FLEET_TABLES:
+                seen = set(conn.execute(text(f"SELECT DISTINCT fleet_id FROM {table}")).scalars())  # no WHERE
+                assert seen <= {fleet.fleet_id}, (table, seen)
+            assert conn.execute(text("SELECT count(*) FROM clips")).scalar() == len(fleet.clips)
+
+
+def test_writes_cannot_reach_another_fleet(two_fleets) -> None:
+    engine, a, b = two_fleets
+    role = fleet_role_name(a.fleet_id)
+    with engine.begin() as conn:
+        b_inference = conn.execute(text("SELECT id FROM inferences WHERE fleet_id = :f LIMIT 1"),
+                                   {"f": b.fleet_id}).scalar_one()
+        b_statuses = conn.execute(text("SELECT count(*) FROM events WHERE fleet_id = :f AND coaching_status = "
+                                       "'needs_review'"), {"f": b.fleet_id}).scalar_one()
+    with engine.begin() as conn:
+        conn.execute(text(f'SET LOCAL ROLE "{role}"'))
+        changed = conn.execute(text("UPDATE events SET coaching_status = 'dismissed'")).rowcount
+        deleted = conn.execute(text("DELETE FROM events WHERE inference_id = :i"), {"i": b_inference}).rowcount
+        assert deleted == 0 and changed == conn.execute(text("SELECT count(*) FROM events")).scalar()
+        conn.rollback()
+    with pytest.raises(ProgrammingError, match="row-level security"):
+        with engine.begin() as conn:  # a review labelled with the other fleet is refused by the policy's check
+            conn.execute(text(f'SET LOCAL ROLE "{role}"'))
+            conn.execute(text("INSERT INTO reviews (fleet_id, inference_id, reviewer, verdict) "
+                              "VALUES (:f, :i, 'intruder', 'accepted')"), {"f": b.fleet_id, "i": b_inference})
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM events WHERE fleet_id = :f AND coaching_status = "
+                                 "'needs_review'"), {"f": b.fleet_id}).scalar_one() == b_statuses
+        assert conn.execute(text("SELECT count(*) FROM reviews WHERE fleet_id = :f"), {"f": b.fleet_id}).scalar() == 0
+
+
+@pytest.mark.parametrize("table", ["managers", "console_sessions"])
+def test_fleet_roles_cannot_read_sign_ins(two_fleets, table: str) -> None:
+    engine, a, _ = two_fleets
+    with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+        conn.execute(text(f"SELECT * FROM {table}"))
+
+
+def test_a_fleet_role_cannot_turn_row_security_off(two_fleets) -> None:
+    engine, a, _ = two_fleets
+    with pytest.raises(DBAPIError, match="row-level security"), engine.begin() as conn:
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+        conn.execute(text("SET LOCAL row_security = off"))
+        conn.execute(text("SELECT count(*) FROM clips"))
+
+
+def test_fleet_connection_is_bounded_and_resets(two_fleets) -> None:
+    engine, a, _b = two_fleets
+    with fleet_connection(engine, a.fleet_id) as conn:
+        assert conn.execute(text("SELECT current_user")).scalar() == fleet_role_name(a.fleet_id)
+        assert set(conn.execute(text("SELECT clip_id FROM clips")).scalars()) == {s.scenario_id for s in a.clips}
+    with engine.connect() as conn:  # back in the pool as the owner
+        assert conn.execute(text("SELECT current_user")).scalar() == conn.execute(text("SELECT session_user")).scalar()
+
+
+def test_unknown_fleet_has_no_role(two_fleets, tmp_path: Path) -> None:
+    from streams.tenancy import FleetAccessError
+
+    engine, _, _ = two_fleets
+    with pytest.raises(FleetAccessError, match="has no role"), fleet_connection(engine, "fleet-nobody"):
+        pass
+
+
+def test_cli_report_runs_under_the_fleet_role(two_fleets, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    engine, a, b = two_fleets
+    monkeypatch.setenv("DRIVECOACH_DATABASE_URL", database_url)
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "queue", "--fleet", a.fleet_id, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert {r["fleet_id"] for r in rows} == {a.fleet_id} and len(rows) == len(a.clips)
+    assert runner.invoke(app, ["report", "queue", "--format", "json"]).exit_code == 2  # no fleet: refused
+    missing = runner.invoke(app, ["report", "events", "--fleet", "fleet-typo"])
+    assert missing.exit_code == 1 and "no fleet" in missing.output
