@@ -1,19 +1,23 @@
 """Benchmarks that print ratios measured in one run: `drivecoach bench clip` and `drivecoach bench join`.
 
 Figures are CPU seconds of this process (`time.process_time`), so a busy neighbour on the machine changes them
-less than wall time would; each benchmark compares against its own baseline measured in the same run. The one
-exception, `bench_join_broker`, spans a broker and a joiner process, so it is measured in wall seconds.
+less than wall time would; each benchmark compares against its own baseline measured in the same run. The
+exceptions are measured in wall seconds: `bench_join_broker` spans a broker and a joiner process, and
+`bench_reports` (`drivecoach bench reports`) times queries whose work happens in the Postgres server.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +36,9 @@ if TYPE_CHECKING:
     import subprocess
 
     from kafka import KafkaConsumer
+    from sqlalchemy.engine import Connection
+
+    from streams.database import ResolvedDatabase
 
 
 @dataclass(frozen=True)
@@ -505,19 +512,339 @@ def bench_train(settings: Settings, work: Path, *, steps: int = 40, processes: i
                       tokens_per_sample=float(np.mean(lengths)), wall_s=wall)
 
 
+# --- `drivecoach bench reports`: the safety managers' report queries on a million events -----------------------
+
+EVENT_MIX = {  # share of detected events per type (a dashcam fleet: road events common, severe ones rare)
+    "following_distance": 0.18, "speeding": 0.16, "harsh_braking": 0.12, "lane_departure": 0.10,
+    "distraction": 0.10, "harsh_acceleration": 0.07, "harsh_turn": 0.06, "phone_use": 0.05, "no_seatbelt": 0.04,
+    "rolling_stop": 0.04, "eating_drinking": 0.03, "drowsiness": 0.02, "smoking": 0.015,
+    "forward_collision_risk": 0.01, "camera_obstructed": 0.005,
+}
+
+# Each step one INSERT ... SELECT (random() seeded once per run, so a size always gives the same rows). Clips are
+# inserted in time order, as they arrive; their ids are hashes, as the joiner's are. Bound: prefix, fleets,
+# vehicles, clips, days, end_day, end_epoch, reinfer, eventful, events, eventful_rows.
+_GENERATE = [
+    ("fleets", """
+        INSERT INTO fleets (fleet_id, name)
+        SELECT format('%s-f%s', :prefix, lpad(k::text, 2, '0')), format('Bench fleet %s', k)
+        FROM generate_series(0, :fleets - 1) k"""),
+    ("model_versions", """
+        INSERT INTO model_versions (version, path, stage, demo, metrics)
+        VALUES ('bench-m1', '', 'retired', false, '{}'), ('bench-m2', '', 'production', false, '{}')"""),
+    ("bench_vehicles", """
+        CREATE TEMP TABLE bench_vehicles AS
+        SELECT v, format('%s-v%s', :prefix, lpad(v::text, 5, '0')) AS vehicle_id,
+               format('%s-f%s', :prefix, lpad(f::text, 2, '0')) AS fleet_id
+        FROM (SELECT v, CASE WHEN v < :fleets THEN v ELSE floor(:fleets * power(random(), 1.5))::int END AS f
+              FROM generate_series(0, :vehicles - 1) v) g"""),  # every fleet a vehicle; low numbers bigger fleets
+    ("vehicles", "INSERT INTO vehicles (vehicle_id, fleet_id) SELECT vehicle_id, fleet_id FROM bench_vehicles"),
+    ("drivers", """
+        INSERT INTO drivers (driver_id, fleet_id)
+        SELECT replace(vehicle_id, '-v', '-d') || shift, fleet_id
+        FROM bench_vehicles CROSS JOIN (VALUES ('a'), ('b')) s(shift)
+        WHERE shift = 'a' OR v % 4 = 0"""),  # one vehicle in four is shared by two drivers
+    ("bench_clips", """
+        CREATE TEMP TABLE bench_clips AS
+        SELECT md5(:prefix || n) AS clip_id, v.v, v.fleet_id, v.vehicle_id,
+               CASE WHEN r < 0.02 THEN NULL  -- driver not identified
+                    ELSE replace(v.vehicle_id, '-v', '-d') || CASE WHEN v.v % 4 = 0 AND r < 0.42 THEN 'b' ELSE 'a' END
+               END AS driver_id, start_ts, start_ts + dur AS end_ts
+        FROM (SELECT n, floor(random() * :vehicles)::int AS v, random() AS r,
+                     extract(epoch FROM (:end_day - floor(random() * :days)::int)::timestamp)
+                     + 5 * 3600 + random() * 16 * 3600 AS start_ts,  -- 05:00 to 21:00 UTC
+                     CASE WHEN random() < 0.85 THEN 60.0 ELSE 10 + floor(random() * 50) END AS dur
+              FROM generate_series(1, :clips) n) g
+        JOIN bench_vehicles v USING (v)"""),
+    ("clips", """
+        INSERT INTO clips (clip_id, fleet_id, vehicle_id, driver_id, start_ts, end_ts, views, frames_uri, num_frames,
+                           frame_width, frame_height, sample_fps)
+        SELECT clip_id, fleet_id, vehicle_id, driver_id, start_ts, end_ts, '["road", "driver"]',
+               'file:///bench/clips/' || clip_id || '.npz', least(128, floor(2 * (end_ts - start_ts)))::int, 112, 140,
+               2.0
+        FROM bench_clips ORDER BY start_ts"""),
+    # One 1-minute upload per camera and clip. Telemetry per vehicle: 7 in 10 send it with the road camera, 2 in 10
+    # only with the driver camera, 1 in 10 none, so every branch of report_driving's distance is exercised.
+    ("segments", """
+        INSERT INTO segments (segment_id, fleet_id, vehicle_id, camera, start_ts, end_ts, video_uri, distance_km)
+        SELECT c.clip_id || '-' || s.camera, c.fleet_id, c.vehicle_id, s.camera, c.start_ts + s.skew,
+               c.end_ts + s.skew, 'file:///bench/segments/' || c.clip_id || '-' || s.camera || '.mp4',
+               CASE WHEN (s.camera = 'road' AND c.v % 10 < 7) OR (s.camera = 'driver' AND c.v % 10 IN (7, 8))
+                    THEN (c.end_ts - c.start_ts) / 3600.0 * (20 + random() * 80) END
+        FROM bench_clips c CROSS JOIN (VALUES ('road', 0.0), ('driver', 0.2)) s(camera, skew)
+        ORDER BY c.start_ts"""),
+    ("clip_segments", """
+        INSERT INTO clip_segments (clip_id, segment_id, fleet_id)
+        SELECT c.clip_id, c.clip_id || '-' || s.camera, c.fleet_id
+        FROM bench_clips c CROSS JOIN (VALUES ('road'), ('driver')) s(camera)
+        ORDER BY c.start_ts"""),
+    ("inferences", """
+        INSERT INTO inferences (fleet_id, clip_id, model_version, prompt_version, valid, error, description, raw_turn1,
+                                raw_turn2, latency_ms, prompt_tokens, generated_tokens, updated_at, created_at)
+        SELECT fleet_id, clip_id, 'bench-m1', 'cot-v1', ok, CASE WHEN NOT ok THEN 'turn 1: not valid JSON' END,
+               'A delivery van on a two-lane road in daylight; the driver looks ahead, hands on the wheel.',
+               '{"events": [{"type": "following_distance", "view": "road", "start": 12.0, "end": 18.5}], '
+               '"description": "A delivery van on a two-lane road in daylight."}',
+               'Keep at least a two-second gap to the vehicle ahead and brake earlier.', 250 + random() * 500,
+               480 + floor(random() * 64)::int, 40 + floor(random() * 80)::int, at, at
+        FROM (SELECT *, random() > 0.02 AS ok, to_timestamp(end_ts + 60 + random() * 600) AS at FROM bench_clips) c
+        ORDER BY at"""),
+    # A newer model version re-answered some clips later: current_inferences must pick its answer.
+    ("inferences (re-inferred)", """
+        INSERT INTO inferences (fleet_id, clip_id, model_version, prompt_version, valid, description, raw_turn1,
+                                raw_turn2, latency_ms, prompt_tokens, generated_tokens, updated_at, created_at)
+        SELECT fleet_id, clip_id, 'bench-m2', 'cot-v1', true, description, raw_turn1, raw_turn2, latency_ms,
+               prompt_tokens, generated_tokens, at, at
+        FROM (SELECT *, updated_at + (1 + random() * 20) * interval '1 day' AS at FROM inferences
+              WHERE random() < :reinfer) i
+        ORDER BY at"""),
+    ("bench_eventful", """
+        CREATE TEMP TABLE bench_eventful AS
+        SELECT row_number() OVER (ORDER BY i.id) AS rn, i.id, i.fleet_id, c.start_ts, c.end_ts - c.start_ts AS dur
+        FROM inferences i JOIN bench_clips c USING (clip_id)
+        WHERE random() < :eventful"""),  # the other answers found nothing
+    ("events", """
+        INSERT INTO events (fleet_id, inference_id, type, view, start_s, end_s, coaching_status)
+        SELECT f.fleet_id, f.id, t.type, t.view, g.at * greatest(f.dur - 6, 0),
+               g.at * greatest(f.dur - 6, 0) + 1 + 4 * g.len,
+               CASE WHEN :end_epoch - f.start_ts > 14 * 86400  -- older events have mostly been dealt with
+                    THEN CASE WHEN g.rs < 0.25 THEN 'needs_review' WHEN g.rs < 0.35 THEN 'needs_coaching'
+                              WHEN g.rs < 0.80 THEN 'coached' ELSE 'dismissed' END
+                    ELSE CASE WHEN g.rs < 0.65 THEN 'needs_review' WHEN g.rs < 0.80 THEN 'needs_coaching'
+                              WHEN g.rs < 0.92 THEN 'coached' ELSE 'dismissed' END END
+        FROM (SELECT 1 + floor(random() * :eventful_rows)::bigint AS rn, random() AS rt, random() AS at,
+                     random() AS len, random() AS rs
+              FROM generate_series(1, :events)) g
+        JOIN bench_eventful f USING (rn)
+        JOIN bench_types t ON g.rt >= t.lo AND g.rt < t.hi
+        ORDER BY f.id"""),
+    ("instructions", """
+        INSERT INTO instructions (inference_id, fleet_id, text)
+        SELECT id, fleet_id, 'Keep at least a two-second gap to the vehicle ahead and brake earlier.'
+        FROM inferences"""),
+    # Managers have reviewed about half the answers, the older ones more often.
+    ("reviews", """
+        INSERT INTO reviews (fleet_id, inference_id, reviewer, verdict, corrected_instruction, created_at)
+        SELECT fleet_id, id, 'manager@' || fleet_id,
+               CASE WHEN r < 0.80 THEN 'accepted' WHEN r < 0.95 THEN 'corrected' ELSE 'rejected' END,
+               CASE WHEN r >= 0.80 AND r < 0.95 THEN 'Slow down before the junction and check the mirrors.' END, at
+        FROM (SELECT i.*, random() AS r, i.updated_at + random() * interval '3 days' AS at FROM inferences i
+              WHERE random() < CASE WHEN i.updated_at > to_timestamp(:end_epoch) - interval '7 days'
+                                    THEN 0.25 ELSE 0.55 END) i
+        ORDER BY at"""),
+]
+_PARAM_TYPES = {"prefix": "text", "fleets": "int", "vehicles": "int", "clips": "int", "days": "int",
+                "end_day": "date", "end_epoch": "float8", "reinfer": "float8", "eventful": "float8",
+                "events": "int", "eventful_rows": "bigint"}
+_TABLES = ["fleets", "vehicles", "drivers", "clips", "segments", "clip_segments", "inferences", "events",
+           "instructions", "reviews"]
+
+
+@dataclass(frozen=True)
+class QueryTiming:
+    query: str
+    rls: bool  # True: under the fleet's role (row-level security), as the console and `drivecoach report` run it
+    rows: int  # rows the query returned (dashboard: the rows of all its parts; clip_detail: 1 + events + reviews)
+    timings_ms: tuple[float, ...]  # wall ms per run, after one warm-up run
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.percentile(self.timings_ms, 50))
+
+    @property
+    def p95_ms(self) -> float:
+        return float(np.percentile(self.timings_ms, 95))
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.timings_ms)
+
+
+@dataclass(frozen=True)
+class ReportsBench:
+    database: str  # the scratch database (dropped at the end unless kept)
+    fleet_id: str  # the fleet whose manager is simulated: the median fleet by events
+    fleet_events: int
+    end_day: date  # the newest day of data; windows end there
+    rows: dict[str, int]  # rows generated per table
+    generate_s: float  # wall: every INSERT ... SELECT
+    analyze_s: float  # wall: VACUUM ANALYZE of the generated tables
+    queries: tuple[QueryTiming, ...]
+
+
+def _scratch_database(settings: Settings, name: str) -> ResolvedDatabase:
+    """Database `name` on the configured server: DRIVECOACH_DATABASE_URL's, else the local one, else embedded."""
+    from sqlalchemy.engine import make_url
+
+    from streams.database import ResolvedDatabase, ensure_database, resolve_database_url
+
+    if settings.database_url:
+        return ResolvedDatabase(url=ensure_database(make_url(settings.database_url), name), source="env")
+    return resolve_database_url(settings.model_copy(update={"database_name": name}))
+
+
+def _drop_scratch(database: ResolvedDatabase, role: str | None) -> None:
+    import psycopg
+    from psycopg import sql
+
+    admin = database.url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database.url.database)))
+        if role:  # cluster-wide, and this run's alone (the fleet ids carry the run's prefix)
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def generate_report_data(conn: Connection, *, prefix: str, events: int, fleets: int, days: int, end_day: date,
+                         seed: float = 0.42, progress: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Fleets to reviews for `events` detected events over `days` days ending `end_day`, in SQL (INSERT ... SELECT
+    on generate_series), committed step by step; returns the rows per table."""
+    from sqlalchemy import text
+
+    say = progress or (lambda _msg: None)
+    clips = max(fleets, round(events / 2.2))  # about 2.2 events per clip that has any, 0.65 of clips have any
+    params = {"prefix": prefix, "fleets": fleets, "vehicles": max(2 * fleets, events // 1250), "clips": clips,
+              "days": days, "end_day": end_day, "end_epoch": float((end_day - date(1970, 1, 1)).days * 86400 + 86400),
+              "reinfer": 0.10, "eventful": 0.65, "events": events}
+    names, upper = list(EVENT_MIX), list(itertools.accumulate(EVENT_MIX.values()))
+    upper[-1] = 2.0  # random() < 1: the last type takes the rounding
+    conn.execute(text("SELECT setseed(:seed)"), {"seed": seed})
+    conn.execute(text("CREATE TEMP TABLE bench_types AS SELECT b.type, t.view, b.lo, b.hi FROM (VALUES "
+                      + ", ".join(f"('{name}', {lo:.6f}, {hi:.6f})" for name, lo, hi
+                                  in zip(names, [0.0, *upper[:-1]], upper, strict=True))
+                      + ") b(type, lo, hi) JOIN event_types t USING (type)"))
+    rows: dict[str, int] = {}
+    for step, sql in _GENERATE:
+        started = time.perf_counter()
+        if step == "events":
+            params["eventful_rows"] = conn.execute(text("SELECT count(*) FROM bench_eventful")).scalar_one()
+        for name, kind in _PARAM_TYPES.items():  # typed, so the server need not guess (format, power, ...)
+            sql = re.sub(rf"(?<!:):{name}\b", f"CAST(:{name} AS {kind})", sql)
+        count = conn.execute(text(sql), params).rowcount
+        conn.commit()
+        table = step.split(" ")[0]
+        if not table.startswith("bench_"):
+            rows[table] = rows.get(table, 0) + count
+        say(f"{step}: {count:,} rows in {time.perf_counter() - started:.1f} s")
+    return rows
+
+
+def _timed(run: Callable[[Connection], int], connect: Callable[[], AbstractContextManager[Connection]],
+           repeat: int) -> tuple[int, list[float]]:
+    """One warm-up run, then `repeat` runs, each in its own transaction as a console page opens one."""
+    timings, rows = [], 0
+    for k in range(repeat + 1):
+        with connect() as conn:
+            started = time.perf_counter()
+            rows = run(conn)
+            if k:
+                timings.append((time.perf_counter() - started) * 1000.0)
+    return rows, timings
+
+
+def bench_reports(settings: Settings, *, events: int = 1_000_000, fleets: int = 20, repeat: int = 30, days: int = 90,
+                  keep: bool = False, progress: Callable[[str], None] | None = None) -> ReportsBench:
+    """The safety managers' queries on a scratch database holding `events` detected events over `days` days.
+
+    A fresh database on the configured server (DRIVECOACH_DATABASE_URL's, else the local one, else the embedded
+    one) is migrated to head and filled in SQL (`generate_report_data`), then VACUUM ANALYZEd. The median fleet by
+    events gets its Postgres role, and each query the console and `drivecoach report` run is timed in wall ms
+    (the work happens in the server) under that role (row-level security on), and again as the table owner (no
+    row-level security; same SQL and filters) for comparison. The database (and the fleet's role) is dropped at the
+    end unless `keep`.
+    """
+    from sqlalchemy import create_engine, text
+
+    from streams.console.queries import clip_detail, dashboard
+    from streams.database import migrate
+    from streams.reports import Filters, event_rates, review_queue, trend
+    from streams.tenancy import ensure_fleet_role, fleet_connection, fleet_role_name
+
+    say = progress or (lambda _msg: None)
+    run_id = uuid.uuid4().hex[:6]
+    database = _scratch_database(settings, f"drivecoach_bench_{run_id}")
+    role: str | None = None
+    engine = create_engine(database.url, pool_size=2, max_overflow=0)
+    try:
+        say(f"migrating the scratch database {database.url.database}")
+        migrate(database.url)
+        end_day = datetime.now(UTC).date()
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            rows = generate_report_data(conn, prefix=f"bench{run_id}", events=events, fleets=fleets, days=days,
+                                        end_day=end_day, progress=say)
+        generate_s = time.perf_counter() - started
+        say("VACUUM ANALYZE")
+        started = time.perf_counter()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in _TABLES:
+                conn.execute(text(f"VACUUM ANALYZE {table}"))
+        analyze_s = time.perf_counter() - started
+
+        with engine.begin() as conn:
+            per_fleet = conn.execute(text("SELECT fleet_id, count(*) FROM events GROUP BY 1 ORDER BY 2, 1")).all()
+            fleet, fleet_events = per_fleet[len(per_fleet) // 2]
+            role = ensure_fleet_role(conn, fleet)
+            rng = np.random.default_rng(7)
+            clip_ids = list(conn.execute(text("SELECT clip_id FROM clips WHERE fleet_id = :f ORDER BY clip_id"),
+                                         {"f": fleet}).scalars())
+            picks = [clip_ids[int(k)] for k in rng.integers(0, len(clip_ids), repeat + 1)]
+        assert role == fleet_role_name(fleet)
+        month = Filters(fleet=fleet, since=end_day - timedelta(days=27), until=end_day + timedelta(days=1))
+        week = Filters(fleet=fleet, since=end_day - timedelta(days=6), until=end_day + timedelta(days=1))
+
+        def detail(conn: Connection) -> int:
+            found = clip_detail(conn, next(clips))
+            return 0 if found is None else 1 + len(found.events) + len(found.reviews)
+
+        def board(conn: Connection) -> int:
+            b = dashboard(conn, fleet)
+            return len(b.days) + len(b.types) + len(b.drivers) + len(b.statuses) + len(b.queue)
+
+        suite: list[tuple[str, Callable[[Connection], int]]] = [
+            ("event_rates driver/week, 28 days", lambda c: len(event_rates(c, month, group="driver", period="week"))),
+            ("event_rates fleet/day, 28 days", lambda c: len(event_rates(c, month, group="fleet", period="day"))),
+            ("trend driver, 7 days vs previous 7", lambda c: len(trend(c, week, group="driver"))),
+            ("review_queue, 50", lambda c: len(review_queue(c, Filters(fleet=fleet), limit=50))),
+            ("console dashboard (28 days)", board),
+            ("console clip_detail (random clip)", detail),
+        ]
+        results = []
+        for rls in (True, False):
+            for name, run in suite:
+                clips = iter(picks)
+                say(f"{'fleet role' if rls else 'table owner'}: {name}")
+                connect = (lambda: fleet_connection(engine, fleet)) if rls else engine.begin
+                count, timings = _timed(run, connect, repeat)
+                results.append(QueryTiming(name, rls, count, tuple(timings)))
+    finally:
+        engine.dispose()
+        if keep:
+            say(f"kept {database.url.render_as_string(hide_password=True)}")
+        else:
+            _drop_scratch(database, role)
+        database.close()
+    return ReportsBench(database=str(database.url.database), fleet_id=fleet, fleet_events=int(fleet_events),
+                        end_day=end_day, rows=rows, generate_s=generate_s, analyze_s=analyze_s,
+                        queries=tuple(results))
+
+
 __all__ = [
     "BenchError",
     "BrokerJoinBench",
     "ClipBench",
     "InferBench",
     "JoinBench",
+    "QueryTiming",
+    "ReportsBench",
     "TrainBench",
     "bench_clip",
     "bench_clip_footage",
     "bench_infer",
     "bench_join",
     "bench_join_broker",
+    "bench_reports",
     "bench_train",
     "decode_all",
+    "generate_report_data",
     "synthetic_segments",
 ]

@@ -70,7 +70,11 @@ def trend(conn: Connection, filters: Filters, *, group: Group = "driver") -> lis
     if filters.since is None or filters.until is None:
         raise ValueError("a trend needs --since and --until")
     length = filters.until - filters.since
-    previous = Filters(**{**filters.__dict__, "since": filters.since - length, "until": filters.since})
+    try:
+        before = filters.since - length
+    except OverflowError:  # a window reaching back past year 1: the previous period starts there
+        before = date.min
+    previous = Filters(**{**filters.__dict__, "since": before, "until": filters.since})
     key = GROUP_COLUMN[group]
     now_where, now_params = filters.where()
     before_where, before_params = previous.where(prefix="prev_")

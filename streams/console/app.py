@@ -7,6 +7,7 @@ any handler can see. Forms carry the session's CSRF token; API writes carry it i
 
 # No `from __future__ import annotations`: the routes' Annotated dependencies are closures of create_app, which
 # FastAPI could not resolve from strings.
+import re
 import secrets
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
@@ -18,7 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -37,7 +38,16 @@ SESSION_COOKIE = "drivecoach_session"
 LOGIN_COOKIE = "drivecoach_login"  # double-submit token of the sign-in form (no session exists yet)
 CSRF_HEADER = "X-CSRF-Token"
 ClipId = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Day = Annotated[date, Query(ge=date(2000, 1, 1), le=date(2100, 1, 1), description="UTC day, YYYY-MM-DD")]
+
+
+def _iso_day(value: Any) -> Any:
+    """Only YYYY-MM-DD: pydantic's lax mode would also read "0" as a Unix timestamp."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a day is YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_iso_day), Query(description="UTC day, YYYY-MM-DD")]
 
 
 class SignInRequired(Exception):
@@ -305,7 +315,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
                                    inference_id=detail.inference_id, clip_duration=detail.duration_s, review=review)
         return ReviewResultOut(**asdict(outcome))
 
-    err = {401: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+    # 422 stays FastAPI's own (request validation); a well-formed review that does not fit the clip's state (times
+    # past its end, nothing waiting for coaching) is a 409 with a sentence.
+    err = {401: {"model": ErrorOut}}
 
     @app.get("/api/v1/me", response_model=MeOut, tags=["session"], responses=err)
     def api_me(who: Api) -> MeOut:
@@ -327,28 +339,23 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         return _clip_out(detail)
 
     @app.post("/api/v1/clips/{clip_id}/review", response_model=ReviewResultOut, tags=["review"],
-              responses={**err, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+              responses={**err, 400: {"model": ErrorOut, "description": "the body is not JSON"}, 403: {"model": ErrorOut},
+                         404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
     def api_review(who: Annotated[auth.SignedIn, Depends(csrf_checked)], clip_id: ClipId,
                    review: ReviewIn) -> ReviewResultOut:
         """Accept, correct (events and/or instruction), dismiss, or mark coached; writes `reviews`."""
         try:
             return _review(who, clip_id, review)
         except ReviewError as error:
-            raise HTTPException(422, str(error)) from error
-
-    def _window(since: date | None, until: date | None) -> Filters:
-        if since and until and until <= since:
-            raise HTTPException(422, "until must be after since")
-        return Filters(since=since, until=until)
+            raise HTTPException(409, str(error)) from error
 
     @app.get("/api/v1/reports/events", response_model=list[RateRowOut], tags=["reports"], responses=err)
     def api_events(who: Api, since: Day | None = None, until: Day | None = None,
                    group: Literal["fleet", "vehicle", "driver"] = "driver", period: Literal["day", "week"] = "week",
                    event_type: Annotated[EventType | None, Query(alias="type")] = None) -> list[dict[str, Any]]:
         """Events per group, period and type with rates per driving hour (and per 100 km where known)."""
-        window = _window(since, until)
-        filters = Filters(fleet=who.fleet_id, event_type=event_type.value if event_type else None,
-                          since=window.since, until=window.until)
+        filters = Filters(fleet=who.fleet_id, event_type=event_type.value if event_type else None, since=since,
+                          until=until)  # [since, until): an empty or backward window has no rows
         with fleet_connection(engine, who.fleet_id) as conn:
             return event_rates(conn, filters, group=group, period=period)
 
@@ -356,13 +363,12 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     def api_trend(who: Api, since: Day, until: Day,
                   group: Literal["fleet", "vehicle", "driver"] = "driver") -> list[dict[str, Any]]:
         """Events per group and type in [since, until) against the period of the same length before it."""
-        _window(since, until)
         with fleet_connection(engine, who.fleet_id) as conn:
             return trend(conn, Filters(fleet=who.fleet_id, since=since, until=until), group=group)
 
     @app.exception_handler(ReviewError)
     async def _review_error(_: Request, error: ReviewError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
+        return JSONResponse({"detail": str(error)}, status_code=409)
 
     return app
 

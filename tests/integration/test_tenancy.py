@@ -60,11 +60,11 @@ def test_writes_cannot_reach_another_fleet(two_fleets) -> None:
         deleted = conn.execute(text("DELETE FROM events WHERE inference_id = :i"), {"i": b_inference}).rowcount
         assert deleted == 0 and changed == conn.execute(text("SELECT count(*) FROM events")).scalar()
         conn.rollback()
-    with pytest.raises(ProgrammingError, match="row-level security"):
-        with engine.begin() as conn:  # a review labelled with the other fleet is refused by the policy's check
-            conn.execute(text(f'SET LOCAL ROLE "{role}"'))
-            conn.execute(text("INSERT INTO reviews (fleet_id, inference_id, reviewer, verdict) "
-                              "VALUES (:f, :i, 'intruder', 'accepted')"), {"f": b.fleet_id, "i": b_inference})
+    # A review labelled with the other fleet is refused by the policy's check.
+    with pytest.raises(ProgrammingError, match="row-level security"), engine.begin() as conn:
+        conn.execute(text(f'SET LOCAL ROLE "{role}"'))
+        conn.execute(text("INSERT INTO reviews (fleet_id, inference_id, reviewer, verdict) "
+                          "VALUES (:f, :i, 'intruder', 'accepted')"), {"f": b.fleet_id, "i": b_inference})
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM events WHERE fleet_id = :f AND coaching_status = "
                                  "'needs_review'"), {"f": b.fleet_id}).scalar_one() == b_statuses
@@ -111,7 +111,7 @@ def test_cli_report_runs_under_the_fleet_role(two_fleets, database_url: str, mon
 
     from streams.cli import app
 
-    engine, a, b = two_fleets
+    _engine, a, _b = two_fleets
     monkeypatch.setenv("DRIVECOACH_DATABASE_URL", database_url)
     runner = CliRunner()
     result = runner.invoke(app, ["report", "queue", "--fleet", a.fleet_id, "--format", "json"])
