@@ -46,13 +46,18 @@ def demo(
     home: Annotated[Path | None, typer.Option(help="working dir (default .drivecoach)")] = None,
     review: Annotated[bool, typer.Option(help="a simulated safety manager reviews every answer (training labels)")]
     = False,
+    serve_console: Annotated[bool, typer.Option("--console/--no-console", help="then serve the safety managers' "
+                                                "console, with a demo sign-in, until Ctrl-C")] = True,
+    console_port: Annotated[int | None, typer.Option(help="the console's port; default DRIVECOACH_CONSOLE_PORT "
+                                                     "(8080)")] = None,
 ) -> None:
-    """Run every stage on embedded defaults with simulated vehicles, print the report, stop everything."""
+    """Run every stage on embedded defaults with simulated vehicles, print the report, then serve the console."""
     from streams.demo import run_demo
 
     _logging("WARNING")
-    settings = build_settings(model=model, home=home)
-    run_demo(settings, vehicles=vehicles, trips=trips, seed=seed, timeout_s=timeout, console=console, review=review)
+    settings = build_settings(model=model, home=home, console_port=console_port)
+    run_demo(settings, vehicles=vehicles, trips=trips, seed=seed, timeout_s=timeout, console=console, review=review,
+             serve_console=serve_console)
 
 
 @app.command()
@@ -275,7 +280,7 @@ def console_serve(
     port: Annotated[int | None, typer.Option(help="port; default DRIVECOACH_CONSOLE_PORT (8080)")] = None,
 ) -> None:
     """Serve the console on the database's current data (migrating it first)."""
-    from streams.console.server import serve
+    from streams.console.server import PortInUse, serve
     from streams.database import make_engine, migrate, resolve_database_url
 
     _logging("WARNING")
@@ -285,6 +290,9 @@ def console_serve(
     engine = make_engine(database.url)
     try:
         serve(settings, engine, ready=lambda url: console.print(f"console: [bold]{url}[/] (Ctrl-C stops it)"))
+    except PortInUse as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from err
     finally:
         engine.dispose()
         database.close()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction, Review
@@ -46,6 +47,7 @@ ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
 DEMO_MODEL_RECIPE = {"train_seed": 1000, "scenarios": 480, "steps": 3000, "vision_warmup_steps": 1000, "lr": 3e-3,
                      "event_aux_weight": 3.0, "model_seed": 0, "max_pixels": 4704, "trip_s": 10.0, "version": 4}
 DEMO_SEGMENT_S = 5.0
+DEMO_MANAGER = "demo"
 MODEL_TOOL_MODULE = "training.sft"  # builds the tiny base itself when --model is omitted
 
 
@@ -164,7 +166,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeout_s: float, console: Console,
-             review: bool = False) -> DemoRun:
+             review: bool = False, serve_console: bool = False) -> DemoRun:
     started = time.monotonic()
     home = settings.home.resolve()
     logs = home / "logs"
@@ -238,7 +240,30 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
             accepted, corrected = simulate_reviews(factory, run)
             console.print(f"simulated safety manager: {accepted} answers accepted, {corrected} corrected "
                           "(labels for `drivecoach retrain`)")
+        if serve_console:
+            _stop(joiner)  # every clip is in: the console gets the two cores
+            _stop(worker)
+            serve_demo_console(settings, engine, factory, fleet_id=scenarios[0].fleet_id, console=console)
     return run
+
+
+def serve_demo_console(settings: Settings, engine: Engine, factory: sessionmaker[Session], *, fleet_id: str,
+                       console: Console) -> None:
+    """A safety manager for the demo fleet, with a fresh random password each run, and the console until Ctrl-C."""
+    from streams.console.auth import add_manager
+    from streams.console.server import serve
+
+    username, password = DEMO_MANAGER, secrets.token_urlsafe(9)
+    with factory() as session, session.begin():
+        add_manager(session, username=username, fleet_id=fleet_id, password=password,
+                    display_name="Demo safety manager")
+
+    def ready(url: str) -> None:
+        console.print(f"\n[bold green]Console:[/] [bold]{url}[/]   sign in as [bold]{username}[/] with password "
+                      f"[bold]{password}[/]\n(the review queue, clips and reports of fleet {fleet_id}; Ctrl-C stops "
+                      "the demo)")
+
+    serve(settings, engine, ready=ready, any_port_if_taken=True)
 
 
 def _progress(console: Console) -> Progress:

@@ -247,7 +247,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         with fleet_connection(engine, who.fleet_id) as conn:
             board = dashboard(conn, who.fleet_id, days=days)
         return render(request, "dashboard.html", who=who, board=board, days=days,
-                      max_day=max([d["events"] for d in board.days] + [1]))
+                      max_rate=max([d["per_hour"] for d in board.days] + [0.01]))
 
     @app.get("/queue", include_in_schema=False)
     def queue_page(request: Request, who: Page) -> HTMLResponse:

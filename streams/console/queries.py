@@ -62,26 +62,27 @@ def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
 class Dashboard:
     since: date
     until: date
-    days: list[dict[str, Any]]  # per day: events and driving hours
+    days: list[dict[str, Any]]  # per day: events, driving hours, events per driving hour
     types: list[dict[str, Any]]  # per type over the window
     drivers: list[dict[str, Any]]  # per driver: events, hours, per hour, change against the previous window
     statuses: dict[str, int]
     queue: list[dict[str, Any]]
 
 
-def latest_day(conn: Connection) -> date | None:
+def latest_day(conn: Connection, fleet_id: str) -> date | None:
     """The newest day with driving: the dashboard's window ends there, so a fleet that stopped uploading (or the
     demo's simulated days) still shows its last weeks rather than an empty chart."""
-    return conn.execute(text("SELECT max(day) FROM report_driving")).scalar()
+    return conn.execute(text("SELECT max(day) FROM report_driving WHERE fleet_id = :fleet"), {"fleet": fleet_id}).scalar()
 
 
 def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | None = None) -> Dashboard:
-    end = (until or latest_day(conn) or date.today()) + timedelta(days=1)
+    end = (until or latest_day(conn, fleet_id) or date.today()) + timedelta(days=1)
     window = Filters(fleet=fleet_id, since=end - timedelta(days=days), until=end)
     rates = event_rates(conn, window, group="fleet", period="day")
+    span = {"fleet": fleet_id, "since": window.since, "until": window.until}
     hours = {r["day"]: float(r["hours"]) for r in conn.execute(text("""
         SELECT day, sum(seconds) / 3600.0 AS hours FROM report_driving
-        WHERE day >= :since AND day < :until GROUP BY day"""), {"since": window.since, "until": window.until}).mappings()}
+        WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY day"""), span).mappings()}
     per_day: dict[date, int] = {}
     per_type: dict[str, dict[str, Any]] = {}
     for r in rates:
@@ -89,14 +90,21 @@ def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | 
         t = per_type.setdefault(r["type"], {"type": r["type"], "severity": r["severity"], "events": 0})
         t["events"] += int(r["events"])
     total_hours = sum(hours.values())
+    km = conn.execute(text("""SELECT CASE WHEN bool_and(km IS NOT NULL) THEN sum(km) END FROM report_driving
+                              WHERE fleet_id = :fleet AND day >= :since AND day < :until"""), span).scalar()
     for t in per_type.values():
         t["per_hour"] = round(t["events"] / total_hours, 2) if total_hours else None
-    day_rows = [{"day": window.since + timedelta(days=i), "events": per_day.get(window.since + timedelta(days=i), 0),
-                 "hours": round(hours.get(window.since + timedelta(days=i), 0.0), 2)} for i in range(days)]
+        t["per_100km"] = round(100 * t["events"] / float(km), 2) if km else None
+    day_rows = []
+    for i in range(days):
+        day = window.since + timedelta(days=i)
+        events, driven = per_day.get(day, 0), hours.get(day, 0.0)
+        day_rows.append({"day": day, "events": events, "hours": round(driven, 2),
+                         "per_hour": round(events / driven, 2) if driven else 0.0})
     drivers = _drivers(conn, window)
     statuses = dict(conn.execute(text("""SELECT coaching_status, count(*) FROM report_events
-                                         WHERE day >= :since AND day < :until GROUP BY 1"""),
-                                 {"since": window.since, "until": window.until}).all())
+                                         WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1"""),
+                                 span).all())
     return Dashboard(window.since, window.until, day_rows,
                      sorted(per_type.values(), key=lambda t: (-t["severity"], -t["events"], t["type"])), drivers,
                      statuses, review_queue(conn, Filters(fleet=fleet_id), limit=10))
@@ -110,8 +118,8 @@ def _drivers(conn: Connection, window: Filters) -> list[dict[str, Any]]:
         d["events"] += int(r["events"])
         d["previous"] += int(r["previous"])
     for who, hours in conn.execute(text("""SELECT driver_id, sum(seconds) / 3600.0 FROM report_driving
-                                           WHERE day >= :since AND day < :until GROUP BY 1"""),
-                                   {"since": window.since, "until": window.until}).all():
+                                           WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1"""),
+                                   {"fleet": window.fleet, "since": window.since, "until": window.until}).all():
         d = by_driver.setdefault(who or "(unknown)", {"driver": who or "(unknown)", "events": 0, "previous": 0})
         d["hours"] = round(float(hours), 2)
     for d in by_driver.values():
