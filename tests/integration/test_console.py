@@ -164,3 +164,35 @@ def test_signing_out_ends_the_session(console) -> None:
         client.post("/logout", data={"csrf_token": csrf})
     with httpx.Client(base_url=url, cookies={"drivecoach_session": cookie}) as stale:
         assert stale.get("/api/v1/me").status_code == 401
+
+
+def test_add_manager_from_the_command_line(console, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    url, _, a, b = console
+    monkeypatch.setenv("DRIVECOACH_DATABASE_URL", database_url)
+    monkeypatch.setenv("NEW_MANAGER_PASSWORD", "short")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["console", "add-manager", "kim", "--fleet", b.fleet_id,
+                                  "--password-env", "NEW_MANAGER_PASSWORD"])
+    assert refused.exit_code == 1 and "at least 8 characters" in refused.output
+    monkeypatch.setenv("NEW_MANAGER_PASSWORD", "a long enough password")
+    created = runner.invoke(app, ["console", "add-manager", "kim", "--fleet", b.fleet_id, "--name", "Kim",
+                                  "--password-env", "NEW_MANAGER_PASSWORD"])
+    assert created.exit_code == 0, created.output
+    with _client(url) as client:
+        sign_in(client, "kim", "a long enough password")
+        assert client.get("/api/v1/me").json() == {"username": "kim", "display_name": "Kim", "fleet_id": b.fleet_id}
+        assert {q["clip_id"] for q in client.get("/api/v1/queue").json()} <= {s.scenario_id for s in b.clips}
+
+
+def test_a_taken_port_is_a_clear_error(console) -> None:
+    from streams.console.server import PortInUse, port_free, serve
+
+    url, engine, _, _ = console
+    port = int(url.rsplit(":", 1)[1])
+    assert not port_free("127.0.0.1", port)
+    with pytest.raises(PortInUse, match=f"port {port} .* is in use"):
+        serve(Settings(console_port=port), engine)
