@@ -2,7 +2,7 @@
 
 The worker commits its Kafka offset only after `write_result` returns, so a crash in between replays the clip;
 the upserts (clip by id, inference by clip id and model version, events and instruction replaced) make that
-replay change nothing.
+replay change nothing. Once a manager has reviewed an answer, a replay leaves its events and instruction alone.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from schemas.db import (
     Inference,
     Instruction,
     ModelVersion,
+    Review,
     Segment,
     Vehicle,
 )
@@ -73,6 +74,10 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
                   "updated_at": func.now()},
         ).returning(Inference.id)
         inference_id = int(session.execute(stmt).scalar_one())
+        if session.execute(select(Review.id).where(Review.inference_id == inference_id).limit(1)).first():
+            # A manager has reviewed this answer: its events and instruction are theirs now (a correction, coaching
+            # status); a replay of the clip must not put the model's back.
+            return inference_id
         session.execute(delete(Event).where(Event.inference_id == inference_id))
         if result.events:
             session.execute(insert(Event).values([

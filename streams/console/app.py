@@ -317,7 +317,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     # 422 stays FastAPI's own (request validation); a well-formed review that does not fit the clip's state (times
     # past its end, nothing waiting for coaching) is a 409 with a sentence.
-    err = {401: {"model": ErrorOut}}
+    err: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}}
 
     @app.get("/api/v1/me", response_model=MeOut, tags=["session"], responses=err)
     def api_me(who: Api) -> MeOut:

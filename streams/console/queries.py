@@ -77,9 +77,10 @@ def latest_day(conn: Connection, fleet_id: str) -> date | None:
 
 def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | None = None) -> Dashboard:
     end = (until or latest_day(conn, fleet_id) or date.today()) + timedelta(days=1)
-    window = Filters(fleet=fleet_id, since=end - timedelta(days=days), until=end)
+    start = end - timedelta(days=days)
+    window = Filters(fleet=fleet_id, since=start, until=end)
     rates = event_rates(conn, window, group="fleet", period="day")
-    span = {"fleet": fleet_id, "since": window.since, "until": window.until}
+    span = {"fleet": fleet_id, "since": start, "until": end}
     hours = {r["day"]: float(r["hours"]) for r in conn.execute(text("""
         SELECT day, sum(seconds) / 3600.0 AS hours FROM report_driving
         WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY day"""), span).mappings()}
@@ -97,15 +98,15 @@ def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | 
         t["per_100km"] = round(100 * t["events"] / float(km), 2) if km else None
     day_rows = []
     for i in range(days):
-        day = window.since + timedelta(days=i)
+        day = start + timedelta(days=i)
         events, driven = per_day.get(day, 0), hours.get(day, 0.0)
         day_rows.append({"day": day, "events": events, "hours": round(driven, 2),
                          "per_hour": round(events / driven, 2) if driven else 0.0})
     drivers = _drivers(conn, window)
-    statuses = dict(conn.execute(text("""SELECT coaching_status, count(*) FROM report_events
+    statuses: dict[str, int] = dict(conn.execute(text("""SELECT coaching_status, count(*) FROM report_events
                                          WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1"""),
                                  span).all())
-    return Dashboard(window.since, window.until, day_rows,
+    return Dashboard(start, end, day_rows,
                      sorted(per_type.values(), key=lambda t: (-t["severity"], -t["events"], t["type"])), drivers,
                      statuses, review_queue(conn, Filters(fleet=fleet_id), limit=10))
 

@@ -110,7 +110,7 @@ def apply_review(conn: Connection, *, fleet_id: str, reviewer: str, inference_id
                 conn.execute(insert(Event), [
                     {"fleet_id": fleet_id, "inference_id": inference_id, "type": e.type.value, "view": e.view.value,
                      "start_s": e.start, "end_s": e.end, "coaching_status": "needs_coaching"} for e in events])
-        if (review.instruction or "").strip():
+        if review.instruction and review.instruction.strip():
             corrected_instruction = review.instruction.strip()
             stmt = pg_insert(Instruction).values(inference_id=inference_id, fleet_id=fleet_id,
                                                  text=corrected_instruction)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.prompts import parse_turn1
 from streams.settings import Settings
-from tests.integration.console_data import PASSWORD, running_console, seed_fleet, sign_in
+from tests.integration.console_data import PASSWORD, running_console, seed_fleet, sign_in, write_scenario
 from training.export import reviewed_examples
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def console(database_url: str, tmp_path_factory: pytest.TempPathFactory):
     a = seed_fleet(factory, settings, f"fleet-a-{suffix}", clips=4, seed=31)
     b = seed_fleet(factory, settings, f"fleet-b-{suffix}", clips=2, seed=32)
     with running_console(settings, engine) as url:
-        yield url, engine, a, b
+        yield url, engine, a, b, settings
     engine.dispose()
 
 
@@ -39,7 +39,7 @@ def _client(url: str) -> httpx.Client:
 
 
 def test_sign_in_needs_the_right_password_and_the_forms_token(console) -> None:
-    url, _, a, _ = console
+    url, _, a, _, _ = console
     with _client(url) as client:
         assert client.get("/").url.path == "/login"  # a page without a session goes to sign-in
         assert client.get("/api/v1/me").status_code == 401
@@ -61,7 +61,7 @@ def test_sign_in_needs_the_right_password_and_the_forms_token(console) -> None:
 
 
 def test_open_redirect_after_sign_in_is_refused(console) -> None:
-    url, _, a, _ = console
+    url, _, a, _, _ = console
     with httpx.Client(base_url=url, follow_redirects=False) as client:
         form = client.get("/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
@@ -71,7 +71,7 @@ def test_open_redirect_after_sign_in_is_refused(console) -> None:
 
 
 def test_pages_show_the_fleet_and_nothing_of_another(console) -> None:
-    url, _, a, b = console
+    url, _, a, b, _ = console
     with _client(url) as client:
         sign_in(client, a.manager)
         dashboard = client.get("/")
@@ -107,7 +107,7 @@ def _statuses(engine, clip_id: str) -> list[str]:
 
 
 def test_review_actions_write_reviews_and_coaching_status(console) -> None:
-    url, engine, a, _ = console
+    url, engine, a, _, _ = console
     with_events = [s for s in a.clips if s.events]
     accepted, dismissed = with_events[0].scenario_id, a.clips[-1].scenario_id
     with _client(url) as client:
@@ -130,7 +130,7 @@ def test_review_actions_write_reviews_and_coaching_status(console) -> None:
 
 
 def test_a_correction_replaces_the_events_and_becomes_a_training_label(console) -> None:
-    url, engine, a, _ = console
+    url, engine, a, _, settings = console
     clip_id = a.clips[1].scenario_id
     with _client(url) as client:
         csrf = sign_in(client, a.manager)
@@ -150,6 +150,12 @@ def test_a_correction_replaces_the_events_and_becomes_a_training_label(console) 
     assert (verdict, reviewer, instruction) == ("corrected", a.manager, "Put the phone away before you drive.")
     assert [(e.type.value, e.start, e.end) for e in parse_turn1(turn1).events] == [("phone_use", 2, 4),
                                                                                    ("speeding", 5, 9)]
+    replayed = write_scenario(sessionmaker(engine), settings, a.clips[1])  # the worker replays the clip
+    assert replayed == detail["inference_id"]
+    with _client(url) as client:
+        sign_in(client, a.manager)
+        again = client.get(f"/api/v1/clips/{clip_id}").json()
+    assert again["events"] == detail["events"] and again["instruction"] == detail["instruction"]
     with Session(engine) as session:
         examples, _ = reviewed_examples(session, datetime.now(UTC))
     label = next(e for e in examples if e.clip_id == clip_id)
@@ -157,7 +163,7 @@ def test_a_correction_replaces_the_events_and_becomes_a_training_label(console) 
 
 
 def test_signing_out_ends_the_session(console) -> None:
-    url, _, a, _ = console
+    url, _, a, _, _ = console
     with _client(url) as client:
         csrf = sign_in(client, a.manager)
         cookie = client.cookies.get("drivecoach_session")
@@ -171,7 +177,7 @@ def test_add_manager_from_the_command_line(console, database_url: str, monkeypat
 
     from streams.cli import app
 
-    url, _, a, b = console
+    url, _, _, b, _ = console
     monkeypatch.setenv("DRIVECOACH_DATABASE_URL", database_url)
     monkeypatch.setenv("NEW_MANAGER_PASSWORD", "short")
     runner = CliRunner()
@@ -191,7 +197,7 @@ def test_add_manager_from_the_command_line(console, database_url: str, monkeypat
 def test_a_taken_port_is_a_clear_error(console) -> None:
     from streams.console.server import PortInUse, port_free, serve
 
-    url, engine, _, _ = console
+    url, engine, _, _, _ = console
     port = int(url.rsplit(":", 1)[1])
     assert not port_free("127.0.0.1", port)
     with pytest.raises(PortInUse, match=f"port {port} .* is in use"):
