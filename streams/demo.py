@@ -22,7 +22,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.db import Clip, Event, Inference, Instruction, Review
+from schemas.db import Clip, Event, Inference, Instruction
 from schemas.messages import SegmentMessage, SegmentRef, clip_id_for
 from schemas.prompts import PROMPT_VERSION
 from schemas.registry import deploy
@@ -305,9 +305,11 @@ def truth_for(run: DemoRun, vehicle: str, start: float, end: float) -> set[Event
 
 
 def simulate_reviews(factory: sessionmaker[Session], run: DemoRun) -> tuple[int, int]:
-    """A simulated safety manager reviews every clip of the run against the simulator's truth: accepts answers that
-    name the right events, corrects the others (the labels `drivecoach retrain` learns from). Returns
-    (accepted, corrected)."""
+    """A simulated safety manager reviews every clip of the run against the simulator's truth, through the console's
+    own review actions: accepts answers that name the right events, corrects the others (the labels `drivecoach
+    retrain` learns from; the events then wait for coaching). Returns (accepted, corrected)."""
+    from streams.console.review import EventIn, ReviewIn, apply_review
+
     accepted = corrected = 0
     with factory() as session, session.begin():
         rows = session.execute(select(Inference, Clip).join(Clip, Inference.clip_id == Clip.clip_id).where(
@@ -318,10 +320,13 @@ def simulate_reviews(factory: sessionmaker[Session], run: DemoRun) -> tuple[int,
                 continue
             said = {e.type for e in session.scalars(select(Event).where(Event.inference_id == inference.id))}
             right = inference.valid and said == {e.type.value for e in truth.events}
-            session.add(Review(fleet_id=clip.fleet_id, inference_id=inference.id, reviewer="demo-safety-manager",
-                               verdict="accepted" if right else "corrected",
-                               corrected_turn1=None if right else truth.truth_turn1,
-                               corrected_instruction=None if right else truth.instruction))
+            duration = clip.end_ts - clip.start_ts
+            review = ReviewIn(action="accept") if right else ReviewIn(
+                action="correct", instruction=truth.instruction,
+                events=[EventIn(type=e.type, start=min(e.start, duration), end=min(e.end, duration))
+                        for e in truth.events])
+            apply_review(session.connection(), fleet_id=clip.fleet_id, reviewer="demo-safety-manager",
+                         inference_id=inference.id, clip_duration=duration, review=review)
             accepted, corrected = accepted + right, corrected + (not right)
     return accepted, corrected
 

@@ -27,7 +27,7 @@ from schemas.taxonomy import TAXONOMY, EventType
 from streams.blobs import BlobNotFound, LocalBlobStore
 from streams.console import auth
 from streams.console.frames import frame_jpeg
-from streams.console.queries import ClipDetail, clip_detail, dashboard
+from streams.console.queries import ClipDetail, clip_detail, coaching_list, dashboard
 from streams.console.review import ReviewError, ReviewIn, apply_review, form_events
 from streams.reports import Filters, event_rates, review_queue, trend
 from streams.settings import Settings
@@ -70,6 +70,16 @@ class QueueItemOut(BaseModel):
     occurred_at: datetime
     events: int
     max_severity: int
+
+
+class CoachingItemOut(BaseModel):
+    clip_id: str
+    vehicle_id: str
+    driver_id: str | None
+    occurred_at: datetime
+    events: int
+    max_severity: int
+    types: str
 
 
 class RateRowOut(BaseModel):
@@ -255,6 +265,12 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             items = review_queue(conn, Filters(fleet=who.fleet_id), limit=200)
         return render(request, "queue.html", who=who, items=items)
 
+    @app.get("/coaching", include_in_schema=False)
+    def coaching_page(request: Request, who: Page) -> HTMLResponse:
+        with fleet_connection(engine, who.fleet_id) as conn:
+            items = coaching_list(conn, who.fleet_id)
+        return render(request, "coaching.html", who=who, items=items)
+
     @app.get("/clips/{clip_id}", include_in_schema=False)
     def clip_page(request: Request, who: Page, clip_id: ClipId, done: str | None = None) -> HTMLResponse:
         with fleet_connection(engine, who.fleet_id) as conn:
@@ -328,6 +344,12 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         """Unreviewed answers of the manager's fleet, most severe and most recent first."""
         with fleet_connection(engine, who.fleet_id) as conn:
             return review_queue(conn, Filters(fleet=who.fleet_id), limit=limit)
+
+    @app.get("/api/v1/coaching", response_model=list[CoachingItemOut], tags=["review"], responses=err)
+    def api_coaching(who: Api, limit: Annotated[int, Query(ge=1, le=500)] = 200) -> list[dict[str, Any]]:
+        """Reviewed clips whose events wait for the driver to be coached, most severe and oldest first."""
+        with fleet_connection(engine, who.fleet_id) as conn:
+            return coaching_list(conn, who.fleet_id, limit=limit)
 
     @app.get("/api/v1/clips/{clip_id}", response_model=ClipOut, tags=["clips"],
              responses={**err, 404: {"model": ErrorOut}})

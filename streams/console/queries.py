@@ -69,6 +69,17 @@ class Dashboard:
     queue: list[dict[str, Any]]
 
 
+def coaching_list(conn: Connection, fleet_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Reviewed clips whose events still wait for the driver to be coached: most severe, then oldest first (the
+    longest-waiting conversation comes next)."""
+    return [dict(r) for r in conn.execute(text("""
+        SELECT clip_id, vehicle_id, driver_id, min(occurred_at) AS occurred_at, count(*) AS events,
+               max(severity) AS max_severity, string_agg(DISTINCT type, ', ') AS types
+        FROM report_events WHERE fleet_id = :fleet AND coaching_status = 'needs_coaching'
+        GROUP BY clip_id, vehicle_id, driver_id
+        ORDER BY max_severity DESC, occurred_at LIMIT :limit"""), {"fleet": fleet_id, "limit": limit}).mappings()]
+
+
 def latest_day(conn: Connection, fleet_id: str) -> date | None:
     """The newest day with driving: the dashboard's window ends there, so a fleet that stopped uploading (or the
     demo's simulated days) still shows its last weeks rather than an empty chart."""
@@ -130,4 +141,4 @@ def _drivers(conn: Connection, window: Filters) -> list[dict[str, Any]]:
     return sorted(by_driver.values(), key=lambda d: (-(d["per_hour"] or 0), -d["events"], d["driver"]))
 
 
-__all__ = ["ClipDetail", "Dashboard", "clip_detail", "dashboard", "latest_day"]
+__all__ = ["ClipDetail", "Dashboard", "clip_detail", "coaching_list", "dashboard", "latest_day"]

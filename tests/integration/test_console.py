@@ -118,7 +118,10 @@ def test_review_actions_write_reviews_and_coaching_status(console) -> None:
         assert page.status_code == 200 and "Saved: accepted" in page.text
         assert _reviews(engine, accepted) == [("accepted", a.manager, None, None)]
         assert set(_statuses(engine, accepted)) == {"needs_coaching"}
+        assert accepted in {c["clip_id"] for c in client.get("/api/v1/coaching").json()}
+        assert f'href="/clips/{accepted}"' in client.get("/coaching").text
         client.post(f"/clips/{accepted}/review", data={"action": "coached", "csrf_token": csrf})
+        assert accepted not in {c["clip_id"] for c in client.get("/api/v1/coaching").json()}
         assert set(_statuses(engine, accepted)) == {"coached"} and len(_reviews(engine, accepted)) == 1
         again = client.post(f"/clips/{accepted}/review", data={"action": "coached", "csrf_token": csrf})
         assert again.status_code == 400 and "waiting for coaching" in again.text

@@ -1,5 +1,6 @@
 """A safety manager's path through the console in a real browser (Debian's chromium, driven by Playwright):
-sign in, open the review queue, open a clip and play it, correct an event, and find the correction in Postgres.
+sign in, open the review queue, open a clip and play it, correct an event, mark the driver coached, and find the
+correction in Postgres.
 A screenshot of each page is kept under $DRIVECOACH_TEST_ARTIFACTS (default test-artifacts/) for people to look at."""
 
 from __future__ import annotations
@@ -101,15 +102,29 @@ def test_manager_reviews_and_corrects_a_clip_in_the_browser(browser, database_ur
         assert "corrected" in page.inner_text("#done")
         assert "distraction" in page.inner_text("#events")
         page.screenshot(path=shots / "6-corrected.png", full_page=True)
+
+        page.click("text=Coaching")  # the corrected events now wait for a conversation with the driver
+        page.wait_for_url(f"{url}/coaching")
+        page.locator(f'a[href="/clips/{clip_id}"]').click()
+        page.click("#action-coached")
+        page.wait_for_selector("#done")
+        assert "coached" in page.inner_text("#events")
+        page.click("text=Coaching")
+        assert page.locator(f'a[href="/clips/{clip_id}"]').count() == 0
+        page.screenshot(path=shots / "7-coaching.png", full_page=True)
         page.close()
     with engine.connect() as conn:
         review = conn.execute(text(
             "SELECT r.verdict, r.reviewer, r.corrected_turn1, r.corrected_instruction FROM reviews r "
             "JOIN inferences i ON i.id = r.inference_id WHERE i.clip_id = :c"), {"c": clip_id}).one()
+        statuses = set(conn.execute(text("SELECT e.coaching_status FROM events e JOIN inferences i ON "
+                                         "i.id = e.inference_id WHERE i.clip_id = :c"), {"c": clip_id}).scalars())
     engine.dispose()
     assert review.verdict == "corrected" and review.reviewer == fleet.manager
     assert review.corrected_instruction.startswith("Keep your eyes on the road")
+    assert statuses == {"coached"}
     corrected = parse_turn1(review.corrected_turn1).events
     assert ("distraction", 1, 4) in {(e.type.value, e.start, e.end) for e in corrected}  # whole seconds, as turn 1
     assert errors == [], "\n".join(errors)
-    assert all((shots / f).stat().st_size > 5000 for f in ("2-dashboard.png", "4-clip.png", "6-corrected.png"))
+    assert all((shots / f).stat().st_size > 5000 for f in ("2-dashboard.png", "4-clip.png", "6-corrected.png",
+                                                                "7-coaching.png"))
