@@ -163,6 +163,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     templates.env.globals.update(taxonomy=TAXONOMY, event_types=[t.value for t in EventType])
     blobs = LocalBlobStore(settings.blobs)
     lifetime = timedelta(hours=settings.console_session_hours)
+    throttle = auth.SignInThrottle()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def session_of(request: Request) -> auth.SignedIn | None:
@@ -226,11 +227,17 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         if not auth.same_token(request.cookies.get(LOGIN_COOKIE, ""), csrf_token) or not csrf_token:
             return render(request, "login.html", 403, csrf_token=csrf_token, next=_local(next),
                           error="The sign-in form expired; please try again.")
+        username = username.strip()
+        if throttle.blocked(username):
+            return render(request, "login.html", 429, csrf_token=csrf_token, next=_local(next),
+                          error="Too many failed sign-ins for this user; try again in a few minutes.")
         with sessions() as session, session.begin():
-            token = auth.sign_in(session, username.strip(), password, lifetime=lifetime)
+            token = auth.sign_in(session, username, password, lifetime=lifetime)
         if token is None:
+            throttle.failed(username)
             return render(request, "login.html", 401, csrf_token=csrf_token, next=_local(next),
                           error="Wrong username or password.")
+        throttle.succeeded(username)
         response = RedirectResponse(_local(next), status_code=303)
         set_cookie(response, SESSION_COOKIE, token, int(lifetime.total_seconds()))
         response.delete_cookie(LOGIN_COOKIE, path="/")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -40,6 +43,31 @@ class SignedIn:
     display_name: str
     fleet_id: str
     csrf_token: str
+
+
+class SignInThrottle:
+    """Slows password guessing: after `limit` failed sign-ins for one username within `window_s`, that username is
+    refused until the window passes. Per console process (in memory): enough for one console; several replicas
+    behind a balancer each count their own."""
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, username: str) -> deque[float]:
+        failures = self._failures.setdefault(username.lower(), deque())
+        while failures and failures[0] <= self.clock() - self.window_s:
+            failures.popleft()
+        return failures
+
+    def blocked(self, username: str) -> bool:
+        return len(self._recent(username)) >= self.limit
+
+    def failed(self, username: str) -> None:
+        self._recent(username).append(self.clock())
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(username.lower(), None)
 
 
 def hash_password(password: str) -> str:
@@ -85,6 +113,7 @@ def sign_in(session: Session, username: str, password: str, *, lifetime: timedel
     if _hasher.check_needs_rehash(manager.password_hash):
         manager.password_hash = hash_password(password)
     token = secrets.token_urlsafe(32)
+    session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= datetime.now(UTC)))
     session.add(ConsoleSession(token_hash=token_digest(token), username=username,
                                csrf_token=secrets.token_urlsafe(32), expires_at=datetime.now(UTC) + lifetime))
     return token
@@ -110,5 +139,5 @@ def sign_out(session: Session, token: str | None) -> None:
         session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == token_digest(token)))
 
 
-__all__ = ["MIN_PASSWORD_LENGTH", "ManagerError", "SignedIn", "add_manager", "hash_password", "same_token",
+__all__ = ["MIN_PASSWORD_LENGTH", "ManagerError", "SignInThrottle", "SignedIn", "add_manager", "hash_password", "same_token",
            "sign_in", "sign_out", "signed_in", "token_digest", "verify_password"]

@@ -205,3 +205,17 @@ def test_a_taken_port_is_a_clear_error(console) -> None:
     assert not port_free("127.0.0.1", port)
     with pytest.raises(PortInUse, match=f"port {port} .* is in use"):
         serve(Settings(console_port=port), engine)
+
+
+def test_repeated_wrong_passwords_lock_the_username_for_a_while(console) -> None:
+    from streams.console.auth import add_manager
+
+    url, engine, a, _, _ = console
+    with Session(engine) as session, session.begin():
+        add_manager(session, username="guessed", fleet_id=a.fleet_id, password=PASSWORD)
+    with _client(url) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        tries = [client.post("/login", data={"username": "guessed", "password": f"guess {i}", "csrf_token": token})
+                 .status_code for i in range(5)]
+        right = client.post("/login", data={"username": "guessed", "password": PASSWORD, "csrf_token": token})
+    assert tries == [401] * 5 and right.status_code == 429 and "Too many failed sign-ins" in right.text
