@@ -287,7 +287,7 @@ def console_serve(
     settings = build_settings(console_host=host, console_port=port)
     database = resolve_database_url(settings)
     migrate(database.url)
-    engine = make_engine(database.url)
+    engine = make_engine(database.url, pool_size=8)
     try:
         serve(settings, engine, ready=lambda url: console.print(f"console: [bold]{url}[/] (Ctrl-C stops it)"))
     except PortInUse as err:

@@ -96,8 +96,9 @@ def resolve_database_url(settings: Settings) -> ResolvedDatabase:
         ) from err
 
 
-def make_engine(url: URL | str) -> Engine:
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+def make_engine(url: URL | str, *, pool_size: int = 2) -> Engine:
+    """Workers write from one thread (2 connections are plenty); the console answers many requests at once."""
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
 
 
 def migrate(url: URL | str) -> None:

@@ -186,7 +186,7 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
         database = resolve_database_url(settings)
         stack_.callback(database.close)
         migrate(database.url)
-        engine = make_engine(database.url)
+        engine = make_engine(database.url, pool_size=8)  # the console serves from it at the end
         stack_.callback(engine.dispose)
         factory = sessionmaker(engine)
         since = _db_now(factory)

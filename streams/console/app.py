@@ -27,7 +27,7 @@ from schemas.taxonomy import TAXONOMY, EventType
 from streams.blobs import BlobNotFound, LocalBlobStore
 from streams.console import auth
 from streams.console.frames import frame_jpeg
-from streams.console.queries import ClipDetail, clip_detail, coaching_list, dashboard
+from streams.console.queries import ClipDetail, clip_detail, clip_frames, coaching_list, dashboard
 from streams.console.review import ReviewError, ReviewIn, apply_review, form_events
 from streams.reports import Filters, event_rates, review_queue, trend
 from streams.settings import Settings
@@ -314,15 +314,16 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     def clip_frame(who: Api, clip_id: ClipId, index: Annotated[int, PathParam(ge=0, le=10_000)]) -> Response:
         """One frame of the clip as JPEG (the clip page plays them in order)."""
         with fleet_connection(engine, who.fleet_id) as conn:
-            detail = clip_detail(conn, clip_id)
-        if detail is None:
+            found = clip_frames(conn, clip_id)
+        if found is None:
             raise HTTPException(404, "no such clip")
+        frames_uri, num_frames = found
         try:
-            data = frame_jpeg(blobs, detail.frames_uri, index)
+            data = frame_jpeg(blobs, frames_uri, index)
         except BlobNotFound as err:
             raise HTTPException(404, f"the clip's frames are gone: {err}") from err
         if data is None:
-            raise HTTPException(404, f"the clip has {detail.num_frames} frames")
+            raise HTTPException(404, f"the clip has {num_frames} frames")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     # --- JSON API -----------------------------------------------------------------------------------------------

@@ -35,6 +35,12 @@ class ClipDetail:
     reviews: list[dict[str, Any]] = field(default_factory=list)
 
 
+def clip_frames(conn: Connection, clip_id: str) -> tuple[str, int] | None:
+    """Where a clip's frames are, and how many: all a frame request needs (a page asks for every frame)."""
+    row = conn.execute(text("SELECT frames_uri, num_frames FROM clips WHERE clip_id = :clip"), {"clip": clip_id}).first()
+    return None if row is None else (row.frames_uri, row.num_frames)
+
+
 def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
     """The clip, its current answer (the newest model version's), events with severity, and reviews."""
     row = conn.execute(text("""
@@ -141,4 +147,4 @@ def _drivers(conn: Connection, window: Filters) -> list[dict[str, Any]]:
     return sorted(by_driver.values(), key=lambda d: (-(d["per_hour"] or 0), -d["events"], d["driver"]))
 
 
-__all__ = ["ClipDetail", "Dashboard", "clip_detail", "coaching_list", "dashboard", "latest_day"]
+__all__ = ["ClipDetail", "Dashboard", "clip_detail", "clip_frames", "coaching_list", "dashboard", "latest_day"]
