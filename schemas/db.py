@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -57,6 +58,8 @@ class Segment(_Created, Base):
     """One camera upload that went into a clip (the claim-check URI, never the video)."""
 
     __tablename__ = "segments"
+    __table_args__ = (Index("ix_segments_fleet_segment", "fleet_id", "segment_id",
+                            postgresql_include=["camera", "start_ts", "end_ts", "distance_km"]),)
 
     segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -70,7 +73,8 @@ class Segment(_Created, Base):
 
 class Clip(_Created, Base):
     __tablename__ = "clips"
-    __table_args__ = (Index("ix_clips_fleet_start", "fleet_id", "start_ts"),
+    __table_args__ = (Index("ix_clips_fleet_start", "fleet_id", "start_ts",
+                            postgresql_include=["clip_id", "vehicle_id", "driver_id", "end_ts"]),
                       Index("ix_clips_vehicle_start", "vehicle_id", "start_ts"))
 
     clip_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -92,6 +96,7 @@ class Clip(_Created, Base):
 
 class ClipSegment(Base):
     __tablename__ = "clip_segments"
+    __table_args__ = (Index("ix_clip_segments_fleet_clip", "fleet_id", "clip_id", postgresql_include=["segment_id"]),)
 
     clip_id: Mapped[str] = mapped_column(ForeignKey("clips.clip_id", ondelete="CASCADE"), primary_key=True)
     segment_id: Mapped[str] = mapped_column(ForeignKey("segments.segment_id"), primary_key=True)
@@ -118,8 +123,12 @@ class Inference(_Created, Base):
     """Both chain-of-thought turns for one clip and model version; the upsert key makes replays idempotent."""
 
     __tablename__ = "inferences"
+    # The current answer per clip (current_inferences): a fleet's answers, and one clip's, in that view's order.
     __table_args__ = (UniqueConstraint("clip_id", "model_version", name="uq_inference_clip_model"),
-                      Index("ix_inferences_clip_updated", "clip_id", "updated_at"))
+                      Index("ix_inferences_fleet_current", "fleet_id", "clip_id", text("updated_at DESC"),
+                            text("id DESC"), postgresql_include=["model_version"]),
+                      Index("ix_inferences_clip_current", "clip_id", text("updated_at DESC"), text("id DESC"),
+                            postgresql_include=["model_version"]))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -158,7 +167,12 @@ COACHING_STATUSES = ("needs_review", "needs_coaching", "coached", "dismissed")
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_fleet_status", "fleet_id", "coaching_status"),)
+    __table_args__ = (Index("ix_events_fleet_status", "fleet_id", "coaching_status"),
+                      Index("ix_events_fleet_inference", "fleet_id", "inference_id",
+                            postgresql_include=["id", "type", "start_s", "coaching_status"]),
+                      # events outside the first hour of their clip: report_events reads them apart (migration 0005)
+                      Index("ix_events_fleet_unusual_offset", "fleet_id",
+                            postgresql_where=text("NOT (start_s >= 0 AND start_s < 3600)")))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -187,6 +201,7 @@ class Review(_Created, Base):
     """A safety manager's verdict on an inference: accepted as is, or corrected (the training labels)."""
 
     __tablename__ = "reviews"
+    __table_args__ = (Index("ix_reviews_fleet_inference", "fleet_id", "inference_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import subprocess
 
     from kafka import KafkaConsumer
+    from sqlalchemy import Engine
     from sqlalchemy.engine import Connection
 
     from streams.database import ResolvedDatabase
@@ -521,9 +522,11 @@ EVENT_MIX = {  # share of detected events per type (a dashcam fleet: road events
     "forward_collision_risk": 0.01, "camera_obstructed": 0.005,
 }
 
-# Each step one INSERT ... SELECT (random() seeded once per run, so a size always gives the same rows). Clips are
-# inserted in time order, as they arrive; their ids are hashes, as the joiner's are. Bound: prefix, fleets,
-# vehicles, clips, days, end_day, end_epoch, reinfer, eventful, events, eventful_rows.
+# Each step one INSERT ... SELECT (random() is seeded, so a size gives the same counts and distributions each run;
+# ids differ by the run's prefix). Clips are inserted in time order, as they arrive; their ids are hashes, as the
+# joiner's are. Steps after `clips` touch only this run's rows (joined to bench_clips), so a database may already
+# hold others. Bound: prefix, fleets, vehicles, clips, days, end_day, end_epoch, reinfer, eventful, events,
+# eventful_rows.
 _GENERATE = [
     ("fleets", """
         INSERT INTO fleets (fleet_id, name)
@@ -531,7 +534,8 @@ _GENERATE = [
         FROM generate_series(0, :fleets - 1) k"""),
     ("model_versions", """
         INSERT INTO model_versions (version, path, stage, demo, metrics)
-        VALUES ('bench-m1', '', 'retired', false, '{}'), ('bench-m2', '', 'production', false, '{}')"""),
+        VALUES ('bench-m1', '', 'retired', false, '{}'), ('bench-m2', '', 'production', false, '{}')
+        ON CONFLICT DO NOTHING"""),
     ("bench_vehicles", """
         CREATE TEMP TABLE bench_vehicles AS
         SELECT v, format('%s-v%s', :prefix, lpad(v::text, 5, '0')) AS vehicle_id,
@@ -595,7 +599,8 @@ _GENERATE = [
                                 raw_turn2, latency_ms, prompt_tokens, generated_tokens, updated_at, created_at)
         SELECT fleet_id, clip_id, 'bench-m2', 'cot-v1', true, description, raw_turn1, raw_turn2, latency_ms,
                prompt_tokens, generated_tokens, at, at
-        FROM (SELECT *, updated_at + (1 + random() * 20) * interval '1 day' AS at FROM inferences
+        FROM (SELECT i.*, i.updated_at + (1 + random() * 20) * interval '1 day' AS at
+              FROM inferences i JOIN bench_clips USING (clip_id)
               WHERE random() < :reinfer) i
         ORDER BY at"""),
     ("bench_eventful", """
@@ -620,15 +625,16 @@ _GENERATE = [
         ORDER BY f.id"""),
     ("instructions", """
         INSERT INTO instructions (inference_id, fleet_id, text)
-        SELECT id, fleet_id, 'Keep at least a two-second gap to the vehicle ahead and brake earlier.'
-        FROM inferences"""),
+        SELECT id, i.fleet_id, 'Keep at least a two-second gap to the vehicle ahead and brake earlier.'
+        FROM inferences i JOIN bench_clips USING (clip_id)"""),
     # Managers have reviewed about half the answers, the older ones more often.
     ("reviews", """
         INSERT INTO reviews (fleet_id, inference_id, reviewer, verdict, corrected_instruction, created_at)
         SELECT fleet_id, id, 'manager@' || fleet_id,
                CASE WHEN r < 0.80 THEN 'accepted' WHEN r < 0.95 THEN 'corrected' ELSE 'rejected' END,
                CASE WHEN r >= 0.80 AND r < 0.95 THEN 'Slow down before the junction and check the mirrors.' END, at
-        FROM (SELECT i.*, random() AS r, i.updated_at + random() * interval '3 days' AS at FROM inferences i
+        FROM (SELECT i.*, random() AS r, i.updated_at + random() * interval '3 days' AS at
+              FROM inferences i JOIN bench_clips USING (clip_id)
               WHERE random() < CASE WHEN i.updated_at > to_timestamp(:end_epoch) - interval '7 days'
                                     THEN 0.25 ELSE 0.55 END) i
         ORDER BY at"""),
@@ -701,7 +707,7 @@ def generate_report_data(conn: Connection, *, prefix: str, events: int, fleets: 
     from sqlalchemy import text
 
     say = progress or (lambda _msg: None)
-    clips = max(fleets, round(events / 2.2))  # about 2.2 events per clip that has any, 0.65 of clips have any
+    clips = max(fleets, round(events / 2.2))  # 2.2 events per clip on average; 0.65 of the answers have any
     params = {"prefix": prefix, "fleets": fleets, "vehicles": max(2 * fleets, events // 1250), "clips": clips,
               "days": days, "end_day": end_day, "end_epoch": float((end_day - date(1970, 1, 1)).days * 86400 + 86400),
               "reinfer": 0.10, "eventful": 0.65, "events": events}
@@ -725,6 +731,8 @@ def generate_report_data(conn: Connection, *, prefix: str, events: int, fleets: 
         if not table.startswith("bench_"):
             rows[table] = rows.get(table, 0) + count
         say(f"{step}: {count:,} rows in {time.perf_counter() - started:.1f} s")
+    conn.execute(text("DROP TABLE bench_types, bench_vehicles, bench_clips, bench_eventful"))
+    conn.commit()
     return rows
 
 
@@ -741,6 +749,52 @@ def _timed(run: Callable[[Connection], int], connect: Callable[[], AbstractConte
     return rows, timings
 
 
+def time_report_queries(engine: Engine, fleet_id: str, end_day: date, *, repeat: int = 30, owner: bool = True,
+                        progress: Callable[[str], None] | None = None) -> list[QueryTiming]:
+    """Each query a safety manager's page or report runs, for `fleet_id` with windows ending `end_day`: under the
+    fleet's role (its role must exist: `tenancy.ensure_fleet_role`), then as the connecting owner when `owner`."""
+    from sqlalchemy import text
+
+    from streams.console.queries import clip_detail, dashboard
+    from streams.reports import Filters, event_rates, review_queue, trend
+    from streams.tenancy import fleet_connection
+
+    say = progress or (lambda _msg: None)
+    with engine.begin() as conn:
+        clip_ids = list(conn.execute(text("SELECT clip_id FROM clips WHERE fleet_id = :f ORDER BY clip_id"),
+                                     {"f": fleet_id}).scalars())
+    picks = [clip_ids[int(k)] for k in np.random.default_rng(7).integers(0, len(clip_ids), repeat + 1)]
+    month = Filters(fleet=fleet_id, since=end_day - timedelta(days=27), until=end_day + timedelta(days=1))
+    week = Filters(fleet=fleet_id, since=end_day - timedelta(days=6), until=end_day + timedelta(days=1))
+    clips = iter(picks)
+
+    def detail(conn: Connection) -> int:
+        found = clip_detail(conn, next(clips))
+        return 0 if found is None else 1 + len(found.events) + len(found.reviews)
+
+    def board(conn: Connection) -> int:
+        b = dashboard(conn, fleet_id)
+        return len(b.days) + len(b.types) + len(b.drivers) + len(b.statuses) + len(b.queue)
+
+    suite: list[tuple[str, Callable[[Connection], int]]] = [
+        ("event_rates driver/week, 28 days", lambda c: len(event_rates(c, month, group="driver", period="week"))),
+        ("event_rates fleet/day, 28 days", lambda c: len(event_rates(c, month, group="fleet", period="day"))),
+        ("trend driver, 7 days vs previous 7", lambda c: len(trend(c, week, group="driver"))),
+        ("review_queue, 50", lambda c: len(review_queue(c, Filters(fleet=fleet_id), limit=50))),
+        ("console dashboard (28 days)", board),
+        ("console clip_detail (random clip)", detail),
+    ]
+    results = []
+    for rls in (True, False) if owner else (True,):
+        for name, run in suite:
+            clips = iter(picks)  # the same random clips in both modes
+            say(f"{'fleet role' if rls else 'table owner'}: {name}")
+            connect = (lambda: fleet_connection(engine, fleet_id)) if rls else engine.begin
+            count, timings = _timed(run, connect, repeat)
+            results.append(QueryTiming(name, rls, count, tuple(timings)))
+    return results
+
+
 def bench_reports(settings: Settings, *, events: int = 1_000_000, fleets: int = 20, repeat: int = 30, days: int = 90,
                   keep: bool = False, progress: Callable[[str], None] | None = None) -> ReportsBench:
     """The safety managers' queries on a scratch database holding `events` detected events over `days` days.
@@ -749,15 +803,13 @@ def bench_reports(settings: Settings, *, events: int = 1_000_000, fleets: int = 
     one) is migrated to head and filled in SQL (`generate_report_data`), then VACUUM ANALYZEd. The median fleet by
     events gets its Postgres role, and each query the console and `drivecoach report` run is timed in wall ms
     (the work happens in the server) under that role (row-level security on), and again as the table owner (no
-    row-level security; same SQL and filters) for comparison. The database (and the fleet's role) is dropped at the
-    end unless `keep`.
+    row-level security; same SQL and filters) for comparison (`time_report_queries`). The database (and the
+    fleet's role) is dropped at the end unless `keep`.
     """
     from sqlalchemy import create_engine, text
 
-    from streams.console.queries import clip_detail, dashboard
     from streams.database import migrate
-    from streams.reports import Filters, event_rates, review_queue, trend
-    from streams.tenancy import ensure_fleet_role, fleet_connection, fleet_role_name
+    from streams.tenancy import ensure_fleet_role
 
     say = progress or (lambda _msg: None)
     run_id = uuid.uuid4().hex[:6]
@@ -779,43 +831,11 @@ def bench_reports(settings: Settings, *, events: int = 1_000_000, fleets: int = 
             for table in _TABLES:
                 conn.execute(text(f"VACUUM ANALYZE {table}"))
         analyze_s = time.perf_counter() - started
-
         with engine.begin() as conn:
             per_fleet = conn.execute(text("SELECT fleet_id, count(*) FROM events GROUP BY 1 ORDER BY 2, 1")).all()
             fleet, fleet_events = per_fleet[len(per_fleet) // 2]
             role = ensure_fleet_role(conn, fleet)
-            rng = np.random.default_rng(7)
-            clip_ids = list(conn.execute(text("SELECT clip_id FROM clips WHERE fleet_id = :f ORDER BY clip_id"),
-                                         {"f": fleet}).scalars())
-            picks = [clip_ids[int(k)] for k in rng.integers(0, len(clip_ids), repeat + 1)]
-        assert role == fleet_role_name(fleet)
-        month = Filters(fleet=fleet, since=end_day - timedelta(days=27), until=end_day + timedelta(days=1))
-        week = Filters(fleet=fleet, since=end_day - timedelta(days=6), until=end_day + timedelta(days=1))
-
-        def detail(conn: Connection) -> int:
-            found = clip_detail(conn, next(clips))
-            return 0 if found is None else 1 + len(found.events) + len(found.reviews)
-
-        def board(conn: Connection) -> int:
-            b = dashboard(conn, fleet)
-            return len(b.days) + len(b.types) + len(b.drivers) + len(b.statuses) + len(b.queue)
-
-        suite: list[tuple[str, Callable[[Connection], int]]] = [
-            ("event_rates driver/week, 28 days", lambda c: len(event_rates(c, month, group="driver", period="week"))),
-            ("event_rates fleet/day, 28 days", lambda c: len(event_rates(c, month, group="fleet", period="day"))),
-            ("trend driver, 7 days vs previous 7", lambda c: len(trend(c, week, group="driver"))),
-            ("review_queue, 50", lambda c: len(review_queue(c, Filters(fleet=fleet), limit=50))),
-            ("console dashboard (28 days)", board),
-            ("console clip_detail (random clip)", detail),
-        ]
-        results = []
-        for rls in (True, False):
-            for name, run in suite:
-                clips = iter(picks)
-                say(f"{'fleet role' if rls else 'table owner'}: {name}")
-                connect = (lambda: fleet_connection(engine, fleet)) if rls else engine.begin
-                count, timings = _timed(run, connect, repeat)
-                results.append(QueryTiming(name, rls, count, tuple(timings)))
+        results = time_report_queries(engine, fleet, end_day, repeat=repeat, progress=say)
     finally:
         engine.dispose()
         if keep:
@@ -826,7 +846,6 @@ def bench_reports(settings: Settings, *, events: int = 1_000_000, fleets: int = 
     return ReportsBench(database=str(database.url.database), fleet_id=fleet, fleet_events=int(fleet_events),
                         end_day=end_day, rows=rows, generate_s=generate_s, analyze_s=analyze_s,
                         queries=tuple(results))
-
 
 __all__ = [
     "BenchError",
@@ -847,4 +866,5 @@ __all__ = [
     "decode_all",
     "generate_report_data",
     "synthetic_segments",
+    "time_report_queries",
 ]
