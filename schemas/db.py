@@ -74,7 +74,7 @@ class Segment(_Created, Base):
 class Clip(_Created, Base):
     __tablename__ = "clips"
     __table_args__ = (Index("ix_clips_fleet_start", "fleet_id", "start_ts",
-                            postgresql_include=["clip_id", "vehicle_id", "driver_id", "end_ts"]),
+                            postgresql_include=["clip_id", "vehicle_id", "driver_id", "end_ts", "distance_km"]),
                       Index("ix_clips_vehicle_start", "vehicle_id", "start_ts"))
 
     clip_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -89,6 +89,8 @@ class Clip(_Created, Base):
     frame_width: Mapped[int] = mapped_column(Integer)
     frame_height: Mapped[int] = mapped_column(Integer)
     sample_fps: Mapped[float] = mapped_column(Double)
+    # Driven during the clip, from its segments' telemetry (schemas.distance.clip_distance_km); None: unknown.
+    distance_km: Mapped[float | None] = mapped_column(Double)
 
     segments: Mapped[list[ClipSegment]] = relationship(back_populates="clip", cascade="all, delete-orphan")
     inferences: Mapped[list[Inference]] = relationship(back_populates="clip")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from schemas.messages import TelemetrySample
+    from schemas.messages import SegmentRef, TelemetrySample
 
 EARTH_RADIUS_KM = 6371.0088  # the IUGG mean radius
 
@@ -52,4 +52,21 @@ def distance_km(samples: Iterable[TelemetrySample]) -> float | None:
     return None
 
 
-__all__ = ["EARTH_RADIUS_KM", "distance_km", "haversine_km"]
+def clip_distance_km(start_ts: float, end_ts: float, segments: Iterable[SegmentRef]) -> float | None:
+    """Kilometres driven during a clip, counted once: the road camera's segments when every one of them has a
+    distance, else the driver camera's, else None. A segment reaching beyond the clip counts by its overlap with the
+    clip, so a segment split over two clips is not counted twice. Stored on the clip by the sink, so reports sum
+    one column instead of re-deriving it from segments on every query (`drivecoach bench reports`)."""
+    by_camera: dict[str, list[SegmentRef]] = {}
+    for s in segments:
+        by_camera.setdefault(s.camera.value, []).append(s)
+    for camera in ("road", "driver"):
+        chosen = by_camera.get(camera, [])
+        if not chosen or any(s.distance_km is None or s.end_ts <= s.start_ts for s in chosen):
+            continue
+        return sum(s.distance_km * max(min(end_ts, s.end_ts) - max(start_ts, s.start_ts), 0.0) / (s.end_ts - s.start_ts)
+                   for s in chosen if s.distance_km is not None)
+    return None
+
+
+__all__ = ["EARTH_RADIUS_KM", "clip_distance_km", "distance_km", "haversine_km"]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -582,6 +583,8 @@ _GENERATE = [
         SELECT c.clip_id, c.clip_id || '-' || s.camera, c.fleet_id
         FROM bench_clips c CROSS JOIN (VALUES ('road'), ('driver')) s(camera)
         ORDER BY c.start_ts"""),
+    # What the sink stores on each clip (schemas.distance.clip_distance_km), by the rule migration 0006 backfills with.
+    ("bench_clip_distance (clips.distance_km)", import_module("schemas.migrations.versions.0006_clip_distance").BACKFILL),
     ("inferences", """
         INSERT INTO inferences (fleet_id, clip_id, model_version, prompt_version, valid, error, description, raw_turn1,
                                 raw_turn2, latency_ms, prompt_tokens, generated_tokens, updated_at, created_at)

@@ -27,6 +27,7 @@ from schemas.db import (
     Segment,
     Vehicle,
 )
+from schemas.distance import clip_distance_km
 from schemas.messages import ClipMessage, InferenceResult
 
 SessionFactory = Callable[[], Session]
@@ -56,6 +57,7 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
             "start_ts": clip.start_ts, "end_ts": clip.end_ts, "views": [v.value for v in clip.views],
             "frames_uri": clip.frames_uri, "num_frames": clip.num_frames, "frame_width": clip.frame_width,
             "frame_height": clip.frame_height, "sample_fps": clip.sample_fps,
+            "distance_km": clip_distance_km(clip.start_ts, clip.end_ts, clip.segments),
         }])
         _insert_missing(session, ClipSegment, [
             {"clip_id": clip.clip_id, "segment_id": s.segment_id, "fleet_id": fleet} for s in clip.segments

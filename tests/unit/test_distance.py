@@ -100,3 +100,20 @@ def test_the_ref_carries_the_distance_and_old_refs_still_load() -> None:
     assert _message([]).ref("file:///b").distance_km is None
     stored = '{"segment_id": "s", "camera": "road", "start_ts": 0, "end_ts": 10, "video_uri": "file:///b"}'
     assert SegmentRef.model_validate_json(stored).distance_km is None  # join state written before distances
+
+
+def test_clip_distance_counts_one_camera_by_overlap() -> None:
+    from schemas.distance import clip_distance_km
+    from schemas.messages import SegmentRef
+
+    def seg(camera: str, start: float, end: float, km: float | None) -> SegmentRef:
+        return SegmentRef(segment_id=f"{camera}{start}", camera=camera, start_ts=start, end_ts=end, video_uri="f",
+                          distance_km=km)
+
+    road = [seg("road", 0, 10, 1.0), seg("road", 10, 20, 2.0)]
+    driver = [seg("driver", 0, 20, 5.0)]
+    assert clip_distance_km(0, 20, road + driver) == 3.0  # road first; the driver's copy is not added
+    assert clip_distance_km(5, 15, road) == 1.5  # half of each segment lies in the clip
+    assert clip_distance_km(0, 20, [seg("road", 0, 10, None), *driver]) == 5.0  # road incomplete: driver's
+    assert clip_distance_km(0, 20, [seg("road", 0, 10, None)]) is None
+    assert clip_distance_km(0, 20, []) is None
