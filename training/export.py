@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,8 @@ from schemas.prompts import SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION, Inval
 
 LABEL_VERDICTS = ("accepted", "corrected")
 
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Example:
@@ -109,6 +112,13 @@ def frames_path(uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
+def _frames_present(uri: str) -> bool:
+    try:
+        return frames_path(uri).is_file()
+    except ValueError:
+        return False
+
+
 def export_dataset(session_factory: Callable[[], Session], out: Path, *, cutoff: datetime | None = None,
                    eval_fraction: float = 0.2, seed: int = 0) -> ExportManifest:
     if not 0.0 < eval_fraction < 1.0:
@@ -116,6 +126,11 @@ def export_dataset(session_factory: Callable[[], Session], out: Path, *, cutoff:
     cutoff = cutoff or datetime.now(UTC)
     with session_factory() as session:
         examples, skipped = reviewed_examples(session, cutoff)
+    present = [e for e in examples if _frames_present(e.frames_uri)]
+    skipped["missing_frames"] = len(examples) - len(present)  # blob gone (retention, another host): not a label
+    if skipped["missing_frames"]:
+        log.warning("%d reviewed clips left out: their frames are not in the blob store", skipped["missing_frames"])
+    examples = present
     if out.exists():
         shutil.rmtree(out)
     (out / "frames").mkdir(parents=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import uuid
+from collections.abc import Iterator
 from datetime import date
 
 import psycopg
@@ -80,7 +81,23 @@ def _rare_cases(conn, fleet: str) -> None:
                      {"c": f"{fleet}-{clip}", "s": segment, "f": fleet})
 
 
-def test_rewritten_views_give_the_rows_of_their_earlier_definitions(database_url: str) -> None:
+@pytest.fixture
+def scratch_url() -> Iterator[str]:
+    """A database of its own: the generated fleets' reviews point at frames that do not exist, which the training
+    export (and anything else reading every fleet) must not meet in the shared test database."""
+    from streams.database import migrate
+
+    name = f"drivecoach_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate(f"{SERVER}/{name}")
+    yield f"{SERVER}/{name}"
+    with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_rewritten_views_give_the_rows_of_their_earlier_definitions(scratch_url: str) -> None:
+    database_url = scratch_url
     m = importlib.import_module("schemas.migrations.versions.0005_report_indexes")
     engine = create_engine(database_url)
     prefix = f"eq{uuid.uuid4().hex[:6]}"

@@ -52,6 +52,9 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
     ids = {key: _infer(factory, clip, clean) for key, clip in clips.items()}
     bad = _clip(tmp_path, run, "a", 9)
     ids[("a", 9)] = _infer(factory, bad, "{not json", valid=False)
+    gone = _clip(tmp_path, run, "g", 0)
+    ids[("g", 0)] = _infer(factory, gone, clean)
+    Path(gone.frames_uri.removeprefix("file://")).unlink()
     now = datetime.now(UTC)
     reviews = [  # (clip, verdict, corrected turn1, corrected instruction, when)
         (("a", 0), "accepted", None, None, now - timedelta(hours=3)),
@@ -61,6 +64,7 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
         (("b", 1), "corrected", None, "Slow down near schools.", now - timedelta(hours=2)),  # the latest wins
         (("c", 0), "accepted", None, None, now + timedelta(hours=1)),  # after the cut-off
         (("a", 9), "accepted", None, None, now - timedelta(hours=3)),  # accepted, but not a valid label
+        (("g", 0), "accepted", None, None, now - timedelta(hours=3)),  # its frames blob is gone
         *[((v, k), "accepted", None, None, now - timedelta(hours=1)) for v in ("d", "e", "f") for k in range(2)],
     ]
     with factory() as session, session.begin():
@@ -78,6 +82,7 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
                 **{clips[(v, k)].clip_id: (clean, "Keep going.") for v in ("d", "e", "f") for k in range(2)}}
     assert labels == expected
     assert manifest.skipped["rejected"] >= 1 and manifest.skipped["invalid_label"] >= 1
+    assert manifest.skipped["missing_frames"] >= 1  # left out, and the export goes on
     train_vehicles, eval_vehicles = ({r["vehicle_id"] for r in rs} for rs in (train, evals))
     assert not train_vehicles & eval_vehicles
     split = assign_splits(train_vehicles | eval_vehicles, 0.5, 3)
