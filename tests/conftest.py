@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ def _admin_conninfo() -> str:
     return f"{LOCAL_PG}/postgres"
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A fresh database on the machine's Postgres (CI runs against it), dropped at the end."""
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database on the machine's Postgres (CI runs against it), migrated to head, dropped afterwards."""
     import psycopg
 
     name = f"drivecoach_test_{uuid.uuid4().hex[:8]}"
@@ -35,10 +36,27 @@ def database_url() -> Iterator[str]:
     url = f"{LOCAL_PG.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
     from streams.database import migrate
 
-    migrate(url)
-    yield url
-    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """One database shared by the session's pipeline, worker, export and retrain tests."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def own_database_url() -> Iterator[str]:
+    """A database for one module: the console's tests write reviews (training labels) and fleets that the export
+    and retrain tests, which read every fleet, must not meet."""
+    with fresh_database() as url:
+        yield url
 
 
 def _find_shared_videos() -> Path:

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def console(database_url: str, tmp_path_factory: pytest.TempPathFactory):
-    engine = create_engine(database_url)
+def console(own_database_url: str, tmp_path_factory: pytest.TempPathFactory):
+    engine = create_engine(own_database_url)
     factory = sessionmaker(engine)
     settings = Settings(home=tmp_path_factory.mktemp("console"))
     suffix = uuid.uuid4().hex[:6]
@@ -175,13 +175,14 @@ def test_signing_out_ends_the_session(console) -> None:
         assert stale.get("/api/v1/me").status_code == 401
 
 
-def test_add_manager_from_the_command_line(console, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_add_manager_from_the_command_line(console, own_database_url: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from streams.cli import app
 
     url, _, _, b, _ = console
-    monkeypatch.setenv("DRIVECOACH_DATABASE_URL", database_url)
+    monkeypatch.setenv("DRIVECOACH_DATABASE_URL", own_database_url)
     monkeypatch.setenv("NEW_MANAGER_PASSWORD", "short")
     runner = CliRunner()
     refused = runner.invoke(app, ["console", "add-manager", "kim", "--fleet", b.fleet_id,

@@ -31,9 +31,9 @@ schema = schemathesis.openapi.from_dict(_openapi_document())
 
 
 @pytest.fixture(scope="module")
-def signed_in(database_url: str, tmp_path_factory: pytest.TempPathFactory):
+def signed_in(own_database_url: str, tmp_path_factory: pytest.TempPathFactory):
     """The console on loopback over the real Postgres, and a manager's cookie and CSRF header."""
-    engine = create_engine(database_url)
+    engine = create_engine(own_database_url)
     settings_ = Settings(home=tmp_path_factory.mktemp("fuzz"))
     fleet = seed_fleet(sessionmaker(engine), settings_, f"fleet-fuzz-{uuid.uuid4().hex[:6]}", clips=2, seed=51)
     with running_console(settings_, engine) as url, httpx.Client(base_url=url) as client:

@@ -39,9 +39,9 @@ def browser():
         launched.close()
 
 
-def test_manager_reviews_and_corrects_a_clip_in_the_browser(browser, database_url: str,
+def test_manager_reviews_and_corrects_a_clip_in_the_browser(browser, own_database_url: str,
                                                              tmp_path_factory: pytest.TempPathFactory) -> None:
-    engine = create_engine(database_url)
+    engine = create_engine(own_database_url)
     settings = Settings(home=tmp_path_factory.mktemp("browser"))
     fleet = seed_fleet(sessionmaker(engine), settings, f"fleet-web-{uuid.uuid4().hex[:6]}", clips=4, seed=41)
     shots = ARTIFACTS / "browser"

@@ -21,8 +21,8 @@ FLEET_TABLES = ["fleets", "vehicles", "drivers", "clips", "inferences", "events"
 
 
 @pytest.fixture(scope="module")
-def two_fleets(database_url: str, tmp_path_factory: pytest.TempPathFactory):
-    engine = create_engine(database_url)
+def two_fleets(own_database_url: str, tmp_path_factory: pytest.TempPathFactory):
+    engine = create_engine(own_database_url)
     factory = sessionmaker(engine)
     settings = Settings(home=tmp_path_factory.mktemp("tenancy"))
     suffix = uuid.uuid4().hex[:6]
@@ -104,7 +104,8 @@ def test_unknown_fleet_has_no_role(two_fleets, tmp_path: Path) -> None:
         pass
 
 
-def test_cli_report_runs_under_the_fleet_role(two_fleets, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_report_runs_under_the_fleet_role(two_fleets, own_database_url: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     from typer.testing import CliRunner
@@ -112,7 +113,7 @@ def test_cli_report_runs_under_the_fleet_role(two_fleets, database_url: str, mon
     from streams.cli import app
 
     _engine, a, _b = two_fleets
-    monkeypatch.setenv("DRIVECOACH_DATABASE_URL", database_url)
+    monkeypatch.setenv("DRIVECOACH_DATABASE_URL", own_database_url)
     runner = CliRunner()
     result = runner.invoke(app, ["report", "queue", "--fleet", a.fleet_id, "--format", "json"])
     assert result.exit_code == 0, result.output
