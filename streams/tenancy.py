@@ -62,6 +62,9 @@ def fleet_connection(engine: Engine, fleet_id: str) -> Iterator[Connection]:
             raise FleetAccessError(f"fleet {fleet_id!r} has no role yet; create it with `drivecoach console "
                                    "add-manager` (or tenancy.ensure_fleet_role)")
         conn.execute(text(f'SET LOCAL ROLE "{role}"'))
+        # Managers' queries are short; Postgres' JIT compiles any plan whose estimate passes jit_above_cost, and at a
+        # million events that compile cost more than the query (`drivecoach bench reports`, docs/benchmarks.md).
+        conn.execute(text("SET LOCAL jit = off"))
         yield conn
 
 
