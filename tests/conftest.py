@@ -26,18 +26,20 @@ def _admin_conninfo() -> str:
 
 
 @contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new database on the machine's Postgres (CI runs against it), migrated to head, dropped afterwards."""
+def fresh_database(revision: str | None = "head") -> Iterator[str]:
+    """A new database on the machine's Postgres (CI runs against it), migrated to `revision` (None: left empty, for
+    migration tests), dropped afterwards."""
     import psycopg
 
     name = f"drivecoach_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"{LOCAL_PG.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    from streams.database import migrate
+    from schemas.migrations import upgrade
 
     try:
-        migrate(url)
+        if revision is not None:
+            upgrade(url, revision)
         yield url
     finally:
         with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:

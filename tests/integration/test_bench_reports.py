@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from streams.bench import bench_reports, generate_report_data
 from streams.settings import Settings
 from streams.tenancy import ensure_fleet_role, fleet_role_name
-from tests.conftest import LOCAL_PG
+from tests.conftest import LOCAL_PG, fresh_database
 
 pytestmark = pytest.mark.integration
 SERVER = LOCAL_PG.replace("postgresql://", "postgresql+psycopg://")
@@ -85,15 +85,8 @@ def _rare_cases(conn, fleet: str) -> None:
 def scratch_url() -> Iterator[str]:
     """A database of its own: the generated fleets' reviews point at frames that do not exist, which the training
     export (and anything else reading every fleet) must not meet in the shared test database."""
-    from streams.database import migrate
-
-    name = f"drivecoach_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    migrate(f"{SERVER}/{name}")
-    yield f"{SERVER}/{name}"
-    with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url
 
 
 def test_rewritten_views_give_the_rows_of_their_earlier_definitions(scratch_url: str) -> None:

@@ -8,7 +8,6 @@ import importlib
 import uuid
 from datetime import date
 
-import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
@@ -20,7 +19,7 @@ from schemas.migrations import alembic_config, upgrade
 from schemas.prompts import PROMPT_VERSION
 from schemas.taxonomy import TAXONOMY, EventType
 from streams.sink import write_result
-from tests.conftest import LOCAL_PG
+from tests.conftest import fresh_database
 
 pytestmark = pytest.mark.integration
 DAY = 1_767_225_600.0  # 2026-01-01 00:00 UTC
@@ -159,25 +158,20 @@ def test_distance_counts_each_segment_once_and_gives_rates_per_100_km(database_u
 
 
 def test_0003_adds_distance_and_its_downgrade_restores_0002() -> None:
-    name = f"drivecoach_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{LOCAL_PG.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    engine = create_engine(url)
-    try:
-        def columns(table: str) -> list[str]:
-            return [c["name"] for c in inspect(engine).get_columns(table)]
+    with fresh_database(revision=None) as url:
+        engine = create_engine(url)
+        try:
+            def columns(table: str) -> list[str]:
+                return [c["name"] for c in inspect(engine).get_columns(table)]
 
-        upgrade(url, "0003")
-        assert "distance_km" in columns("segments")
-        assert columns("report_driving") == ["fleet_id", "vehicle_id", "driver_id", "day", "seconds", "km",
-                                             "km_seconds"]
-        command.downgrade(alembic_config(url), "0002")
-        assert "distance_km" not in columns("segments")
-        assert columns("report_driving") == ["fleet_id", "vehicle_id", "driver_id", "day", "seconds"]
-        upgrade(url, "0003")
-        assert "km" in columns("report_driving")
-    finally:
-        engine.dispose()
-        with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            upgrade(url, "0003")
+            assert "distance_km" in columns("segments")
+            assert columns("report_driving") == ["fleet_id", "vehicle_id", "driver_id", "day", "seconds", "km",
+                                                 "km_seconds"]
+            command.downgrade(alembic_config(url), "0002")
+            assert "distance_km" not in columns("segments")
+            assert columns("report_driving") == ["fleet_id", "vehicle_id", "driver_id", "day", "seconds"]
+            upgrade(url, "0003")
+            assert "km" in columns("report_driving")
+        finally:
+            engine.dispose()

@@ -126,33 +126,27 @@ def test_cli_report_runs_under_the_fleet_role(two_fleets, own_database_url: str,
 
 def test_0004_downgrades_and_upgrades_again() -> None:
     """Roles are cluster-wide and outlive the database: upgrading a second time finds them and goes on."""
-    import psycopg
     from alembic import command
 
     from schemas.migrations import alembic_config, upgrade
-    from tests.conftest import LOCAL_PG
+    from tests.conftest import fresh_database
 
-    name = f"drivecoach_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{LOCAL_PG.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    engine = create_engine(url)
+    with fresh_database(revision=None) as url:
+        engine = create_engine(url)
 
-    def state() -> tuple[bool, bool, bool]:
-        with engine.connect() as conn:
-            return (bool(conn.execute(text("SELECT to_regclass('managers')")).scalar()),
-                    conn.execute(text("SELECT relrowsecurity FROM pg_class WHERE relname = 'clips'")).scalar(),
-                    "security_invoker=true" in (conn.execute(text(
-                        "SELECT reloptions FROM pg_class WHERE relname = 'report_events'")).scalar() or []))
+        def state() -> tuple[bool, bool, bool]:
+            with engine.connect() as conn:
+                return (bool(conn.execute(text("SELECT to_regclass('managers')")).scalar()),
+                        conn.execute(text("SELECT relrowsecurity FROM pg_class WHERE relname = 'clips'")).scalar(),
+                        "security_invoker=true" in (conn.execute(text(
+                            "SELECT reloptions FROM pg_class WHERE relname = 'report_events'")).scalar() or []))
 
-    try:
-        upgrade(url)
-        assert state() == (True, True, True)
-        command.downgrade(alembic_config(url), "0003")
-        assert state() == (False, False, False)
-        upgrade(url)
-        assert state() == (True, True, True)
-    finally:
-        engine.dispose()
-        with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            upgrade(url)
+            assert state() == (True, True, True)
+            command.downgrade(alembic_config(url), "0003")
+            assert state() == (False, False, False)
+            upgrade(url)
+            assert state() == (True, True, True)
+        finally:
+            engine.dispose()
