@@ -22,13 +22,13 @@ from streams.errors import BadSegment, VideoDecodeError
 from streams.join import (
     Admission,
     ClipPlan,
+    Step,
     VehicleJoinState,
-    add_segment,
-    has_open_stretch,
+    needs_tick,
     observe_tick,
-    ready_clips,
+    receive,
 )
-from streams.segments import parse_segment, probe_video, to_ref
+from streams.segments import claim_check, parse_segment, probe_video
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,52 +143,54 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             metrics.CLIPS.labels(views="+".join(plan.views)).inc()
             log.info("clip %s %s %.1f-%.1f s", plan.clip_id[:12], plan.vehicle_id, plan.start_ts, plan.end_ts)
 
+    async def apply(step: Step) -> None:
+        """Dead-letter what came too late, emit the clips that became final, and keep the state."""
+        state = step.state
+        for message, admission in step.outcomes:
+            metrics.SEGMENTS.labels(outcome=admission.value).inc()
+            if admission is Admission.LATE:
+                base = ROAD_TOPIC if message.camera is View.ROAD else DRIVER_TOPIC
+                detail = f"starts at {message.start_ts:.3f}, clips up to {state.emitted_until:.3f} are already emitted"
+                await dead(settings.topic(base), base, "late", detail, message.vehicle_id.encode(),
+                           message.model_dump_json().encode())
+        await emit(step.plans)
+        table[state.vehicle_id] = _dump(state)
+
     @app.agent(inputs)
     async def join(stream: faust.StreamT) -> None:
         async for event in stream.events():
             topic = event.message.topic
             key, value = event.key, event.value
             base_topic = ROAD_TOPIC if topic == settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
+            camera = View.ROAD if base_topic == ROAD_TOPIC else View.DRIVER
             arrived = event.message.timestamp or time.time()  # the record's timestamp: when it was uploaded
             if is_tick(event.headers):
                 state = _load(table.get(key.decode() if key else ""))
                 if state is not None:
-                    ticked = observe_tick(state, View.ROAD if base_topic == ROAD_TOPIC else View.DRIVER, arrived)
-                    plans, ticked = ready_clips(ticked, rules)
-                    await emit(plans)
-                    table[state.vehicle_id] = _dump(ticked)
+                    await apply(observe_tick(state, camera, arrived, rules))
                 continue
             try:
-                segment = parse_segment(value, max_bytes=settings.inline_max_bytes, now=time.time(),
-                                        max_ahead_s=settings.max_clock_ahead_s)
-                ref = to_ref(segment, blobs)
-                await asyncio.get_running_loop().run_in_executor(pool, probe_blob, str(blobs.root), ref.video_uri)
+                segment = claim_check(parse_segment(value, max_bytes=settings.inline_max_bytes, now=time.time(),
+                                                    max_ahead_s=settings.max_clock_ahead_s), blobs)
+                assert segment.video_uri is not None
+                await asyncio.get_running_loop().run_in_executor(pool, probe_blob, str(blobs.root), segment.video_uri)
             except BadSegment as err:
                 await dead(topic, base_topic, err.reason, err.detail, key, value)
                 continue
             state = _load(table.get(segment.vehicle_id)) or VehicleJoinState(
                 fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
             )
-            state, admission = add_segment(state, ref, driver_id=segment.driver_id, now=arrived, rules=rules)
-            metrics.SEGMENTS.labels(outcome=admission.value).inc()
-            if admission is Admission.LATE:
-                detail = f"starts at {ref.start_ts:.3f}, clips up to {state.emitted_until:.3f} are already emitted"
-                await dead(topic, base_topic, "late", detail, key, value)
-            plans, state = ready_clips(state, rules)
-            await emit(plans)
-            table[segment.vehicle_id] = _dump(state)
+            await apply(receive(state, segment, arrived=arrived, rules=rules))
 
     @app.timer(interval=max(0.5, settings.grace_s / 2))
     async def grace_timer() -> None:
-        """Tick each camera topic of a vehicle that has gone quiet with clips pending. The tick lands behind any
-        backlog on that topic, so when the agent reads it, every upload sent before it has been read: a silence it
-        then sees is the fleet's, not this joiner's (join.py, idleness)."""
+        """Tick each camera topic of a vehicle that waits on time while some camera's topic is quiet. The tick lands
+        behind any backlog on that topic, so when the agent reads it, every upload sent before it has been read: a
+        silence it then sees is the fleet's, not this joiner's (join.py, arrival order and idleness)."""
         now = time.time()
         for vehicle, stored in list(table.items()):
             state = _load(stored)
-            quiet = state is not None and any(now - state.camera_seen.get(c.value, state.first_seen) >= settings.grace_s
-                                              for c in View)
-            if state is not None and quiet and has_open_stretch(state, rules):
+            if state is not None and needs_tick(state, rules, now=now, quiet_s=settings.grace_s / 2):
                 for camera_topic in camera_topics:
                     await camera_topic.send(key=vehicle.encode(), value=b"", headers={TICK_HEADER: b"1"})
 

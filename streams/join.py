@@ -12,13 +12,20 @@ Semantics (an interval join on event time, as Kafka Streams and Flink define it)
   interval; its start is when it happened). The vehicle's *watermark* is the slower camera's stream time minus
   `grace_s`: as in Flink, an operator with two inputs follows the minimum of its inputs' watermarks, so a burst
   of one camera's topic, read ahead of the other's, cannot make the other camera's on-time segments late.
-- **Idleness, on arrival time.** A camera that has sent nothing for `camera_idle_s` (or never has) stops holding
-  the watermark back (Flink's idleness), so a vehicle with one dead camera still makes single-view clips while
-  it drives; when every camera is idle the vehicle's open stretch is flushed (the end of a trip). Silence is
-  measured on *arrival* time (the Kafka record timestamps), per camera: each camera's clock is the latest
-  arrival seen on its own topic, a segment's or a *tick*'s (`observe_tick`: the app sends ticks into each
-  camera topic behind any backlog). So a joiner replaying a backlog after a crash sees exactly the silences the
-  fleet had, never a silence that is only its own outage.
+- **Arrival order across the two topics.** Kafka gives no order between the road and the driver topic: after a
+  restart a joiner may read a minute of one before any of the other. So uploads first wait in `pending`, and are
+  admitted to the join in arrival order (the Kafka record timestamps) up to the *horizon*: the arrival time up to
+  which every camera's topic has been read (each camera's *clock* is the latest arrival seen on its own topic, an
+  upload's or a *tick*'s; `observe_tick`: the app sends ticks into each camera topic behind any backlog). This is
+  Kafka Streams' timestamp-ordered choice between input partitions; it makes the join a function of what the fleet
+  sent and when, never of how the joiner happened to read it.
+- **Idleness, on arrival time.** A camera that has sent nothing for `camera_idle_s` up to the horizon (or never
+  has, since the vehicle's first upload) stops holding the watermark back (Flink's idleness), so a vehicle with
+  one dead camera still makes single-view clips while it drives; when every camera is idle the vehicle's open
+  stretch is flushed (the end of a trip). Because the horizon is one clock for both cameras, a joiner replaying a
+  backlog after a crash sees exactly the silences the fleet had: never its own outage, and never one camera's
+  silence judged at a time the other camera's topic has been read past (the SIGKILL restart test caught that:
+  a trip split into a road-only and a two-view clip).
 - A clip is final, and emitted, once its end plus the tolerance is behind the watermark (and, for the remainder,
   once its whole region is); `flush` (end of input) treats the watermark as infinite. So any arrival order in
   which each segment arrives before the watermark passes its start gives the same clips as in-order arrival.
@@ -39,7 +46,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.messages import SegmentRef, clip_id_for
+from schemas.messages import SegmentMessage, SegmentRef, clip_id_for
 from schemas.taxonomy import View
 
 Interval = tuple[float, float]
@@ -51,6 +58,15 @@ class Admission(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     LATE = "late"
+
+
+class PendingUpload(BaseModel):
+    """An upload read but not yet admitted: it arrived after the horizon."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message: SegmentMessage  # claim-checked (no inline video): a late one is dead-lettered as it is kept
+    arrived: float
 
 
 class VehicleJoinState(BaseModel):
@@ -66,7 +82,9 @@ class VehicleJoinState(BaseModel):
     emitted_until: float = NEVER  # event time; everything before it is final
     camera_time: dict[str, float] = {}  # per camera: the latest segment start (event time)
     camera_seen: dict[str, float] = {}  # per camera: arrival time of its latest segment
-    camera_clock: dict[str, float] = {}  # per camera: latest arrival time on its topic, segment or tick
+    camera_clock: dict[str, float] = {}  # per camera: latest arrival time read from its topic, upload or tick
+    pending: tuple[PendingUpload, ...] = ()  # read, arrived after the horizon: not yet admitted
+    clock: float = NEVER  # arrival time the join has been brought up to (the horizon, once `advance` is done)
     first_seen: float = NEVER  # arrival time of the vehicle's first segment
     last_seen: float = NEVER  # arrival time of the vehicle's latest segment
 
@@ -160,14 +178,14 @@ def pieces(start: float, end: float, rules: JoinRules) -> list[tuple[Interval, b
 def add_segment(
     state: VehicleJoinState, segment: SegmentRef, *, driver_id: str | None, now: float, rules: JoinRules | None = None,
 ) -> tuple[VehicleJoinState, Admission]:
-    """`now` is the upload's arrival time (its Kafka record timestamp)."""
+    """Admit one upload to the join; `now` is its arrival time (its Kafka record timestamp). The app goes through
+    `receive`, which calls this in arrival order."""
     rules = rules or JoinRules()
     camera = segment.camera.value
     alive = {
         "last_seen": max(state.last_seen, now),
         "first_seen": now if state.first_seen == NEVER else state.first_seen,
         "camera_seen": state.camera_seen | {camera: max(state.camera_seen.get(camera, NEVER), now)},
-        "camera_clock": state.camera_clock | {camera: max(state.camera_clock.get(camera, NEVER), now)},
     }
     seen = segment.segment_id in state.recent_ids or any(s.segment_id == segment.segment_id for s in state.segments)
     if seen:
@@ -184,18 +202,70 @@ def add_segment(
     ), Admission.ACCEPTED
 
 
-def observe_tick(state: VehicleJoinState, camera: View, at: float) -> VehicleJoinState:
+Outcome = tuple[SegmentMessage, Admission]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What reading one record did: the new state, the uploads it admitted (in arrival order; `LATE` ones are for
+    the dead-letter topic) and the clips that became final."""
+
+    state: VehicleJoinState
+    outcomes: list[Outcome]
+    plans: list[ClipPlan]
+
+
+def horizon(state: VehicleJoinState) -> float:
+    """The arrival time up to which every camera's topic has been read."""
+    return min(state.camera_clock.get(c.value, NEVER) for c in View)
+
+
+def receive(state: VehicleJoinState, message: SegmentMessage, *, arrived: float, rules: JoinRules) -> Step:
+    """An upload read from its camera's topic at arrival time `arrived`: it waits in `pending` for the horizon."""
+    camera = message.camera.value
+    return advance(state.model_copy(update={
+        "camera_clock": state.camera_clock | {camera: max(state.camera_clock.get(camera, NEVER), arrived)},
+        "pending": (*state.pending, PendingUpload(message=message, arrived=arrived)),
+    }), rules)
+
+
+def observe_tick(state: VehicleJoinState, camera: View, at: float, rules: JoinRules) -> Step:
     """A tick read from `camera`'s topic, sent at arrival time `at`: that camera's uploads up to `at` are all in."""
     if state.camera_clock.get(camera.value, NEVER) >= at:
-        return state
-    return state.model_copy(update={"camera_clock": state.camera_clock | {camera.value: at}})
+        return Step(state, [], [])
+    return advance(state.model_copy(update={"camera_clock": state.camera_clock | {camera.value: at}}), rules)
+
+
+def advance(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -> Step:
+    """Bring the join's clock up to the horizon (past everything at the end of input): admit the pending uploads
+    it passes in arrival order, and judge idleness just before each admission and at the horizon. Idleness only
+    grows while nothing is admitted, so these are the moments that decide, however the topics were read."""
+    until = math.inf if flush else horizon(state)
+    # Stable: one camera's uploads keep their order on its topic; ties across cameras go by camera.
+    due = sorted((p for p in state.pending if p.arrived <= until), key=lambda p: (p.arrived, p.message.camera.value))
+    state = state.model_copy(update={"pending": tuple(p for p in state.pending if p.arrived > until)})
+    outcomes: list[Outcome] = []
+    plans: list[ClipPlan] = []
+    for upload in due:
+        got, state = ready_clips(_at(state, upload.arrived), rules)
+        plans += got
+        message = upload.message
+        assert message.video_uri is not None, "uploads are claim-checked before they are received"
+        state, admission = add_segment(state, message.ref(message.video_uri), driver_id=message.driver_id,
+                                       now=upload.arrived, rules=rules)
+        outcomes.append((message, admission))
+    got, state = ready_clips(state if flush else _at(state, until), rules, flush=flush)
+    return Step(state, outcomes, plans + got)
+
+
+def _at(state: VehicleJoinState, clock: float) -> VehicleJoinState:
+    return state if state.clock >= clock else state.model_copy(update={"clock": clock})
 
 
 def idle_cameras(state: VehicleJoinState, rules: JoinRules) -> set[View]:
-    """Cameras whose own topic shows them silent for `camera_idle_s`; one never heard from counts from the
-    vehicle's first upload."""
-    return {c for c in View if state.camera_clock.get(c.value, NEVER)
-            - state.camera_seen.get(c.value, state.first_seen) >= rules.camera_idle_s}
+    """Cameras silent for `camera_idle_s` up to the join's clock; one never heard from counts from the vehicle's
+    first upload."""
+    return {c for c in View if state.clock - state.camera_seen.get(c.value, state.first_seen) >= rules.camera_idle_s}
 
 
 def watermark(state: VehicleJoinState, rules: JoinRules) -> float:
@@ -243,10 +313,11 @@ def _plan(state: VehicleJoinState, start: float, end: float, views: tuple[View, 
     )
 
 
-def has_open_stretch(state: VehicleJoinState, rules: JoinRules) -> bool:
-    """True when a flush would emit something: the grace timer asks this before ticking a vehicle."""
-    plans, _ = ready_clips(state, rules, flush=True)
-    return bool(plans)
+def needs_tick(state: VehicleJoinState, rules: JoinRules, *, now: float, quiet_s: float) -> bool:
+    """True when the vehicle waits on time alone (uploads pending, or a stretch a flush would emit) and some
+    camera's topic has shown nothing for `quiet_s` of wall time: the grace timer then ticks its topics."""
+    waiting = bool(state.pending) or bool(ready_clips(state, rules, flush=True)[0])
+    return waiting and any(now - state.camera_clock.get(c.value, NEVER) >= quiet_s for c in View)
 
 
 def expected_clips(segments: list[SegmentRef], rules: JoinRules) -> list[tuple[float, float, tuple[View, ...]]]:

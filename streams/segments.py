@@ -1,4 +1,4 @@
-"""Turning a raw telematics message into a joinable SegmentRef, or a dead-letter reason."""
+"""Turning a raw telematics message into a checked, claim-checked upload, or a dead-letter reason."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 from pydantic import ValidationError
 
-from schemas.messages import SCHEMA_VERSION, SegmentMessage, SegmentRef
+from schemas.messages import SCHEMA_VERSION, SegmentMessage
 from streams.blobs import BlobNotFound, LocalBlobStore, content_key
 from streams.errors import BadSegment
 
@@ -43,8 +43,9 @@ def parse_segment(raw: bytes, *, max_bytes: int, now: float | None = None, max_a
     return segment
 
 
-def to_ref(segment: SegmentMessage, blobs: LocalBlobStore) -> SegmentRef:
-    """Spill inline video to the blob store (join state only ever holds references) and check the claim."""
+def claim_check(segment: SegmentMessage, blobs: LocalBlobStore) -> SegmentMessage:
+    """Spill inline video to the blob store (join state only ever holds references) and check the claim: the upload
+    as it is kept, and dead-lettered if it comes too late."""
     if segment.video_b64 is not None:
         try:
             data = base64.b64decode(segment.video_b64, validate=True)
@@ -59,7 +60,7 @@ def to_ref(segment: SegmentMessage, blobs: LocalBlobStore) -> SegmentRef:
             blobs.path(uri)
         except BlobNotFound as err:
             raise BadSegment("missing_blob", str(err)) from err
-    return segment.ref(uri)
+    return segment.model_copy(update={"video_uri": uri, "video_b64": None})
 
 
 def probe_video(path: Path) -> None:

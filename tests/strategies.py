@@ -6,7 +6,7 @@ import random
 
 from hypothesis import strategies as st
 
-from schemas.messages import SegmentRef
+from schemas.messages import SegmentMessage, SegmentRef
 from schemas.taxonomy import View
 from streams.join import JoinRules
 
@@ -16,6 +16,13 @@ RULES = JoinRules(clip_max_s=64, clip_min_s=2, skew_tolerance_s=1.0, grace_s=10.
 def seg(camera: str, start: float, end: float, n: int = 0) -> SegmentRef:
     return SegmentRef(segment_id=f"{camera}-{start}-{n}", camera=View(camera), start_ts=start, end_ts=end,
                       video_uri=f"file:///{camera}/{start}")
+
+
+def upload(ref: SegmentRef) -> SegmentMessage:
+    """The claim-checked upload a segment ref came from (what `streams.join.receive` takes)."""
+    return SegmentMessage(fleet_id="f", vehicle_id="v", driver_id="d", camera=ref.camera, segment_id=ref.segment_id,
+                          start_ts=ref.start_ts, end_ts=ref.end_ts, fps=10, width=64, height=36, codec="mjpg",
+                          video_uri=ref.video_uri)
 
 
 @st.composite

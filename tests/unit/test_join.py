@@ -12,15 +12,18 @@ from streams.join import (
     JoinRules,
     VehicleJoinState,
     add_segment,
+    advance,
     expected_clips,
     idle_cameras,
     intersect,
     merge_intervals,
+    needs_tick,
     observe_tick,
     ready_clips,
+    receive,
     subtract,
 )
-from tests.strategies import RULES, fleet_uploads, seg
+from tests.strategies import RULES, fleet_uploads, seg, upload
 
 BOTH = (View.ROAD, View.DRIVER)
 
@@ -100,18 +103,20 @@ def test_a_silent_camera_stops_holding_clips_back_after_the_idle_time():
     state = VehicleJoinState(fleet_id="f", vehicle_id="v")
     plans = []
     for k, t in enumerate(range(0, 150, 10)):  # road only, one 10-s segment per second; ticks on the driver topic
-        state, _ = add_segment(state, seg("road", t, t + 10), driver_id="d", now=1000.0 + k, rules=rules)
-        state = observe_tick(state, View.DRIVER, 1000.0 + k)
-        got, state = ready_clips(state, rules)
+        state = receive(state, upload(seg("road", t, t + 10)), arrived=1000.0 + k, rules=rules).state
+        step = observe_tick(state, View.DRIVER, 1000.0 + k, rules)
+        state, got = step.state, step.plans
         plans += got
         if k < 5:
             assert got == []  # the driver camera still has time to show up
     assert spans(plans) == [(0, 64, (View.ROAD,)), (64, 128, (View.ROAD,))]  # cut while the vehicle drives
     assert idle_cameras(state, rules) == {View.DRIVER}
-    state = observe_tick(state, View.ROAD, 1000.0 + 14 + 4.9)  # road silent 4.9 s: not yet the end of the trip
-    assert ready_clips(state, rules)[0] == []
-    state = observe_tick(state, View.ROAD, 1000.0 + 14 + 5.0)  # every camera idle: the trip's end is flushed
-    assert spans(ready_clips(state, rules)[0]) == [(128, 150, (View.ROAD,))]
+    assert observe_tick(state, View.DRIVER, 1000.0 + 14 + 30, rules).plans == []
+    state = observe_tick(state, View.DRIVER, 1000.0 + 14 + 30, rules).state
+    step = observe_tick(state, View.ROAD, 1000.0 + 14 + 4.9, rules)  # road silent 4.9 s: not yet the end of the trip
+    assert step.plans == []
+    step = observe_tick(step.state, View.ROAD, 1000.0 + 14 + 5.0, rules)  # every camera idle: the trip's end is flushed
+    assert spans(step.plans) == [(128, 150, (View.ROAD,))]
 
 
 def test_a_replayed_backlog_sees_the_fleets_silences_not_the_joiners_outage():
@@ -120,10 +125,47 @@ def test_a_replayed_backlog_sees_the_fleets_silences_not_the_joiners_outage():
     state = VehicleJoinState(fleet_id="f", vehicle_id="v")
     for k, t in enumerate(range(0, 40, 10)):
         for camera in ("road", "driver"):
-            state, _ = add_segment(state, seg(camera, t, t + 10), driver_id="d", now=1000.0 + k, rules=RULES)
-    assert ready_clips(state, RULES)[0] == [] and idle_cameras(state, RULES) == set()
-    state = observe_tick(state, View.ROAD, 1000.0 + 3.5)  # a tick sent before the last uploads: no silence
-    assert ready_clips(state, RULES)[0] == []
+            step = receive(state, upload(seg(camera, t, t + 10)), arrived=1000.0 + k, rules=RULES)
+            state = step.state
+            assert step.plans == []
+    assert idle_cameras(state, RULES) == set()
+    assert observe_tick(state, View.ROAD, 1000.0 + 3.5, RULES).plans == []  # sent before the last uploads: no silence
+
+
+def test_one_topic_read_past_a_silence_does_not_judge_the_other_camera_by_it():
+    """After a restart the joiner may read the road topic through a trip and its end before any of the driver
+    topic's uploads of that trip: the driver camera was silent before the trip, not during it, so the trip is
+    one two-view clip, not a road-only one with the driver's uploads refused as late."""
+    state = VehicleJoinState(fleet_id="f", vehicle_id="v")
+    state = receive(state, upload(seg("road", 0, 10)), arrived=1000.0, rules=RULES).state
+    state = receive(state, upload(seg("driver", 0, 10)), arrived=1000.0, rules=RULES).state
+    state = observe_tick(state, View.ROAD, 1030.0, RULES).state
+    step = observe_tick(state, View.DRIVER, 1030.0, RULES)  # the gap between trips: the first trip is flushed
+    assert spans(step.plans) == [(0, 10, BOTH)]
+    state = step.state
+    for k, t in enumerate((100, 110)):  # the second trip's road uploads and the tick after them, read first
+        state = receive(state, upload(seg("road", t, t + 10)), arrived=1040.0 + k, rules=RULES).state
+    step = observe_tick(state, View.ROAD, 1060.0, RULES)
+    assert step.plans == [] and len(step.state.pending) == 2
+    state, admissions, plans = step.state, [], []
+    for k, t in enumerate((100, 110)):  # then the driver topic
+        step = receive(state, upload(seg("driver", t, t + 10)), arrived=1040.0 + k, rules=RULES)
+        state, admissions, plans = step.state, admissions + [a for _, a in step.outcomes], plans + step.plans
+    step = observe_tick(state, View.DRIVER, 1060.0, RULES)
+    admissions, plans = admissions + [a for _, a in step.outcomes], plans + step.plans
+    assert admissions == [Admission.ACCEPTED] * 4
+    assert spans(plans) == [(100, 120, BOTH)]
+
+
+def test_the_timer_ticks_a_vehicle_only_while_it_waits_on_a_quiet_topic():
+    state = VehicleJoinState(fleet_id="f", vehicle_id="v")
+    assert not needs_tick(state, RULES, now=2000.0, quiet_s=5.0)  # nothing to wait for
+    state = receive(state, upload(seg("road", 0, 10)), arrived=1000.0, rules=RULES).state
+    assert needs_tick(state, RULES, now=1001.0, quiet_s=5.0)  # pending, and the driver topic never read
+    state = observe_tick(state, View.DRIVER, 1001.0, RULES).state
+    assert not state.pending
+    assert not needs_tick(state, RULES, now=1003.0, quiet_s=5.0)  # an open stretch, but both topics fresh
+    assert needs_tick(state, RULES, now=1006.0, quiet_s=5.0)
 
 
 def test_too_short_pieces_make_no_clip():
@@ -172,3 +214,49 @@ def test_whatever_the_order_the_clips_are_the_oracles_on_what_was_accepted(uploa
     plans, _, admissions = feed(shuffled, flush=True)
     accepted = [s for s, a in zip(shuffled, admissions, strict=True) if a is Admission.ACCEPTED]
     assert spans(plans) == expected_clips(accepted, RULES)
+
+
+@st.composite
+def two_topics(draw):
+    """One vehicle's uploads with arrival times, plus ticks, as the two camera topics hold them (each in arrival
+    order, as a partition is): read in arrival order, and in one random interleaving as a consumer might read
+    them. Events are (arrival time, camera, upload or None for a tick)."""
+    uploads = draw(fleet_uploads())
+    rnd = draw(st.randoms(use_true_random=False))
+    topics: dict[View, list] = {View.ROAD: [], View.DRIVER: []}
+    at = 1000.0
+    for s in uploads:
+        at += rnd.choice([0.0, 0.5, 1.0, 3.0, 8.0])
+        topics[s.camera].append((at, s.camera, upload(s)))
+    for camera in View:
+        topics[camera] += [(rnd.uniform(1000.0, at + 20), camera, None) for _ in range(rnd.randint(0, 4))]
+        topics[camera].append((at + 30, camera, None))  # the fleet's last silence: every trip ends
+        topics[camera].sort(key=lambda e: e[0])
+    road, driver = list(topics[View.ROAD]), list(topics[View.DRIVER])
+    interleaved = []
+    while road or driver:
+        side = road if road and (not driver or rnd.random() < 0.5) else driver
+        interleaved.append(side.pop(0))
+    return sorted(interleaved, key=lambda e: e[0]), interleaved
+
+
+def read(events):
+    """What a joiner makes of the events in this reading order: its clips and the uploads it refused as late."""
+    state = VehicleJoinState(fleet_id="f", vehicle_id="v")
+    plans, outcomes = [], []
+    for at, camera, message in events:
+        if message is None:
+            step = observe_tick(state, camera, at, RULES)
+        else:
+            step = receive(state, message, arrived=at, rules=RULES)
+        state, plans, outcomes = step.state, plans + step.plans, outcomes + step.outcomes
+    step = advance(state, RULES, flush=True)
+    plans, outcomes = plans + step.plans, outcomes + step.outcomes
+    return spans(plans), [m.segment_id for m, a in outcomes if a is Admission.LATE]
+
+
+@settings(max_examples=300, deadline=None)
+@given(two_topics())
+def test_however_the_two_topics_are_interleaved_the_clips_are_those_of_arrival_order(topics):
+    in_arrival_order, interleaved = topics
+    assert read(interleaved) == read(in_arrival_order)

@@ -10,7 +10,7 @@ import pytest
 
 from streams.blobs import LocalBlobStore
 from streams.errors import BadSegment
-from streams.segments import parse_segment, to_ref
+from streams.segments import claim_check, parse_segment
 
 NOW = 1_760_000_000.0
 
@@ -48,14 +48,15 @@ def test_a_small_clock_lead_is_tolerated() -> None:
 def test_claim_checks_are_verified_and_inline_video_is_spilled(tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path)
     with pytest.raises(BadSegment) as err:
-        to_ref(parse_segment(message(), max_bytes=10_000), blobs)
+        claim_check(parse_segment(message(), max_bytes=10_000), blobs)
     assert err.value.reason == "missing_blob"
     video = base64.b64encode(b"tiny video").decode()
     inline = parse_segment(message(video_uri=None, video_b64=video), max_bytes=10_000)
-    ref = to_ref(inline, blobs)
-    assert blobs.path(ref.video_uri).read_bytes() == b"tiny video"
+    kept = claim_check(inline, blobs)
+    assert kept.video_b64 is None and kept.video_uri is not None
+    assert blobs.path(kept.video_uri).read_bytes() == b"tiny video"
     with pytest.raises(BadSegment) as err:
-        to_ref(parse_segment(message(video_uri=None, video_b64="not base64!"), max_bytes=10_000), blobs)
+        claim_check(parse_segment(message(video_uri=None, video_b64="not base64!"), max_bytes=10_000), blobs)
     assert err.value.reason == "invalid_segment"
 
 
