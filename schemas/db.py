@@ -4,13 +4,14 @@ exported or deleted on its own. Schema changes go through Alembic (`schemas/migr
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Double,
     ForeignKey,
@@ -187,6 +188,31 @@ class Event(Base):
     coaching_status: Mapped[str] = mapped_column(String(16), default="needs_review", server_default="needs_review")
 
     inference: Mapped[Inference] = relationship(back_populates="events")
+
+
+class EventFact(Base):
+    """One row per event of each clip's current answer, with what reports filter and group by: `report_events` reads
+    it. Written only by triggers (migration 0007), in the transaction that changes the events, answers or clips it
+    comes from, so every writer keeps it right."""
+
+    __tablename__ = "event_facts"
+    __table_args__ = (Index("ix_event_facts_fleet_day", "fleet_id", "day", "type",
+                            postgresql_include=["vehicle_id", "driver_id", "coaching_status"]),
+                      Index("ix_event_facts_clip", "clip_id"))
+
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(String(64))
+    vehicle_id: Mapped[str] = mapped_column(String(64))
+    driver_id: Mapped[str | None] = mapped_column(String(64))
+    clip_id: Mapped[str] = mapped_column(String(64))
+    inference_id: Mapped[int] = mapped_column(BigInteger)
+    model_version: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(64))
+    view: Mapped[str] = mapped_column(String(16))
+    coaching_status: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    day: Mapped[date] = mapped_column(Date)
+    week: Mapped[date] = mapped_column(Date)
 
 
 class Instruction(Base):

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from streams.reports import Filters, event_rates, review_queue, trend
+from streams.reports import Filters, review_queue, trend
 
 
 @dataclass(frozen=True)
@@ -89,57 +89,62 @@ def coaching_list(conn: Connection, fleet_id: str, *, limit: int = 200) -> list[
 def latest_day(conn: Connection, fleet_id: str) -> date | None:
     """The newest day with driving: the dashboard's window ends there, so a fleet that stopped uploading (or the
     demo's simulated days) still shows its last weeks rather than an empty chart."""
-    return conn.execute(text("SELECT max(day) FROM report_driving WHERE fleet_id = :fleet"), {"fleet": fleet_id}).scalar()
+    return conn.execute(text("""SELECT (to_timestamp(max(start_ts)) AT TIME ZONE 'UTC')::date FROM clips
+                                WHERE fleet_id = :fleet"""), {"fleet": fleet_id}).scalar()  # report_driving's day
 
 
 def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | None = None) -> Dashboard:
+    """Five queries: the newest day, one pass over the window's driving and one over its events (the rules of
+    `streams.reports.event_rates`), the drivers' trend, and the top of the review queue."""
     end = (until or latest_day(conn, fleet_id) or date.today()) + timedelta(days=1)
     start = end - timedelta(days=days)
     window = Filters(fleet=fleet_id, since=start, until=end)
-    rates = event_rates(conn, window, group="fleet", period="day")
     span = {"fleet": fleet_id, "since": start, "until": end}
-    hours = {r["day"]: float(r["hours"]) for r in conn.execute(text("""
-        SELECT day, sum(seconds) / 3600.0 AS hours FROM report_driving
-        WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY day"""), span).mappings()}
+    driving = conn.execute(text("""
+        SELECT driver_id, day, sum(seconds) / 3600.0 AS hours, sum(km) AS km, bool_and(km IS NOT NULL) AS known
+        FROM report_driving WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1, 2"""),
+                           span).mappings().all()
+    hours: dict[date, float] = {}
+    driver_hours: dict[str | None, float] = {}
+    for r in driving:
+        hours[r["day"]] = hours.get(r["day"], 0.0) + float(r["hours"])
+        driver_hours[r["driver_id"]] = driver_hours.get(r["driver_id"], 0.0) + float(r["hours"])
+    km = sum(float(r["km"]) for r in driving) if driving and all(r["known"] for r in driving) else None
     per_day: dict[date, int] = {}
     per_type: dict[str, dict[str, Any]] = {}
-    for r in rates:
-        per_day[r["period"]] = per_day.get(r["period"], 0) + int(r["events"])
+    statuses: dict[str, int] = {}
+    for r in conn.execute(text("""
+            SELECT day, type, max(severity) AS severity, coaching_status, count(*) AS events FROM report_events
+            WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1, 2, 4"""), span).mappings():
+        per_day[r["day"]] = per_day.get(r["day"], 0) + int(r["events"])
+        statuses[r["coaching_status"]] = statuses.get(r["coaching_status"], 0) + int(r["events"])
         t = per_type.setdefault(r["type"], {"type": r["type"], "severity": r["severity"], "events": 0})
         t["events"] += int(r["events"])
     total_hours = sum(hours.values())
-    km = conn.execute(text("""SELECT CASE WHEN bool_and(km IS NOT NULL) THEN sum(km) END FROM report_driving
-                              WHERE fleet_id = :fleet AND day >= :since AND day < :until"""), span).scalar()
     for t in per_type.values():
         t["per_hour"] = round(t["events"] / total_hours, 2) if total_hours else None
-        t["per_100km"] = round(100 * t["events"] / float(km), 2) if km else None
+        t["per_100km"] = round(100 * t["events"] / km, 2) if km else None
     day_rows = []
     for i in range(days):
         day = start + timedelta(days=i)
         events, driven = per_day.get(day, 0), hours.get(day, 0.0)
         day_rows.append({"day": day, "events": events, "hours": round(driven, 2),
                          "per_hour": round(events / driven, 2) if driven else 0.0})
-    drivers = _drivers(conn, window)
-    statuses: dict[str, int] = dict(conn.execute(text("""SELECT coaching_status, count(*) FROM report_events
-                                         WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1"""),
-                                 span).all())
     return Dashboard(start, end, day_rows,
-                     sorted(per_type.values(), key=lambda t: (-t["severity"], -t["events"], t["type"])), drivers,
-                     statuses, review_queue(conn, Filters(fleet=fleet_id), limit=10))
+                     sorted(per_type.values(), key=lambda t: (-t["severity"], -t["events"], t["type"])),
+                     _drivers(conn, window, driver_hours), statuses, review_queue(conn, Filters(fleet=fleet_id), limit=10))
 
 
-def _drivers(conn: Connection, window: Filters) -> list[dict[str, Any]]:
+def _drivers(conn: Connection, window: Filters, hours: dict[str | None, float]) -> list[dict[str, Any]]:
     by_driver: dict[str, dict[str, Any]] = {}
     for r in trend(conn, window, group="driver"):
         d = by_driver.setdefault(r["who"] or "(unknown)", {"driver": r["who"] or "(unknown)", "events": 0,
                                                           "previous": 0})
         d["events"] += int(r["events"])
         d["previous"] += int(r["previous"])
-    for who, hours in conn.execute(text("""SELECT driver_id, sum(seconds) / 3600.0 FROM report_driving
-                                           WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1"""),
-                                   {"fleet": window.fleet, "since": window.since, "until": window.until}).all():
+    for who, driven in hours.items():
         d = by_driver.setdefault(who or "(unknown)", {"driver": who or "(unknown)", "events": 0, "previous": 0})
-        d["hours"] = round(float(hours), 2)
+        d["hours"] = round(driven, 2)
     for d in by_driver.values():
         d.setdefault("hours", 0.0)
         d["per_hour"] = round(d["events"] / d["hours"], 2) if d["hours"] else None

@@ -16,6 +16,7 @@ from streams.bench import bench_reports, generate_report_data
 from streams.settings import Settings
 from streams.tenancy import ensure_fleet_role, fleet_role_name
 from tests.conftest import LOCAL_PG, fresh_database
+from tests.integration.facts import differing_rows
 
 pytestmark = pytest.mark.integration
 SERVER = LOCAL_PG.replace("postgresql://", "postgresql+psycopg://")
@@ -114,11 +115,7 @@ def test_rewritten_views_give_the_rows_of_their_earlier_definitions(scratch_url:
             if as_role:
                 conn.execute(text(f'SET LOCAL ROLE "{as_role}"'))
             for view, (columns, before) in pairs.items():
-                now = f"SELECT {columns} FROM {view} WHERE fleet_id = ANY(:fleets)"
-                old = f"SELECT {columns} FROM ({before}) v WHERE fleet_id = ANY(:fleets)"
-                total = conn.execute(text(f"SELECT count(*) FROM ({now}) x"), {"fleets": fleets}).scalar_one()
-                differ = conn.execute(text(f"SELECT count(*) FROM (({now} EXCEPT ALL {old}) UNION ALL "
-                                           f"({old} EXCEPT ALL {now})) d"), {"fleets": fleets}).scalar_one()
+                total, differ = differing_rows(conn, view, before, fleets, columns)
                 assert total > 0 and differ == 0, (view, as_role, total, differ)
             days = dict(conn.execute(text("SELECT type, day FROM report_events WHERE clip_id LIKE '%-late' "
                                           "OR clip_id LIKE '%-early'")).all())
@@ -127,3 +124,40 @@ def test_rewritten_views_give_the_rows_of_their_earlier_definitions(scratch_url:
     engine.dispose()
     with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_the_dashboard_adds_up_to_the_reports(scratch_url: str) -> None:
+    """The console's dashboard reads the window in one pass per view; its figures are the reports' figures."""
+    from collections import Counter
+
+    from streams.console.queries import dashboard
+    from streams.reports import Filters, event_rates, trend
+
+    engine = create_engine(scratch_url)
+    prefix = f"db{uuid.uuid4().hex[:6]}"
+    with engine.connect() as conn:
+        generate_report_data(conn, prefix=prefix, events=3_000, fleets=2, days=40, end_day=date(2026, 1, 2))
+        conn.commit()
+    fleet = f"{prefix}-f00"
+    with engine.begin() as conn:
+        board = dashboard(conn, fleet, days=28)
+        window = Filters(fleet=fleet, since=board.since, until=board.until)
+        rates = event_rates(conn, window, group="fleet", period="day")
+        per_day, per_type = Counter(), Counter()
+        for r in rates:
+            per_day[r["period"]] += int(r["events"])
+            per_type[r["type"]] += int(r["events"])
+        assert board.until == date(2026, 1, 3) and sum(per_day.values()) > 0
+        assert {d["day"]: d["events"] for d in board.days if d["events"]} == dict(per_day)
+        assert {d["day"]: d["hours"] for d in board.days if d["events"]} == {
+            r["period"]: round(float(r["hours"]), 2) for r in rates}
+        assert {t["type"]: t["events"] for t in board.types} == dict(per_type)
+        assert sum(board.statuses.values()) == sum(per_type.values())
+        drivers = Counter()
+        for r in trend(conn, window, group="driver"):
+            drivers[r["who"] or "(unknown)"] += int(r["events"])
+        assert {d["driver"]: d["events"] for d in board.drivers if d["events"]} == +drivers
+        hours = conn.execute(text("SELECT sum(seconds) / 3600.0 FROM report_driving WHERE fleet_id = :f "
+                                  "AND day >= :a AND day < :b"), {"f": fleet, "a": board.since, "b": board.until})
+        assert abs(sum(d["hours"] for d in board.drivers) - float(hours.scalar_one())) < 0.01 * len(board.drivers)
+    engine.dispose()

@@ -17,7 +17,7 @@ from tests.integration.console_data import seed_fleet
 
 pytestmark = pytest.mark.integration
 FLEET_TABLES = ["fleets", "vehicles", "drivers", "clips", "inferences", "events", "instructions", "reviews",
-                "current_inferences", "report_events", "report_driving", "review_queue"]
+                "event_facts", "current_inferences", "report_events", "report_driving", "review_queue"]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,14 @@ def test_writes_cannot_reach_another_fleet(two_fleets) -> None:
         assert conn.execute(text("SELECT count(*) FROM events WHERE fleet_id = :f AND coaching_status = "
                                  "'needs_review'"), {"f": b.fleet_id}).scalar_one() == b_statuses
         assert conn.execute(text("SELECT count(*) FROM reviews WHERE fleet_id = :f"), {"f": b.fleet_id}).scalar() == 0
+
+
+def test_fleet_roles_only_read_the_report_facts(two_fleets) -> None:
+    engine, a, _ = two_fleets
+    for statement in ("DELETE FROM event_facts", "UPDATE event_facts SET coaching_status = 'coached'"):
+        with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
+            conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+            conn.execute(text(statement))
 
 
 @pytest.mark.parametrize("table", ["managers", "console_sessions"])
@@ -150,3 +158,60 @@ def test_0004_downgrades_and_upgrades_again() -> None:
             assert state() == (True, True, True)
         finally:
             engine.dispose()
+
+
+def test_report_events_follow_every_writer_in_the_same_transaction(two_fleets) -> None:
+    """event_facts (migration 0007) is written by triggers: after review actions under a fleet's role, a newer
+    model's answer and its removal, report_events still gives the rows of its original definition (0002's, over
+    the tables). Rolled back, so the module's other tests see the seeded fleets."""
+    import importlib
+
+    from streams.console.review import EventIn, ReviewIn, apply_review
+    from tests.integration.facts import differing_rows
+
+    reference = importlib.import_module("schemas.migrations.versions.0005_report_indexes").REPORT_EVENTS_0002
+    engine, _a, b = two_fleets
+    fleets = [_a.fleet_id, b.fleet_id]
+
+    def assert_current(conn) -> int:
+        total, differ = differing_rows(conn, "report_events", reference, fleets)
+        assert differ == 0, (total, differ)
+        return total
+
+    with engine.connect() as conn, conn.begin() as transaction:
+        assert assert_current(conn) > 0
+        answers = conn.execute(text("SELECT i.id, c.end_ts - c.start_ts FROM current_inferences i "
+                                    "JOIN clips c USING (clip_id) WHERE i.fleet_id = :f ORDER BY i.id"),
+                               {"f": b.fleet_id}).all()
+        assert len(answers) >= 2
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(b.fleet_id)}"'))
+        correction = [EventIn(type="phone_use", start=1, end=3), EventIn(type="speeding", start=4, end=6)]
+        apply_review(conn, fleet_id=b.fleet_id, reviewer="t", inference_id=answers[0][0], clip_duration=answers[0][1],
+                     review=ReviewIn(action="correct", events=correction))
+        apply_review(conn, fleet_id=b.fleet_id, reviewer="t", inference_id=answers[0][0], clip_duration=answers[0][1],
+                     review=ReviewIn(action="coached"))
+        apply_review(conn, fleet_id=b.fleet_id, reviewer="t", inference_id=answers[1][0], clip_duration=answers[1][1],
+                     review=ReviewIn(action="dismiss"))
+        conn.execute(text("RESET ROLE"))
+        statuses = dict(conn.execute(text("SELECT type, coaching_status FROM report_events WHERE inference_id = :i"),
+                                     {"i": answers[0][0]}).all())
+        assert statuses == {"phone_use": "coached", "speeding": "coached"}
+        assert_current(conn)
+        clip = conn.execute(text("SELECT clip_id FROM inferences WHERE id = :i"), {"i": answers[1][0]}).scalar_one()
+        conn.execute(text("INSERT INTO model_versions (version, path, stage, demo, metrics) "
+                          "VALUES ('tenancy-newer', '', 'candidate', false, '{}')"))
+        newer = conn.execute(text("""
+            INSERT INTO inferences (fleet_id, clip_id, model_version, prompt_version, valid, description, raw_turn1,
+                                    raw_turn2, latency_ms, prompt_tokens, generated_tokens, updated_at)
+            VALUES (:f, :c, 'tenancy-newer', 'cot-v1', true, '', '', '', 1, 1, 1, now() + interval '1 hour')
+            RETURNING id"""), {"f": b.fleet_id, "c": clip}).scalar_one()
+        conn.execute(text("INSERT INTO events (fleet_id, inference_id, type, view, start_s, end_s) "
+                          "VALUES (:f, :i, 'following_distance', 'road', 2, 5)"), {"f": b.fleet_id, "i": newer})
+        assert conn.execute(text("SELECT array_agg(type) FROM report_events WHERE clip_id = :c"),
+                            {"c": clip}).scalar_one() == ["following_distance"]
+        assert_current(conn)
+        conn.execute(text("DELETE FROM inferences WHERE id = :i"), {"i": newer})  # the older answer is current again
+        assert_current(conn)
+        assert set(conn.execute(text("SELECT inference_id FROM report_events WHERE clip_id = :c"),
+                                {"c": clip}).scalars()) <= {answers[1][0]}
+        transaction.rollback()
