@@ -215,6 +215,28 @@ class EventFact(Base):
     week: Mapped[date] = mapped_column(Date)
 
 
+class AnswerFact(Base):
+    """One row per clip's current answer: its event count, highest severity and whether a manager reviewed it.
+    `review_queue` reads it; written only by the triggers of migration 0007, like EventFact."""
+
+    __tablename__ = "answer_facts"
+    __table_args__ = (Index("ix_answer_facts_queue", "fleet_id", text("max_severity DESC"), text("occurred_at DESC"),
+                            postgresql_where=text("NOT reviewed")),
+                      Index("ix_answer_facts_clip", "clip_id"))
+
+    inference_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("inferences.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(String(64))
+    clip_id: Mapped[str] = mapped_column(String(64))
+    vehicle_id: Mapped[str] = mapped_column(String(64))
+    driver_id: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(200))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    events: Mapped[int] = mapped_column(BigInteger)
+    max_severity: Mapped[int] = mapped_column(Integer)
+    reviewed: Mapped[bool] = mapped_column(Boolean)
+
+
 class Instruction(Base):
     __tablename__ = "instructions"
 

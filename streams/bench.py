@@ -646,7 +646,7 @@ _PARAM_TYPES = {"prefix": "text", "fleets": "int", "vehicles": "int", "clips": "
                 "end_day": "date", "end_epoch": "float8", "reinfer": "float8", "eventful": "float8",
                 "events": "int", "eventful_rows": "bigint"}
 _TABLES = ["fleets", "vehicles", "drivers", "clips", "segments", "clip_segments", "inferences", "events",
-           "instructions", "reviews", "event_facts"]
+           "instructions", "reviews", "event_facts", "answer_facts"]
 
 
 @dataclass(frozen=True)

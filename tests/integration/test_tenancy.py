@@ -17,7 +17,7 @@ from tests.integration.console_data import seed_fleet
 
 pytestmark = pytest.mark.integration
 FLEET_TABLES = ["fleets", "vehicles", "drivers", "clips", "inferences", "events", "instructions", "reviews",
-                "event_facts", "current_inferences", "report_events", "report_driving", "review_queue"]
+                "event_facts", "answer_facts", "current_inferences", "report_events", "report_driving", "review_queue"]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,8 @@ def test_writes_cannot_reach_another_fleet(two_fleets) -> None:
 
 def test_fleet_roles_only_read_the_report_facts(two_fleets) -> None:
     engine, a, _ = two_fleets
-    for statement in ("DELETE FROM event_facts", "UPDATE event_facts SET coaching_status = 'coached'"):
+    for statement in ("DELETE FROM event_facts", "UPDATE event_facts SET coaching_status = 'coached'",
+                      "UPDATE answer_facts SET reviewed = true"):
         with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
             conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
             conn.execute(text(statement))
@@ -161,21 +162,24 @@ def test_0004_downgrades_and_upgrades_again() -> None:
 
 
 def test_report_events_follow_every_writer_in_the_same_transaction(two_fleets) -> None:
-    """event_facts (migration 0007) is written by triggers: after review actions under a fleet's role, a newer
-    model's answer and its removal, report_events still gives the rows of its original definition (0002's, over
-    the tables). Rolled back, so the module's other tests see the seeded fleets."""
+    """event_facts and answer_facts (migration 0007) are written by triggers: after review actions under a fleet's
+    role, a newer model's answer and its removal, report_events and review_queue still give the rows of their
+    original definitions (0002's, over the tables). Rolled back, so the module's other tests see the seeded
+    fleets."""
     import importlib
 
     from streams.console.review import EventIn, ReviewIn, apply_review
     from tests.integration.facts import differing_rows
 
-    reference = importlib.import_module("schemas.migrations.versions.0005_report_indexes").REPORT_EVENTS_0002
+    m = importlib.import_module("schemas.migrations.versions.0005_report_indexes")
     engine, _a, b = two_fleets
     fleets = [_a.fleet_id, b.fleet_id]
 
     def assert_current(conn) -> int:
-        total, differ = differing_rows(conn, "report_events", reference, fleets)
-        assert differ == 0, (total, differ)
+        queue, differ = differing_rows(conn, "review_queue", m.REVIEW_QUEUE_0002, fleets)
+        assert differ == 0, ("review_queue", queue, differ)
+        total, differ = differing_rows(conn, "report_events", m.REPORT_EVENTS_0002, fleets)
+        assert differ == 0, ("report_events", total, differ)
         return total
 
     with engine.connect() as conn, conn.begin() as transaction:
