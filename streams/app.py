@@ -28,6 +28,7 @@ from streams.join import (
     observe_tick,
     receive,
 )
+from streams.offsets import OffsetWatch
 from streams.segments import claim_check, parse_segment, probe_video
 from streams.settings import Settings
 
@@ -156,10 +157,19 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         await emit(step.plans)
         table[state.vehicle_id] = _dump(state)
 
+    offsets = OffsetWatch()
+
     @app.agent(inputs)
     async def join(stream: faust.StreamT) -> None:
         async for event in stream.events():
             topic = event.message.topic
+            first, gap = offsets.observe(topic, event.message.partition, event.message.offset)
+            if first:
+                log.info("reading %s[%d] from offset %d", topic, event.message.partition, event.message.offset)
+            if gap is not None:
+                log.warning("offsets %d-%d of %s[%d] were never handed to this joiner", gap.first_missing,
+                            gap.last_missing, topic, gap.partition)
+                metrics.INPUT_OFFSET_GAPS.labels(topic=topic).inc(gap.last_missing - gap.first_missing + 1)
             key, value = event.key, event.value
             base_topic = ROAD_TOPIC if topic == settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
             camera = View.ROAD if base_topic == ROAD_TOPIC else View.DRIVER
@@ -210,6 +220,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.on_partitions_assigned.connect
     async def count_assignment(*_: Any, **__: Any) -> None:
         metrics.REBALANCES.inc()
+        offsets.reset()
 
     app.conf.producer_acks = -1
     return app

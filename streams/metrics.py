@@ -16,6 +16,8 @@ CLIP_BUILD_SECONDS = Histogram("drivecoach_clip_build_seconds", "Wall seconds to
 LOOP_LAG_MAX = Gauge("drivecoach_event_loop_lag_max_seconds",
                      "Longest delay of a periodic event-loop probe since start (heartbeats share this loop)")
 REBALANCES = Counter("drivecoach_rebalances", "Partition assignments this process received")
+INPUT_OFFSET_GAPS = Counter("drivecoach_input_offset_gaps", "Input records the joiner was never handed (offset jumps)",
+                            ["topic"])
 
 
 def serve(port: int) -> None:

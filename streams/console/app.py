@@ -27,7 +27,14 @@ from schemas.taxonomy import TAXONOMY, EventType
 from streams.blobs import BlobNotFound, LocalBlobStore
 from streams.console import auth
 from streams.console.frames import frame_jpeg
-from streams.console.queries import ClipDetail, clip_detail, clip_frames, coaching_list, dashboard
+from streams.console.queries import (
+    ClipDetail,
+    clip_detail,
+    clip_frames,
+    coaching_list,
+    current_answer,
+    dashboard,
+)
 from streams.console.review import ReviewError, ReviewIn, apply_review, form_events
 from streams.reports import Filters, event_rates, review_queue, trend
 from streams.settings import Settings
@@ -330,13 +337,14 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     def _review(who: auth.SignedIn, clip_id: str, review: ReviewIn) -> ReviewResultOut:
         with fleet_connection(engine, who.fleet_id) as conn:
-            detail = clip_detail(conn, clip_id)
-            if detail is None:
+            answer = current_answer(conn, clip_id)
+            if answer is None:
                 raise HTTPException(404, "no such clip")
-            if detail.inference_id is None:
+            inference_id, duration_s = answer
+            if inference_id is None:
                 raise ReviewError("this clip has no answer to review yet")
-            outcome = apply_review(conn, fleet_id=who.fleet_id, reviewer=who.username,
-                                   inference_id=detail.inference_id, clip_duration=detail.duration_s, review=review)
+            outcome = apply_review(conn, fleet_id=who.fleet_id, reviewer=who.username, inference_id=inference_id,
+                                   clip_duration=duration_s, review=review)
         return ReviewResultOut(**asdict(outcome))
 
     # 422 stays FastAPI's own (request validation); a well-formed review that does not fit the clip's state (times

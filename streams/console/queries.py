@@ -41,6 +41,14 @@ def clip_frames(conn: Connection, clip_id: str) -> tuple[str, int] | None:
     return None if row is None else (row.frames_uri, row.num_frames)
 
 
+def current_answer(conn: Connection, clip_id: str) -> tuple[int | None, float] | None:
+    """The clip's current answer (None before the worker's) and the clip's length: all a review action needs."""
+    row = conn.execute(text("""
+        SELECT i.id, c.end_ts - c.start_ts AS duration_s FROM clips c
+        LEFT JOIN current_inferences i ON i.clip_id = c.clip_id WHERE c.clip_id = :clip"""), {"clip": clip_id}).first()
+    return None if row is None else (row.id, row.duration_s)
+
+
 def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
     """The clip, its current answer (the newest model version's), events with severity, and reviews."""
     row = conn.execute(text("""
@@ -152,4 +160,5 @@ def _drivers(conn: Connection, window: Filters, hours: dict[str | None, float]) 
     return sorted(by_driver.values(), key=lambda d: (-(d["per_hour"] or 0), -d["events"], d["driver"]))
 
 
-__all__ = ["ClipDetail", "Dashboard", "clip_detail", "clip_frames", "coaching_list", "dashboard", "latest_day"]
+__all__ = ["ClipDetail", "Dashboard", "clip_detail", "clip_frames", "coaching_list", "current_answer", "dashboard",
+           "latest_day"]

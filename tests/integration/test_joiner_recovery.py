@@ -37,14 +37,20 @@ def _setup(broker, tmp_path: Path, seed: int) -> tuple[Settings, list[SegmentMes
     return settings, messages
 
 
-def _assert_exactly_the_oracle(clips: list[dict], expected: dict[str, tuple[str, float, float]]) -> None:
+def _offsets_read(logs: Path) -> str:
+    """Where each joiner started reading each partition, and any offsets it was never handed: for a failure."""
+    return "\n".join(f"{log.name}: {line.strip()[-120:]}" for log in sorted(logs.glob("*.log"))
+                     for line in log.read_text().splitlines() if " from offset " in line or "never handed" in line)
+
+
+def _assert_exactly_the_oracle(clips: list[dict], expected: dict[str, tuple[str, float, float]], context: str = "") -> None:
     versions: dict[str, set[tuple]] = defaultdict(set)
     for c in clips:
         versions[c["clip_id"]].add((c["start_ts"], c["end_ts"], tuple(c["views"]),
                                     tuple(sorted(s["segment_id"] for s in c["segments"]))))
     assert set(versions) == set(expected), (
         f"missing {sorted(expected[c] for c in set(expected) - set(versions))}, "
-        f"unexpected {sorted(v for c in set(versions) - set(expected) for v in versions[c])}")
+        f"unexpected {sorted(v for c in set(versions) - set(expected) for v in versions[c])}\n{context}")
     assert all(len(v) == 1 for v in versions.values()), "a clip id was sent twice with different contents"
 
 
@@ -75,7 +81,7 @@ def test_a_joiner_killed_mid_stream_and_restarted_loses_no_clip(broker, tmp_path
     finally:
         _stop(second["second"][0])
     assert len(early) < len(expected) and killed_at < len(messages)  # the kill really was mid-stream
-    _assert_exactly_the_oracle(clips, expected)
+    _assert_exactly_the_oracle(clips, expected, _offsets_read(logs))
     assert "clip " in (logs / "second.log").read_text()  # the restarted joiner finished the job
 
 
@@ -99,6 +105,6 @@ def test_two_joiners_sharing_the_partitions_give_the_clips_of_one(broker, tmp_pa
         for proc, _ in procs.values():
             _stop(proc)
     assert joined_at < len(messages)  # b joined while the fleet was still uploading
-    _assert_exactly_the_oracle(clips, expected)
+    _assert_exactly_the_oracle(clips, expected, _offsets_read(logs))
     for name in ("a", "b"):  # both did part of the work
         assert "clip " in (logs / f"{name}.log").read_text(), f"joiner {name} emitted nothing"

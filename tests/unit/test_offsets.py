@@ -1,0 +1,17 @@
+"""The joiner's watch on the offsets it is handed."""
+
+from __future__ import annotations
+
+from streams.offsets import Gap, OffsetWatch
+
+
+def test_a_jump_in_a_partitions_offsets_is_a_gap_and_a_reassignment_starts_over() -> None:
+    watch = OffsetWatch()
+    assert watch.observe("road", 0, 20) == (True, None)
+    assert watch.observe("road", 0, 21) == (False, None)
+    assert watch.observe("road", 1, 7) == (True, None)  # partitions are watched apart
+    assert watch.observe("road", 0, 24) == (False, Gap("road", 0, 22, 23))
+    assert watch.observe("road", 0, 24) == (False, None)  # a redelivery is no gap
+    assert watch.observe("road", 0, 25) == (False, None)
+    watch.reset()
+    assert watch.observe("road", 0, 3) == (True, None)
