@@ -8,7 +8,9 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from streams.simulate import make_scenarios, write_segments
 from tests.integration.harness import Replay, wait_for_clips
 
 pytestmark = pytest.mark.integration
+Outcome = tuple[list[dict], dict[str, tuple[str, float, float]], Path]  # clips read back, the oracle's, the logs
 
 
 def _setup(broker, tmp_path: Path, seed: int) -> tuple[Settings, list[SegmentMessage]]:
@@ -54,11 +57,36 @@ def _assert_exactly_the_oracle(clips: list[dict], expected: dict[str, tuple[str,
     assert all(len(v) == 1 for v in versions.values()), "a clip id was sent twice with different contents"
 
 
+def _exactly_the_oracle_unless_the_broker_lost_input(run: Callable[[Path], Outcome], tmp_path: Path) -> None:
+    """Tansu 0.6 now and then never hands a consumer one record of a partition that two producers write at once (the
+    uploads and the joiner's ticks; docs/knowledge.md): the joiner logs it ("never handed") and counts it. A run that
+    differs from the oracle *and* shows such a gap is run once more on fresh topics; a difference without one, or
+    twice, fails."""
+    for attempt in (1, 2):
+        clips, expected, logs = run(tmp_path / f"attempt{attempt}")
+        try:
+            _assert_exactly_the_oracle(clips, expected, _offsets_read(logs))
+            return
+        except AssertionError:
+            if attempt == 2 or "never handed" not in _offsets_read(logs):
+                raise
+            warnings.warn(f"the broker never handed the joiner some input; running again:\n{_offsets_read(logs)}",
+                          stacklevel=1)
+
+
 def test_a_joiner_killed_mid_stream_and_restarted_loses_no_clip(broker, tmp_path: Path) -> None:
+    _exactly_the_oracle_unless_the_broker_lost_input(lambda d: _killed_and_restarted(broker, d), tmp_path)
+
+
+def test_two_joiners_sharing_the_partitions_give_the_clips_of_one(broker, tmp_path: Path) -> None:
+    _exactly_the_oracle_unless_the_broker_lost_input(lambda d: _two_joiners(broker, d), tmp_path)
+
+
+def _killed_and_restarted(broker, tmp_path: Path) -> Outcome:
     settings, messages = _setup(broker, tmp_path, seed=31)
     expected = expected_clips(messages, settings)
     env, logs = settings_env(settings), tmp_path / "logs"
-    logs.mkdir()
+    logs.mkdir(parents=True)
     first = {"first": (_spawn(["joiner"], env, logs / "first.log"), logs / "first.log")}
     replay = Replay(settings, messages)
     replay.start()
@@ -81,15 +109,15 @@ def test_a_joiner_killed_mid_stream_and_restarted_loses_no_clip(broker, tmp_path
     finally:
         _stop(second["second"][0])
     assert len(early) < len(expected) and killed_at < len(messages)  # the kill really was mid-stream
-    _assert_exactly_the_oracle(clips, expected, _offsets_read(logs))
-    assert "clip " in (logs / "second.log").read_text()  # the restarted joiner finished the job
+    assert "clip " in (logs / "second.log").read_text()  # the restarted joiner did part of the job
+    return clips, expected, logs
 
 
-def test_two_joiners_sharing_the_partitions_give_the_clips_of_one(broker, tmp_path: Path) -> None:
+def _two_joiners(broker, tmp_path: Path) -> Outcome:
     settings, messages = _setup(broker, tmp_path, seed=32)
     expected = expected_clips(messages, settings)
     env, logs = settings_env(settings), tmp_path / "logs"
-    logs.mkdir()
+    logs.mkdir(parents=True)
     procs = {"a": (_spawn(["joiner"], env, logs / "a.log"), logs / "a.log")}
     replay = Replay(settings, messages)
     replay.start()
@@ -105,6 +133,6 @@ def test_two_joiners_sharing_the_partitions_give_the_clips_of_one(broker, tmp_pa
         for proc, _ in procs.values():
             _stop(proc)
     assert joined_at < len(messages)  # b joined while the fleet was still uploading
-    _assert_exactly_the_oracle(clips, expected, _offsets_read(logs))
     for name in ("a", "b"):  # both did part of the work
         assert "clip " in (logs / f"{name}.log").read_text(), f"joiner {name} emitted nothing"
+    return clips, expected, logs
