@@ -7,8 +7,10 @@ import json
 import math
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -168,6 +170,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeout_s: float, console: Console,
              review: bool = False, serve_console: bool = False) -> DemoRun:
     started = time.monotonic()
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (`kill`, a supervisor) unwinds like Ctrl-C, so the broker, embedded Postgres and workers this demo
+        # started stop with it; uvicorn re-raises the SIGTERM it caught once the console has shut down.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     home = settings.home.resolve()
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -245,6 +251,10 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
             _stop(worker)
             serve_demo_console(settings, engine, factory, fleet_id=scenarios[0].fleet_id, console=console)
     return run
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def serve_demo_console(settings: Settings, engine: Engine, factory: sessionmaker[Session], *, fleet_id: str,
