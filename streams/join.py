@@ -24,8 +24,8 @@ Semantics (an interval join on event time, as Kafka Streams and Flink define it)
   one dead camera still makes single-view clips while it drives; when every camera is idle the vehicle's open
   stretch is flushed (the end of a trip). Because the horizon is one clock for both cameras, a joiner replaying a
   backlog after a crash sees exactly the silences the fleet had: never its own outage, and never one camera's
-  silence judged at a time the other camera's topic has been read past (the SIGKILL restart test caught that:
-  a trip split into a road-only and a two-view clip).
+  silence judged at a time the other camera's topic has been read past (which would split a trip into a
+  road-only and a two-view clip; `test_however_the_two_topics_are_interleaved...` interleaves them at random).
 - A clip is final, and emitted, once its end plus the tolerance is behind the watermark (and, for the remainder,
   once its whole region is); `flush` (end of input) treats the watermark as infinite. So any arrival order in
   which each segment arrives before the watermark passes its start gives the same clips as in-order arrival.
