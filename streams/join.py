@@ -84,7 +84,6 @@ class VehicleJoinState(BaseModel):
     camera_seen: dict[str, float] = {}  # per camera: arrival time of its latest segment
     camera_clock: dict[str, float] = {}  # per camera: latest arrival time read from its topic, upload or tick
     pending: tuple[PendingUpload, ...] = ()  # read, arrived after the horizon: not yet admitted
-    clock: float = NEVER  # arrival time the join has been brought up to (the horizon, once `advance` is done)
     first_seen: float = NEVER  # arrival time of the vehicle's first segment
     last_seen: float = NEVER  # arrival time of the vehicle's latest segment
 
@@ -237,7 +236,7 @@ def observe_tick(state: VehicleJoinState, camera: View, at: float, rules: JoinRu
 
 
 def advance(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -> Step:
-    """Bring the join's clock up to the horizon (past everything at the end of input): admit the pending uploads
+    """Bring the join up to the horizon (past everything at the end of input): admit the pending uploads
     it passes in arrival order, and judge idleness just before each admission and at the horizon. Idleness only
     grows while nothing is admitted, so these are the moments that decide, however the topics were read."""
     until = math.inf if flush else horizon(state)
@@ -247,39 +246,36 @@ def advance(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -
     outcomes: list[Outcome] = []
     plans: list[ClipPlan] = []
     for upload in due:
-        got, state = ready_clips(_at(state, upload.arrived), rules)
+        got, state = ready_clips(state, rules, now=upload.arrived)
         plans += got
         message = upload.message
         assert message.video_uri is not None, "uploads are claim-checked before they are received"
         state, admission = add_segment(state, message.ref(message.video_uri), driver_id=message.driver_id,
                                        now=upload.arrived, rules=rules)
         outcomes.append((message, admission))
-    got, state = ready_clips(state if flush else _at(state, until), rules, flush=flush)
+    got, state = ready_clips(state, rules, flush=flush)
     return Step(state, outcomes, plans + got)
 
 
-def _at(state: VehicleJoinState, clock: float) -> VehicleJoinState:
-    return state if state.clock >= clock else state.model_copy(update={"clock": clock})
+def idle_cameras(state: VehicleJoinState, rules: JoinRules, now: float | None = None) -> set[View]:
+    """Cameras silent for `camera_idle_s` up to arrival time `now` (the horizon unless given); one never heard from
+    counts from the vehicle's first upload."""
+    now = horizon(state) if now is None else now
+    return {c for c in View if now - state.camera_seen.get(c.value, state.first_seen) >= rules.camera_idle_s}
 
 
-def idle_cameras(state: VehicleJoinState, rules: JoinRules) -> set[View]:
-    """Cameras silent for `camera_idle_s` up to the join's clock; one never heard from counts from the vehicle's
-    first upload."""
-    return {c for c in View if state.clock - state.camera_seen.get(c.value, state.first_seen) >= rules.camera_idle_s}
-
-
-def watermark(state: VehicleJoinState, rules: JoinRules) -> float:
+def watermark(state: VehicleJoinState, rules: JoinRules, now: float | None = None) -> float:
     """The slowest non-idle camera's stream time minus the grace; infinite when every camera is idle."""
-    idle = idle_cameras(state, rules)
+    idle = idle_cameras(state, rules, now)
     waiting = [state.camera_time.get(c.value, NEVER) for c in View if c not in idle]
     return min(waiting) - rules.grace_s if waiting else math.inf
 
 
 def ready_clips(
-    state: VehicleJoinState, rules: JoinRules, *, flush: bool = False
+    state: VehicleJoinState, rules: JoinRules, *, flush: bool = False, now: float | None = None
 ) -> tuple[list[ClipPlan], VehicleJoinState]:
-    """Clips that are final now, and the state after emitting them."""
-    mark = math.inf if flush else watermark(state, rules)
+    """Clips that are final at arrival time `now` (the horizon unless given), and the state after emitting them."""
+    mark = math.inf if flush else watermark(state, rules, now)
     start_from = frontier = state.emitted_until
     plans: list[ClipPlan] = []
     candidates = (

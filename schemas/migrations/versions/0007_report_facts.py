@@ -50,21 +50,20 @@ BEGIN
            ev.events, ev.max_severity, EXISTS (SELECT 1 FROM reviews r WHERE r.inference_id = i.id)
     FROM clips c
     CROSS JOIN LATERAL (SELECT id, model_version FROM inferences WHERE inferences.clip_id = c.clip_id
-                        ORDER BY updated_at DESC, id DESC LIMIT 1) i
+                        ORDER BY updated_at DESC, id DESC LIMIT 1) i  -- the current answer (current_inferences)
     CROSS JOIN LATERAL (SELECT count(e.id) AS events, coalesce(max(t.severity), 0) AS max_severity
                         FROM events e LEFT JOIN event_types t ON t.type = e.type WHERE e.inference_id = i.id) ev
     WHERE c.clip_id = ANY(clip_ids);
     INSERT INTO event_facts (event_id, fleet_id, vehicle_id, driver_id, clip_id, inference_id, model_version, type,
                              view, coaching_status, occurred_at, day, week)
-    SELECT e.id, e.fleet_id, c.vehicle_id, c.driver_id, c.clip_id, i.id, i.model_version, e.type, e.view,
+    SELECT e.id, e.fleet_id, a.vehicle_id, a.driver_id, a.clip_id, a.inference_id, a.model_version, e.type, e.view,
            e.coaching_status, to_timestamp(c.start_ts + e.start_s),
            (to_timestamp(c.start_ts + e.start_s) AT TIME ZONE 'UTC')::date,
            date_trunc('week', to_timestamp(c.start_ts + e.start_s) AT TIME ZONE 'UTC')::date
-    FROM clips c
-    CROSS JOIN LATERAL (SELECT id, model_version FROM inferences WHERE inferences.clip_id = c.clip_id
-                        ORDER BY updated_at DESC, id DESC LIMIT 1) i  -- the current answer (current_inferences)
-    JOIN events e ON e.inference_id = i.id
-    WHERE c.clip_id = ANY(clip_ids);
+    FROM answer_facts a  -- the current answers, just written
+    JOIN clips c ON c.clip_id = a.clip_id
+    JOIN events e ON e.inference_id = a.inference_id
+    WHERE a.clip_id = ANY(clip_ids);
 END $$"""
 
 # table -> (trigger events, the SQL giving the clip ids of the changed rows, `changed` being the transition table)
