@@ -92,6 +92,8 @@ class Clip(_Created, Base):
     sample_fps: Mapped[float] = mapped_column(Double)
     # Driven during the clip, from its segments' telemetry (schemas.distance.clip_distance_km); None: unknown.
     distance_km: Mapped[float | None] = mapped_column(Double)
+    # Grows when a late upload rebuilds the clip (migration 0008); the row always holds the newest revision.
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     segments: Mapped[list[ClipSegment]] = relationship(back_populates="clip", cascade="all, delete-orphan")
     inferences: Mapped[list[Inference]] = relationship(back_populates="clip")
@@ -127,7 +129,8 @@ class Inference(_Created, Base):
 
     __tablename__ = "inferences"
     # The current answer per clip (current_inferences): a fleet's answers, and one clip's, in that view's order.
-    __table_args__ = (UniqueConstraint("clip_id", "model_version", name="uq_inference_clip_model"),
+    __table_args__ = (UniqueConstraint("clip_id", "model_version", "clip_revision",
+                                       name="uq_inference_clip_model_revision"),
                       Index("ix_inferences_fleet_current", "fleet_id", "clip_id", text("updated_at DESC"),
                             text("id DESC"), postgresql_include=["model_version"]),
                       Index("ix_inferences_clip_current", "clip_id", text("updated_at DESC"), text("id DESC"),
@@ -148,6 +151,9 @@ class Inference(_Created, Base):
     generated_tokens: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
                                                  onupdate=func.now())
+    # The clip revision the answer was made on, and its frames: a review of an older revision keeps both.
+    clip_revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    frames_uri: Mapped[str | None] = mapped_column(Text)
 
     clip: Mapped[Clip] = relationship(back_populates="inferences")
     events: Mapped[list[Event]] = relationship(back_populates="inference", cascade="all, delete-orphan")

@@ -15,7 +15,7 @@ SCHEMA_VERSION = 1
 
 
 class TelemetrySample(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True)  # NaN allowed: a missing reading, skipped by schemas.distance
 
     t: float = Field(description="seconds on the device clock")
     speed_kmh: float | None = None
@@ -28,7 +28,7 @@ class TelemetrySample(BaseModel):
 class SegmentMessage(BaseModel):
     """One camera upload. Times are seconds since the epoch on the device clock."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
     fleet_id: str
@@ -62,7 +62,7 @@ class SegmentMessage(BaseModel):
         """What the join keeps of this upload: times, the claim check the video is stored under and the distance its
         telemetry gives (the telemetry itself is dropped here)."""
         return SegmentRef(segment_id=self.segment_id, camera=self.camera, start_ts=self.start_ts, end_ts=self.end_ts,
-                          video_uri=video_uri, distance_km=distance_km(self.telemetry))
+                          video_uri=video_uri, distance_km=distance_km(self.telemetry), driver_id=self.driver_id)
 
 
 class SegmentRef(BaseModel):
@@ -76,11 +76,13 @@ class SegmentRef(BaseModel):
     end_ts: float
     video_uri: str
     distance_km: float | None = None  # None: no usable telemetry (and refs stored before distances existed)
+    driver_id: str | None = None  # the driver the upload names: a clip holds one driver's segments
 
 
-def clip_id_for(vehicle_id: str, start_ts: float, end_ts: float) -> str:
-    """Deterministic from vehicle and time range, so a replay yields the same id and writes upsert."""
-    raw = f"{vehicle_id}|{start_ts:.3f}|{end_ts:.3f}".encode()
+def clip_id_for(vehicle_id: str, window_start: float, window_end: float, driver_id: str | None) -> str:
+    """Deterministic from vehicle, window and driver, never from arrival: a replay or a revision of the clip (a late
+    upload into its window) keeps the id, and writes upsert."""
+    raw = f"{vehicle_id}|{window_start:.3f}|{window_end:.3f}|{driver_id or ''}".encode()
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
@@ -103,6 +105,9 @@ class ClipMessage(BaseModel):
     frame_width: int
     frame_height: int
     sample_fps: float
+    window_start: float | None = Field(default=None, description="the event-time window the clip belongs to")
+    revision: int = Field(default=1, ge=1, description="grows when a late upload rebuilds the clip: the newest "
+                          "revision's answer replaces the older ones")
 
     @property
     def duration(self) -> float:

@@ -24,13 +24,16 @@ from streams.join import (
     ClipPlan,
     Step,
     VehicleJoinState,
+    is_expired,
     needs_tick,
     observe_tick,
     receive,
+    windows_to_load,
 )
 from streams.offsets import OffsetWatch
 from streams.segments import claim_check, parse_segment, probe_video
 from streams.settings import Settings
+from streams.windows import WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,8 @@ def build_and_store(
     blobs = LocalBlobStore(Path(blob_root))
     segments = [(ref, blobs.path(ref.video_uri)) for ref in plan.segments]
     clip = build_clip_frames(plan.start_ts, plan.end_ts, segments, fps=fps, max_frames=max_frames, max_pixels=max_pixels)
-    uri = blobs.put_bytes(f"clips/{plan.vehicle_id}/{plan.clip_id}.npz", clip.to_npz())
+    # One blob per revision: a manager's review of an older revision keeps the frames it was made on.
+    uri = blobs.put_bytes(f"clips/{plan.vehicle_id}/{plan.clip_id}.r{plan.revision}.npz", clip.to_npz())
     t, h, w, _ = clip.frames.shape
     faults = [(f.segment, f.reason, f.detail) for f in clip.faults]
     return {"frames_uri": uri, "num_frames": t, "frame_width": w, "frame_height": h}, faults
@@ -84,6 +88,7 @@ def build_and_store(
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
     rules = settings.join_rules()
     blobs = LocalBlobStore(settings.blobs)
+    windows = WindowStore(blobs)
     extra: dict[str, Any] = {"producer_max_batch_size": 1} if settings.one_record_per_batch else {}
     app = faust.App(
         f"{settings.topic_prefix}drivecoach-joiner",
@@ -137,25 +142,33 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             message = ClipMessage(
                 clip_id=plan.clip_id, fleet_id=plan.fleet_id, vehicle_id=plan.vehicle_id, driver_id=plan.driver_id,
                 start_ts=plan.start_ts, end_ts=plan.end_ts, views=list(plan.views),
-                segments=list(plan.segments), sample_fps=settings.sample_fps, **built,
+                segments=list(plan.segments), sample_fps=settings.sample_fps, window_start=plan.window_start,
+                revision=plan.revision, **built,
             )
             # Wait for the broker's ack so the input offset is never committed ahead of the clip.
             await (await clips.send(key=key, value=message.model_dump_json().encode()))
             metrics.CLIPS.labels(views="+".join(plan.views)).inc()
-            log.info("clip %s %s %.1f-%.1f s", plan.clip_id[:12], plan.vehicle_id, plan.start_ts, plan.end_ts)
+            if plan.revision > 1:
+                metrics.CLIP_REVISIONS.inc()
+            log.info("clip %s %s %.1f-%.1f s revision %d", plan.clip_id[:12], plan.vehicle_id, plan.start_ts,
+                     plan.end_ts, plan.revision)
 
     async def apply(step: Step) -> None:
-        """Dead-letter what came too late, emit the clips that became final, and keep the state."""
+        """Emit the clips that became final, then store their windows' manifests, then keep (or drop) the state: in
+        this order, a crash anywhere re-emits the same revisions and loses nothing."""
         state = step.state
         for message, admission in step.outcomes:
             metrics.SEGMENTS.labels(outcome=admission.value).inc()
-            if admission is Admission.LATE:
-                base = ROAD_TOPIC if message.camera is View.ROAD else DRIVER_TOPIC
-                detail = f"starts at {message.start_ts:.3f}, clips up to {state.emitted_until:.3f} are already emitted"
-                await dead(settings.topic(base), base, "late", detail, message.vehicle_id.encode(),
-                           message.model_dump_json().encode())
+            if admission is Admission.REVISES:
+                log.info("segment %s of %s lands in a window already emitted: its clip is revised",
+                         message.segment_id, message.vehicle_id)
         await emit(step.plans)
-        table[state.vehicle_id] = _dump(state)
+        for manifest in step.manifests:
+            windows.save(manifest)
+        if is_expired(state, rules):
+            table.pop(state.vehicle_id, None)  # a tombstone in the changelog: an idle vehicle holds no state
+        else:
+            table[state.vehicle_id] = _dump(state)
 
     offsets = OffsetWatch()
 
@@ -181,7 +194,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 continue
             try:
                 segment = claim_check(parse_segment(value, max_bytes=settings.inline_max_bytes, now=time.time(),
-                                                    max_ahead_s=settings.max_clock_ahead_s), blobs)
+                                                    arrived=arrived, limits=settings.time_limits()), blobs)
                 assert segment.video_uri is not None
                 await asyncio.get_running_loop().run_in_executor(pool, probe_blob, str(blobs.root), segment.video_uri)
             except BadSegment as err:
@@ -190,9 +203,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             state = _load(table.get(segment.vehicle_id)) or VehicleJoinState(
                 fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
             )
-            await apply(receive(state, segment, arrived=arrived, rules=rules))
+            manifests = {w: windows.load(segment.vehicle_id, w) for w in windows_to_load(state, segment, rules)}
+            await apply(receive(state, segment, arrived=arrived, rules=rules, manifests=manifests))
 
-    @app.timer(interval=max(0.5, settings.grace_s / 2))
+    @app.timer(interval=settings.tick_s)
     async def grace_timer() -> None:
         """Tick each camera topic of a vehicle that waits on time while some camera's topic is quiet. The tick lands
         behind any backlog on that topic, so when the agent reads it, every upload sent before it has been read: a
@@ -200,7 +214,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         now = time.time()
         for vehicle, stored in list(table.items()):
             state = _load(stored)
-            if state is not None and needs_tick(state, rules, now=now, quiet_s=settings.grace_s / 2):
+            if state is not None and needs_tick(state, rules, now=now, quiet_s=settings.tick_s):
                 for camera_topic in camera_topics:
                     await camera_topic.send(key=vehicle.encode(), value=b"", headers={TICK_HEADER: b"1"})
 

@@ -29,7 +29,15 @@ from schemas.messages import SegmentMessage, SegmentRef
 from schemas.taxonomy import View
 from streams.clip import build_clip_frames
 from streams.errors import DrivecoachError
-from streams.join import VehicleJoinState, add_segment, ready_clips
+from streams.join import (
+    Step,
+    VehicleJoinState,
+    WindowManifest,
+    expected_clips,
+    observe_tick,
+    receive,
+    windows_to_load,
+)
 from streams.settings import Settings
 from streams.simulate import SimSegment, make_scenarios, write_segments
 
@@ -91,10 +99,7 @@ def bench_clip(work: Path, settings: Settings, *, trips: int = 6, seed: int = 11
     for s in make_scenarios(seed, trips, vehicles=2, duration=trip_s):
         segments = write_segments(s, work / s.scenario_id)
         files += [g.path for g in segments]
-        state = VehicleJoinState(fleet_id=s.fleet_id, vehicle_id=s.vehicle_id)
-        for g in segments:
-            state, _ = add_segment(state, _ref(g), driver_id=s.driver_id, now=0.0, rules=rules)
-        found, _ = ready_clips(state, rules, flush=True)
+        found = expected_clips([_ref(g) for g in segments], rules, fleet_id=s.fleet_id, vehicle_id=s.vehicle_id)
         plans += [(p, {g.segment_id: g.path for g in segments}) for p in found]
 
     started = time.process_time()
@@ -181,28 +186,40 @@ def synthetic_segments(vehicles: int, per_vehicle: int, seed: int = 0) -> list[t
 
 
 def bench_join(settings: Settings, *, vehicles: int = 50, per_vehicle: int = 40) -> JoinBench:
-    """Per-segment cost of the pure join (add + ready), in arrival order, as the Faust agent calls it."""
+    """Per-segment cost of the pure join, as the Faust agent calls it: each upload received 1 s after it ends (the
+    other camera's topic read as far), windows loaded and emitted on the way, the trips ended by the idle time."""
     rules = settings.join_rules()
     raw = synthetic_segments(vehicles, per_vehicle)
 
     started = time.process_time()
-    refs = [(vehicle, SegmentRef.model_validate(fields)) for vehicle, fields in raw]
+    messages = [(vehicle, SegmentMessage.model_validate(
+        {**fields, "fleet_id": "fleet-bench", "vehicle_id": vehicle, "fps": 2.0, "width": 64, "height": 36,
+         "codec": "mp4v"})) for vehicle, fields in raw]
     parse_cpu = time.process_time() - started
 
     states: dict[str, VehicleJoinState] = {}
+    manifests: dict[tuple[str, float], WindowManifest] = {}
     clips = 0
     started = time.process_time()
-    for vehicle, fields in raw:
-        ref = SegmentRef.model_validate(fields)
+
+    def keep(vehicle: str, step: Step) -> None:
+        nonlocal clips
+        clips += len(step.plans)
+        manifests.update({(vehicle, m.start): m for m in step.manifests})
+        states[vehicle] = step.state
+
+    for vehicle, message in messages:
         state = states.get(vehicle) or VehicleJoinState(fleet_id="fleet-bench", vehicle_id=vehicle)
-        state, _ = add_segment(state, ref, driver_id=None, now=0.0, rules=rules)
-        found, states[vehicle] = ready_clips(state, rules)
-        clips += len(found)
-    for vehicle, state in states.items():
-        found, states[vehicle] = ready_clips(state, rules, flush=True)
-        clips += len(found)
+        arrived = message.end_ts + 1.0
+        other = View.DRIVER if message.camera is View.ROAD else View.ROAD
+        loaded = {w: manifests.get((vehicle, w)) for w in windows_to_load(state, message, rules)}
+        keep(vehicle, receive(observe_tick(state, other, arrived, rules).state, message, arrived=arrived, rules=rules,
+                              manifests=loaded))
+    for vehicle, state in list(states.items()):
+        end = max(state.camera_clock.values()) + rules.vehicle_idle_s
+        keep(vehicle, observe_tick(observe_tick(state, View.ROAD, end, rules).state, View.DRIVER, end, rules))
     cpu = time.process_time() - started
-    return JoinBench(segments=len(refs), clips=clips, cpu_s=cpu, parse_cpu_s=parse_cpu)
+    return JoinBench(segments=len(messages), clips=clips, cpu_s=cpu, parse_cpu_s=parse_cpu)
 
 
 class BenchError(DrivecoachError):
@@ -328,7 +345,7 @@ def bench_join_broker(
     from streams.app import CLIPS_TOPIC
     from streams.blobs import LocalBlobStore
     from streams.broker import EmbeddedBroker
-    from streams.demo import _spawn, _stop, expected_clips, settings_env
+    from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, expected_clips, settings_env
     from streams.producer import ensure_topics, make_producer, publish
 
     say = progress or (lambda _msg: None)
@@ -344,7 +361,8 @@ def bench_join_broker(
             one_record = True  # Tansu 0.6 ListOffsets bug (KNOWLEDGE.md)
         run = settings.model_copy(update={
             "kafka_bootstrap": bootstrap, "topic_prefix": f"{settings.topic_prefix}bench{uuid.uuid4().hex[:6]}.",
-            "home": work_dir / "home", "blob_dir": work_dir / "blobs", "grace_s": grace_s,
+            "home": work_dir / "home", "blob_dir": work_dir / "blobs", "vehicle_idle_s": grace_s,
+            "settle_s": grace_s / 2, "max_segment_age_s": SIMULATED_FLEET_JOIN["max_segment_age_s"],
             "one_record_per_batch": one_record,
         })
         ensure_topics(bootstrap, run)

@@ -437,7 +437,7 @@ def bench_join_command(
     vehicles: Annotated[int, typer.Option(min=1)] = 50,
     segments_per_camera: Annotated[int, typer.Option(min=1)] = 40,
     broker: Annotated[bool, typer.Option(help="also run the workload through a broker and a Faust joiner (~75 s)")] = True,
-    grace_seconds: Annotated[float, typer.Option(min=0.0, help="joiner's wall-clock idle grace in the broker run")] = 1.0,
+    grace_seconds: Annotated[float, typer.Option(min=0.0, help="the joiner's vehicle-idle time in the broker run (settle: half)")] = 1.0,
 ) -> None:
     """Pure join throughput (segments per CPU-second) against only validating the same messages; then the same
     workload through the broker (embedded Tansu unless DRIVECOACH_KAFKA_BOOTSTRAP is set) and one joiner process."""

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction
-from schemas.messages import SegmentMessage, SegmentRef, clip_id_for
+from schemas.messages import SegmentMessage, SegmentRef
 from schemas.prompts import PROMPT_VERSION
 from schemas.registry import deploy
 from schemas.scoring import EventScores, score_events
@@ -55,6 +55,20 @@ MODEL_TOOL_MODULE = "training.sft"  # builds the tiny base itself when --model i
 
 class DemoTimeout(DrivecoachError):
     """Not every clip reached Postgres in time."""
+
+
+# The simulator dates its trips from 2025-10-09 (the frames the DEMO model was trained on show those times), and a
+# simulated fleet uploads each trip in one burst: a joiner for simulated footage accepts it at any age and judges a
+# vehicle idle after seconds, not the production default's 10 minutes of silence.
+SIMULATED_FLEET_JOIN = {"max_segment_age_s": 10 * 365 * 86400.0, "vehicle_idle_s": 5.0, "settle_s": 2.0}
+
+
+def simulated_fleet_settings(settings: Settings) -> Settings:
+    """The joiner settings for simulated footage (SIMULATED_FLEET_JOIN), unless the user's are stricter."""
+    return Settings(**{**settings.model_dump(), "max_segment_age_s": max(
+        settings.max_segment_age_s, SIMULATED_FLEET_JOIN["max_segment_age_s"]),
+        "vehicle_idle_s": min(settings.vehicle_idle_s, SIMULATED_FLEET_JOIN["vehicle_idle_s"]),
+        "settle_s": min(settings.settle_s, SIMULATED_FLEET_JOIN["settle_s"])})
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -133,13 +147,13 @@ def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[Segme
 
 def expected_clips(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple[str, float, float]]:
     """The clips the join must produce: the join's oracle on each vehicle's complete set of segments."""
-    by_vehicle: dict[str, list[SegmentRef]] = {}
+    by_vehicle: dict[tuple[str, str], list[SegmentRef]] = {}
     for m in messages:
-        by_vehicle.setdefault(m.vehicle_id, []).append(m.ref(m.video_uri or ""))
+        by_vehicle.setdefault((m.fleet_id, m.vehicle_id), []).append(m.ref(m.video_uri or ""))
     out: dict[str, tuple[str, float, float]] = {}
-    for vehicle, refs in by_vehicle.items():
-        for start, end, _views in oracle_clips(refs, settings.join_rules()):
-            out[clip_id_for(vehicle, start, end)] = (vehicle, start, end)
+    for (fleet, vehicle), refs in by_vehicle.items():
+        for p in oracle_clips(refs, settings.join_rules(), fleet_id=fleet, vehicle_id=vehicle):
+            out[p.clip_id] = (vehicle, p.start_ts, p.end_ts)
     return out
 
 
@@ -200,6 +214,7 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
         ensure_topics(bootstrap, settings)
         deploy(factory, version=model_version_of(model_path), path=str(Path(model_path).resolve()),
                demo=is_demo_model(model_path))  # the worker serves the production model
+        settings = simulated_fleet_settings(settings)
         run_settings = settings.model_copy(update={"model": str(model_path), "database_url": database.url.render_as_string(hide_password=False)})
         env = settings_env(run_settings)
         joiner = _spawn(["joiner", "--bootstrap", bootstrap], env, logs / "joiner.log")

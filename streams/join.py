@@ -1,46 +1,50 @@
 """Joining a vehicle's road and driver segments into clips: pure functions over a small per-vehicle state.
 
-Semantics (an interval join on event time, as Kafka Streams and Flink define it):
+The rules put completeness first and latency second: a safety manager reviews minutes to days later, and a lost
+segment is a missed event. So the clips are a function of the set of segments a vehicle uploaded, never of when or
+in what order they arrived; arrival only decides how soon a clip is emitted, and how often it is revised.
 
-- **Coverage.** Each camera's segments are merged into coverage intervals; a gap of at most `skew_tolerance_s`
-  between two segments of one camera counts as continuous (device clocks and cut points wobble).
-- **Regions.** Where both cameras have coverage is a two-view region; where only one has, a single-view region
-  (kept, flagged by its `views`, when `single_view` is on; dropped otherwise).
-- **Cutting.** A region is cut into consecutive clips of `clip_max_s` from its start; the last clip is the
-  remainder, and a remainder shorter than `clip_min_s` makes no clip.
-- **Event time and grace.** Each camera's *stream time* is the latest start among its segments (a segment is an
-  interval; its start is when it happened). The vehicle's *watermark* is the slower camera's stream time minus
-  `grace_s`: as in Flink, an operator with two inputs follows the minimum of its inputs' watermarks, so a burst
-  of one camera's topic, read ahead of the other's, cannot make the other camera's on-time segments late.
+- **Windows.** Event time is cut into fixed windows of `clip_max_s` from the epoch (a tumbling window per vehicle:
+  64 s means [0, 64), [64, 128), ...). A window's boundaries never depend on other segments, so a segment that
+  arrives late changes only the windows it overlaps.
+- **Clips.** In each window, the segments of one driver make one clip (segments without a driver id make their
+  own: a missing id is never filled in from another trip). A driver change inside a window splits the clip there.
+  The clip spans the window's coverage of that driver: from the first covered moment to the last, both cameras
+  together (`single_view`), or only where both cameras cover (without it). Its `views` are the cameras that cover
+  any of it; a clip shorter than `clip_min_s` (less than one sampled frame) is not made.
+- **Revisions.** Clip ids come from vehicle, window and driver (`schemas.messages.clip_id_for`), not from the
+  clip's extent, so an upload that lands in a window already emitted rebuilds that window's changed clips under
+  the same ids, with a higher `revision` (the number of segments in the clip: it only grows), and downstream the
+  newer revision's answer replaces the older one. Nothing is late: the segments of emitted windows are kept in
+  window manifests in the blob store (`streams/windows.py`), which the app loads into the state when an upload
+  touches a window the state no longer holds.
+- **When a window is emitted** (latency, never correctness):
+  - *event time*: every camera that is still sending has moved past the window's end by `grace_s` (the watermark:
+    the slowest live camera's newest segment start, minus the grace; Flink's rule for two inputs, so a camera
+    that lags the other by minutes still gives two-view clips), and
+  - *settled*: nothing has arrived for the window for `settle_s` of arrival time (a backlog uploaded in a burst,
+    hours late, is emitted once, not once per segment), or
+  - *the vehicle is idle*: no camera has sent anything for `vehicle_idle_s` (the end of a trip; a camera silent
+    that long, or never heard from, stops holding the watermark back, so a dead camera gives single-view clips).
+  An outage shorter than `vehicle_idle_s` therefore changes nothing; a longer one gives revisions, not losses.
 - **Arrival order across the two topics.** Kafka gives no order between the road and the driver topic: after a
   restart a joiner may read a minute of one before any of the other. So uploads first wait in `pending`, and are
   admitted to the join in arrival order (the Kafka record timestamps) up to the *horizon*: the arrival time up to
   which every camera's topic has been read (each camera's *clock* is the latest arrival seen on its own topic, an
-  upload's or a *tick*'s; `observe_tick`: the app sends ticks into each camera topic behind any backlog). This is
-  Kafka Streams' timestamp-ordered choice between input partitions; it makes the join a function of what the fleet
-  sent and when, never of how the joiner happened to read it.
-- **Idleness, on arrival time.** A camera that has sent nothing for `camera_idle_s` up to the horizon (or never
-  has, since the vehicle's first upload) stops holding the watermark back (Flink's idleness), so a vehicle with
-  one dead camera still makes single-view clips while it drives; when every camera is idle the vehicle's open
-  stretch is flushed (the end of a trip). Because the horizon is one clock for both cameras, a joiner replaying a
-  backlog after a crash sees exactly the silences the fleet had: never its own outage, and never one camera's
-  silence judged at a time the other camera's topic has been read past (which would split a trip into a
-  road-only and a two-view clip; `test_however_the_two_topics_are_interleaved...` interleaves them at random).
-- A clip is final, and emitted, once its end plus the tolerance is behind the watermark (and, for the remainder,
-  once its whole region is); `flush` (end of input) treats the watermark as infinite. So any arrival order in
-  which each segment arrives before the watermark passes its start gives the same clips as in-order arrival.
-- **Late data.** A segment that starts within the tolerance of what has already been emitted is *late*: it
-  could no longer change those clips, so it is refused (the app sends it to the dead-letter topic, reason
-  `late`).
-- **Idempotence.** A duplicate segment id changes nothing. Clip ids come from vehicle and time range
-  (`schemas.messages.clip_id_for`), so a replay gives the same ids and writes upsert.
+  upload's or a *tick*'s; `observe_tick`: the app sends ticks into each camera topic behind any backlog). Silences
+  are judged on this one clock, just before each admission and at the horizon, so a joiner replaying a backlog
+  after a crash sees exactly the silences the fleet had, never its own outage.
+- **Idempotence.** A duplicate segment id changes nothing. Revisions and replays reuse ids, and writes upsert.
+- **Bounded work.** The app refuses segments longer than a few minutes, so an upload touches a handful of windows;
+  the work per upload is bounded by the windows the state holds. A vehicle idle with nothing open has no state.
 
-`expected_clips` is the oracle: the same rules applied to a complete set of segments at once.
+`expected_clips` is the oracle: the same windows and clips, from a complete set of segments at once.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -56,8 +60,19 @@ NEVER = -1e18  # "no time yet" (JSON has no -inf)
 
 class Admission(StrEnum):
     ACCEPTED = "accepted"
+    REVISES = "revises"  # accepted into a window that was already emitted: its clip is emitted again
     DUPLICATE = "duplicate"
-    LATE = "late"
+
+
+@dataclass(frozen=True)
+class JoinRules:
+    clip_max_s: float = 64.0  # the window length
+    clip_min_s: float = 0.5
+    skew_tolerance_s: float = 1.0
+    grace_s: float = 20.0  # event-time seconds a camera must be past a window's end
+    single_view: bool = True
+    vehicle_idle_s: float = 600.0  # arrival-time seconds after which a silent camera (or vehicle) stops holding back
+    settle_s: float = 30.0  # arrival-time seconds a window must go without uploads before it is emitted
 
 
 class PendingUpload(BaseModel):
@@ -65,8 +80,19 @@ class PendingUpload(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    message: SegmentMessage  # claim-checked (no inline video): a late one is dead-lettered as it is kept
+    message: SegmentMessage  # claim-checked: no inline video
     arrived: float
+
+
+class OpenWindow(BaseModel):
+    """A window not emitted yet, or reopened from its manifest because an upload touched it after it was."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: float
+    segments: tuple[SegmentRef, ...] = ()  # every known segment overlapping the window
+    emitted_ids: tuple[str, ...] = ()  # the segments of its last emitted manifest (empty: never emitted)
+    touched: float = NEVER  # arrival time of the latest upload admitted into it
 
 
 class VehicleJoinState(BaseModel):
@@ -76,26 +102,12 @@ class VehicleJoinState(BaseModel):
 
     fleet_id: str
     vehicle_id: str
-    driver_id: str | None = None
-    segments: tuple[SegmentRef, ...] = ()
-    recent_ids: tuple[str, ...] = ()  # ids of pruned segments still near the frontier: duplicates, not late
-    emitted_until: float = NEVER  # event time; everything before it is final
+    windows: tuple[OpenWindow, ...] = ()  # by start
     camera_time: dict[str, float] = {}  # per camera: the latest segment start (event time)
-    camera_seen: dict[str, float] = {}  # per camera: arrival time of its latest segment
+    camera_seen: dict[str, float] = {}  # per camera: arrival time of its latest upload
     camera_clock: dict[str, float] = {}  # per camera: latest arrival time read from its topic, upload or tick
     pending: tuple[PendingUpload, ...] = ()  # read, arrived after the horizon: not yet admitted
-    first_seen: float = NEVER  # arrival time of the vehicle's first segment
-    last_seen: float = NEVER  # arrival time of the vehicle's latest segment
-
-
-@dataclass(frozen=True)
-class JoinRules:
-    clip_max_s: float = 64.0
-    clip_min_s: float = 2.0
-    skew_tolerance_s: float = 1.0
-    grace_s: float = 10.0  # event-time seconds an upload may trail the vehicle's newest one
-    single_view: bool = True
-    camera_idle_s: float = 5.0  # arrival-time seconds after which a silent camera stops holding clips back
+    first_seen: float = NEVER  # arrival time of the vehicle's first upload since its state was created
 
 
 @dataclass(frozen=True)
@@ -104,13 +116,26 @@ class ClipPlan:
     fleet_id: str
     vehicle_id: str
     driver_id: str | None
+    window_start: float
     start_ts: float
     end_ts: float
     views: tuple[View, ...]
     segments: tuple[SegmentRef, ...]
+    revision: int  # the number of segments in the clip: a revision only ever adds segments
 
 
-def merge_intervals(intervals: list[Interval], tolerance: float) -> list[Interval]:
+@dataclass(frozen=True)
+class WindowManifest:
+    """What the app keeps of an emitted window (the blob store's `windows/` entries): every segment overlapping it."""
+
+    vehicle_id: str
+    start: float
+    segments: tuple[SegmentRef, ...]
+
+
+# --- intervals and windows -------------------------------------------------------------------------------------
+
+def merge_intervals(intervals: Iterable[Interval], tolerance: float) -> list[Interval]:
     merged: list[list[float]] = []
     for start, end in sorted(intervals):
         if merged and start <= merged[-1][1] + tolerance:
@@ -134,95 +159,84 @@ def intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
     return out
 
 
-def subtract(a: list[Interval], b: list[Interval]) -> list[Interval]:
-    """Parts of sorted, disjoint `a` not covered by sorted, disjoint `b`."""
-    out: list[Interval] = []
-    for start, end in a:
-        cursor = start
-        for bs, be in b:
-            if be <= cursor or bs >= end:
-                continue
-            if bs > cursor:
-                out.append((cursor, bs))
-            cursor = max(cursor, be)
-        if cursor < end:
-            out.append((cursor, end))
-    return out
+def window_starts(start_ts: float, end_ts: float, rules: JoinRules) -> list[float]:
+    """The windows a segment overlaps."""
+    first, last = math.floor(start_ts / rules.clip_max_s), math.ceil(end_ts / rules.clip_max_s) - 1
+    return [k * rules.clip_max_s for k in range(first, max(first, last) + 1)]
 
 
-def regions(segments: tuple[SegmentRef, ...] | list[SegmentRef], rules: JoinRules) -> list[tuple[Interval, tuple[View, ...]]]:
-    """Two-view and single-view regions in time order."""
-    road = merge_intervals([(s.start_ts, s.end_ts) for s in segments if s.camera is View.ROAD], rules.skew_tolerance_s)
-    driver = merge_intervals([(s.start_ts, s.end_ts) for s in segments if s.camera is View.DRIVER],
-                             rules.skew_tolerance_s)
-    both = intersect(road, driver)
-    out: list[tuple[Interval, tuple[View, ...]]] = [(r, (View.ROAD, View.DRIVER)) for r in both]
-    if rules.single_view:
-        out += [(r, (View.ROAD,)) for r in subtract(road, both)]
-        out += [(r, (View.DRIVER,)) for r in subtract(driver, both)]
-    return sorted(out, key=lambda rv: rv[0])
+def window_clips(fleet_id: str, vehicle_id: str, start: float, segments: Iterable[SegmentRef],
+                 rules: JoinRules) -> list[ClipPlan]:
+    """The clips of one window: one per driver, over that driver's coverage of the window."""
+    end = start + rules.clip_max_s
+    by_driver: dict[str | None, list[SegmentRef]] = {}
+    for s in segments:
+        if s.start_ts < end and s.end_ts > start:
+            by_driver.setdefault(s.driver_id, []).append(s)
+    plans = []
+    for driver_id, own in sorted(by_driver.items(), key=lambda kv: kv[0] or ""):
+        cover = {c: merge_intervals(((max(s.start_ts, start), min(s.end_ts, end)) for s in own if s.camera is c),
+                                    rules.skew_tolerance_s) for c in View}
+        spans = (merge_intervals(cover[View.ROAD] + cover[View.DRIVER], 0.0) if rules.single_view
+                 else intersect(cover[View.ROAD], cover[View.DRIVER]))
+        if not spans:
+            continue
+        a, b = spans[0][0], spans[-1][1]
+        if b - a < rules.clip_min_s - EPS:
+            continue
+        views = tuple(c for c in View if any(x < b and y > a for x, y in cover[c]))
+        used = tuple(sorted((s for s in own if s.camera in views and s.start_ts < b and s.end_ts > a),
+                            key=lambda s: (s.camera, s.start_ts, s.segment_id)))
+        plans.append(ClipPlan(
+            clip_id=clip_id_for(vehicle_id, start, end, driver_id), fleet_id=fleet_id, vehicle_id=vehicle_id,
+            driver_id=driver_id, window_start=start, start_ts=a, end_ts=b, views=views, segments=used,
+            revision=len(used),
+        ))
+    return plans
 
 
-def pieces(start: float, end: float, rules: JoinRules) -> list[tuple[Interval, bool]]:
-    """Consecutive clips of `clip_max_s` from `start`; (interval, is_full). The remainder comes last."""
-    out: list[tuple[Interval, bool]] = []
-    cursor = start
-    while end - cursor > rules.clip_max_s + EPS:
-        out.append(((cursor, cursor + rules.clip_max_s), True))
-        cursor += rules.clip_max_s
-    out.append(((cursor, end), abs(end - cursor - rules.clip_max_s) <= EPS))
-    return out
+def expected_clips(segments: Iterable[SegmentRef], rules: JoinRules, *, fleet_id: str = "f",
+                   vehicle_id: str = "v") -> list[ClipPlan]:
+    """The oracle: every clip the rules give for one vehicle's complete set of segments, in time order."""
+    unique = list({s.segment_id: s for s in segments}.values())
+    starts = sorted({w for s in unique for w in window_starts(s.start_ts, s.end_ts, rules)})
+    return [p for w in starts for p in window_clips(fleet_id, vehicle_id, w, unique, rules)]
 
 
-def add_segment(
-    state: VehicleJoinState, segment: SegmentRef, *, driver_id: str | None, now: float, rules: JoinRules | None = None,
-) -> tuple[VehicleJoinState, Admission]:
-    """Admit one upload to the join; `now` is its arrival time (its Kafka record timestamp). The app goes through
-    `receive`, which calls this in arrival order."""
-    rules = rules or JoinRules()
-    camera = segment.camera.value
-    alive = {
-        "last_seen": max(state.last_seen, now),
-        "first_seen": now if state.first_seen == NEVER else state.first_seen,
-        "camera_seen": state.camera_seen | {camera: max(state.camera_seen.get(camera, NEVER), now)},
-    }
-    seen = segment.segment_id in state.recent_ids or any(s.segment_id == segment.segment_id for s in state.segments)
-    if seen:
-        return state.model_copy(update=alive), Admission.DUPLICATE
-    if segment.start_ts - rules.skew_tolerance_s <= state.emitted_until + EPS:  # it would merge into emitted clips
-        return state.model_copy(update=alive), Admission.LATE
-    return state.model_copy(
-        update={
-            **alive,
-            "segments": (*state.segments, segment),
-            "driver_id": driver_id or state.driver_id,
-            "camera_time": state.camera_time | {camera: max(state.camera_time.get(camera, NEVER), segment.start_ts)},
-        }
-    ), Admission.ACCEPTED
-
-
-Outcome = tuple[SegmentMessage, Admission]
-
+# --- the streaming join ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Step:
-    """What reading one record did: the new state, the uploads it admitted (in arrival order; `LATE` ones are for
-    the dead-letter topic) and the clips that became final."""
+    """What reading one record did: the new state, the uploads it admitted (in arrival order), the clips that became
+    final (new, or new revisions) and the manifests of the windows it emitted, to be stored after the clips."""
 
     state: VehicleJoinState
-    outcomes: list[Outcome]
+    outcomes: list[tuple[SegmentMessage, Admission]]
     plans: list[ClipPlan]
+    manifests: list[WindowManifest]
 
 
-def horizon(state: VehicleJoinState) -> float:
-    """The arrival time up to which every camera's topic has been read."""
-    return min(state.camera_clock.get(c.value, NEVER) for c in View)
+def windows_to_load(state: VehicleJoinState, message: SegmentMessage, rules: JoinRules) -> list[float]:
+    """The windows an upload touches that the state does not hold: the app loads their manifests (if any) before
+    `receive`, so the join itself never does I/O."""
+    held = {w.start for w in state.windows}
+    return [w for w in window_starts(message.start_ts, message.end_ts, rules) if w not in held]
 
 
-def receive(state: VehicleJoinState, message: SegmentMessage, *, arrived: float, rules: JoinRules) -> Step:
-    """An upload read from its camera's topic at arrival time `arrived`: it waits in `pending` for the horizon."""
+def receive(state: VehicleJoinState, message: SegmentMessage, *, arrived: float, rules: JoinRules,
+            manifests: Mapping[float, WindowManifest | None]) -> Step:
+    """An upload read from its camera's topic at arrival time `arrived`: it waits in `pending` for the horizon.
+    `manifests` holds what `windows_to_load` asked for (None: the window was never emitted)."""
+    held = {w.start for w in state.windows}
+    opened = [
+        OpenWindow(start=w, segments=m.segments if m else (), emitted_ids=tuple(s.segment_id for s in m.segments)
+                   if m else ())
+        for w in windows_to_load(state, message, rules) if w not in held
+        for m in [manifests.get(w)]
+    ]
     camera = message.camera.value
     return advance(state.model_copy(update={
+        "windows": tuple(sorted((*state.windows, *opened), key=lambda w: w.start)),
         "camera_clock": state.camera_clock | {camera: max(state.camera_clock.get(camera, NEVER), arrived)},
         "pending": (*state.pending, PendingUpload(message=message, arrived=arrived)),
     }), rules)
@@ -231,97 +245,108 @@ def receive(state: VehicleJoinState, message: SegmentMessage, *, arrived: float,
 def observe_tick(state: VehicleJoinState, camera: View, at: float, rules: JoinRules) -> Step:
     """A tick read from `camera`'s topic, sent at arrival time `at`: that camera's uploads up to `at` are all in."""
     if state.camera_clock.get(camera.value, NEVER) >= at:
-        return Step(state, [], [])
+        return Step(state, [], [], [])
     return advance(state.model_copy(update={"camera_clock": state.camera_clock | {camera.value: at}}), rules)
 
 
+def horizon(state: VehicleJoinState) -> float:
+    """The arrival time up to which every camera's topic has been read."""
+    return min(state.camera_clock.get(c.value, NEVER) for c in View)
+
+
 def advance(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -> Step:
-    """Bring the join up to the horizon (past everything at the end of input): admit the pending uploads
-    it passes in arrival order, and judge idleness just before each admission and at the horizon. Idleness only
-    grows while nothing is admitted, so these are the moments that decide, however the topics were read."""
+    """Bring the join up to the horizon (past everything at the end of input): admit the pending uploads it passes
+    in arrival order, and emit what is final just before each admission and at the horizon. Silence only grows while
+    nothing is admitted, so these are the moments that decide, however the topics were read."""
     until = math.inf if flush else horizon(state)
     # Stable: one camera's uploads keep their order on its topic; ties across cameras go by camera.
     due = sorted((p for p in state.pending if p.arrived <= until), key=lambda p: (p.arrived, p.message.camera.value))
-    state = state.model_copy(update={"pending": tuple(p for p in state.pending if p.arrived > until)})
-    outcomes: list[Outcome] = []
+    later = tuple(p for p in state.pending if p.arrived > until)
+    outcomes: list[tuple[SegmentMessage, Admission]] = []
     plans: list[ClipPlan] = []
-    for upload in due:
-        got, state = ready_clips(state, rules, now=upload.arrived)
-        plans += got
-        message = upload.message
-        assert message.video_uri is not None, "uploads are claim-checked before they are received"
-        state, admission = add_segment(state, message.ref(message.video_uri), driver_id=message.driver_id,
-                                       now=upload.arrived, rules=rules)
-        outcomes.append((message, admission))
-    got, state = ready_clips(state, rules, flush=flush)
-    return Step(state, outcomes, plans + got)
+    manifests: list[WindowManifest] = []
+    for i, upload in enumerate(due):
+        # The uploads still to admit stay pending, so the windows they touch are not emitted before them.
+        state = state.model_copy(update={"pending": (*later, *due[i:])})
+        state, got, stored = emit_final(state, rules, now=upload.arrived)
+        plans, manifests = plans + got, manifests + stored
+        state, admission = admit(state.model_copy(update={"pending": (*later, *due[i + 1:])}), upload.message,
+                                 now=upload.arrived, rules=rules)
+        outcomes.append((upload.message, admission))
+    state, got, stored = emit_final(state, rules, flush=flush)
+    return Step(state, outcomes, plans + got, manifests + stored)
+
+
+def admit(state: VehicleJoinState, message: SegmentMessage, *, now: float,
+          rules: JoinRules) -> tuple[VehicleJoinState, Admission]:
+    """Add one upload to the windows it overlaps (all held: `receive` opened them, and a window with a pending upload
+    is not emitted); `now` is its arrival time."""
+    assert message.video_uri is not None, "uploads are claim-checked before they are received"
+    camera = message.camera.value
+    alive = {
+        "first_seen": now if state.first_seen == NEVER else state.first_seen,
+        "camera_seen": state.camera_seen | {camera: max(state.camera_seen.get(camera, NEVER), now)},
+    }
+    starts = set(window_starts(message.start_ts, message.end_ts, rules))
+    touched = [w for w in state.windows if w.start in starts]
+    if any(s.segment_id == message.segment_id for w in touched for s in w.segments):
+        return state.model_copy(update=alive), Admission.DUPLICATE
+    ref = message.ref(message.video_uri)
+    windows = tuple(w.model_copy(update={"segments": (*w.segments, ref), "touched": max(w.touched, now)})
+                    if w.start in starts else w for w in state.windows)
+    revises = any(w.emitted_ids for w in touched)
+    return state.model_copy(update={
+        **alive, "windows": windows,
+        "camera_time": state.camera_time | {camera: max(state.camera_time.get(camera, NEVER), message.start_ts)},
+    }), Admission.REVISES if revises else Admission.ACCEPTED
 
 
 def idle_cameras(state: VehicleJoinState, rules: JoinRules, now: float | None = None) -> set[View]:
-    """Cameras silent for `camera_idle_s` up to arrival time `now` (the horizon unless given); one never heard from
+    """Cameras silent for `vehicle_idle_s` up to arrival time `now` (the horizon unless given); one never heard from
     counts from the vehicle's first upload."""
     now = horizon(state) if now is None else now
-    return {c for c in View if now - state.camera_seen.get(c.value, state.first_seen) >= rules.camera_idle_s}
+    return {c for c in View if now - state.camera_seen.get(c.value, state.first_seen) >= rules.vehicle_idle_s}
 
 
 def watermark(state: VehicleJoinState, rules: JoinRules, now: float | None = None) -> float:
-    """The slowest non-idle camera's stream time minus the grace; infinite when every camera is idle."""
+    """The slowest live camera's newest segment start minus the grace; infinite when every camera is idle."""
     idle = idle_cameras(state, rules, now)
-    waiting = [state.camera_time.get(c.value, NEVER) for c in View if c not in idle]
-    return min(waiting) - rules.grace_s if waiting else math.inf
+    live = [state.camera_time.get(c.value, NEVER) for c in View if c not in idle]
+    return min(live) - rules.grace_s if live else math.inf
 
 
-def ready_clips(
-    state: VehicleJoinState, rules: JoinRules, *, flush: bool = False, now: float | None = None
-) -> tuple[list[ClipPlan], VehicleJoinState]:
-    """Clips that are final at arrival time `now` (the horizon unless given), and the state after emitting them."""
+def emit_final(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False,
+               now: float | None = None) -> tuple[VehicleJoinState, list[ClipPlan], list[WindowManifest]]:
+    """Close the windows that are final at arrival time `now` (the horizon unless given): their new or changed clips
+    and their manifests, and the state without them."""
+    now = horizon(state) if now is None else now
     mark = math.inf if flush else watermark(state, rules, now)
-    start_from = frontier = state.emitted_until
+    waiting = {w for p in state.pending for w in window_starts(p.message.start_ts, p.message.end_ts, rules)}
     plans: list[ClipPlan] = []
-    candidates = (
-        (piece, full, end, views)
-        for (start, end), views in regions(state.segments, rules) if end > start_from + EPS
-        for piece, full in pieces(max(start, start_from), end, rules)
-    )
-    for (a, b), full, region_end, views in candidates:
-        region_closed = region_end + rules.skew_tolerance_s < mark
-        if b + rules.skew_tolerance_s >= mark or not (full or region_closed):
-            break  # not final yet, and no later clip can be
-        if b - a >= rules.clip_min_s - EPS:
-            plans.append(_plan(state, a, b, views))
-        frontier = b
-    if frontier == state.emitted_until:
-        return plans, state
-    keep = tuple(s for s in state.segments if s.end_ts > frontier - rules.skew_tolerance_s)
-    pruned = [s.segment_id for s in state.segments if s.end_ts <= frontier - rules.skew_tolerance_s]
-    recent = (*state.recent_ids, *pruned)[-256:]
-    return plans, state.model_copy(update={"emitted_until": frontier, "segments": keep, "recent_ids": recent})
+    manifests: list[WindowManifest] = []
+    kept: list[OpenWindow] = []
+    for w in state.windows:
+        final = flush or (w.start not in waiting and w.start + rules.clip_max_s + rules.skew_tolerance_s < mark
+                          and (mark == math.inf or now - w.touched >= rules.settle_s))
+        if not final:
+            kept.append(w)
+            continue
+        emitted = set(w.emitted_ids)
+        if any(s.segment_id not in emitted for s in w.segments):
+            plans += [p for p in window_clips(state.fleet_id, state.vehicle_id, w.start, w.segments, rules)
+                      if any(s.segment_id not in emitted for s in p.segments)]
+            manifests.append(WindowManifest(state.vehicle_id, w.start, w.segments))
+    if len(kept) == len(state.windows):
+        return state, plans, manifests
+    return state.model_copy(update={"windows": tuple(kept)}), plans, manifests
 
 
-def _plan(state: VehicleJoinState, start: float, end: float, views: tuple[View, ...]) -> ClipPlan:
-    overlapping = tuple(sorted(
-        (s for s in state.segments if s.camera in views and s.start_ts < end and s.end_ts > start),
-        key=lambda s: (s.camera, s.start_ts),
-    ))
-    return ClipPlan(
-        clip_id=clip_id_for(state.vehicle_id, start, end), fleet_id=state.fleet_id, vehicle_id=state.vehicle_id,
-        driver_id=state.driver_id, start_ts=start, end_ts=end, views=views, segments=overlapping,
-    )
+def is_expired(state: VehicleJoinState, rules: JoinRules) -> bool:
+    """Nothing open, nothing pending and every camera idle: the state can be deleted (a later upload starts anew)."""
+    return not state.windows and not state.pending and len(idle_cameras(state, rules)) == len(View)
 
 
 def needs_tick(state: VehicleJoinState, rules: JoinRules, *, now: float, quiet_s: float) -> bool:
-    """True when the vehicle waits on time alone (uploads pending, or a stretch a flush would emit) and some
-    camera's topic has shown nothing for `quiet_s` of wall time: the grace timer then ticks its topics."""
-    waiting = bool(state.pending) or bool(ready_clips(state, rules, flush=True)[0])
-    return waiting and any(now - state.camera_clock.get(c.value, NEVER) >= quiet_s for c in View)
-
-
-def expected_clips(segments: list[SegmentRef], rules: JoinRules) -> list[tuple[float, float, tuple[View, ...]]]:
-    """The oracle: every clip the rules give for one vehicle's complete, de-duplicated set of segments."""
-    unique = list({s.segment_id: s for s in segments}.values())
-    out = []
-    for (start, end), views in regions(unique, rules):
-        for (a, b), _ in pieces(start, end, rules):
-            if b - a >= rules.clip_min_s - EPS:
-                out.append((a, b, views))
-    return out
+    """True when the vehicle waits on time alone (uploads pending, windows open, or a state not yet expired) and
+    some camera's topic has shown nothing for `quiet_s` of wall time: the app's timer then ticks its topics."""
+    return not is_expired(state, rules) and any(now - state.camera_clock.get(c.value, NEVER) >= quiet_s for c in View)

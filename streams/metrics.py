@@ -1,7 +1,7 @@
 """Prometheus metrics of the stream processes, served over HTTP when a port is configured.
 
 Counters are the contract operators alert on: every dead letter is counted by topic and reason, so a rise in
-`corrupt_video` or `late` is visible without reading the dead-letter topics.
+`corrupt_video` or `too_old` is visible without reading the dead-letter topics.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 DEAD_LETTERS = Counter("drivecoach_dead_letters", "Messages sent to a dead-letter topic", ["topic", "reason"])
 SEGMENTS = Counter("drivecoach_segments", "Segments the joiner admitted, by outcome", ["outcome"])
 CLIPS = Counter("drivecoach_clips_emitted", "Clips published to the clips topic", ["views"])
+CLIP_REVISIONS = Counter("drivecoach_clip_revisions", "Clips published again with more segments (an upload landed "
+                         "in a window already emitted): normal after outages longer than the vehicle-idle time")
 CLIP_BUILD_SECONDS = Histogram("drivecoach_clip_build_seconds", "Wall seconds to decode, stack and store a clip",
                                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
 LOOP_LAG_MAX = Gauge("drivecoach_event_loop_lag_max_seconds",

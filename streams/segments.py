@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -17,11 +19,25 @@ from streams.errors import BadSegment
 SUFFIX_BY_CODEC = {"h264": ".mp4", "avc1": ".mp4", "mp4v": ".mp4", "mjpg": ".avi", "gif": ".gif"}
 
 
-def parse_segment(raw: bytes, *, max_bytes: int, now: float | None = None, max_ahead_s: float = 300.0) -> SegmentMessage:
+@dataclass(frozen=True)
+class TimeLimits:
+    """What a segment's times must satisfy to be joined (settings: max_clock_ahead_s, max_segment_age_s,
+    max_segment_s)."""
+
+    max_ahead_s: float = 300.0
+    max_age_s: float = 14 * 86400.0
+    max_length_s: float = 300.0
+
+
+def parse_segment(raw: bytes, *, max_bytes: int, now: float | None = None, arrived: float | None = None,
+                  limits: TimeLimits = TimeLimits()) -> SegmentMessage:
     """Validate one upload; every refusal is a BadSegment whose reason names the dead-letter cause.
 
-    `now` (wall clock, epoch seconds) enables the clock check: a segment ending more than `max_ahead_s` in the
-    future comes from a device with a broken clock, and would drag the vehicle's watermark with it.
+    Times must be finite (`invalid_timestamp`), a segment no longer than `max_length_s` (`segment_too_long`: the
+    join's work per upload must not grow with a device's idea of a segment), ending no more than `max_ahead_s`
+    after the receiver's clock `now` (`future_timestamp`: a broken device clock would drag the watermark with it)
+    and starting no more than `max_age_s` before its arrival time `arrived` (`too_old`: older footage than the
+    join keeps windows for; the arrival time, the record's timestamp, keeps a replay's verdicts the same).
     """
     if len(raw) > max_bytes:
         raise BadSegment("oversized", f"{len(raw)} bytes > limit {max_bytes}")
@@ -33,13 +49,22 @@ def parse_segment(raw: bytes, *, max_bytes: int, now: float | None = None, max_a
         raise BadSegment("malformed_json", "the message is not a JSON object")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise BadSegment("unknown_schema_version", f"schema_version={data.get('schema_version')!r}")
+    for name in ("start_ts", "end_ts"):
+        value = data.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadSegment("invalid_timestamp", f"{name} is {value!r}: times must be finite")
     try:
         segment = SegmentMessage.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         raise BadSegment("invalid_segment", f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from err
-    if now is not None and segment.end_ts > now + max_ahead_s:
+    if segment.duration > limits.max_length_s:
+        raise BadSegment("segment_too_long", f"{segment.duration:.1f} s > limit {limits.max_length_s:g} s")
+    if now is not None and segment.end_ts > now + limits.max_ahead_s:
         raise BadSegment("future_timestamp", f"ends {segment.end_ts - now:.0f} s after the receiver's clock")
+    if arrived is not None and segment.start_ts < arrived - limits.max_age_s:
+        raise BadSegment("too_old", f"starts {arrived - segment.start_ts:.0f} s before it arrived, more than the "
+                                    f"{limits.max_age_s:g}-s horizon")
     return segment
 
 

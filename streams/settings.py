@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.join import JoinRules
+from streams.segments import TimeLimits
 
 
 class Settings(BaseSettings):
@@ -25,11 +26,18 @@ class Settings(BaseSettings):
     local_postgres: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
     blob_dir: Path | None = None
     # Join and clip building.
-    clip_max_seconds: float = Field(64.0, gt=0)
-    clip_min_seconds: float = Field(2.0, ge=0)
+    clip_max_seconds: float = Field(64.0, gt=0, description="the join's window: clips never cross a multiple of it")
+    clip_min_seconds: float = Field(0.5, ge=0, description="shorter clips are not made (0.5 s: one frame at 2 FPS)")
     skew_tolerance_s: float = Field(1.0, ge=0)
-    grace_s: float = Field(5.0, ge=0, description="wall seconds a vehicle (or one camera) may be idle before it stops holding clips back")
-    event_grace_s: float = Field(10.0, ge=0, description="event-time seconds an upload may trail the vehicle's newest")
+    vehicle_idle_s: float = Field(600.0, gt=0, description="arrival-time seconds of silence after which a camera "
+                                  "stops holding clips back, and a silent vehicle's open windows are emitted")
+    settle_s: float = Field(30.0, ge=0, description="arrival-time seconds a window goes without uploads before it "
+                            "is emitted (a backlog burst gives one revision, not one per segment)")
+    event_grace_s: float = Field(20.0, ge=0, description="event-time seconds every live camera must be past a "
+                                 "window's end before it is emitted")
+    max_segment_s: float = Field(300.0, gt=0, description="longer segments are refused (segment_too_long)")
+    max_segment_age_s: float = Field(14 * 86400.0, gt=0, description="segments starting longer than this before "
+                                     "they arrive are refused (too_old)")
     single_view_clips: bool = Field(True, description="a stretch only one camera covers makes a flagged clip")
     sample_fps: float = Field(2.0, gt=0)
     max_frames: int = Field(128, ge=2)
@@ -64,13 +72,32 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.clip_min_seconds > self.clip_max_seconds:
             raise ValueError("clip_min_seconds must not exceed clip_max_seconds")
+        if self.skew_tolerance_s >= self.clip_max_seconds:
+            raise ValueError("skew_tolerance_s must be shorter than clip_max_seconds")
+        if self.settle_s >= self.vehicle_idle_s:
+            raise ValueError("settle_s must be shorter than vehicle_idle_s (a window settles before its vehicle idles)")
+        if self.max_segment_age_s <= self.vehicle_idle_s:
+            raise ValueError("max_segment_age_s must exceed vehicle_idle_s (a trip must end before its footage expires)")
+        if self.max_clock_ahead_s >= self.max_segment_age_s:
+            raise ValueError("max_clock_ahead_s must be shorter than max_segment_age_s")
         if self.engine == "openai" and not self.openai_base_url:
             raise ValueError("engine openai needs DRIVECOACH_OPENAI_BASE_URL (the vllm serve server's /v1 URL)")
         return self
 
     def join_rules(self) -> JoinRules:
-        return JoinRules(self.clip_max_seconds, self.clip_min_seconds, self.skew_tolerance_s, self.event_grace_s,
-                         self.single_view_clips, camera_idle_s=self.grace_s)
+        return JoinRules(clip_max_s=self.clip_max_seconds, clip_min_s=self.clip_min_seconds,
+                         skew_tolerance_s=self.skew_tolerance_s, grace_s=self.event_grace_s,
+                         single_view=self.single_view_clips, vehicle_idle_s=self.vehicle_idle_s,
+                         settle_s=self.settle_s)
+
+    def time_limits(self) -> TimeLimits:
+        return TimeLimits(max_ahead_s=self.max_clock_ahead_s, max_age_s=self.max_segment_age_s,
+                          max_length_s=self.max_segment_s)
+
+    @property
+    def tick_s(self) -> float:
+        """How often the joiner's timer looks for vehicles waiting on time (wall seconds)."""
+        return max(0.5, min(self.settle_s or self.vehicle_idle_s, self.vehicle_idle_s) / 3)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

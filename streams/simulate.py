@@ -154,8 +154,12 @@ def make_scenarios(
     duration: float = 20.0,
     start_ts: float = 1_760_000_000.0,
     gap_s: float = 40.0,
+    window_s: float = 64.0,
 ) -> list[Scenario]:
-    """`count` trips spread round-robin over `vehicles`; a vehicle's trips are `gap_s` apart, so each is one clip."""
+    """`count` trips spread round-robin over `vehicles`; a vehicle's trips are at least `gap_s` apart, and start on
+    the join's window grid (`window_s`, from the epoch), so a trip shorter than a window is one clip."""
+    period = math.ceil((duration + gap_s) / window_s) * window_s
+    start_ts = math.ceil(start_ts / window_s) * window_s
     out = []
     for i in range(count):
         rng = np.random.default_rng([seed, i])
@@ -165,7 +169,7 @@ def make_scenarios(
             fleet_id=fleet_id,
             vehicle_id=f"veh-{vehicle:03d}",
             driver_id=f"drv-{(vehicle * 7 + seed) % 1000:03d}",
-            start_ts=start_ts + trip * (duration + gap_s) + vehicle * 0.37,
+            start_ts=start_ts + trip * period + 1.0 + vehicle * 0.37,  # clear of the window start: camera skew
             duration=duration,
             events=_events(rng, duration),
             look=_look(rng),

@@ -1,8 +1,11 @@
 """Writing an inference to Postgres: clip, inference, events and instruction in one transaction, idempotently.
 
 The worker commits its Kafka offset only after `write_result` returns, so a crash in between replays the clip;
-the upserts (clip by id, inference by clip id and model version, events and instruction replaced) make that
-replay change nothing. Once a manager has reviewed an answer, a replay leaves its events and instruction alone.
+the upserts (clip by id, inference by clip id, model version and clip revision, events and instruction replaced)
+make that replay change nothing. Once a manager has reviewed an answer, a replay leaves its events and instruction
+alone. A newer revision of a clip (a late upload rebuilt it) updates the clip row and adds an answer, which becomes
+the current one; the older revision's answer and any review of it stay, marked by their `clip_revision`. An older
+revision arriving after a newer one writes nothing.
 """
 
 from __future__ import annotations
@@ -52,13 +55,24 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
              "start_ts": s.start_ts, "end_ts": s.end_ts, "video_uri": s.video_uri, "distance_km": s.distance_km}
             for s in clip.segments
         ])
-        _insert_missing(session, Clip, [{
+        row = {
             "clip_id": clip.clip_id, "fleet_id": fleet, "vehicle_id": clip.vehicle_id, "driver_id": clip.driver_id,
             "start_ts": clip.start_ts, "end_ts": clip.end_ts, "views": [v.value for v in clip.views],
             "frames_uri": clip.frames_uri, "num_frames": clip.num_frames, "frame_width": clip.frame_width,
             "frame_height": clip.frame_height, "sample_fps": clip.sample_fps,
-            "distance_km": clip_distance_km(clip.start_ts, clip.end_ts, clip.segments),
-        }])
+            "distance_km": clip_distance_km(clip.start_ts, clip.end_ts, clip.segments), "revision": clip.revision,
+        }
+        upsert = insert(Clip).values(row)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[Clip.clip_id], set_={k: upsert.excluded[k] for k in row if k != "clip_id"},
+            where=Clip.revision <= upsert.excluded.revision,
+        ).returning(Clip.clip_id)
+        if session.execute(upsert).first() is None:
+            # An older revision than the one stored (a replay after the newer one was written): the newer answer
+            # stands, and this one is not written.
+            current = session.execute(select(Inference.id).where(Inference.clip_id == clip.clip_id)
+                                      .order_by(Inference.updated_at.desc(), Inference.id.desc()).limit(1))
+            return int(current.scalar_one())
         _insert_missing(session, ClipSegment, [
             {"clip_id": clip.clip_id, "segment_id": s.segment_id, "fleet_id": fleet} for s in clip.segments
         ])
@@ -67,12 +81,13 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
             "prompt_version": result.prompt_version, "valid": result.valid, "error": result.error,
             "description": result.description, "raw_turn1": result.raw_turn1, "raw_turn2": result.raw_turn2,
             "latency_ms": result.latency_ms, "prompt_tokens": result.prompt_tokens,
-            "generated_tokens": result.generated_tokens,
+            "generated_tokens": result.generated_tokens, "clip_revision": clip.revision,
+            "frames_uri": clip.frames_uri,
         }
         stmt = insert(Inference).values(values)
         stmt = stmt.on_conflict_do_update(
-            constraint="uq_inference_clip_model",
-            set_={**{k: stmt.excluded[k] for k in values if k not in ("clip_id", "model_version")},
+            constraint="uq_inference_clip_model_revision",
+            set_={**{k: stmt.excluded[k] for k in values if k not in ("clip_id", "model_version", "clip_revision")},
                   "updated_at": func.now()},
         ).returning(Inference.id)
         inference_id = int(session.execute(stmt).scalar_one())

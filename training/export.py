@@ -83,8 +83,9 @@ def reviewed_examples(session: Session, cutoff: datetime) -> tuple[list[Example]
         except InvalidAnswer:
             skipped["invalid_label"] += 1
             continue
-        examples.append(Example(clip.clip_id, clip.fleet_id, clip.vehicle_id, clip.frames_uri, turn1, turn2.strip(),
-                                review.verdict))
+        # The frames the reviewed answer was made on: a later revision of the clip has other frames.
+        examples.append(Example(clip.clip_id, clip.fleet_id, clip.vehicle_id, inference.frames_uri or clip.frames_uri,
+                                turn1, turn2.strip(), review.verdict))
     return sorted(examples, key=lambda e: e.clip_id), skipped
 
 

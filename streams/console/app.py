@@ -126,6 +126,9 @@ class ReviewRowOut(BaseModel):
     corrected_turn1: str | None
     corrected_instruction: str | None
     created_at: datetime
+    clip_revision: int
+    model_version: str
+    current: bool  # False: a review of an earlier revision of the clip, or of another model's answer
 
 
 class ClipOut(BaseModel):
@@ -136,6 +139,7 @@ class ClipOut(BaseModel):
     duration_s: float
     num_frames: int
     sample_fps: float
+    revision: int
     inference_id: int | None
     model_version: str | None
     valid: bool | None

@@ -26,6 +26,7 @@ class ClipDetail:
     num_frames: int
     sample_fps: float
     frames_uri: str
+    revision: int
     inference_id: int | None
     model_version: str | None
     valid: bool | None
@@ -50,10 +51,11 @@ def current_answer(conn: Connection, clip_id: str) -> tuple[int | None, float] |
 
 
 def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
-    """The clip, its current answer (the newest model version's), events with severity, and reviews."""
+    """The clip, its current answer (the newest revision's, by the newest model version), events with severity, and
+    reviews."""
     row = conn.execute(text("""
         SELECT c.clip_id, c.fleet_id, c.vehicle_id, c.driver_id, to_timestamp(c.start_ts) AS start,
-               c.end_ts - c.start_ts AS duration_s, c.num_frames, c.sample_fps, c.frames_uri,
+               c.end_ts - c.start_ts AS duration_s, c.num_frames, c.sample_fps, c.frames_uri, c.revision,
                i.id AS inference_id, i.model_version, i.valid, coalesce(i.description, '') AS description,
                coalesce(n.text, '') AS instruction
         FROM clips c
@@ -66,9 +68,14 @@ def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
         SELECT e.id, e.type, e.view, e.start_s, e.end_s, e.coaching_status, coalesce(t.severity, 0) AS severity
         FROM events e LEFT JOIN event_types t ON t.type = e.type
         WHERE e.inference_id = :inf ORDER BY e.start_s, e.type"""), {"inf": row["inference_id"]}).mappings()]
+    # Every review of the clip: those of the current answer, and those kept from an earlier revision of the clip
+    # (a late upload rebuilt it) or an earlier model's answer, marked as not current.
     reviews = [dict(r) for r in conn.execute(text("""
-        SELECT id, reviewer, verdict, corrected_turn1, corrected_instruction, created_at FROM reviews
-        WHERE inference_id = :inf ORDER BY created_at DESC, id DESC"""), {"inf": row["inference_id"]}).mappings()]
+        SELECT r.id, r.reviewer, r.verdict, r.corrected_turn1, r.corrected_instruction, r.created_at,
+               i.clip_revision, i.model_version, i.id IS NOT DISTINCT FROM :inf AS current
+        FROM reviews r JOIN inferences i ON i.id = r.inference_id
+        WHERE i.clip_id = :clip ORDER BY r.created_at DESC, r.id DESC"""),
+        {"inf": row["inference_id"], "clip": clip_id}).mappings()]
     return ClipDetail(**dict(row), events=events, reviews=reviews)
 
 

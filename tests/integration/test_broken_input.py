@@ -19,7 +19,7 @@ from schemas.messages import SegmentMessage
 from schemas.taxonomy import View
 from streams.blobs import LocalBlobStore
 from streams.broker import free_port
-from streams.demo import _spawn, _stop, expected_clips, settings_env, to_messages
+from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, expected_clips, settings_env, to_messages
 from streams.producer import ensure_topics, make_producer, publish
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
@@ -35,7 +35,8 @@ T0 = 1_760_100_000.0
 def joiner(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict]]:
     home = tmp_path_factory.mktemp("broken-input")
     settings = Settings(home=home, kafka_bootstrap=broker.bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.",
-                        one_record_per_batch=True, grace_s=2.0, metrics_port=free_port(), inline_max_bytes=200_000)
+                        one_record_per_batch=True, metrics_port=free_port(), inline_max_bytes=200_000,
+                        **SIMULATED_FLEET_JOIN)
     ensure_topics(broker.bootstrap, settings)
     log = home / "joiner.log"
     proc = _spawn(["joiner"], settings_env(settings), log)

@@ -1,36 +1,38 @@
 """Join state survives: a joiner killed with SIGKILL mid-stream and restarted, and two joiners sharing the partitions
 while one joins late (a rebalance), give exactly the oracle's clips. The fleet keeps uploading at its own pace
-throughout (a replay at 2x real time). Clip ids are deterministic, so a clip sent again after a crash keeps its id;
-what must never happen is a clip lost, or one cut differently (a different id) because state or time was lost."""
+throughout (a replay at 4x real time). Clip ids are deterministic, so a clip sent again after a crash keeps its id
+and revision; what must never happen is a clip lost, or a newest revision that differs from the oracle's (a segment
+lost, or state or time lost). Any difference fails: there is no rerun."""
 
 from __future__ import annotations
 
 import signal
 import time
 import uuid
-import warnings
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from schemas.messages import SegmentMessage
 from streams.blobs import LocalBlobStore
-from streams.demo import _spawn, _stop, expected_clips, settings_env, to_messages
+from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, settings_env, to_messages
+from streams.join import expected_clips as oracle_clips
 from streams.producer import ensure_topics
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
 from tests.integration.harness import Replay, wait_for_clips
 
 pytestmark = pytest.mark.integration
-Outcome = tuple[list[dict], dict[str, tuple[str, float, float]], Path]  # clips read back, the oracle's, the logs
+SPEED = 4.0
 
 
 def _setup(broker, tmp_path: Path, seed: int) -> tuple[Settings, list[SegmentMessage]]:
-    # 8 vehicles x 6 trips of 12 s, 20 s apart, in 4-s segments: at 2x, each camera uploads every 2 s (< grace 6 s).
+    # 8 vehicles x 6 trips of 12 s, one 64-s window apart, in 4-s segments: at 4x, each camera uploads every second
+    # (< the 6-s vehicle-idle time) and a trip's end is 13 s of silence.
     settings = Settings(home=tmp_path / "home", kafka_bootstrap=broker.bootstrap, one_record_per_batch=True,
-                        topic_prefix=f"r{uuid.uuid4().hex[:6]}.", grace_s=6.0, session_timeout_s=10.0)
+                        topic_prefix=f"r{uuid.uuid4().hex[:6]}.", vehicle_idle_s=6.0, settle_s=3.0,
+                        session_timeout_s=10.0, max_segment_age_s=SIMULATED_FLEET_JOIN["max_segment_age_s"])
     ensure_topics(broker.bootstrap, settings)
     blobs = LocalBlobStore(settings.blobs)
     messages: list[SegmentMessage] = []
@@ -46,49 +48,52 @@ def _offsets_read(logs: Path) -> str:
                      for line in log.read_text().splitlines() if " from offset " in line or "never handed" in line)
 
 
-def _assert_exactly_the_oracle(clips: list[dict], expected: dict[str, tuple[str, float, float]], context: str = "") -> None:
-    versions: dict[str, set[tuple]] = defaultdict(set)
+def _oracle(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple]:
+    """Each clip the rules give on the whole upload set: vehicle, extent and segments of its final revision."""
+    by_vehicle: dict[str, list] = defaultdict(list)
+    for m in messages:
+        by_vehicle[m.vehicle_id].append(m.ref(m.video_uri or ""))
+    return {p.clip_id: (vehicle, p.start_ts, p.end_ts, tuple(sorted(s.segment_id for s in p.segments)))
+            for vehicle, refs in by_vehicle.items()
+            for p in oracle_clips(refs, settings.join_rules(), fleet_id="fleet-r", vehicle_id=vehicle)}
+
+
+def _assert_exactly_the_oracle(clips: list[dict], expected: dict[str, tuple], logs: Path) -> None:
+    versions: dict[tuple[str, int], set[tuple]] = defaultdict(set)
+    newest: dict[str, dict] = {}
     for c in clips:
-        versions[c["clip_id"]].add((c["start_ts"], c["end_ts"], tuple(c["views"]),
-                                    tuple(sorted(s["segment_id"] for s in c["segments"]))))
-    assert set(versions) == set(expected), (
-        f"missing {sorted(expected[c] for c in set(expected) - set(versions))}, "
-        f"unexpected {sorted(v for c in set(versions) - set(expected) for v in versions[c])}\n{context}")
-    assert all(len(v) == 1 for v in versions.values()), "a clip id was sent twice with different contents"
-
-
-def _exactly_the_oracle_unless_the_broker_lost_input(run: Callable[[Path], Outcome], tmp_path: Path) -> None:
-    """Tansu 0.6 now and then never hands a consumer one record of a partition that two producers write at once (the
-    uploads and the joiner's ticks; docs/knowledge.md): the joiner logs it ("never handed") and counts it. A run that
-    differs from the oracle *and* shows such a gap is run once more on fresh topics; a difference without one, or
-    twice, fails."""
-    for attempt in (1, 2):
-        clips, expected, logs = run(tmp_path / f"attempt{attempt}")
-        try:
-            _assert_exactly_the_oracle(clips, expected, _offsets_read(logs))
-            return
-        except AssertionError:
-            if attempt == 2 or "never handed" not in _offsets_read(logs):
-                raise
-            warnings.warn(f"the broker never handed the joiner some input; running again:\n{_offsets_read(logs)}",
-                          stacklevel=1)
+        versions[(c["clip_id"], c["revision"])].add((c["start_ts"], c["end_ts"], tuple(c["views"]),
+                                                      tuple(sorted(s["segment_id"] for s in c["segments"]))))
+        if c["revision"] >= newest.get(c["clip_id"], c)["revision"]:
+            newest[c["clip_id"]] = c
+    context = _offsets_read(logs)
+    assert set(newest) == set(expected), (
+        f"missing {sorted(expected[c] for c in set(expected) - set(newest))}, "
+        f"unexpected {sorted(c for c in set(newest) - set(expected))}\n{context}")
+    got = {k: (c["vehicle_id"], c["start_ts"], c["end_ts"], tuple(sorted(s["segment_id"] for s in c["segments"])))
+           for k, c in newest.items()}
+    assert got == expected, context
+    assert all(len(v) == 1 for v in versions.values()), "a clip revision was sent twice with different contents"
+    assert "never handed" not in context, context
 
 
 def test_a_joiner_killed_mid_stream_and_restarted_loses_no_clip(broker, tmp_path: Path) -> None:
-    _exactly_the_oracle_unless_the_broker_lost_input(lambda d: _killed_and_restarted(broker, d), tmp_path)
+    clips, expected, logs = _killed_and_restarted(broker, tmp_path)
+    _assert_exactly_the_oracle(clips, expected, logs)
 
 
 def test_two_joiners_sharing_the_partitions_give_the_clips_of_one(broker, tmp_path: Path) -> None:
-    _exactly_the_oracle_unless_the_broker_lost_input(lambda d: _two_joiners(broker, d), tmp_path)
+    clips, expected, logs = _two_joiners(broker, tmp_path)
+    _assert_exactly_the_oracle(clips, expected, logs)
 
 
-def _killed_and_restarted(broker, tmp_path: Path) -> Outcome:
+def _killed_and_restarted(broker, tmp_path: Path) -> tuple[list[dict], dict, Path]:
     settings, messages = _setup(broker, tmp_path, seed=31)
-    expected = expected_clips(messages, settings)
+    expected = _oracle(messages, settings)
     env, logs = settings_env(settings), tmp_path / "logs"
     logs.mkdir(parents=True)
     first = {"first": (_spawn(["joiner"], env, logs / "first.log"), logs / "first.log")}
-    replay = Replay(settings, messages)
+    replay = Replay(settings, messages, speed=SPEED)
     replay.start()
     try:
         early = wait_for_clips(settings, set(), first, timeout_s=0)
@@ -113,13 +118,13 @@ def _killed_and_restarted(broker, tmp_path: Path) -> Outcome:
     return clips, expected, logs
 
 
-def _two_joiners(broker, tmp_path: Path) -> Outcome:
+def _two_joiners(broker, tmp_path: Path) -> tuple[list[dict], dict, Path]:
     settings, messages = _setup(broker, tmp_path, seed=32)
-    expected = expected_clips(messages, settings)
+    expected = _oracle(messages, settings)
     env, logs = settings_env(settings), tmp_path / "logs"
     logs.mkdir(parents=True)
     procs = {"a": (_spawn(["joiner"], env, logs / "a.log"), logs / "a.log")}
-    replay = Replay(settings, messages)
+    replay = Replay(settings, messages, speed=SPEED)
     replay.start()
     try:
         deadline = time.monotonic() + 150

@@ -22,7 +22,7 @@ from schemas.db import Clip, Event, Inference, Instruction
 from schemas.prompts import parse_turn1
 from schemas.registry import deploy
 from streams.blobs import LocalBlobStore
-from streams.demo import _spawn, _stop, expected_clips, settings_env, to_messages
+from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, expected_clips, settings_env, to_messages
 from streams.engine import model_version_of
 from streams.producer import ensure_topics, make_producer, publish
 from streams.settings import Settings
@@ -54,7 +54,7 @@ def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 def test_simulated_fleet_flows_from_kafka_to_postgres(broker, database_url, trained_tiny_model: Path, tmp_path: Path):
     settings = Settings(
         home=tmp_path / "home", kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:6]}.",
-        database_url=database_url, model=str(trained_tiny_model), one_record_per_batch=True, grace_s=2.0,
+        database_url=database_url, model=str(trained_tiny_model), one_record_per_batch=True, **SIMULATED_FLEET_JOIN,
         max_new_tokens=120,
     )
     ensure_topics(broker.bootstrap, settings)

@@ -113,3 +113,45 @@ def test_promote_and_rollback_move_production_between_versions(database_url: str
     with pytest.raises(KeyError):
         promote(factory, "no-such-version")
     engine.dispose()
+
+
+def test_a_newer_revision_replaces_the_answer_and_keeps_the_review_of_the_older(database_url: str) -> None:
+    """A late upload rebuilt a clip (same id, revision 2): its answer becomes the clip's current one, the manager's
+    review of revision 1 stays with revision 1's answer and frames, and a replay of revision 1 changes nothing."""
+    from sqlalchemy import text
+
+    from schemas.db import Review
+    from streams.console.queries import clip_detail
+
+    engine = create_engine(database_url)
+    factory = sessionmaker(engine)
+    first = _clip(f"veh-{uuid.uuid4().hex[:6]}").model_copy(update={"frames_uri": "file:///blobs/clip.r2.npz",
+                                                                    "revision": 2})
+    late = SegmentRef(segment_id=f"{first.vehicle_id}-driver-1", camera=View.DRIVER, start_ts=110.0, end_ts=115.0,
+                      video_uri="file:///blobs/late.mp4")
+    second = first.model_copy(update={"segments": [*first.segments, late], "end_ts": 115.0, "revision": 3,
+                                      "frames_uri": "file:///blobs/clip.r3.npz"})
+    older = write_result(factory, clip=first, result=_result(first, "m-1", [EventType.PHONE_USE], "a"))
+    with factory() as s, s.begin():
+        s.add(Review(fleet_id="fleet-a", inference_id=older, reviewer="ann", verdict="accepted"))
+    newer = write_result(factory, clip=second, result=_result(second, "m-1", [EventType.SPEEDING], "b"))
+    replay = write_result(factory, clip=first, result=_result(first, "m-1", [EventType.DROWSINESS], "c"))
+    assert newer != older and replay == newer
+    with factory() as s:
+        row = s.get(Clip, first.clip_id)
+        assert (row.revision, row.end_ts, row.frames_uri) == (3, 115.0, "file:///blobs/clip.r3.npz")
+        assert s.scalar(select(func.count()).select_from(ClipSegment).where(ClipSegment.clip_id == row.clip_id)) == 3
+        current = s.execute(text("SELECT id FROM current_inferences WHERE clip_id = :c"), {"c": row.clip_id}).scalar()
+        assert current == newer
+        kept = s.get(Inference, older)
+        assert (kept.clip_revision, kept.frames_uri) == (2, "file:///blobs/clip.r2.npz")
+        assert set(s.scalars(select(Event.type).where(Event.inference_id == older))) == {"phone_use"}  # not "c"
+        assert s.scalar(select(Instruction.text).where(Instruction.inference_id == older)) == "a"
+        assert set(s.scalars(select(Event.type).where(Event.inference_id == newer))) == {"speeding"}
+        facts = s.execute(text("SELECT type FROM event_facts WHERE clip_id = :c"), {"c": row.clip_id}).scalars()
+        assert set(facts) == {"speeding"}  # reports count the current revision's answer only
+    with engine.connect() as conn:
+        detail = clip_detail(conn, first.clip_id)
+    assert detail is not None and detail.revision == 3 and detail.inference_id == newer
+    assert [(r["reviewer"], r["clip_revision"], r["current"]) for r in detail.reviews] == [("ann", 2, False)]
+    engine.dispose()

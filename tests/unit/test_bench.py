@@ -18,7 +18,7 @@ def test_join_bench_joins_every_vehicle_into_max_length_clips() -> None:
 def test_clip_bench_builds_one_clip_per_trip_from_the_written_files(tmp_path: Path) -> None:
     result = bench_clip(tmp_path, Settings(), trips=2, trip_s=8.0)
     assert result.clips == 2 and result.segment_files == 4
-    assert 7.0 < result.clip_seconds / 2 <= 8.0
+    assert 7.0 < result.clip_seconds / 2 <= 8.5  # both cameras together: the driver clock runs 0.25 s ahead
     assert result.decode_cpu_s > 0 and result.build_cpu_s > 0
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from streams.blobs import LocalBlobStore
 from streams.errors import BadSegment
-from streams.segments import claim_check, parse_segment
+from streams.segments import TimeLimits, claim_check, parse_segment
 
 NOW = 1_760_000_000.0
 
@@ -34,15 +34,27 @@ def message(**changes: object) -> bytes:
     (message(video_uri=None), "invalid_segment"),
     (message(start_ts=NOW + 3600, end_ts=NOW + 3610), "future_timestamp"),
     (b"x" * 2000, "oversized"),
+    (message(start_ts=float("nan")), "invalid_timestamp"),
+    (message(end_ts=float("inf")), "invalid_timestamp"),
+    (message(start_ts=float("-inf")), "invalid_timestamp"),
+    (message(start_ts=0.0), "segment_too_long"),  # epoch 0 to now: the join's work must not follow it
+    (message(start_ts=NOW - 301), "segment_too_long"),
+    (message(start_ts=NOW - 15 * 86400, end_ts=NOW - 15 * 86400 + 10), "too_old"),
+    (message(fps=float("nan")), "invalid_segment"),
 ])
 def test_each_bad_upload_has_its_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(BadSegment) as err:
-        parse_segment(raw, max_bytes=1000, now=NOW, max_ahead_s=300)
+        parse_segment(raw, max_bytes=1000, now=NOW, arrived=NOW + 5, limits=TimeLimits())
     assert err.value.reason == reason
 
 
 def test_a_small_clock_lead_is_tolerated() -> None:
-    assert parse_segment(message(end_ts=NOW + 200), max_bytes=10_000, now=NOW, max_ahead_s=300).end_ts == NOW + 200
+    assert parse_segment(message(end_ts=NOW + 200), max_bytes=10_000, now=NOW).end_ts == NOW + 200
+    # Hours or days late is not wrong: only older than the horizon is (the arrival time decides, not the wall clock).
+    week_old = message(start_ts=NOW - 7 * 86400, end_ts=NOW - 7 * 86400 + 300)
+    assert parse_segment(week_old, max_bytes=10_000, now=NOW, arrived=NOW).duration == 300
+    assert parse_segment(message(start_ts=NOW - 10, end_ts=NOW - 9), max_bytes=10_000, now=NOW,
+                         arrived=NOW + 30 * 86400, limits=TimeLimits(max_age_s=31 * 86400)).duration == 1
 
 
 def test_claim_checks_are_verified_and_inline_video_is_spilled(tmp_path: Path) -> None:
