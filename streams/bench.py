@@ -34,6 +34,7 @@ from streams.join import (
     VehicleJoinState,
     WindowManifest,
     expected_clips,
+    is_expired,
     observe_tick,
     receive,
     windows_to_load,
@@ -220,6 +221,66 @@ def bench_join(settings: Settings, *, vehicles: int = 50, per_vehicle: int = 40)
         keep(vehicle, observe_tick(observe_tick(state, View.ROAD, end, rules).state, View.DRIVER, end, rules))
     cpu = time.process_time() - started
     return JoinBench(segments=len(messages), clips=clips, cpu_s=cpu, parse_cpu_s=parse_cpu)
+
+
+@dataclass(frozen=True)
+class JoinStateBench:
+    """Bytes the joiner keeps per vehicle: the table value (JSON, also each changelog record) while it drives, and
+    after it has been idle; and the window manifests in the blob store per hour of driving."""
+
+    driving_s: float
+    segment_s: float
+    table_bytes_max: int
+    table_bytes_mean: float
+    table_bytes_idle: int  # after the idle time: the state is deleted (0), a tombstone in the changelog
+    idle_s: float
+    manifest_bytes_per_hour: float
+    windows_per_hour: float
+
+
+def bench_join_state(settings: Settings, *, driving_s: float = 3600.0, segment_s: float = 10.0,
+                     idle_s: float = 86400.0) -> JoinStateBench:
+    """One vehicle drives for `driving_s` uploading each camera's segment 1 s after it ends (real time), then is idle
+    for `idle_s` while the joiner's timer ticks; the state's JSON is measured after every record."""
+    rules = settings.join_rules()
+    t0 = 1_760_000_000.0
+    state: VehicleJoinState | None = None
+    manifests: dict[float, WindowManifest] = {}
+    sizes: list[int] = []
+
+    def keep(step: Step) -> None:
+        nonlocal state
+        manifests.update({m.start: m for m in step.manifests})
+        state = None if is_expired(step.state, rules) else step.state
+        sizes.append(len(state.model_dump_json()) if state is not None else 0)
+
+    k = 0
+    while k * segment_s < driving_s:
+        for camera in View:
+            start = t0 + k * segment_s
+            message = SegmentMessage(fleet_id="fleet-bench", vehicle_id="veh-0", driver_id="drv-0", camera=camera,
+                                     segment_id=f"{camera.value}-{k}", start_ts=start, end_ts=start + segment_s,
+                                     fps=2.0, width=64, height=36, codec="mp4v",
+                                     video_uri=f"file:///blobs/uploads/veh-0/{camera.value}-{k}.mp4")
+            current = state or VehicleJoinState(fleet_id="fleet-bench", vehicle_id="veh-0")
+            loaded = {w: manifests.get(w) for w in windows_to_load(current, message, rules)}
+            keep(receive(current, message, arrived=start + segment_s + 1.0, rules=rules, manifests=loaded))
+        k += 1
+    driving = list(sizes)
+    last = t0 + k * segment_s + 1.0
+    tick = max(settings.tick_s, 1.0)
+    at = last
+    while state is not None and at < last + idle_s:  # the timer ticks a waiting vehicle's topics until it expires
+        at += tick
+        for camera in View:
+            if state is not None:
+                keep(observe_tick(state, camera, at, rules))
+    store = sum(len(json.dumps({"segments": [s.model_dump(mode="json") for s in m.segments]})) for m in manifests.values())
+    hours = driving_s / 3600.0
+    return JoinStateBench(driving_s=driving_s, segment_s=segment_s, table_bytes_max=max(driving),
+                          table_bytes_mean=sum(driving) / len(driving),
+                          table_bytes_idle=0 if state is None else len(state.model_dump_json()), idle_s=idle_s,
+                          manifest_bytes_per_hour=store / hours, windows_per_hour=len(manifests) / hours)
 
 
 class BenchError(DrivecoachError):

@@ -443,13 +443,20 @@ def bench_join_command(
     workload through the broker (embedded Tansu unless DRIVECOACH_KAFKA_BOOTSTRAP is set) and one joiner process."""
     import tempfile
 
-    from streams.bench import BenchError, bench_join, bench_join_broker
+    from streams.bench import BenchError, bench_join, bench_join_broker, bench_join_state
 
     settings = build_settings()
     result = bench_join(settings, vehicles=vehicles, per_vehicle=segments_per_camera)
     console.print(f"pure join: {result.segments} segments -> {result.clips} clips in {result.cpu_s:.3f} CPU s = "
                   f"[bold]{result.segments_per_s:,.0f} segments/s[/]; {result.ratio_to_parse:.1f}x the cost of "
                   f"validating the messages alone ({result.parse_cpu_s:.3f} s)")
+    st = bench_join_state(settings)
+    console.print(
+        f"join state per vehicle ({st.driving_s / 3600:g} h driving in real time, {st.segment_s:g}-s segments): "
+        f"table value [bold]{st.table_bytes_mean:,.0f} B[/] mean, {st.table_bytes_max:,} B max while driving; "
+        f"[bold]{st.table_bytes_idle} B[/] after {st.idle_s / 3600:g} h idle (deleted: a tombstone in the changelog); "
+        f"window manifests in the blob store: {st.manifest_bytes_per_hour / 1024:,.0f} KiB per hour of driving "
+        f"({st.windows_per_hour:.0f} windows)")
     if not broker:
         return
     with tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work, console.status("through the broker") as status:

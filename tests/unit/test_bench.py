@@ -30,3 +30,13 @@ def test_infer_bench_times_every_clip_and_keeps_the_answers(tmp_path: Path) -> N
     assert len(result.latencies_ms) == 3 and all(ms > 0 for ms in result.latencies_ms)
     assert len(result.answers) == 3 and 0 < result.generated_tokens <= 3 * 2 * 8
     assert result.clips_per_s > 0 and result.p95_ms >= result.p50_ms
+
+
+def test_join_state_stays_bounded_while_driving_and_is_deleted_when_idle() -> None:
+    from streams.bench import bench_join_state
+
+    hour, four = bench_join_state(Settings()), bench_join_state(Settings(), driving_s=4 * 3600)
+    assert 0 < hour.table_bytes_mean <= hour.table_bytes_max < 16_000  # a few open windows, never the trip
+    assert four.table_bytes_max <= hour.table_bytes_max * 1.1  # four times the driving, not more state
+    assert hour.table_bytes_idle == four.table_bytes_idle == 0
+    assert 55 < hour.windows_per_hour < 58 and hour.manifest_bytes_per_hour > 0
