@@ -570,6 +570,70 @@ def bench_reports_command(
                   "run them); the table owner, without row-level security, is shown for comparison")
 
 
+@bench_app.command("recovery")
+def bench_recovery_command(
+    trials: Annotated[int, typer.Option(min=1, help="trials, each killing the joiner or the worker once")] = 10,
+    vehicles: Annotated[int, typer.Option(min=2, help="vehicles per trial, each with its own upload pattern")] = 4,
+    seed: Annotated[int, typer.Option(help="seed of the patterns, kill targets and moments")] = 1,
+    speed: Annotated[float, typer.Option(min=1.0, help="how much faster than real time the fleet uploads")] = 8.0,
+    model: Model = None,
+) -> None:
+    """The recovery soak: SIGKILL the joiner or the worker at a random moment while a fleet uploads in mixed cadences
+    (real time, bursts, outages, backlogs, a lagging camera), then check Postgres: no clip or segment lost, no
+    duplicate rows, every dead letter justified. Uses the embedded broker unless DRIVECOACH_KAFKA_BOOTSTRAP is set."""
+    import tempfile
+    from contextlib import ExitStack
+
+    from sqlalchemy.orm import sessionmaker
+
+    from streams.broker import EmbeddedBroker
+    from streams.database import make_engine, migrate, resolve_database_url
+    from streams.demo import demo_model_settings, ensure_demo_model
+    from streams.soak import TrialResult, run_soak
+
+    settings = build_settings(model=model)
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drivecoach-soak-")))
+        if not settings.model:
+            settings = demo_model_settings(settings).model_copy(
+                update={"model": str(ensure_demo_model(settings, console))})
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            bootstrap = stack.enter_context(EmbeddedBroker(log_path=work / "broker.log")).bootstrap
+            settings = settings.model_copy(update={"one_record_per_batch": True})
+        database = resolve_database_url(settings)
+        stack.callback(database.close)
+        migrate(database.url)
+        engine = make_engine(database.url)
+        stack.callback(engine.dispose)
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap, "home": work / "home",
+                                               "database_url": database.url.render_as_string(hide_password=False)})
+
+        def show(r: TrialResult) -> None:
+            mark = "[green]ok[/]" if r.ok else "[bold red]FAILED[/]"
+            console.print(
+                f"trial {r.trial:3d}: killed the {r.killed} at {r.killed_at_s:4.1f} s; {r.segments} segments, "
+                f"{r.expected_clips} clips ({r.revised_clips} answers of earlier revisions kept), "
+                f"{r.dead_letters} dead letters, {r.seconds:.0f} s: {mark} {', '.join(sorted(set(r.patterns)))}"
+                + ("" if r.ok else f"\n  lost {r.lost_clips} unexpected {r.unexpected_clips} unanswered "
+                   f"{r.unanswered_clips} duplicates {r.duplicate_rows} unjustified {r.unjustified_dead_letters}"))
+
+        console.print(f"soak: {trials} trials x {vehicles} vehicles at {speed:g}x; logs in {work / 'logs'}")
+        results = run_soak(settings, sessionmaker(engine), work, trials=trials, seed=seed, speed=speed,
+                           vehicles=vehicles, progress=show)
+    failed = [r for r in results if not r.ok]
+    kills = {name: sum(r.killed == name for r in results) for name in ("joiner", "worker")}
+    console.print(
+        f"[bold]{len(results) - len(failed)}/{len(results)} trials ok[/]: kills joiner {kills['joiner']}, worker "
+        f"{kills['worker']}; segments {sum(r.segments for r in results)}, clips {sum(r.expected_clips for r in results)}"
+        f"; lost clips {sum(len(r.lost_clips) for r in results)}, unexpected clips "
+        f"{sum(len(r.unexpected_clips) for r in results)}, unanswered {sum(len(r.unanswered_clips) for r in results)}, "
+        f"duplicate rows {sum(r.duplicate_rows for r in results)}, dead letters {sum(r.dead_letters for r in results)} "
+        f"(unjustified {sum(len(r.unjustified_dead_letters) for r in results)})")
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
