@@ -62,10 +62,10 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
             "frame_height": clip.frame_height, "sample_fps": clip.sample_fps,
             "distance_km": clip_distance_km(clip.start_ts, clip.end_ts, clip.segments), "revision": clip.revision,
         }
-        upsert = insert(Clip).values(row)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[Clip.clip_id], set_={k: upsert.excluded[k] for k in row if k != "clip_id"},
-            where=Clip.revision <= upsert.excluded.revision,
+        clip_insert = insert(Clip).values(row)
+        upsert = clip_insert.on_conflict_do_update(
+            index_elements=[Clip.clip_id], set_={k: clip_insert.excluded[k] for k in row if k != "clip_id"},
+            where=Clip.revision <= clip_insert.excluded.revision,
         ).returning(Clip.clip_id)
         if session.execute(upsert).first() is None:
             # An older revision than the one stored (a replay after the newer one was written): the newer answer

@@ -77,7 +77,7 @@ class TrialResult:
 def arrival_schedule(trips: list[list[SegmentMessage]], pattern: str, rng: random.Random, *, t0: float, speed: float,
                      idle_s: float) -> list[tuple[float, SegmentMessage]]:
     """When each upload of one vehicle's trips is sent, in wall seconds after the trial's start."""
-    out = []
+    out: list[tuple[float, SegmentMessage]] = []
     outage_at = rng.uniform(0.3, 0.7)
     for k, trip in enumerate(trips):
         trip_end = max(m.end_ts for m in trip)
@@ -222,7 +222,7 @@ class Soak:
                                               JOIN clips c USING (clip_id) WHERE c.vehicle_id = ANY(:v)"""),
                                      {"v": list(vehicles)}):
                 segments.setdefault(r.clip_id, set()).add(r.segment_id)
-            current = dict(session.execute(text("""SELECT i.clip_id, i.clip_revision FROM current_inferences ci
+            current: dict[str, int] = dict(session.execute(text("""SELECT i.clip_id, i.clip_revision FROM current_inferences ci
                                                     JOIN inferences i ON i.id = ci.id JOIN clips c
                                                     ON c.clip_id = i.clip_id WHERE c.vehicle_id = ANY(:v)"""),
                                            {"v": list(vehicles)}).tuples().all())

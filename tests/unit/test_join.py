@@ -3,6 +3,7 @@ arrival patterns of real fleets (tests/strategies.py)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -332,7 +333,7 @@ def test_uploads_within_the_idle_time_emit_each_clip_once(fleet: Fleet):
     recording it, every clip is emitted once (no revision: the inference runs once per clip)."""
     joiner = run(fleet.in_arrival_order())
     uploads = {c: [e[2] for e in t if e[2]] for c, t in fleet.topics.items()}
-    in_order = all(a.start_ts <= b.start_ts for u in uploads.values() for a, b in zip(u, u[1:], strict=False))
+    in_order = all(a.start_ts <= b.start_ts for u in uploads.values() for a, b in itertools.pairwise(u))
     lag_beyond_idle = any(e[0] - e[2].end_ts > RULES.vehicle_idle_s for t in fleet.topics.values() for e in t if e[2])
     if in_order and not lag_beyond_idle:
         assert len(joiner.plans) == len(joiner.final())
