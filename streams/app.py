@@ -19,6 +19,7 @@ from streams import metrics
 from streams.blobs import LocalBlobStore
 from streams.clip import build_clip_frames
 from streams.errors import BadSegment, VideoDecodeError
+from streams.faust_seek import install as install_seek_fix
 from streams.join import (
     Admission,
     ClipPlan,
@@ -36,6 +37,7 @@ from streams.settings import Settings
 from streams.windows import WindowStore
 
 log = logging.getLogger(__name__)
+install_seek_fix()  # faust-streaming 0.15.3 skips input records after a table recovery otherwise (streams/faust_seek.py)
 
 ROAD_TOPIC, DRIVER_TOPIC, CLIPS_TOPIC = "telematics.road", "telematics.driver", "clips"
 TICK_HEADER = "drivecoach-tick"  # marks the joiner's own ticks on the camera topics (no payload)
@@ -176,7 +178,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def join(stream: faust.StreamT) -> None:
         async for event in stream.events():
             topic = event.message.topic
-            first, gap = offsets.observe(topic, event.message.partition, event.message.offset)
+            first, gap = offsets.observe(topic, event.message.partition, event.message.offset,
+                                         committed=_committed(app, event.message.tp))
             if first:
                 log.info("reading %s[%d] from offset %d", topic, event.message.partition, event.message.offset)
             if gap is not None:
@@ -238,6 +241,14 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     app.conf.producer_acks = -1
     return app
+
+
+def _committed(app: faust.App, tp: Any) -> int | None:
+    """The group's committed offset for `tp` as Faust read it when it seeked after the assignment. Faust keeps it in
+    a private field (no public accessor in 0.15.3); None where there is none, or the field is gone."""
+    offsets = getattr(app.consumer, "_committed_offset", None)
+    value = offsets.get(tp) if isinstance(offsets, dict) else None
+    return value if isinstance(value, int) else None
 
 
 def _load(stored: bytes | None) -> VehicleJoinState | None:

@@ -19,13 +19,19 @@ class Gap:
 class OffsetWatch:
     next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def observe(self, topic: str, partition: int, offset: int) -> tuple[bool, Gap | None]:
-        """(whether this is the partition's first record since the last assignment, the gap before it if any)."""
+    def observe(self, topic: str, partition: int, offset: int,
+                committed: int | None = None) -> tuple[bool, Gap | None]:
+        """(whether this is the partition's first record since the last assignment, the gap before it if any).
+
+        `committed`: the group's committed offset for the partition (the next record to read), where reading began
+        after the assignment; a first record past it means the records in between were skipped, which is where a
+        fetch-before-seek race acts (streams/faust_seek.py)."""
         key = (topic, partition)
         expected = self.next_offset.get(key)
         self.next_offset[key] = max(offset + 1, expected or 0)
         if expected is None:
-            return True, None
+            skipped = committed is not None and offset > committed
+            return True, Gap(topic, partition, committed, offset - 1) if skipped and committed is not None else None
         return False, Gap(topic, partition, expected, offset - 1) if offset > expected else None
 
     def reset(self) -> None:
