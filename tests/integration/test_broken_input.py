@@ -89,6 +89,11 @@ def test_each_bad_upload_is_dead_lettered_with_its_reason_and_counted(joiner, tm
                                             "video_b64": base64.b64encode(bytes(300_000)).decode()}).encode(),
         "missing_blob": json.dumps(template | {"segment_id": "nowhere",
                                                "video_uri": blobs.uri("uploads/none/nowhere.mp4")}).encode(),
+        "invalid_timestamp": json.dumps(template | {"segment_id": "nan", "start_ts": float("nan")}).encode(),
+        "segment_too_long": json.dumps(template | {"segment_id": "epoch-to-now", "start_ts": 0.0,
+                                                   "end_ts": now}).encode(),
+        "too_old": json.dumps(template | {"segment_id": "1970", "start_ts": 1_000_000.0,
+                                          "end_ts": 1_000_004.0}).encode(),
     }
 
     producer = make_producer(settings.kafka_bootstrap, settings)
