@@ -25,7 +25,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction
-from schemas.messages import SegmentMessage, SegmentRef
+from schemas.messages import SegmentMessage
 from schemas.prompts import PROMPT_VERSION
 from schemas.registry import deploy
 from schemas.scoring import EventScores, score_events
@@ -36,7 +36,7 @@ from streams.clip import ClipFrames, sample_times, stack, stack_geometry
 from streams.database import make_engine, migrate, resolve_database_url
 from streams.engine import is_demo_model, model_version_of
 from streams.errors import DrivecoachError
-from streams.join import expected_clips as oracle_clips
+from streams.join import expected_fleet_clips
 from streams.producer import ensure_topics, make_producer, publish
 from streams.settings import Settings
 from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver, render_road, write_segments
@@ -147,14 +147,8 @@ def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[Segme
 
 def expected_clips(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple[str, float, float]]:
     """The clips the join must produce: the join's oracle on each vehicle's complete set of segments."""
-    by_vehicle: dict[tuple[str, str], list[SegmentRef]] = {}
-    for m in messages:
-        by_vehicle.setdefault((m.fleet_id, m.vehicle_id), []).append(m.ref(m.video_uri or ""))
-    out: dict[str, tuple[str, float, float]] = {}
-    for (fleet, vehicle), refs in by_vehicle.items():
-        for p in oracle_clips(refs, settings.join_rules(), fleet_id=fleet, vehicle_id=vehicle):
-            out[p.clip_id] = (vehicle, p.start_ts, p.end_ts)
-    return out
+    return {p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts)
+            for p in expected_fleet_clips(messages, settings.join_rules())}
 
 
 @dataclass

@@ -203,6 +203,15 @@ def expected_clips(segments: Iterable[SegmentRef], rules: JoinRules, *, fleet_id
     return [p for w in starts for p in window_clips(fleet_id, vehicle_id, w, unique, rules)]
 
 
+def expected_fleet_clips(uploads: Iterable[SegmentMessage], rules: JoinRules) -> list[ClipPlan]:
+    """The oracle over a whole fleet's uploads: `expected_clips` per vehicle."""
+    by_vehicle: dict[tuple[str, str], list[SegmentRef]] = {}
+    for m in uploads:
+        by_vehicle.setdefault((m.fleet_id, m.vehicle_id), []).append(m.ref(m.video_uri or ""))
+    return [p for (fleet, vehicle), refs in by_vehicle.items()
+            for p in expected_clips(refs, rules, fleet_id=fleet, vehicle_id=vehicle)]
+
+
 # --- the streaming join ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

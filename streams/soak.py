@@ -34,7 +34,7 @@ from schemas.messages import SegmentMessage
 from streams.app import CLIPS_TOPIC, DRIVER_TOPIC, ROAD_TOPIC, dlq_name
 from streams.blobs import LocalBlobStore
 from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, settings_env, to_messages
-from streams.join import expected_clips
+from streams.join import expected_fleet_clips
 from streams.producer import ensure_topics, make_producer, topic_for
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
@@ -169,9 +169,8 @@ class Soak:
         duration = max(u.at for u in uploads)
         wrong = self._wrong_uploads(run, messages, duration, rng)
         uploads += [u for u, _ in wrong]
-        expected = {p.clip_id: p for vehicle, ms in messages.items()
-                    for p in expected_clips([m.ref(m.video_uri or "") for m in ms], self.settings.join_rules(),
-                                            fleet_id=FLEET, vehicle_id=vehicle)}
+        expected = {p.clip_id: p for p in expected_fleet_clips([m for ms in messages.values() for m in ms],
+                                                               self.settings.join_rules())}
         killed = ("joiner", "worker")[(n - 1) % 2]  # in turn; the moment is random
         kill_at = rng.uniform(0.2, 0.8) * duration
         producer = make_producer(self.settings.kafka_bootstrap or "", self.settings)

@@ -17,7 +17,7 @@ import pytest
 from schemas.messages import SegmentMessage
 from streams.blobs import LocalBlobStore
 from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, settings_env, to_messages
-from streams.join import expected_clips as oracle_clips
+from streams.join import expected_fleet_clips
 from streams.producer import ensure_topics
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
@@ -50,12 +50,8 @@ def _offsets_read(logs: Path) -> str:
 
 def _oracle(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple]:
     """Each clip the rules give on the whole upload set: vehicle, extent and segments of its final revision."""
-    by_vehicle: dict[str, list] = defaultdict(list)
-    for m in messages:
-        by_vehicle[m.vehicle_id].append(m.ref(m.video_uri or ""))
-    return {p.clip_id: (vehicle, p.start_ts, p.end_ts, tuple(sorted(s.segment_id for s in p.segments)))
-            for vehicle, refs in by_vehicle.items()
-            for p in oracle_clips(refs, settings.join_rules(), fleet_id="fleet-r", vehicle_id=vehicle)}
+    return {p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts, tuple(sorted(s.segment_id for s in p.segments)))
+            for p in expected_fleet_clips(messages, settings.join_rules())}
 
 
 def _assert_exactly_the_oracle(clips: list[dict], expected: dict[str, tuple], logs: Path) -> None:

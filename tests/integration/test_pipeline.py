@@ -24,7 +24,7 @@ from schemas.registry import deploy
 from streams.blobs import LocalBlobStore
 from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, expected_clips, settings_env, to_messages
 from streams.engine import model_version_of
-from streams.join import expected_clips as oracle_clips
+from streams.join import expected_fleet_clips
 from streams.producer import ensure_topics, make_producer, publish
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
@@ -54,11 +54,7 @@ def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 def _revisions(messages, settings: Settings) -> dict[str, int]:
     """Each clip the join makes of these uploads, and the revision it ends at."""
-    by_vehicle: dict[str, list] = {}
-    for m in messages:
-        by_vehicle.setdefault(m.vehicle_id, []).append(m.ref(m.video_uri or ""))
-    return {p.clip_id: p.revision for vehicle, refs in by_vehicle.items()
-            for p in oracle_clips(refs, settings.join_rules(), fleet_id="fleet-demo", vehicle_id=vehicle)}
+    return {p.clip_id: p.revision for p in expected_fleet_clips(messages, settings.join_rules())}
 
 
 def _wait_for_answers(factory, revisions: dict[str, int], procs, logs: Path, timeout_s: float = 240) -> None:
