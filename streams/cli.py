@@ -582,12 +582,14 @@ def bench_recovery_command(
     (real time, bursts, outages, backlogs, a lagging camera), then check Postgres: no clip or segment lost, no
     duplicate rows, every dead letter justified. Uses the embedded broker unless DRIVECOACH_KAFKA_BOOTSTRAP is set."""
     import tempfile
+    import uuid
     from contextlib import ExitStack
 
     from sqlalchemy.orm import sessionmaker
 
+    from streams.bench import _drop_scratch, _scratch_database
     from streams.broker import EmbeddedBroker
-    from streams.database import make_engine, migrate, resolve_database_url
+    from streams.database import make_engine, migrate
     from streams.demo import demo_model_settings, ensure_demo_model
     from streams.soak import TrialResult, run_soak
 
@@ -601,8 +603,10 @@ def bench_recovery_command(
         if not bootstrap:
             bootstrap = stack.enter_context(EmbeddedBroker(log_path=work / "broker.log")).bootstrap
             settings = settings.model_copy(update={"one_record_per_batch": True})
-        database = resolve_database_url(settings)
+        # A database of its own: the soak promotes its model, and its rows are no fleet's.
+        database = _scratch_database(settings, f"drivecoach_soak_{uuid.uuid4().hex[:6]}")
         stack.callback(database.close)
+        stack.callback(_drop_scratch, database, None)
         migrate(database.url)
         engine = make_engine(database.url)
         stack.callback(engine.dispose)

@@ -31,9 +31,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.messages import SegmentMessage
+from schemas.registry import deploy
 from streams.app import CLIPS_TOPIC, DRIVER_TOPIC, ROAD_TOPIC, dlq_name
 from streams.blobs import LocalBlobStore
 from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, settings_env, to_messages
+from streams.engine import is_demo_model, model_version_of
 from streams.join import expected_fleet_clips
 from streams.producer import ensure_topics, make_producer, topic_for
 from streams.settings import Settings
@@ -136,6 +138,9 @@ class Soak:
             while len(self.trips) <= int(s.vehicle_id.split("-")[1]):
                 self.trips.append([])
             self.trips[int(s.vehicle_id.split("-")[1])].append(to_messages(segments, blobs))
+        # The worker serves the production model of its database: make it the one given.
+        deploy(self.factory, version=model_version_of(self.settings.model), path=self.settings.model,
+               demo=is_demo_model(self.settings.model))
         for name in ("joiner", "worker"):
             self.spawn(name)
 
@@ -274,7 +279,8 @@ def soak_settings(settings: Settings, *, speed: float) -> Settings:
 def run_soak(settings: Settings, factory: sessionmaker[Session], work: Path, *, trials: int, seed: int = 1,
              speed: float = 8.0, vehicles: int = 4,
              progress: Callable[[TrialResult], None] | None = None) -> list[TrialResult]:
-    """`trials` trials on one joiner and one worker (settings.kafka_bootstrap and settings.model must be set)."""
+    """`trials` trials on one joiner and one worker (settings.kafka_bootstrap and settings.model must be set; the
+    model is promoted to production in the database of `factory`, so give the soak a database of its own)."""
     rng = random.Random(seed)
     soak = Soak(soak_settings(settings, speed=speed), factory, work, speed=speed, vehicles=vehicles)
     results = []
