@@ -5,7 +5,8 @@ the upserts (clip by id, inference by clip id, model version and clip revision, 
 make that replay change nothing. Once a manager has reviewed an answer, a replay leaves its events and instruction
 alone. A newer revision of a clip (a late upload rebuilt it) updates the clip row and adds an answer, which becomes
 the current one; the older revision's answer and any review of it stay, marked by their `clip_revision`. An older
-revision arriving after a newer one writes nothing.
+revision arriving after a newer one (its segments all stored already) writes nothing; a lower revision with
+segments the stored clip lacks is another lineage (lost manifests, another run) and replaces it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -68,11 +69,18 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
             where=Clip.revision <= clip_insert.excluded.revision,
         ).returning(Clip.clip_id)
         if session.execute(upsert).first() is None:
-            # An older revision than the one stored (a replay after the newer one was written): the newer answer
-            # stands, and this one is not written.
-            current = session.execute(select(Inference.id).where(Inference.clip_id == clip.clip_id)
-                                      .order_by(Inference.updated_at.desc(), Inference.id.desc()).limit(1))
-            return int(current.scalar_one())
+            stored = set(session.scalars(select(ClipSegment.segment_id).where(ClipSegment.clip_id == clip.clip_id)))
+            if {s.segment_id for s in clip.segments} <= stored:
+                # An older revision than the one stored (a replay after the newer one was written): the newer answer
+                # stands, and this one is not written.
+                current = session.execute(select(Inference.id).where(Inference.clip_id == clip.clip_id)
+                                          .order_by(Inference.updated_at.desc(), Inference.id.desc()).limit(1))
+                return int(current.scalar_one())
+            # Footage the stored clip does not have under a lower revision: not an older revision of it but another
+            # lineage (its window manifests were lost, or another deployment wrote the id): the newest write wins.
+            session.execute(update(Clip).where(Clip.clip_id == clip.clip_id)
+                            .values({k: v for k, v in row.items() if k != "clip_id"}))
+            session.execute(delete(ClipSegment).where(ClipSegment.clip_id == clip.clip_id))
         _insert_missing(session, ClipSegment, [
             {"clip_id": clip.clip_id, "segment_id": s.segment_id, "fleet_id": fleet} for s in clip.segments
         ])

@@ -155,3 +155,23 @@ def test_a_newer_revision_replaces_the_answer_and_keeps_the_review_of_the_older(
     assert detail is not None and detail.revision == 3 and detail.inference_id == newer
     assert [(r["reviewer"], r["clip_revision"], r["current"]) for r in detail.reviews] == [("ann", 2, False)]
     engine.dispose()
+
+
+def test_a_lower_revision_with_footage_the_clip_lacks_is_another_lineage_and_wins(database_url: str) -> None:
+    """Not an older revision (its segments are not among the stored ones): e.g. the blob store's window manifests
+    were lost, or another run wrote the same vehicle, window and driver. The newest write replaces the clip."""
+    engine = create_engine(database_url)
+    factory = sessionmaker(engine)
+    stored = _clip(f"veh-{uuid.uuid4().hex[:6]}").model_copy(update={"revision": 2})
+    other = stored.model_copy(update={"revision": 1, "segments": [
+        SegmentRef(segment_id=f"{stored.vehicle_id}-other", camera=View.ROAD, start_ts=100.0, end_ts=104.0,
+                   video_uri="file:///blobs/other.mp4")], "end_ts": 104.0, "views": [View.ROAD]})
+    first = write_result(factory, clip=stored, result=_result(stored, "m-1", [EventType.PHONE_USE], "a"))
+    second = write_result(factory, clip=other, result=_result(other, "m-1", [EventType.SPEEDING], "b"))
+    assert second != first
+    with factory() as s:
+        row = s.get(Clip, stored.clip_id)
+        assert (row.revision, row.end_ts, row.views) == (1, 104.0, ["road"])
+        assert set(s.scalars(select(ClipSegment.segment_id).where(ClipSegment.clip_id == row.clip_id))) == {
+            f"{stored.vehicle_id}-other"}
+    engine.dispose()
