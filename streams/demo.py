@@ -40,6 +40,7 @@ from streams.join import expected_fleet_clips
 from streams.producer import ensure_topics, make_producer, publish
 from streams.settings import Settings
 from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver, render_road, write_segments
+from streams.windows import WindowStore
 
 ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
 # The DEMO model's recipe, measured on the 2-core machine (docs/demo-model.md): 10-s trips in 5-s segments, and
@@ -196,6 +197,9 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
             broker = stack_.enter_context(EmbeddedBroker(log_path=logs / "broker.log"))
             bootstrap = broker.bootstrap
             settings = settings.model_copy(update={"one_record_per_batch": True})
+            # The embedded broker keeps nothing between runs, so neither may the join's durable half: the emitted
+            # windows' manifests of an earlier run would make this run's uploads duplicates (streams/windows.py).
+            WindowStore(LocalBlobStore(settings.blobs)).clear()
         console.print(f"Kafka-protocol broker: [bold]{bootstrap}[/]")
         database = resolve_database_url(settings)
         stack_.callback(database.close)

@@ -165,7 +165,8 @@ def make_scenarios(
         rng = np.random.default_rng([seed, i])
         vehicle, trip = i % vehicles, i // vehicles
         out.append(Scenario(
-            scenario_id=f"{fleet_id}-{seed}-{i:04d}",
+            # The trip length is in the id: segment ids derive from it, and the same id must mean the same footage.
+            scenario_id=f"{fleet_id}-{seed}-{duration:g}s-{i:04d}",
             fleet_id=fleet_id,
             vehicle_id=f"veh-{vehicle:03d}",
             driver_id=f"drv-{(vehicle * 7 + seed) % 1000:03d}",

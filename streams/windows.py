@@ -10,6 +10,7 @@ revisions are deterministic, and writes downstream upsert).
 from __future__ import annotations
 
 import json
+import shutil
 
 from schemas.messages import SegmentRef
 from streams.blobs import LocalBlobStore
@@ -35,3 +36,7 @@ class WindowStore:
         body = {"vehicle_id": manifest.vehicle_id, "start": manifest.start,
                 "segments": [s.model_dump(mode="json") for s in manifest.segments]}
         self.blobs.put_bytes(self.key(manifest.vehicle_id, manifest.start), json.dumps(body).encode())
+
+    def clear(self) -> None:
+        """Forget every emitted window: only for a join whose table state is gone too (a memory-only broker)."""
+        shutil.rmtree(self.blobs.root / "windows", ignore_errors=True)
