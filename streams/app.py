@@ -91,6 +91,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     rules = settings.join_rules()
     blobs = LocalBlobStore(settings.blobs)
     windows = WindowStore(blobs)
+    limits = settings.time_limits()
     extra: dict[str, Any] = {"producer_max_batch_size": 1} if settings.one_record_per_batch else {}
     app = faust.App(
         f"{settings.topic_prefix}drivecoach-joiner",
@@ -197,7 +198,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 continue
             try:
                 segment = claim_check(parse_segment(value, max_bytes=settings.inline_max_bytes, now=time.time(),
-                                                    arrived=arrived, limits=settings.time_limits()), blobs)
+                                                    arrived=arrived, limits=limits), blobs)
                 assert segment.video_uri is not None
                 await asyncio.get_running_loop().run_in_executor(pool, probe_blob, str(blobs.root), segment.video_uri)
             except BadSegment as err:

@@ -236,12 +236,10 @@ def receive(state: VehicleJoinState, message: SegmentMessage, *, arrived: float,
             manifests: Mapping[float, WindowManifest | None]) -> Step:
     """An upload read from its camera's topic at arrival time `arrived`: it waits in `pending` for the horizon.
     `manifests` holds what `windows_to_load` asked for (None: the window was never emitted)."""
-    held = {w.start for w in state.windows}
     opened = [
-        OpenWindow(start=w, segments=m.segments if m else (), emitted_ids=tuple(s.segment_id for s in m.segments)
-                   if m else ())
-        for w in windows_to_load(state, message, rules) if w not in held
-        for m in [manifests.get(w)]
+        OpenWindow(start=w, segments=m.segments, emitted_ids=tuple(s.segment_id for s in m.segments))
+        if (m := manifests.get(w)) else OpenWindow(start=w)
+        for w in windows_to_load(state, message, rules)
     ]
     camera = message.camera.value
     return advance(state.model_copy(update={

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     @property
     def tick_s(self) -> float:
         """How often the joiner's timer looks for vehicles waiting on time (wall seconds)."""
-        return max(0.5, min(self.settle_s or self.vehicle_idle_s, self.vehicle_idle_s) / 3)
+        return max(0.5, (self.settle_s or self.vehicle_idle_s) / 3)  # settle_s < vehicle_idle_s (checked above)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
