@@ -59,8 +59,14 @@ class Segment(_Created, Base):
     """One camera upload that went into a clip (the claim-check URI, never the video)."""
 
     __tablename__ = "segments"
-    __table_args__ = (Index("ix_segments_fleet_segment", "fleet_id", "segment_id",
-                            postgresql_include=["camera", "start_ts", "end_ts", "distance_km"]),)
+    __table_args__ = (
+        Index(
+            "ix_segments_fleet_segment",
+            "fleet_id",
+            "segment_id",
+            postgresql_include=["camera", "start_ts", "end_ts", "distance_km"],
+        ),
+    )
 
     segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -74,9 +80,15 @@ class Segment(_Created, Base):
 
 class Clip(_Created, Base):
     __tablename__ = "clips"
-    __table_args__ = (Index("ix_clips_fleet_start", "fleet_id", "start_ts",
-                            postgresql_include=["clip_id", "vehicle_id", "driver_id", "end_ts", "distance_km"]),
-                      Index("ix_clips_vehicle_start", "vehicle_id", "start_ts"))
+    __table_args__ = (
+        Index(
+            "ix_clips_fleet_start",
+            "fleet_id",
+            "start_ts",
+            postgresql_include=["clip_id", "vehicle_id", "driver_id", "end_ts", "distance_km"],
+        ),
+        Index("ix_clips_vehicle_start", "vehicle_id", "start_ts"),
+    )
 
     clip_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -101,7 +113,9 @@ class Clip(_Created, Base):
 
 class ClipSegment(Base):
     __tablename__ = "clip_segments"
-    __table_args__ = (Index("ix_clip_segments_fleet_clip", "fleet_id", "clip_id", postgresql_include=["segment_id"]),)
+    __table_args__ = (
+        Index("ix_clip_segments_fleet_clip", "fleet_id", "clip_id", postgresql_include=["segment_id"]),
+    )
 
     clip_id: Mapped[str] = mapped_column(ForeignKey("clips.clip_id", ondelete="CASCADE"), primary_key=True)
     segment_id: Mapped[str] = mapped_column(ForeignKey("segments.segment_id"), primary_key=True)
@@ -116,7 +130,9 @@ class ModelVersion(_Created, Base):
     __tablename__ = "model_versions"
 
     version: Mapped[str] = mapped_column(String(200), primary_key=True)
-    fleet_id: Mapped[str | None] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)  # None: all fleets
+    fleet_id: Mapped[str | None] = mapped_column(
+        ForeignKey("fleets.fleet_id"), index=True
+    )  # None: all fleets
     path: Mapped[str] = mapped_column(Text)
     stage: Mapped[str] = mapped_column(String(16), default="candidate")
     demo: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -129,12 +145,26 @@ class Inference(_Created, Base):
 
     __tablename__ = "inferences"
     # The current answer per clip (current_inferences): a fleet's answers, and one clip's, in that view's order.
-    __table_args__ = (UniqueConstraint("clip_id", "model_version", "clip_revision",
-                                       name="uq_inference_clip_model_revision"),
-                      Index("ix_inferences_fleet_current", "fleet_id", "clip_id", text("updated_at DESC"),
-                            text("id DESC"), postgresql_include=["model_version"]),
-                      Index("ix_inferences_clip_current", "clip_id", text("updated_at DESC"), text("id DESC"),
-                            postgresql_include=["model_version"]))
+    __table_args__ = (
+        UniqueConstraint(
+            "clip_id", "model_version", "clip_revision", name="uq_inference_clip_model_revision"
+        ),
+        Index(
+            "ix_inferences_fleet_current",
+            "fleet_id",
+            "clip_id",
+            text("updated_at DESC"),
+            text("id DESC"),
+            postgresql_include=["model_version"],
+        ),
+        Index(
+            "ix_inferences_clip_current",
+            "clip_id",
+            text("updated_at DESC"),
+            text("id DESC"),
+            postgresql_include=["model_version"],
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -149,15 +179,18 @@ class Inference(_Created, Base):
     latency_ms: Mapped[float] = mapped_column(Double)
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     generated_tokens: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
     # The clip revision the answer was made on, and its frames: a review of an older revision keeps both.
     clip_revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     frames_uri: Mapped[str | None] = mapped_column(Text)
 
     clip: Mapped[Clip] = relationship(back_populates="inferences")
     events: Mapped[list[Event]] = relationship(back_populates="inference", cascade="all, delete-orphan")
-    instruction: Mapped[Instruction | None] = relationship(back_populates="inference", cascade="all, delete-orphan")
+    instruction: Mapped[Instruction | None] = relationship(
+        back_populates="inference", cascade="all, delete-orphan"
+    )
 
 
 class EventTypeInfo(Base):
@@ -176,12 +209,21 @@ COACHING_STATUSES = ("needs_review", "needs_coaching", "coached", "dismissed")
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_fleet_status", "fleet_id", "coaching_status"),
-                      Index("ix_events_fleet_inference", "fleet_id", "inference_id",
-                            postgresql_include=["id", "type", "start_s", "coaching_status"]),
-                      # events outside the first hour of their clip: report_events reads them apart (migration 0005)
-                      Index("ix_events_fleet_unusual_offset", "fleet_id",
-                            postgresql_where=text("NOT (start_s >= 0 AND start_s < 3600)")))
+    __table_args__ = (
+        Index("ix_events_fleet_status", "fleet_id", "coaching_status"),
+        Index(
+            "ix_events_fleet_inference",
+            "fleet_id",
+            "inference_id",
+            postgresql_include=["id", "type", "start_s", "coaching_status"],
+        ),
+        # events outside the first hour of their clip: report_events reads them apart (migration 0005)
+        Index(
+            "ix_events_fleet_unusual_offset",
+            "fleet_id",
+            postgresql_where=text("NOT (start_s >= 0 AND start_s < 3600)"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
@@ -191,7 +233,9 @@ class Event(Base):
     start_s: Mapped[float] = mapped_column(Double)
     end_s: Mapped[float] = mapped_column(Double)
     # needs_review -> needs_coaching -> coached, or dismissed (COACHING_STATUSES)
-    coaching_status: Mapped[str] = mapped_column(String(16), default="needs_review", server_default="needs_review")
+    coaching_status: Mapped[str] = mapped_column(
+        String(16), default="needs_review", server_default="needs_review"
+    )
 
     inference: Mapped[Inference] = relationship(back_populates="events")
 
@@ -202,11 +246,20 @@ class EventFact(Base):
     comes from, so every writer keeps it right."""
 
     __tablename__ = "event_facts"
-    __table_args__ = (Index("ix_event_facts_fleet_day", "fleet_id", "day", "type",
-                            postgresql_include=["vehicle_id", "driver_id", "coaching_status"]),
-                      Index("ix_event_facts_clip", "clip_id"))
+    __table_args__ = (
+        Index(
+            "ix_event_facts_fleet_day",
+            "fleet_id",
+            "day",
+            "type",
+            postgresql_include=["vehicle_id", "driver_id", "coaching_status"],
+        ),
+        Index("ix_event_facts_clip", "clip_id"),
+    )
 
-    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
     fleet_id: Mapped[str] = mapped_column(String(64))
     vehicle_id: Mapped[str] = mapped_column(String(64))
     driver_id: Mapped[str | None] = mapped_column(String(64))
@@ -226,12 +279,20 @@ class AnswerFact(Base):
     `review_queue` reads it; written only by the triggers of migration 0007, like EventFact."""
 
     __tablename__ = "answer_facts"
-    __table_args__ = (Index("ix_answer_facts_queue", "fleet_id", text("max_severity DESC"), text("occurred_at DESC"),
-                            postgresql_where=text("NOT reviewed")),
-                      Index("ix_answer_facts_clip", "clip_id"))
+    __table_args__ = (
+        Index(
+            "ix_answer_facts_queue",
+            "fleet_id",
+            text("max_severity DESC"),
+            text("occurred_at DESC"),
+            postgresql_where=text("NOT reviewed"),
+        ),
+        Index("ix_answer_facts_clip", "clip_id"),
+    )
 
-    inference_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("inferences.id", ondelete="CASCADE"),
-                                              primary_key=True)
+    inference_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("inferences.id", ondelete="CASCADE"), primary_key=True
+    )
     fleet_id: Mapped[str] = mapped_column(String(64))
     clip_id: Mapped[str] = mapped_column(String(64))
     vehicle_id: Mapped[str] = mapped_column(String(64))
@@ -246,7 +307,9 @@ class AnswerFact(Base):
 class Instruction(Base):
     __tablename__ = "instructions"
 
-    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id", ondelete="CASCADE"), primary_key=True)
+    inference_id: Mapped[int] = mapped_column(
+        ForeignKey("inferences.id", ondelete="CASCADE"), primary_key=True
+    )
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
     text: Mapped[str] = mapped_column(Text)
 
@@ -272,8 +335,12 @@ class TrainingRun(_Created, Base):
     __tablename__ = "training_runs"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    fleet_id: Mapped[str | None] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)  # None: all fleets
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|rejected|failed|skipped
+    fleet_id: Mapped[str | None] = mapped_column(
+        ForeignKey("fleets.fleet_id"), index=True
+    )  # None: all fleets
+    status: Mapped[str] = mapped_column(
+        String(16), default="running"
+    )  # running|succeeded|rejected|failed|skipped
     base_model: Mapped[str] = mapped_column(Text)
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
     manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -315,6 +382,22 @@ class FleetRole(Base):
 
 
 __all__ = [
-    "COACHING_STATUSES", "Base", "Clip", "ClipSegment", "ConsoleSession", "Driver", "Event", "EventTypeInfo", "Fleet",
-    "FleetRole", "Inference", "Instruction", "Manager", "ModelVersion", "Review", "Segment", "TrainingRun", "Vehicle",
+    "COACHING_STATUSES",
+    "Base",
+    "Clip",
+    "ClipSegment",
+    "ConsoleSession",
+    "Driver",
+    "Event",
+    "EventTypeInfo",
+    "Fleet",
+    "FleetRole",
+    "Inference",
+    "Instruction",
+    "Manager",
+    "ModelVersion",
+    "Review",
+    "Segment",
+    "TrainingRun",
+    "Vehicle",
 ]

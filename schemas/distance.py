@@ -9,12 +9,37 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from schemas.messages import SegmentRef, TelemetrySample
+from schemas.taxonomy import View
 
 EARTH_RADIUS_KM = 6371.0088  # the IUGG mean radius
+
+
+class Sample(Protocol):
+    """What distance needs of a telemetry sample (`schemas.messages.TelemetrySample` is one)."""
+
+    @property
+    def t(self) -> float: ...
+    @property
+    def lat(self) -> float | None: ...
+    @property
+    def lon(self) -> float | None: ...
+    @property
+    def speed_kmh(self) -> float | None: ...
+
+
+class Stretch(Protocol):
+    """What a clip's distance needs of a joined segment (`schemas.messages.SegmentRef` is one)."""
+
+    @property
+    def camera(self) -> View: ...
+    @property
+    def start_ts(self) -> float: ...
+    @property
+    def end_ts(self) -> float: ...
+    @property
+    def distance_km(self) -> float | None: ...
 
 
 def _finite(*values: float) -> bool:
@@ -29,7 +54,7 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
-def distance_km(samples: Iterable[TelemetrySample]) -> float | None:
+def distance_km(samples: Iterable[Sample]) -> float | None:
     """Kilometres driven over `samples`: the haversine path through the GPS fixes (in time order) when there are at
     least two, else the trapezoid integral of speed_kmh over t when there are at least two speeds, else None.
 
@@ -52,21 +77,26 @@ def distance_km(samples: Iterable[TelemetrySample]) -> float | None:
     return None
 
 
-def clip_distance_km(start_ts: float, end_ts: float, segments: Iterable[SegmentRef]) -> float | None:
+def clip_distance_km(start_ts: float, end_ts: float, segments: Iterable[Stretch]) -> float | None:
     """Kilometres driven during a clip, counted once: the road camera's segments when every one of them has a
     distance, else the driver camera's, else None. A segment reaching beyond the clip counts by its overlap with the
     clip, so a segment split over two clips is not counted twice. Stored on the clip by the sink, so reports sum
     one column instead of re-deriving it from segments on every query (`drivecoach bench reports`)."""
-    by_camera: dict[str, list[SegmentRef]] = {}
+    by_camera: dict[str, list[Stretch]] = {}
     for s in segments:
         by_camera.setdefault(s.camera.value, []).append(s)
     for camera in ("road", "driver"):
         chosen = by_camera.get(camera, [])
         if not chosen or any(s.distance_km is None or s.end_ts <= s.start_ts for s in chosen):
             continue
-        return sum(s.distance_km * max(min(end_ts, s.end_ts) - max(start_ts, s.start_ts), 0.0) / (s.end_ts - s.start_ts)
-                   for s in chosen if s.distance_km is not None)
+        return sum(
+            s.distance_km
+            * max(min(end_ts, s.end_ts) - max(start_ts, s.start_ts), 0.0)
+            / (s.end_ts - s.start_ts)
+            for s in chosen
+            if s.distance_km is not None
+        )
     return None
 
 
-__all__ = ["EARTH_RADIUS_KM", "clip_distance_km", "distance_km", "haversine_km"]
+__all__ = ["EARTH_RADIUS_KM", "Sample", "Stretch", "clip_distance_km", "distance_km", "haversine_km"]

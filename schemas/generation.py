@@ -47,8 +47,14 @@ def model_version_of(path: str | Path) -> str:
 class TransformersEngine:
     """Greedy two-turn generation with transformers on CPU (or wherever the model sits)."""
 
-    def __init__(self, model_path: str | Path, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 threads: int | None = None, constrained: bool = True) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        threads: int | None = None,
+        constrained: bool = True,
+    ) -> None:
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         path = Path(model_path)
@@ -80,7 +86,9 @@ class TransformersEngine:
             json.dumps(turn1_json_schema()), any_whitespace=False, separators=TURN1_JSON_SEPARATORS
         )
 
-    def _generate(self, messages: list[dict[str, Any]], frames: np.ndarray, grammar: Any = None) -> tuple[str, int, int]:
+    def _generate(
+        self, messages: list[dict[str, Any]], frames: np.ndarray, grammar: Any = None
+    ) -> tuple[str, int, int]:
         import torch
 
         inputs = build_inputs(self.processor, messages, frames, add_generation_prompt=True)
@@ -92,8 +100,12 @@ class TransformersEngine:
             constraint = [LogitsProcessor(grammar)]  # stateful: one per generation
         with torch.inference_mode():
             out = self.model.generate(
-                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, eos_token_id=self._eos,
-                pad_token_id=self._pad, logits_processor=constraint,
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                eos_token_id=self._eos,
+                pad_token_id=self._pad,
+                logits_processor=constraint,
             )
         new = out[0, prompt_len:]
         text = self.processor.tokenizer.decode(new, skip_special_tokens=True)
@@ -103,8 +115,13 @@ class TransformersEngine:
         started = time.perf_counter()
         turn1, p1, g1 = self._generate(conversation(), frames, self._turn1_grammar)
         turn2, p2, g2 = self._generate(conversation(turn1), frames)
-        return CotOutput(turn1=turn1, turn2=turn2, prompt_tokens=p1 + p2, generated_tokens=g1 + g2,
-                         latency_ms=(time.perf_counter() - started) * 1000.0)
+        return CotOutput(
+            turn1=turn1,
+            turn2=turn2,
+            prompt_tokens=p1 + p2,
+            generated_tokens=g1 + g2,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
 
     def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
         """One clip after another: the reference engine; padding a batch would change its numerics."""

@@ -61,8 +61,15 @@ class SegmentMessage(BaseModel):
     def ref(self, video_uri: str) -> SegmentRef:
         """What the join keeps of this upload: times, the claim check the video is stored under and the distance its
         telemetry gives (the telemetry itself is dropped here)."""
-        return SegmentRef(segment_id=self.segment_id, camera=self.camera, start_ts=self.start_ts, end_ts=self.end_ts,
-                          video_uri=video_uri, distance_km=distance_km(self.telemetry), driver_id=self.driver_id)
+        return SegmentRef(
+            segment_id=self.segment_id,
+            camera=self.camera,
+            start_ts=self.start_ts,
+            end_ts=self.end_ts,
+            video_uri=video_uri,
+            distance_km=distance_km(self.telemetry),
+            driver_id=self.driver_id,
+        )
 
 
 class SegmentRef(BaseModel):
@@ -106,8 +113,12 @@ class ClipMessage(BaseModel):
     frame_height: int
     sample_fps: float
     window_start: float | None = Field(default=None, description="the event-time window the clip belongs to")
-    revision: int = Field(default=1, ge=1, description="grows when a late upload rebuilds the clip: the newest "
-                          "revision's answer replaces the older ones")
+    revision: int = Field(
+        default=1,
+        ge=1,
+        description="grows when a late upload rebuilds the clip: the newest "
+        "revision's answer replaces the older ones",
+    )
 
     @property
     def duration(self) -> float:

@@ -95,15 +95,35 @@ def use_original_text_positions_after_video(model: Any) -> None:
     merge = int(inner.config.vision_config.spatial_merge_size)
     tokens_per_second = int(inner.config.vision_config.tokens_per_second)
 
-    def get_rope_index(input_ids: Any, mm_token_type_ids: Any, image_grid_thw: Any = None, video_grid_thw: Any = None,
-                       second_per_grid_ts: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
-        position_ids, deltas = hf_rope_index(input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw,
-                                             second_per_grid_ts, attention_mask, **kwargs)
-        grids = {1: iter(image_grid_thw if image_grid_thw is not None else []),
-                 2: iter(video_grid_thw if video_grid_thw is not None else [])}
+    def get_rope_index(
+        input_ids: Any,
+        mm_token_type_ids: Any,
+        image_grid_thw: Any = None,
+        video_grid_thw: Any = None,
+        second_per_grid_ts: Any = None,
+        attention_mask: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        position_ids, deltas = hf_rope_index(
+            input_ids,
+            mm_token_type_ids,
+            image_grid_thw,
+            video_grid_thw,
+            second_per_grid_ts,
+            attention_mask,
+            **kwargs,
+        )
+        grids = {
+            1: iter(image_grid_thw if image_grid_thw is not None else []),
+            2: iter(video_grid_thw if video_grid_thw is not None else []),
+        }
         seconds = iter(second_per_grid_ts.tolist() if second_per_grid_ts is not None else [])
         for b in range(input_ids.shape[0]):
-            keep = attention_mask[b].bool() if attention_mask is not None else torch.ones_like(input_ids[b], dtype=torch.bool)
+            keep = (
+                attention_mask[b].bool()
+                if attention_mask is not None
+                else torch.ones_like(input_ids[b], dtype=torch.bool)
+            )
             where = torch.nonzero(keep).flatten()
             types = mm_token_type_ids[b][keep].tolist()
             shift, k = 0, 0
@@ -158,9 +178,13 @@ def video_tokens(num_frames: int, frame_h: int, frame_w: int) -> int:
     return -(-num_frames // TEMPORAL_PATCH) * (frame_h // GRID) * (frame_w // GRID)
 
 
-def render_prompt(processor: ProcessorMixin, messages: list[dict[str, Any]], *, add_generation_prompt: bool) -> str:
+def render_prompt(
+    processor: ProcessorMixin, messages: list[dict[str, Any]], *, add_generation_prompt: bool
+) -> str:
     """The chat-template text, video still a single placeholder (the processor expands it)."""
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return processor.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def build_inputs(
@@ -203,7 +227,17 @@ def encode_lossless(frames: np.ndarray, fps: float = SAMPLE_FPS) -> bytes:
 
 
 __all__ = [
-    "GRID", "SAMPLE_FPS", "TEMPORAL_PATCH", "build_inputs", "encode_lossless", "install_torchvision_shim", "load_model",
-    "load_processor", "processor_kwargs", "render_prompt", "use_original_text_positions_after_video",
-    "video_input", "video_tokens",
+    "GRID",
+    "SAMPLE_FPS",
+    "TEMPORAL_PATCH",
+    "build_inputs",
+    "encode_lossless",
+    "install_torchvision_shim",
+    "load_model",
+    "load_processor",
+    "processor_kwargs",
+    "render_prompt",
+    "use_original_text_positions_after_video",
+    "video_input",
+    "video_tokens",
 ]

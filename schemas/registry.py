@@ -23,17 +23,28 @@ def production(session_factory: SessionFactory) -> ModelVersion | None:
     """The version marked production (the most recently promoted, should two ever be)."""
     with session_factory() as session:
         return session.scalars(
-            select(ModelVersion).where(ModelVersion.stage == "production")
-            .order_by(ModelVersion.promoted_at.desc().nulls_last()).limit(1)
+            select(ModelVersion)
+            .where(ModelVersion.stage == "production")
+            .order_by(ModelVersion.promoted_at.desc().nulls_last())
+            .limit(1)
         ).first()
 
 
-def register(session_factory: SessionFactory, *, version: str, path: str, demo: bool,
-             metrics: dict[str, Any] | None = None) -> None:
+def register(
+    session_factory: SessionFactory,
+    *,
+    version: str,
+    path: str,
+    demo: bool,
+    metrics: dict[str, Any] | None = None,
+) -> None:
     """Record a servable model as a candidate; an existing row (and its stage) is kept."""
     with session_factory() as session, session.begin():
-        session.execute(insert(ModelVersion).values(version=version, path=path, demo=demo, metrics=metrics or {},
-                                                    stage="candidate").on_conflict_do_nothing())
+        session.execute(
+            insert(ModelVersion)
+            .values(version=version, path=path, demo=demo, metrics=metrics or {}, stage="candidate")
+            .on_conflict_do_nothing()
+        )
 
 
 def reject(session_factory: SessionFactory, version: str, reason: str) -> None:
@@ -51,10 +62,16 @@ def promote(session_factory: SessionFactory, version: str) -> None:
     with session_factory() as session, session.begin():
         if session.get(ModelVersion, version, with_for_update=True) is None:
             raise KeyError(f"unknown model version {version!r}")
-        session.execute(update(ModelVersion).where(ModelVersion.stage == "production", ModelVersion.version != version)
-                        .values(stage="retired"))
-        session.execute(update(ModelVersion).where(ModelVersion.version == version)
-                        .values(stage="production", promoted_at=datetime.now(UTC)))
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.stage == "production", ModelVersion.version != version)
+            .values(stage="retired")
+        )
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.version == version)
+            .values(stage="production", promoted_at=datetime.now(UTC))
+        )
 
 
 def serve_or_adopt(session_factory: SessionFactory, *, version: str, path: str, demo: bool) -> ModelVersion:
@@ -78,8 +95,10 @@ def rollback(session_factory: SessionFactory) -> str:
     """Put the previous production version (the most recently retired) back into production; returns it."""
     with session_factory() as session:
         previous = session.scalars(
-            select(ModelVersion.version).where(ModelVersion.stage == "retired")
-            .order_by(ModelVersion.promoted_at.desc().nulls_last()).limit(1)
+            select(ModelVersion.version)
+            .where(ModelVersion.stage == "retired")
+            .order_by(ModelVersion.promoted_at.desc().nulls_last())
+            .limit(1)
         ).first()
     if previous is None:
         raise LookupError("no retired version to roll back to")

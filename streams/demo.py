@@ -25,30 +25,42 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction
+from schemas.generation import is_demo_model
 from schemas.messages import SegmentMessage
 from schemas.prompts import PROMPT_VERSION
 from schemas.registry import deploy
 from schemas.scoring import EventScores, score_events
 from schemas.taxonomy import EventType
-from streams.blobs import LocalBlobStore
-from streams.broker import EmbeddedBroker
-from streams.clip import ClipFrames, sample_times, stack, stack_geometry
-from streams.database import make_engine, migrate, resolve_database_url
-from streams.engine import is_demo_model, model_version_of
 from streams.errors import DrivecoachError
-from streams.join import expected_fleet_clips
-from streams.producer import ensure_topics, make_producer, publish
+from streams.inference.engines.base import model_version_of
+from streams.infra.blobs import LocalBlobStore
+from streams.infra.broker import EmbeddedBroker
+from streams.infra.database import make_engine, migrate, resolve_database_url
+from streams.infra.topics import ensure_topics
+from streams.joiner.clip import ClipFrames, sample_times, stack, stack_geometry
+from streams.joiner.join import JoinRules, expected_fleet_clips
+from streams.joiner.windows import WindowStore
+from streams.producer import make_producer, publish
 from streams.settings import Settings
 from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver, render_road, write_segments
-from streams.windows import WindowStore
 
 ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
 # The DEMO model's recipe, measured on the 2-core machine (docs/demo-model.md): 10-s trips in 5-s segments, and
 # 4,704 pixels per stacked frame (56 x 84: 6 tokens per frame pair) instead of the paper's 16,384. With ~400 video
 # tokens per clip the 1 M-parameter model, trained from random weights in minutes, never learns to find a cue a few
 # tokens big and answers every clip alike; with ~60 it reads the video. Real checkpoints use the settings as given.
-DEMO_MODEL_RECIPE = {"train_seed": 1000, "scenarios": 480, "steps": 3000, "vision_warmup_steps": 1000, "lr": 3e-3,
-                     "event_aux_weight": 3.0, "model_seed": 0, "max_pixels": 4704, "trip_s": 10.0, "version": 4}
+DEMO_MODEL_RECIPE = {
+    "train_seed": 1000,
+    "scenarios": 480,
+    "steps": 3000,
+    "vision_warmup_steps": 1000,
+    "lr": 3e-3,
+    "event_aux_weight": 3.0,
+    "model_seed": 0,
+    "max_pixels": 4704,
+    "trip_s": 10.0,
+    "version": 4,
+}
 DEMO_SEGMENT_S = 5.0
 DEMO_MANAGER = "demo"
 MODEL_TOOL_MODULE = "training.sft"  # builds the tiny base itself when --model is omitted
@@ -66,10 +78,14 @@ SIMULATED_FLEET_JOIN = {"max_segment_age_s": 10 * 365 * 86400.0, "vehicle_idle_s
 
 def simulated_fleet_settings(settings: Settings) -> Settings:
     """The joiner settings for simulated footage (SIMULATED_FLEET_JOIN), unless the user's are stricter."""
-    return Settings(**{**settings.model_dump(), "max_segment_age_s": max(
-        settings.max_segment_age_s, SIMULATED_FLEET_JOIN["max_segment_age_s"]),
-        "vehicle_idle_s": min(settings.vehicle_idle_s, SIMULATED_FLEET_JOIN["vehicle_idle_s"]),
-        "settle_s": min(settings.settle_s, SIMULATED_FLEET_JOIN["settle_s"])})
+    return Settings(
+        **{
+            **settings.model_dump(),
+            "max_segment_age_s": max(settings.max_segment_age_s, SIMULATED_FLEET_JOIN["max_segment_age_s"]),
+            "vehicle_idle_s": min(settings.vehicle_idle_s, SIMULATED_FLEET_JOIN["vehicle_idle_s"]),
+            "settle_s": min(settings.settle_s, SIMULATED_FLEET_JOIN["settle_s"]),
+        }
+    )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -88,7 +104,9 @@ def scenario_frames(s: Scenario, settings: Settings) -> ClipFrames:
     """The stacked frames of a whole trip, rendered directly: the demo model's training input."""
     geometry = stack_geometry(ROAD_SIZE, DRIVER_SIZE, settings.max_pixels)
     times = sample_times(0.0, s.duration, settings.sample_fps, settings.max_frames)
-    frames = np.stack([stack(render_road(s, t, ROAD_SIZE), render_driver(s, t, DRIVER_SIZE), geometry) for t in times])
+    frames = np.stack(
+        [stack(render_road(s, t, ROAD_SIZE), render_driver(s, t, DRIVER_SIZE), geometry) for t in times]
+    )
     return ClipFrames(frames=frames, times=np.asarray(times, dtype=np.float32))
 
 
@@ -99,8 +117,15 @@ def write_training_set(scenarios: list[Scenario], out: Path, settings: Settings)
         rel = f"frames/{s.scenario_id}.npz"
         (out / "frames").mkdir(exist_ok=True)
         (out / rel).write_bytes(scenario_frames(s, settings).to_npz())
-        records.append({"id": s.scenario_id, "vehicle_id": s.vehicle_id, "frames": rel,
-                        "turn1": s.truth_turn1, "turn2": s.instruction})
+        records.append(
+            {
+                "id": s.scenario_id,
+                "vehicle_id": s.vehicle_id,
+                "frames": rel,
+                "turn1": s.truth_turn1,
+                "turn2": s.instruction,
+            }
+        )
     (out / "data.json").write_text(json.dumps(records, indent=1))
     return out
 
@@ -112,17 +137,41 @@ def ensure_demo_model(settings: Settings, console: Console) -> Path:
     if (model_dir / "drivecoach.json").is_file():
         console.print(f"demo model: [bold]{model_dir}[/] (cached; a DEMO model, not for real fleets)")
         return model_dir
-    console.print("building the DEMO model (tiny Qwen2.5-VL, trained on simulated trips; once, a few minutes)")
+    console.print(
+        "building the DEMO model (tiny Qwen2.5-VL, trained on simulated trips; once, a few minutes)"
+    )
     settings = demo_model_settings(settings)
-    scenarios = make_scenarios(DEMO_MODEL_RECIPE["train_seed"], DEMO_MODEL_RECIPE["scenarios"], fleet_id="fleet-train",
-                               vehicles=24, duration=float(DEMO_MODEL_RECIPE["trip_s"]))
+    scenarios = make_scenarios(
+        DEMO_MODEL_RECIPE["train_seed"],
+        DEMO_MODEL_RECIPE["scenarios"],
+        fleet_id="fleet-train",
+        vehicles=24,
+        duration=float(DEMO_MODEL_RECIPE["trip_s"]),
+    )
     with console.status(f"rendering {len(scenarios)} simulated training trips"):
         data = write_training_set(scenarios, settings.home.resolve() / "datasets" / "demo-train", settings)
     subprocess.run(
-        [sys.executable, "-m", MODEL_TOOL_MODULE, "--data", str(data), "--out", str(model_dir),
-         "--steps", str(DEMO_MODEL_RECIPE["steps"]), "--seed", str(DEMO_MODEL_RECIPE["model_seed"]),
-         "--lr", str(DEMO_MODEL_RECIPE["lr"]), "--event-aux-weight", str(DEMO_MODEL_RECIPE["event_aux_weight"]),
-         "--vision-warmup-steps", str(DEMO_MODEL_RECIPE["vision_warmup_steps"]), "--log-every", "250"],
+        [
+            sys.executable,
+            "-m",
+            MODEL_TOOL_MODULE,
+            "--data",
+            str(data),
+            "--out",
+            str(model_dir),
+            "--steps",
+            str(DEMO_MODEL_RECIPE["steps"]),
+            "--seed",
+            str(DEMO_MODEL_RECIPE["model_seed"]),
+            "--lr",
+            str(DEMO_MODEL_RECIPE["lr"]),
+            "--event-aux-weight",
+            str(DEMO_MODEL_RECIPE["event_aux_weight"]),
+            "--vision-warmup-steps",
+            str(DEMO_MODEL_RECIPE["vision_warmup_steps"]),
+            "--log-every",
+            "250",
+        ],
         check=True,
     )
     return model_dir
@@ -138,18 +187,32 @@ def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[Segme
     out = []
     for seg in sorted(segments, key=lambda s: (s.end_ts, s.camera)):
         uri = blobs.put_file(f"uploads/{seg.vehicle_id}/{seg.segment_id}{seg.path.suffix}", seg.path)
-        out.append(SegmentMessage(
-            fleet_id=seg.fleet_id, vehicle_id=seg.vehicle_id, driver_id=seg.driver_id, camera=seg.camera,
-            segment_id=seg.segment_id, start_ts=seg.start_ts, end_ts=seg.end_ts, fps=seg.fps, width=seg.width,
-            height=seg.height, codec=seg.codec, video_uri=uri, telemetry=list(seg.telemetry),
-        ))
+        out.append(
+            SegmentMessage(
+                fleet_id=seg.fleet_id,
+                vehicle_id=seg.vehicle_id,
+                driver_id=seg.driver_id,
+                camera=seg.camera,
+                segment_id=seg.segment_id,
+                start_ts=seg.start_ts,
+                end_ts=seg.end_ts,
+                fps=seg.fps,
+                width=seg.width,
+                height=seg.height,
+                codec=seg.codec,
+                video_uri=uri,
+                telemetry=list(seg.telemetry),
+            )
+        )
     return out
 
 
 def expected_clips(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple[str, float, float]]:
     """The clips the join must produce: the join's oracle on each vehicle's complete set of segments."""
-    return {p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts)
-            for p in expected_fleet_clips(messages, settings.join_rules())}
+    return {
+        p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts)
+        for p in expected_fleet_clips(messages, JoinRules.from_settings(settings))
+    }
 
 
 @dataclass
@@ -162,8 +225,12 @@ class DemoRun:
 
 
 def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env,
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -176,8 +243,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeout_s: float, console: Console,
-             review: bool = False, serve_console: bool = False) -> DemoRun:
+def run_demo(
+    settings: Settings,
+    *,
+    vehicles: int,
+    trips: int,
+    seed: int,
+    timeout_s: float,
+    console: Console,
+    review: bool = False,
+    serve_console: bool = False,
+) -> DemoRun:
     started = time.monotonic()
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (`kill`, a supervisor) unwinds like Ctrl-C, so the broker, embedded Postgres and workers this demo
@@ -210,10 +286,19 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
         since = _db_now(factory)
         console.print(f"Postgres: [bold]{database.url.render_as_string(hide_password=True)}[/]")
         ensure_topics(bootstrap, settings)
-        deploy(factory, version=model_version_of(model_path), path=str(Path(model_path).resolve()),
-               demo=is_demo_model(model_path))  # the worker serves the production model
+        deploy(
+            factory,
+            version=model_version_of(model_path),
+            path=str(Path(model_path).resolve()),
+            demo=is_demo_model(model_path),
+        )  # the worker serves the production model
         settings = simulated_fleet_settings(settings)
-        run_settings = settings.model_copy(update={"model": str(model_path), "database_url": database.url.render_as_string(hide_password=False)})
+        run_settings = settings.model_copy(
+            update={
+                "model": str(model_path),
+                "database_url": database.url.render_as_string(hide_password=False),
+            }
+        )
         env = settings_env(run_settings)
         joiner = _spawn(["joiner", "--bootstrap", bootstrap], env, logs / "joiner.log")
         stack_.callback(_stop, joiner)
@@ -248,17 +333,23 @@ def run_demo(settings: Settings, *, vehicles: int, trips: int, seed: int, timeou
                     break
                 for name, proc in (("joiner", joiner), ("worker", worker)):
                     if proc.poll() is not None:
-                        raise DemoTimeout(f"the {name} exited with code {proc.returncode}; see {logs / name}.log")
+                        raise DemoTimeout(
+                            f"the {name} exited with code {proc.returncode}; see {logs / name}.log"
+                        )
                 if time.monotonic() > deadline:
-                    raise DemoTimeout(f"{len(done)}/{len(expected)} clips in Postgres after {timeout_s:.0f} s; see {logs}")
+                    raise DemoTimeout(
+                        f"{len(done)}/{len(expected)} clips in Postgres after {timeout_s:.0f} s; see {logs}"
+                    )
                 time.sleep(1.0)
         model_version = _model_version(factory, set(expected))
         run = DemoRun(scenarios, expected, len(messages), model_version, time.monotonic() - started)
         print_report(console, factory, run)
         if review:
             accepted, corrected = simulate_reviews(factory, run)
-            console.print(f"simulated safety manager: {accepted} answers accepted, {corrected} corrected "
-                          "(labels for `drivecoach retrain`)")
+            console.print(
+                f"simulated safety manager: {accepted} answers accepted, {corrected} corrected "
+                "(labels for `drivecoach retrain`)"
+            )
         if serve_console:
             _stop(joiner)  # every clip is in: the console gets the two cores
             _stop(worker)
@@ -270,28 +361,41 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def serve_demo_console(settings: Settings, engine: Engine, factory: sessionmaker[Session], *, fleet_id: str,
-                       console: Console) -> None:
+def serve_demo_console(
+    settings: Settings, engine: Engine, factory: sessionmaker[Session], *, fleet_id: str, console: Console
+) -> None:
     """A safety manager for the demo fleet, with a fresh random password each run, and the console until Ctrl-C."""
     from streams.console.auth import add_manager
     from streams.console.server import serve
 
     username, password = DEMO_MANAGER, secrets.token_urlsafe(9)
     with factory() as session, session.begin():
-        add_manager(session, username=username, fleet_id=fleet_id, password=password,
-                    display_name="Demo safety manager")
+        add_manager(
+            session,
+            username=username,
+            fleet_id=fleet_id,
+            password=password,
+            display_name="Demo safety manager",
+        )
 
     def ready(url: str) -> None:
-        console.print(f"\n[bold green]Console:[/] [bold]{url}[/]   sign in as [bold]{username}[/] with password "
-                      f"[bold]{password}[/]\n(the review queue, clips and reports of fleet {fleet_id}; Ctrl-C stops "
-                      "the demo)")
+        console.print(
+            f"\n[bold green]Console:[/] [bold]{url}[/]   sign in as [bold]{username}[/] with password "
+            f"[bold]{password}[/]\n(the review queue, clips and reports of fleet {fleet_id}; Ctrl-C stops "
+            "the demo)"
+        )
 
     serve(settings, engine, ready=ready, any_port_if_taken=True)
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def _db_now(factory: sessionmaker[Session]) -> datetime:
@@ -302,15 +406,18 @@ def _db_now(factory: sessionmaker[Session]) -> datetime:
 def _landed(factory: sessionmaker[Session], clip_ids: set[str], since: datetime) -> set[str]:
     """Clips with an inference written by this run (a rerun upserts the rows an earlier run left)."""
     with factory() as session:
-        rows = session.scalars(select(Inference.clip_id).where(Inference.clip_id.in_(clip_ids),
-                                                               Inference.updated_at >= since))
+        rows = session.scalars(
+            select(Inference.clip_id).where(Inference.clip_id.in_(clip_ids), Inference.updated_at >= since)
+        )
         return set(rows)
 
 
 def _model_version(factory: sessionmaker[Session], clip_ids: set[str]) -> str:
     with factory() as session:
         latest = session.scalars(
-            select(Inference.model_version).where(Inference.clip_id.in_(clip_ids)).order_by(Inference.id.desc())
+            select(Inference.model_version)
+            .where(Inference.clip_id.in_(clip_ids))
+            .order_by(Inference.id.desc())
         ).first()
         return latest or "?"
 
@@ -335,8 +442,11 @@ def simulate_reviews(factory: sessionmaker[Session], run: DemoRun) -> tuple[int,
 
     accepted = corrected = 0
     with factory() as session, session.begin():
-        rows = session.execute(select(Inference, Clip).join(Clip, Inference.clip_id == Clip.clip_id).where(
-            Inference.clip_id.in_(run.expected), Inference.model_version == run.model_version)).all()
+        rows = session.execute(
+            select(Inference, Clip)
+            .join(Clip, Inference.clip_id == Clip.clip_id)
+            .where(Inference.clip_id.in_(run.expected), Inference.model_version == run.model_version)
+        ).all()
         for inference, clip in rows:
             truth = scenario_for(run, clip.vehicle_id, clip.start_ts, clip.end_ts)
             if truth is None:
@@ -344,12 +454,26 @@ def simulate_reviews(factory: sessionmaker[Session], run: DemoRun) -> tuple[int,
             said = {e.type for e in session.scalars(select(Event).where(Event.inference_id == inference.id))}
             right = inference.valid and said == {e.type.value for e in truth.events}
             duration = clip.end_ts - clip.start_ts
-            review = ReviewIn(action="accept") if right else ReviewIn(
-                action="correct", instruction=truth.instruction,
-                events=[EventIn(type=e.type, start=min(e.start, duration), end=min(e.end, duration))
-                        for e in truth.events])
-            apply_review(session.connection(), fleet_id=clip.fleet_id, reviewer="demo-safety-manager",
-                         inference_id=inference.id, clip_duration=duration, review=review)
+            review = (
+                ReviewIn(action="accept")
+                if right
+                else ReviewIn(
+                    action="correct",
+                    instruction=truth.instruction,
+                    events=[
+                        EventIn(type=e.type, start=min(e.start, duration), end=min(e.end, duration))
+                        for e in truth.events
+                    ],
+                )
+            )
+            apply_review(
+                session.connection(),
+                fleet_id=clip.fleet_id,
+                reviewer="demo-safety-manager",
+                inference_id=inference.id,
+                clip_duration=duration,
+                review=review,
+            )
             accepted, corrected = accepted + right, corrected + (not right)
     return accepted, corrected
 
@@ -362,13 +486,19 @@ def _ratio(value: float) -> str:
 def print_report(console: Console, factory: sessionmaker[Session], run: DemoRun) -> EventScores:
     with factory() as session:
         clips = {c.clip_id: c for c in session.scalars(select(Clip).where(Clip.clip_id.in_(run.expected)))}
-        inferences = list(session.scalars(
-            select(Inference).where(Inference.clip_id.in_(run.expected), Inference.model_version == run.model_version)
-        ))
+        inferences = list(
+            session.scalars(
+                select(Inference).where(
+                    Inference.clip_id.in_(run.expected), Inference.model_version == run.model_version
+                )
+            )
+        )
         inference_ids = [i.id for i in inferences]
         events = list(session.scalars(select(Event).where(Event.inference_id.in_(inference_ids))))
-        instructions = {i.inference_id: i.text for i in
-                        session.scalars(select(Instruction).where(Instruction.inference_id.in_(inference_ids)))}
+        instructions = {
+            i.inference_id: i.text
+            for i in session.scalars(select(Instruction).where(Instruction.inference_id.in_(inference_ids)))
+        }
     by_inference: dict[int, set[EventType]] = {}
     for e in events:
         by_inference.setdefault(e.inference_id, set()).add(EventType(e.type))
@@ -387,7 +517,9 @@ def print_report(console: Console, factory: sessionmaker[Session], run: DemoRun)
             kinds.setdefault(k, {})[t.value] = kinds.setdefault(k, {}).get(t.value, 0) + 1
     for k in sorted(rows):
         top = sorted(kinds.get(k, {}).items(), key=lambda kv: -kv[1])[:2]
-        per_driver.add_row(k[0], k[1], str(rows[k][0]), str(rows[k][1]), ", ".join(f"{t} ×{n}" for t, n in top) or "-")
+        per_driver.add_row(
+            k[0], k[1], str(rows[k][0]), str(rows[k][1]), ", ".join(f"{t} ×{n}" for t, n in top) or "-"
+        )
     console.print(per_driver)
 
     samples = Table(title="sample instructions (DEMO model)")
@@ -395,8 +527,11 @@ def print_report(console: Console, factory: sessionmaker[Session], run: DemoRun)
     samples.add_column("events")
     samples.add_column("instruction")
     for inf in inferences[:6]:
-        samples.add_row(clips[inf.clip_id].vehicle_id, ", ".join(sorted(t.value for t in by_inference.get(inf.id, set())))
-                        or "none", instructions.get(inf.id, ""))
+        samples.add_row(
+            clips[inf.clip_id].vehicle_id,
+            ", ".join(sorted(t.value for t in by_inference.get(inf.id, set()))) or "none",
+            instructions.get(inf.id, ""),
+        )
     console.print(samples)
 
     pairs = []

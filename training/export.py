@@ -39,6 +39,7 @@ LABEL_VERDICTS = ("accepted", "corrected")
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Example:
     clip_id: str
@@ -64,8 +65,10 @@ class ExportManifest:
 def reviewed_examples(session: Session, cutoff: datetime) -> tuple[list[Example], dict[str, int]]:
     """The latest review per clip up to `cutoff`, as labels; and what was left out, by reason."""
     rows = session.execute(
-        select(Review, Inference, Clip).join(Inference, Review.inference_id == Inference.id)
-        .join(Clip, Inference.clip_id == Clip.clip_id).where(Review.created_at <= cutoff)
+        select(Review, Inference, Clip)
+        .join(Inference, Review.inference_id == Inference.id)
+        .join(Clip, Inference.clip_id == Clip.clip_id)
+        .where(Review.created_at <= cutoff)
         .order_by(Clip.clip_id, Review.created_at, Review.id)
     ).all()
     latest: dict[str, tuple[Review, Inference, Clip]] = {}
@@ -84,8 +87,17 @@ def reviewed_examples(session: Session, cutoff: datetime) -> tuple[list[Example]
             skipped["invalid_label"] += 1
             continue
         # The frames the reviewed answer was made on: a later revision of the clip has other frames.
-        examples.append(Example(clip.clip_id, clip.fleet_id, clip.vehicle_id, inference.frames_uri or clip.frames_uri,
-                                turn1, turn2.strip(), review.verdict))
+        examples.append(
+            Example(
+                clip.clip_id,
+                clip.fleet_id,
+                clip.vehicle_id,
+                inference.frames_uri or clip.frames_uri,
+                turn1,
+                turn2.strip(),
+                review.verdict,
+            )
+        )
     return sorted(examples, key=lambda e: e.clip_id), skipped
 
 
@@ -120,23 +132,35 @@ def _frames_present(uri: str) -> bool:
         return False
 
 
-def export_dataset(session_factory: Callable[[], Session], out: Path, *, cutoff: datetime | None = None,
-                   eval_fraction: float = 0.2, seed: int = 0) -> ExportManifest:
+def export_dataset(
+    session_factory: Callable[[], Session],
+    out: Path,
+    *,
+    cutoff: datetime | None = None,
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+) -> ExportManifest:
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError("eval_fraction must be between 0 and 1")
     cutoff = cutoff or datetime.now(UTC)
     with session_factory() as session:
         examples, skipped = reviewed_examples(session, cutoff)
     present = [e for e in examples if _frames_present(e.frames_uri)]
-    skipped["missing_frames"] = len(examples) - len(present)  # blob gone (retention, another host): not a label
+    skipped["missing_frames"] = len(examples) - len(
+        present
+    )  # blob gone (retention, another host): not a label
     if skipped["missing_frames"]:
-        log.warning("%d reviewed clips left out: their frames are not in the blob store", skipped["missing_frames"])
+        log.warning(
+            "%d reviewed clips left out: their frames are not in the blob store", skipped["missing_frames"]
+        )
     examples = present
     if out.exists():
         shutil.rmtree(out)
     (out / "frames").mkdir(parents=True)
     (out / "llamafactory" / "videos").mkdir(parents=True)
-    manifest = ExportManifest(cutoff=cutoff.isoformat(), eval_fraction=eval_fraction, seed=seed, skipped=skipped)
+    manifest = ExportManifest(
+        cutoff=cutoff.isoformat(), eval_fraction=eval_fraction, seed=seed, skipped=skipped
+    )
     splits: dict[str, list[Example]] = {"train": [], "eval": []}
     split = assign_splits({e.vehicle_id for e in examples}, eval_fraction, seed)
     for example in examples:
@@ -149,31 +173,50 @@ def export_dataset(session_factory: Callable[[], Session], out: Path, *, cutoff:
             with np.load(frames_file) as data:
                 video = encode_lossless(data["frames"])
             (out / "llamafactory" / "videos" / f"{e.clip_id}.mkv").write_bytes(video)
-            records.append({"id": e.clip_id, "vehicle_id": e.vehicle_id, "frames": f"frames/{e.clip_id}.npz",
-                            "turn1": e.turn1, "turn2": e.turn2})
-            shared.append({
-                "messages": [
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": "<video>" + TURN1_QUESTION},
-                    {"role": "assistant", "content": e.turn1},
-                    {"role": "user", "content": TURN2_QUESTION},
-                    {"role": "assistant", "content": e.turn2},
-                ],
-                "videos": [f"videos/{e.clip_id}.mkv"],
-            })
+            records.append(
+                {
+                    "id": e.clip_id,
+                    "vehicle_id": e.vehicle_id,
+                    "frames": f"frames/{e.clip_id}.npz",
+                    "turn1": e.turn1,
+                    "turn2": e.turn2,
+                }
+            )
+            shared.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": SYSTEM_PROMPT},
+                        {"role": "user", "content": "<video>" + TURN1_QUESTION},
+                        {"role": "assistant", "content": e.turn1},
+                        {"role": "user", "content": TURN2_QUESTION},
+                        {"role": "assistant", "content": e.turn2},
+                    ],
+                    "videos": [f"videos/{e.clip_id}.mkv"],
+                }
+            )
         _write_json(out / f"{name}.json", records)
         _write_json(out / "llamafactory" / f"{name}.json", shared)
         manifest.counts[name] = len(records)
         manifest.vehicles[name] = sorted({e.vehicle_id for e in items})
         manifest.hashes[name] = hashlib.sha256((out / f"{name}.json").read_bytes()).hexdigest()
-    _write_json(out / "llamafactory" / "dataset_info.json", {
-        f"drivecoach_{name}": {
-            "file_name": f"{name}.json", "formatting": "sharegpt",
-            "columns": {"messages": "messages", "videos": "videos"},
-            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                     "system_tag": "system"},
-        } for name in splits
-    })
+    _write_json(
+        out / "llamafactory" / "dataset_info.json",
+        {
+            f"drivecoach_{name}": {
+                "file_name": f"{name}.json",
+                "formatting": "sharegpt",
+                "columns": {"messages": "messages", "videos": "videos"},
+                "tags": {
+                    "role_tag": "role",
+                    "content_tag": "content",
+                    "user_tag": "user",
+                    "assistant_tag": "assistant",
+                    "system_tag": "system",
+                },
+            }
+            for name in splits
+        },
+    )
     _write_json(out / "manifest.json", asdict(manifest))
     return manifest
 
@@ -192,8 +235,13 @@ def main() -> None:
     args = parser.parse_args()
     engine = create_engine(args.database_url)
     try:
-        manifest = export_dataset(sessionmaker(engine), args.out, cutoff=args.cutoff,
-                                  eval_fraction=args.eval_fraction, seed=args.seed)
+        manifest = export_dataset(
+            sessionmaker(engine),
+            args.out,
+            cutoff=args.cutoff,
+            eval_fraction=args.eval_fraction,
+            seed=args.seed,
+        )
     finally:
         engine.dispose()
     print(json.dumps(asdict(manifest), indent=1))

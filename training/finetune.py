@@ -57,7 +57,12 @@ class ClipDataset:
         for record in load_records(data, index=index):
             inputs = self._encode(record)
             if inputs["input_ids"].shape[-1] > cutoff_len:
-                log.warning("%s: %d tokens > cutoff %d, left out", record.id, inputs["input_ids"].shape[-1], cutoff_len)
+                log.warning(
+                    "%s: %d tokens > cutoff %d, left out",
+                    record.id,
+                    inputs["input_ids"].shape[-1],
+                    cutoff_len,
+                )
                 continue
             self.items.append(record)
         if not self.items:
@@ -66,8 +71,9 @@ class ClipDataset:
     def _encode(self, record: Any) -> dict[str, Any]:
         with np.load(record.frames) as data:
             frames = data["frames"]
-        inputs = build_inputs(self.processor, conversation(record.turn1, record.turn2), frames,
-                              add_generation_prompt=False)
+        inputs = build_inputs(
+            self.processor, conversation(record.turn1, record.turn2), frames, add_generation_prompt=False
+        )
         return dict(inputs)
 
     def __len__(self) -> int:
@@ -95,16 +101,33 @@ def finetune(data: Path, model_path: Path, out: Path, recipe: Recipe, *, index: 
     on_gpu = torch.cuda.is_available()
     processor = load_processor(model_path)
     model = load_model(model_path, train=True)
-    for p in model.model.visual.parameters():  # vision tower and its merger (the projector): frozen, as in the paper
+    for p in (
+        model.model.visual.parameters()
+    ):  # vision tower and its merger (the projector): frozen, as in the paper
         p.requires_grad_(False)
     dataset = ClipDataset(data, index, processor, recipe.cutoff_len)
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), per_device_train_batch_size=1,
-        gradient_accumulation_steps=recipe.grad_accum, learning_rate=recipe.lr, num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps, lr_scheduler_type=recipe.scheduler, warmup_steps=recipe.warmup_ratio,  # <1: a ratio
-        bf16=on_gpu, use_cpu=not on_gpu, ddp_backend=None if on_gpu else "gloo", deepspeed=str(DS_CONFIG),
-        logging_steps=5, save_strategy="steps", save_steps=recipe.save_steps, save_total_limit=2, seed=recipe.seed,
-        report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=recipe.grad_accum,
+        learning_rate=recipe.lr,
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps,
+        lr_scheduler_type=recipe.scheduler,
+        warmup_steps=recipe.warmup_ratio,  # <1: a ratio
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        ddp_backend=None if on_gpu else "gloo",
+        deepspeed=str(DS_CONFIG),
+        logging_steps=5,
+        save_strategy="steps",
+        save_steps=recipe.save_steps,
+        save_total_limit=2,
+        seed=recipe.seed,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
@@ -114,13 +137,28 @@ def finetune(data: Path, model_path: Path, out: Path, recipe: Recipe, *, index: 
     if trainer.is_world_process_zero():
         trainer.save_model(str(out))
         processor.save_pretrained(str(out))
-        manifest = json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").is_file() else {}
-        (out / "drivecoach.json").write_text(json.dumps({
-            "base": str(model_path), "prompt_version": PROMPT_VERSION, "recipe": asdict(recipe),
-            "data": {"dir": str(data), "hashes": manifest.get("hashes", {}), "cutoff": manifest.get("cutoff")},
-            "train_loss": result.training_loss, "steps": result.global_step, "demo": is_demo_model(model_path),
-            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        }, indent=1))
+        manifest = (
+            json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").is_file() else {}
+        )
+        (out / "drivecoach.json").write_text(
+            json.dumps(
+                {
+                    "base": str(model_path),
+                    "prompt_version": PROMPT_VERSION,
+                    "recipe": asdict(recipe),
+                    "data": {
+                        "dir": str(data),
+                        "hashes": manifest.get("hashes", {}),
+                        "cutoff": manifest.get("cutoff"),
+                    },
+                    "train_loss": result.training_loss,
+                    "steps": result.global_step,
+                    "demo": is_demo_model(model_path),
+                    "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                },
+                indent=1,
+            )
+        )
     return out
 
 
@@ -151,7 +189,9 @@ def main() -> None:
     defaults = Recipe()
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)  # deepspeed
+    parser.add_argument(
+        "--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS
+    )  # deepspeed
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     recipe = Recipe(**{k: getattr(args, k) for k in asdict(defaults)})

@@ -40,7 +40,14 @@ from training.sft import load_records
 
 log = logging.getLogger("training.retrain")
 LOCK_KEY = 0x64726976  # "driv": one retraining job at a time per database
-HIGHER_IS_BETTER = {"bertscore_f1", "bleu", "event_precision", "event_recall", "exact_event_sets", "valid_share"}
+HIGHER_IS_BETTER = {
+    "bertscore_f1",
+    "bleu",
+    "event_precision",
+    "event_recall",
+    "exact_event_sets",
+    "valid_share",
+}
 
 
 class RetrainError(RuntimeError):
@@ -55,8 +62,12 @@ def new_labels_since(session: Session, since: datetime | None) -> int:
 
 
 def last_cutoff(session: Session) -> datetime | None:
-    runs = session.scalars(select(TrainingRun).where(TrainingRun.status.in_(("succeeded", "rejected")))
-                           .order_by(TrainingRun.id.desc()).limit(1)).first()
+    runs = session.scalars(
+        select(TrainingRun)
+        .where(TrainingRun.status.in_(("succeeded", "rejected")))
+        .order_by(TrainingRun.id.desc())
+        .limit(1)
+    ).first()
     cutoff = runs.manifest.get("cutoff") if runs else None
     return datetime.fromisoformat(cutoff) if cutoff else None
 
@@ -80,8 +91,11 @@ def score(model_path: str, data: Path, max_new_tokens: int, bertscore_model: str
         with np.load(r.frames) as d:
             frames.append(d["frames"])
     outputs = engine.run_batch(frames)
-    return evaluate([(o.turn1, o.turn2) for o in outputs], [(r.turn1, r.turn2) for r in records],
-                    bertscore_model=bertscore_model)
+    return evaluate(
+        [(o.turn1, o.turn2) for o in outputs],
+        [(r.turn1, r.turn2) for r in records],
+        bertscore_model=bertscore_model,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,25 +149,55 @@ def _locked(args: argparse.Namespace, factory: sessionmaker[Session]) -> int:
             done = subprocess.run(command, env=env, stdout=out_log, stderr=subprocess.STDOUT, check=False)
         if done.returncode != 0:
             raise RetrainError(f"fine-tuning exited with {done.returncode}; see {work / 'finetune.log'}")
-        log.info("run %d: fine-tuned in %.0f s; evaluating on %d eval clips", run_id, time.monotonic() - started,
-                 manifest.counts["eval"])
+        log.info(
+            "run %d: fine-tuned in %.0f s; evaluating on %d eval clips",
+            run_id,
+            time.monotonic() - started,
+            manifest.counts["eval"],
+        )
         base_scores = score(current.path, work / "data", args.max_new_tokens, args.bertscore_model)
         new_scores = score(str(out), work / "data", args.max_new_tokens, args.bertscore_model)
         version = model_version_of(out)
         before, after = getattr(base_scores, args.metric), getattr(new_scores, args.metric)
-        better = after > before + args.margin if args.metric in HIGHER_IS_BETTER else after < before - args.margin
-        metrics = {"metric": args.metric, "margin": args.margin, "base": base_scores.as_dict(),
-                   "candidate": new_scores.as_dict()}
-        register(factory, version=version, path=str(out.resolve()), demo=is_demo_model(current.path), metrics=metrics)
+        better = (
+            after > before + args.margin if args.metric in HIGHER_IS_BETTER else after < before - args.margin
+        )
+        metrics = {
+            "metric": args.metric,
+            "margin": args.margin,
+            "base": base_scores.as_dict(),
+            "candidate": new_scores.as_dict(),
+        }
+        register(
+            factory,
+            version=version,
+            path=str(out.resolve()),
+            demo=is_demo_model(current.path),
+            metrics=metrics,
+        )
         if better:
             promote(factory, version)
-            log.info("run %d: %s %s %.4f -> %.4f: %s promoted", run_id, args.metric, "beats", before, after, version)
+            log.info(
+                "run %d: %s %s %.4f -> %.4f: %s promoted",
+                run_id,
+                args.metric,
+                "beats",
+                before,
+                after,
+                version,
+            )
             _finish(factory, run_id, status="succeeded", model_version=version, metrics=metrics)
         else:
             reason = f"{args.metric} {after:.4f} does not beat production's {before:.4f} by {args.margin}"
             reject(factory, version, reason)
             log.info("run %d: %s: rejected", run_id, reason)
-            _finish(factory, run_id, status="rejected", model_version=version, metrics={**metrics, "reason": reason})
+            _finish(
+                factory,
+                run_id,
+                status="rejected",
+                model_version=version,
+                metrics={**metrics, "reason": reason},
+            )
         return 0
     except Exception as err:
         log.exception("run %d failed", run_id)

@@ -91,8 +91,16 @@ def load_records(data_dir: Path, index: str = "data.json") -> list[Record]:
     raw = json.loads(index_path.read_text())
     if not isinstance(raw, list) or not raw:
         raise SFTConfigError(f"{index_path} must be a non-empty list of records")
-    records = [Record(id=r["id"], vehicle_id=r["vehicle_id"], frames=data_dir / r["frames"], turn1=r["turn1"],
-                      turn2=r["turn2"]) for r in raw]
+    records = [
+        Record(
+            id=r["id"],
+            vehicle_id=r["vehicle_id"],
+            frames=data_dir / r["frames"],
+            turn1=r["turn1"],
+            turn2=r["turn2"],
+        )
+        for r in raw
+    ]
     missing = [str(r.frames) for r in records if not r.frames.is_file()]
     if missing:
         raise SFTConfigError(f"{len(missing)} frame files are missing, e.g. {missing[0]}")
@@ -170,11 +178,15 @@ class SFTRecipe:
         self.total_steps = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * len(self.records))
         self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(10, self.total_steps // 20)
         self.warmup = min(self.warmup, self.total_steps)
-        self.aux_weight = cfg.event_aux_weight if cfg.event_aux_weight is not None else (1.0 if cfg.model is None else 0.0)
+        self.aux_weight = (
+            cfg.event_aux_weight if cfg.event_aux_weight is not None else (1.0 if cfg.model is None else 0.0)
+        )
         fresh_default = 1000 if cfg.model is None else 0
         self.vision_warmup = cfg.vision_warmup_steps if cfg.vision_warmup_steps is not None else fresh_default
         if self.vision_warmup < 0 or (self.vision_warmup and (self.aux_weight == 0 or cfg.freeze_vision)):
-            raise SFTConfigError("vision warm-up needs steps >= 0, the event aux loss on and the vision tower trainable")
+            raise SFTConfigError(
+                "vision warm-up needs steps >= 0, the event aux loss on and the vision tower trainable"
+            )
         self.losses: list[float] = []
         self.seconds_per_step = 0.0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -204,8 +216,10 @@ class SFTRecipe:
         else:
             self.base_path = cfg.model
             self.base_name = str(cfg.model.resolve())
-        self.log(f"sft: base {self.base_name} ({time.perf_counter() - started:.1f} s), {len(self.records)} records, "
-                 f"{self.total_steps} steps, lr {cfg.lr:g}, event aux weight {self.aux_weight:g}")
+        self.log(
+            f"sft: base {self.base_name} ({time.perf_counter() - started:.1f} s), {len(self.records)} records, "
+            f"{self.total_steps} steps, lr {cfg.lr:g}, event aux weight {self.aux_weight:g}"
+        )
         self.processor = load_processor(self.base_path)
         self.model = load_model(self.base_path, train=True)
         if cfg.freeze_vision:
@@ -221,17 +235,26 @@ class SFTRecipe:
             self.aux_head = torch.nn.Linear(self.model.config.vision_config.out_hidden_size, len(EventType))
             self._visual_out: list[Any] = []
             self.model.model.visual.register_forward_hook(
-                lambda _m, _i, out: self._visual_out.append(out.pooler_output))
+                lambda _m, _i, out: self._visual_out.append(out.pooler_output)
+            )
         visual = {id(p) for p in self.model.model.visual.parameters()}
         groups = []
         for is_visual in (False, True):
-            params = [p for p in self.model.parameters() if p.requires_grad and (id(p) in visual) == is_visual]
+            params = [
+                p for p in self.model.parameters() if p.requires_grad and (id(p) in visual) == is_visual
+            ]
             lr = cfg.lr * (cfg.vision_lr_scale if is_visual else 1.0)
-            groups.append({"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": cfg.weight_decay})
-            groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})  # norms, biases
+            groups.append(
+                {"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": cfg.weight_decay}
+            )
+            groups.append(
+                {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}
+            )  # norms, biases
         if self.aux_head is not None:
             groups.append({"params": list(self.aux_head.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+        self.optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_lambda(s, warmup=self.warmup, total=self.total_steps, min_ratio=cfg.min_lr_ratio),
@@ -243,8 +266,9 @@ class SFTRecipe:
     def batch(self, record: Record) -> dict[str, Any]:
         """One clip's full two-turn conversation as model tensors, labels on the assistant answers only."""
         frames = np.load(record.frames)["frames"]
-        inputs = build_inputs(self.processor, conversation(record.turn1, record.turn2), frames,
-                              add_generation_prompt=False)
+        inputs = build_inputs(
+            self.processor, conversation(record.turn1, record.turn2), frames, add_generation_prompt=False
+        )
         inputs = dict(inputs)
         inputs["labels"] = assistant_labels(inputs["input_ids"][0], self.header_ids, self.end_id)[None]
         return inputs
@@ -290,8 +314,11 @@ class SFTRecipe:
             window.append(loss.item())
             if step % cfg.log_every == 0 or step == self.vision_warmup:
                 per_step = (time.perf_counter() - started) / step
-                print(f"vision warm-up {step}/{self.vision_warmup}  event loss {sum(window) / len(window):.4f}  "
-                      f"{per_step:.3f} s/step", flush=True)
+                print(
+                    f"vision warm-up {step}/{self.vision_warmup}  event loss {sum(window) / len(window):.4f}  "
+                    f"{per_step:.3f} s/step",
+                    flush=True,
+                )
                 window = []
 
     def order(self) -> list[int]:
@@ -319,8 +346,14 @@ class SFTRecipe:
         # A live bar only on a terminal; elsewhere (logs, CI, a parent process's pipe) rich would print nothing
         # until the end, so plain lines are printed instead.
         bar = cfg.progress and Console().is_terminal
-        with Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.fields[info]}"), disable=not bar) as progress:
+        with Progress(
+            TextColumn("sft"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            disable=not bar,
+        ) as progress:
             task = progress.add_task("sft", total=self.total_steps, info="")
             for step, idx in enumerate(self.order(), start=1):
                 batch = self.batch(self.records[idx])
@@ -337,8 +370,10 @@ class SFTRecipe:
                 self.losses.append(window[-1])
                 if step % cfg.log_every == 0 or step == self.total_steps:
                     per_step = (time.perf_counter() - started) / step
-                    info = (f"loss {sum(window) / len(window):.4f}  lr {self.scheduler.get_last_lr()[0]:.2e}  "
-                            f"{per_step:.3f} s/step")
+                    info = (
+                        f"loss {sum(window) / len(window):.4f}  lr {self.scheduler.get_last_lr()[0]:.2e}  "
+                        f"{per_step:.3f} s/step"
+                    )
                     progress.update(task, info=info)
                     if not bar:
                         print(f"step {step}/{self.total_steps}  {info}", flush=True)
@@ -356,7 +391,7 @@ class SFTRecipe:
         readme = self.base_path / "README.md"
         if readme.is_file() and readme.resolve() != (cfg.out / "README.md").resolve():
             shutil.copyfile(readme, cfg.out / "README.md")
-        tail = self.losses[-min(len(self.losses), max(1, cfg.log_every)):]
+        tail = self.losses[-min(len(self.losses), max(1, cfg.log_every)) :]
         base_meta = self.base_path / "tiny_model.json"
         meta = {
             "base": self.base_name,
@@ -394,10 +429,14 @@ def run_sft(cfg: SFTConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Supervised fine-tuning of a Qwen2.5-VL on two-turn CoT records.")
+    parser = argparse.ArgumentParser(
+        description="Supervised fine-tuning of a Qwen2.5-VL on two-turn CoT records."
+    )
     parser.add_argument("--data", type=Path, required=True, help="dataset directory holding data.json")
     parser.add_argument("--out", type=Path, required=True, help="where the fine-tuned model goes")
-    parser.add_argument("--model", type=Path, default=None, help="base checkpoint; omit to build a tiny DEMO one")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="base checkpoint; omit to build a tiny DEMO one"
+    )
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None)
     length.add_argument("--epochs", type=float, default=None)
@@ -407,23 +446,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weight-decay", type=float, default=SFTConfig.weight_decay)
     parser.add_argument("--freeze-vision", action="store_true")
     parser.add_argument("--vision-lr-scale", type=float, default=SFTConfig.vision_lr_scale)
-    parser.add_argument("--event-aux-weight", type=float, default=None,
-                        help="training-only event-detection loss on the vision features (default: 1 without --model)")
-    parser.add_argument("--vision-warmup-steps", type=int, default=None,
-                        help="vision tower + event head alone first (default: 1000 without --model, else 0)")
+    parser.add_argument(
+        "--event-aux-weight",
+        type=float,
+        default=None,
+        help="training-only event-detection loss on the vision features (default: 1 without --model)",
+    )
+    parser.add_argument(
+        "--vision-warmup-steps",
+        type=int,
+        default=None,
+        help="vision tower + event head alone first (default: 1000 without --model, else 0)",
+    )
     parser.add_argument("--vision-warmup-lr", type=float, default=SFTConfig.vision_warmup_lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=SFTConfig.log_every)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="plain log lines instead of a progress bar"
+    )
     args = parser.parse_args(argv)
     cfg = SFTConfig(
-        data=args.data, out=args.out, model=args.model,
-        steps=args.steps if args.steps is not None or args.epochs is not None else 900, epochs=args.epochs,
-        lr=args.lr, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay,
-        freeze_vision=args.freeze_vision, vision_lr_scale=args.vision_lr_scale,
-        event_aux_weight=args.event_aux_weight, vision_warmup_steps=args.vision_warmup_steps,
-        vision_warmup_lr=args.vision_warmup_lr, seed=args.seed, log_every=args.log_every, threads=args.threads,
+        data=args.data,
+        out=args.out,
+        model=args.model,
+        steps=args.steps if args.steps is not None or args.epochs is not None else 900,
+        epochs=args.epochs,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        min_lr_ratio=args.min_lr_ratio,
+        weight_decay=args.weight_decay,
+        freeze_vision=args.freeze_vision,
+        vision_lr_scale=args.vision_lr_scale,
+        event_aux_weight=args.event_aux_weight,
+        vision_warmup_steps=args.vision_warmup_steps,
+        vision_warmup_lr=args.vision_warmup_lr,
+        seed=args.seed,
+        log_every=args.log_every,
+        threads=args.threads,
         progress=not args.no_progress,
     )
     try:

@@ -36,9 +36,20 @@ MAX_FRAME_PIXELS = 16384  # the clip builder's default budget (settings.max_pixe
 # Ids 0.. in this order; <|endoftext|> first so it doubles as pad. The full Qwen2.5 set, so any Qwen tooling
 # (vLLM's processor included) finds the tokens it looks up.
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 # Qwen2.5-VL's own chat template: a video content item renders as <|vision_start|><|video_pad|><|vision_end|>.
@@ -78,7 +89,9 @@ def default_corpus(seed: int = 0, answers: int = 400) -> list[str]:
         events = []
         for t in rng.sample(types, rng.randint(0, 3)):
             start = rng.randint(0, 60)
-            events.append(DetectedEvent(type=t, view=TAXONOMY[t].view, start=start, end=start + rng.randint(0, 8)))
+            events.append(
+                DetectedEvent(type=t, view=TAXONOMY[t].view, start=start, end=start + rng.randint(0, 8))
+            )
         texts += [format_turn1(events), describe(events), reference_instruction([e.type for e in events])]
     return texts
 
@@ -92,13 +105,18 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):  # -> token
 
     tok = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
@@ -127,36 +145,70 @@ def build_tiny_model(out_dir: Path, *, corpus: list[str], seed: int = 0) -> Path
     texts = default_corpus(seed) + list(corpus)
     backend = train_tokenizer(texts)
     tokenizer = Qwen2Tokenizer(
-        tokenizer_object=backend, unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:], model_max_length=32768, errors="replace",
+        tokenizer_object=backend,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        model_max_length=32768,
+        errors="replace",
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     assert list(ids.values()) == list(range(len(SPECIAL_TOKENS))), ids
 
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 8192,
-            "max_window_layers": 2, "rms_norm_eps": 1e-6, "use_sliding_window": False,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},
-            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"], "dtype": "float32",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 128,
+            "intermediate_size": 512,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 8192,
+            "max_window_layers": 2,
+            "rms_norm_eps": 1e-6,
+            "use_sliding_window": False,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1000000.0,
+                "mrope_section": [8, 12, 12],
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "dtype": "float32",
         },
         vision_config={
-            "depth": 2, "hidden_size": 64, "intermediate_size": 256, "num_heads": 1, "out_hidden_size": 128,
-            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "tokens_per_second": 2,
-            "window_size": 112, "fullatt_block_indexes": [1], "in_channels": 3,
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_heads": 1,
+            "out_hidden_size": 128,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "tokens_per_second": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+            "in_channels": 3,
         },
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"], do_sample=False,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
     )
     model.save_pretrained(out_dir)
 
@@ -164,7 +216,10 @@ def build_tiny_model(out_dir: Path, *, corpus: list[str], seed: int = 0) -> Path
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=dict(pixels)),
         video_processor=Qwen2VLVideoProcessor(
-            size=dict(pixels), do_sample_frames=False, max_frames=128, cap_pixels_per_frame=False,
+            size=dict(pixels),
+            do_sample_frames=False,
+            max_frames=128,
+            cap_pixels_per_frame=False,
         ),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
@@ -174,8 +229,12 @@ def build_tiny_model(out_dir: Path, *, corpus: list[str], seed: int = 0) -> Path
     params = sum(p.numel() for p in model.parameters())
     (out_dir / "README.md").write_text(DEMO_README.format(params=params, seed=seed))
     recipe = {
-        "demo": True, "kind": "tiny-qwen2.5-vl-random-init", "recipe_version": TINY_RECIPE_VERSION, "seed": seed,
-        "parameters": params, "vocab_size": len(tokenizer),
+        "demo": True,
+        "kind": "tiny-qwen2.5-vl-random-init",
+        "recipe_version": TINY_RECIPE_VERSION,
+        "seed": seed,
+        "parameters": params,
+        "vocab_size": len(tokenizer),
         "corpus_sha256": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
         "note": "DEMO model: random weights, not for real fleets",
     }

@@ -24,7 +24,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from schemas.taxonomy import TAXONOMY, EventType
-from streams.blobs import BlobNotFound, LocalBlobStore
 from streams.console import auth
 from streams.console.frames import frame_jpeg
 from streams.console.queries import (
@@ -35,10 +34,11 @@ from streams.console.queries import (
     current_answer,
     dashboard,
 )
+from streams.console.reports import Filters, event_rates, review_queue, trend
 from streams.console.review import ReviewError, ReviewIn, apply_review, form_events
-from streams.reports import Filters, event_rates, review_queue, trend
+from streams.infra.blobs import BlobNotFound, LocalBlobStore
+from streams.infra.tenancy import fleet_connection
 from streams.settings import Settings
-from streams.tenancy import fleet_connection
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "drivecoach_session"
@@ -62,6 +62,7 @@ class SignInRequired(Exception):
 
 
 # --- JSON API models: what the OpenAPI document describes and schemathesis fuzzes ---------------------------------
+
 
 class MeOut(BaseModel):
     username: str
@@ -166,9 +167,15 @@ def _clip_out(detail: ClipDetail) -> ClipOut:
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    app = FastAPI(title="drivecoach console", version="1", openapi_url="/api/openapi.json", docs_url="/api/docs",
-                  redoc_url=None, description="Safety managers' review queue, clips and reports. Sign in at /login; "
-                  f"API writes need the session's CSRF token in the {CSRF_HEADER} header.")
+    app = FastAPI(
+        title="drivecoach console",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        description="Safety managers' review queue, clips and reports. Sign in at /login; "
+        f"API writes need the session's CSRF token in the {CSRF_HEADER} header.",
+    )
     sessions = sessionmaker(engine, expire_on_commit=False)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(taxonomy=TAXONOMY, event_types=[t.value for t in EventType])
@@ -193,8 +200,10 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             raise SignInRequired
         return who
 
-    def csrf_checked(who: Annotated[auth.SignedIn, Depends(api_manager)],
-                     token: Annotated[str | None, Header(alias=CSRF_HEADER)] = None) -> auth.SignedIn:
+    def csrf_checked(
+        who: Annotated[auth.SignedIn, Depends(api_manager)],
+        token: Annotated[str | None, Header(alias=CSRF_HEADER)] = None,
+    ) -> auth.SignedIn:
         if not auth.same_token(who.csrf_token, token):
             raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
         return who
@@ -209,8 +218,11 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     @app.middleware("http")
     async def _security_headers(request: Request, call_next: Any) -> Response:
         response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
-                                    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
@@ -219,8 +231,15 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         return templates.TemplateResponse(request, name, context, status_code=status)
 
     def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
-        response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="lax",
-                            secure=settings.console_secure_cookies, path="/")
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            httponly=True,
+            samesite="lax",
+            secure=settings.console_secure_cookies,
+            path="/",
+        )
 
     # --- sign-in ------------------------------------------------------------------------------------------------
 
@@ -232,22 +251,44 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         return response
 
     @app.post("/login", include_in_schema=False)
-    def login(request: Request, username: Annotated[str, Form(max_length=200)],
-              password: Annotated[str, Form(max_length=1000)], csrf_token: Annotated[str, Form()] = "",
-              next: Annotated[str, Form()] = "/") -> Response:
+    def login(
+        request: Request,
+        username: Annotated[str, Form(max_length=200)],
+        password: Annotated[str, Form(max_length=1000)],
+        csrf_token: Annotated[str, Form()] = "",
+        next: Annotated[str, Form()] = "/",
+    ) -> Response:
         if not auth.same_token(request.cookies.get(LOGIN_COOKIE, ""), csrf_token) or not csrf_token:
-            return render(request, "login.html", 403, csrf_token=csrf_token, next=_local(next),
-                          error="The sign-in form expired; please try again.")
+            return render(
+                request,
+                "login.html",
+                403,
+                csrf_token=csrf_token,
+                next=_local(next),
+                error="The sign-in form expired; please try again.",
+            )
         username = username.strip()
         if throttle.blocked(username):
-            return render(request, "login.html", 429, csrf_token=csrf_token, next=_local(next),
-                          error="Too many failed sign-ins for this user; try again in a few minutes.")
+            return render(
+                request,
+                "login.html",
+                429,
+                csrf_token=csrf_token,
+                next=_local(next),
+                error="Too many failed sign-ins for this user; try again in a few minutes.",
+            )
         with sessions() as session, session.begin():
             token = auth.sign_in(session, username, password, lifetime=lifetime)
         if token is None:
             throttle.failed(username)
-            return render(request, "login.html", 401, csrf_token=csrf_token, next=_local(next),
-                          error="Wrong username or password.")
+            return render(
+                request,
+                "login.html",
+                401,
+                csrf_token=csrf_token,
+                next=_local(next),
+                error="Wrong username or password.",
+            )
         throttle.succeeded(username)
         response = RedirectResponse(_local(next), status_code=303)
         set_cookie(response, SESSION_COOKIE, token, int(lifetime.total_seconds()))
@@ -271,11 +312,19 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     # --- pages --------------------------------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
-    def dashboard_page(request: Request, who: Page, days: Annotated[int, Query(ge=7, le=366)] = 28) -> HTMLResponse:
+    def dashboard_page(
+        request: Request, who: Page, days: Annotated[int, Query(ge=7, le=366)] = 28
+    ) -> HTMLResponse:
         with fleet_connection(engine, who.fleet_id) as conn:
             board = dashboard(conn, who.fleet_id, days=days)
-        return render(request, "dashboard.html", who=who, board=board, days=days,
-                      max_rate=max([d["per_hour"] for d in board.days] + [0.01]))
+        return render(
+            request,
+            "dashboard.html",
+            who=who,
+            board=board,
+            days=days,
+            max_rate=max([d["per_hour"] for d in board.days] + [0.01]),
+        )
 
     @app.get("/queue", include_in_schema=False)
     def queue_page(request: Request, who: Page) -> HTMLResponse:
@@ -298,18 +347,25 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         return render(request, "clip.html", who=who, clip=detail, done=done, error=None)
 
     @app.post("/clips/{clip_id}/review", include_in_schema=False)
-    def review_form(request: Request, who: Page, clip_id: ClipId,
-                    action: Annotated[Literal["accept", "correct", "dismiss", "coached"], Form()],
-                    csrf_token: Annotated[str, Form()] = "",
-                    event_type: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI form lists)
-                    event_start: Annotated[list[str], Form()] = [],  # noqa: B006
-                    event_end: Annotated[list[str], Form()] = [],  # noqa: B006
-                    instruction: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    def review_form(
+        request: Request,
+        who: Page,
+        clip_id: ClipId,
+        action: Annotated[Literal["accept", "correct", "dismiss", "coached"], Form()],
+        csrf_token: Annotated[str, Form()] = "",
+        event_type: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI form lists)
+        event_start: Annotated[list[str], Form()] = [],  # noqa: B006
+        event_end: Annotated[list[str], Form()] = [],  # noqa: B006
+        instruction: Annotated[str, Form(max_length=2000)] = "",
+    ) -> Response:
         if not auth.same_token(who.csrf_token, csrf_token):
             raise HTTPException(403, "missing or wrong CSRF token; reload the page")
         try:
-            review = ReviewIn(action=action, instruction=instruction or None,
-                              events=form_events(event_type, event_start, event_end) if action == "correct" else None)
+            review = ReviewIn(
+                action=action,
+                instruction=instruction or None,
+                events=form_events(event_type, event_start, event_end) if action == "correct" else None,
+            )
             _review(who, clip_id, review)
         except ReviewError as err:
             with fleet_connection(engine, who.fleet_id) as conn:
@@ -319,9 +375,15 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             return render(request, "clip.html", 400, who=who, clip=detail, done=None, error=str(err))
         return RedirectResponse(f"/clips/{clip_id}?done={action}", status_code=303)
 
-    @app.get("/clips/{clip_id}/frames/{index}", response_class=Response, tags=["clips"],
-             responses={200: {"content": {"image/jpeg": {}}, "description": "one stacked frame (road over driver)"},
-                        404: {"model": ErrorOut}})
+    @app.get(
+        "/clips/{clip_id}/frames/{index}",
+        response_class=Response,
+        tags=["clips"],
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "one stacked frame (road over driver)"},
+            404: {"model": ErrorOut},
+        },
+    )
     def clip_frame(who: Api, clip_id: ClipId, index: Annotated[int, PathParam(ge=0, le=10_000)]) -> Response:
         """One frame of the clip as JPEG (the clip page plays them in order)."""
         with fleet_connection(engine, who.fleet_id) as conn:
@@ -347,8 +409,14 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             inference_id, duration_s = answer
             if inference_id is None:
                 raise ReviewError("this clip has no answer to review yet")
-            outcome = apply_review(conn, fleet_id=who.fleet_id, reviewer=who.username, inference_id=inference_id,
-                                   clip_duration=duration_s, review=review)
+            outcome = apply_review(
+                conn,
+                fleet_id=who.fleet_id,
+                reviewer=who.username,
+                inference_id=inference_id,
+                clip_duration=duration_s,
+                review=review,
+            )
         return ReviewResultOut(**asdict(outcome))
 
     # 422 stays FastAPI's own (request validation); a well-formed review that does not fit the clip's state (times
@@ -371,8 +439,12 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         with fleet_connection(engine, who.fleet_id) as conn:
             return coaching_list(conn, who.fleet_id, limit=limit)
 
-    @app.get("/api/v1/clips/{clip_id}", response_model=ClipOut, tags=["clips"],
-             responses={**err, 404: {"model": ErrorOut}})
+    @app.get(
+        "/api/v1/clips/{clip_id}",
+        response_model=ClipOut,
+        tags=["clips"],
+        responses={**err, 404: {"model": ErrorOut}},
+    )
     def api_clip(who: Api, clip_id: ClipId) -> ClipOut:
         with fleet_connection(engine, who.fleet_id) as conn:
             detail = clip_detail(conn, clip_id)
@@ -380,11 +452,21 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             raise HTTPException(404, "no such clip")
         return _clip_out(detail)
 
-    @app.post("/api/v1/clips/{clip_id}/review", response_model=ReviewResultOut, tags=["review"],
-              responses={**err, 400: {"model": ErrorOut, "description": "the body is not JSON"}, 403: {"model": ErrorOut},
-                         404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
-    def api_review(who: Annotated[auth.SignedIn, Depends(csrf_checked)], clip_id: ClipId,
-                   review: ReviewIn) -> ReviewResultOut:
+    @app.post(
+        "/api/v1/clips/{clip_id}/review",
+        response_model=ReviewResultOut,
+        tags=["review"],
+        responses={
+            **err,
+            400: {"model": ErrorOut, "description": "the body is not JSON"},
+            403: {"model": ErrorOut},
+            404: {"model": ErrorOut},
+            409: {"model": ErrorOut},
+        },
+    )
+    def api_review(
+        who: Annotated[auth.SignedIn, Depends(csrf_checked)], clip_id: ClipId, review: ReviewIn
+    ) -> ReviewResultOut:
         """Accept, correct (events and/or instruction), dismiss, or mark coached; writes `reviews`."""
         try:
             return _review(who, clip_id, review)
@@ -392,18 +474,25 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             raise HTTPException(409, str(error)) from error
 
     @app.get("/api/v1/reports/events", response_model=list[RateRowOut], tags=["reports"], responses=err)
-    def api_events(who: Api, since: Day | None = None, until: Day | None = None,
-                   group: Literal["fleet", "vehicle", "driver"] = "driver", period: Literal["day", "week"] = "week",
-                   event_type: Annotated[EventType | None, Query(alias="type")] = None) -> list[dict[str, Any]]:
+    def api_events(
+        who: Api,
+        since: Day | None = None,
+        until: Day | None = None,
+        group: Literal["fleet", "vehicle", "driver"] = "driver",
+        period: Literal["day", "week"] = "week",
+        event_type: Annotated[EventType | None, Query(alias="type")] = None,
+    ) -> list[dict[str, Any]]:
         """Events per group, period and type with rates per driving hour (and per 100 km where known)."""
-        filters = Filters(fleet=who.fleet_id, event_type=event_type.value if event_type else None, since=since,
-                          until=until)  # [since, until): an empty or backward window has no rows
+        filters = Filters(
+            fleet=who.fleet_id, event_type=event_type.value if event_type else None, since=since, until=until
+        )  # [since, until): an empty or backward window has no rows
         with fleet_connection(engine, who.fleet_id) as conn:
             return event_rates(conn, filters, group=group, period=period)
 
     @app.get("/api/v1/reports/trend", response_model=list[TrendRowOut], tags=["reports"], responses=err)
-    def api_trend(who: Api, since: Day, until: Day,
-                  group: Literal["fleet", "vehicle", "driver"] = "driver") -> list[dict[str, Any]]:
+    def api_trend(
+        who: Api, since: Day, until: Day, group: Literal["fleet", "vehicle", "driver"] = "driver"
+    ) -> list[dict[str, Any]]:
         """Events per group and type in [since, until) against the period of the same length before it."""
         with fleet_connection(engine, who.fleet_id) as conn:
             return trend(conn, Filters(fleet=who.fleet_id, since=since, until=until), group=group)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from schemas.db import ConsoleSession, Manager
 from streams.errors import DrivecoachError
-from streams.tenancy import ensure_fleet_role
+from streams.infra.tenancy import ensure_fleet_role
 
 _hasher = PasswordHasher()
 # Verified against when the username is unknown, so a wrong name costs the same time as a wrong password.
@@ -50,7 +50,9 @@ class SignInThrottle:
     refused until the window passes. Per console process (in memory): enough for one console; several replicas
     behind a balancer each count their own."""
 
-    def __init__(self, limit: int = 5, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limit: int = 5, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit, self.window_s, self.clock = limit, window_s, clock
         self._failures: dict[str, deque[float]] = {}
 
@@ -89,16 +91,26 @@ def same_token(expected: str, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
-def add_manager(session: Session, *, username: str, fleet_id: str, password: str, display_name: str = "") -> None:
+def add_manager(
+    session: Session, *, username: str, fleet_id: str, password: str, display_name: str = ""
+) -> None:
     """Create or update a manager (and the fleet's Postgres role); updating a password ends their sessions."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ManagerError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
     ensure_fleet_role(session.connection(), fleet_id)
-    values = {"username": username, "fleet_id": fleet_id, "display_name": display_name or username,
-              "password_hash": hash_password(password), "disabled": False}
+    values = {
+        "username": username,
+        "fleet_id": fleet_id,
+        "display_name": display_name or username,
+        "password_hash": hash_password(password),
+        "disabled": False,
+    }
     stmt = insert(Manager).values(values)
-    session.execute(stmt.on_conflict_do_update(index_elements=["username"],
-                                               set_={k: stmt.excluded[k] for k in values if k != "username"}))
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["username"], set_={k: stmt.excluded[k] for k in values if k != "username"}
+        )
+    )
     session.execute(delete(ConsoleSession).where(ConsoleSession.username == username))
 
 
@@ -114,8 +126,14 @@ def sign_in(session: Session, username: str, password: str, *, lifetime: timedel
         manager.password_hash = hash_password(password)
     token = secrets.token_urlsafe(32)
     session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= datetime.now(UTC)))
-    session.add(ConsoleSession(token_hash=token_digest(token), username=username,
-                               csrf_token=secrets.token_urlsafe(32), expires_at=datetime.now(UTC) + lifetime))
+    session.add(
+        ConsoleSession(
+            token_hash=token_digest(token),
+            username=username,
+            csrf_token=secrets.token_urlsafe(32),
+            expires_at=datetime.now(UTC) + lifetime,
+        )
+    )
     return token
 
 
@@ -123,7 +141,8 @@ def signed_in(session: Session, token: str | None) -> SignedIn | None:
     if not token:
         return None
     row = session.execute(
-        select(ConsoleSession, Manager).join(Manager, Manager.username == ConsoleSession.username)
+        select(ConsoleSession, Manager)
+        .join(Manager, Manager.username == ConsoleSession.username)
         .where(ConsoleSession.token_hash == token_digest(token))
     ).first()
     if row is None:
@@ -139,5 +158,17 @@ def sign_out(session: Session, token: str | None) -> None:
         session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == token_digest(token)))
 
 
-__all__ = ["MIN_PASSWORD_LENGTH", "ManagerError", "SignInThrottle", "SignedIn", "add_manager", "hash_password", "same_token",
-           "sign_in", "sign_out", "signed_in", "token_digest", "verify_password"]
+__all__ = [
+    "MIN_PASSWORD_LENGTH",
+    "ManagerError",
+    "SignInThrottle",
+    "SignedIn",
+    "add_manager",
+    "hash_password",
+    "same_token",
+    "sign_in",
+    "sign_out",
+    "signed_in",
+    "token_digest",
+    "verify_password",
+]

@@ -8,14 +8,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streams.blobs import BlobNotFound, LocalBlobStore
-from streams.clip import load_npz
+from schemas.frames import load_frames
+from streams.infra.blobs import BlobNotFound, LocalBlobStore
 
 
 @lru_cache(maxsize=8)
 def _frames(path: Path, mtime: float) -> np.ndarray:
     """A page asks for every frame of one clip in a row: keep a few clips' frames decoded (mtime keys a rewrite)."""
-    return load_npz(path).frames
+    return load_frames(path)
 
 
 def frame_jpeg(blobs: LocalBlobStore, frames_uri: str, index: int, *, quality: int = 85) -> bytes | None:
@@ -24,8 +24,9 @@ def frame_jpeg(blobs: LocalBlobStore, frames_uri: str, index: int, *, quality: i
     frames = _frames(path, path.stat().st_mtime)
     if not 0 <= index < len(frames):
         return None
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frames[index], cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(frames[index], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise ValueError(f"frame {index} of {frames_uri} does not encode as JPEG")
     return data.tobytes()

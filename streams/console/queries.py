@@ -1,6 +1,6 @@
 """What the console's pages and API read, on a fleet connection (so row-level security applies to every query).
 
-Report rows come from `streams.reports`, the same functions `drivecoach report` uses.
+Report rows come from `streams.console.reports`, the same functions `drivecoach report` uses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from streams.reports import Filters, review_queue, trend
+from streams.console.reports import Filters, review_queue, trend
 
 
 @dataclass(frozen=True)
@@ -38,22 +38,29 @@ class ClipDetail:
 
 def clip_frames(conn: Connection, clip_id: str) -> tuple[str, int] | None:
     """Where a clip's frames are, and how many: all a frame request needs (a page asks for every frame)."""
-    row = conn.execute(text("SELECT frames_uri, num_frames FROM clips WHERE clip_id = :clip"), {"clip": clip_id}).first()
+    row = conn.execute(
+        text("SELECT frames_uri, num_frames FROM clips WHERE clip_id = :clip"), {"clip": clip_id}
+    ).first()
     return None if row is None else (row.frames_uri, row.num_frames)
 
 
 def current_answer(conn: Connection, clip_id: str) -> tuple[int | None, float] | None:
     """The clip's current answer (None before the worker's) and the clip's length: all a review action needs."""
-    row = conn.execute(text("""
+    row = conn.execute(
+        text("""
         SELECT i.id, c.end_ts - c.start_ts AS duration_s FROM clips c
-        LEFT JOIN current_inferences i ON i.clip_id = c.clip_id WHERE c.clip_id = :clip"""), {"clip": clip_id}).first()
+        LEFT JOIN current_inferences i ON i.clip_id = c.clip_id WHERE c.clip_id = :clip"""),
+        {"clip": clip_id},
+    ).first()
     return None if row is None else (row.id, row.duration_s)
 
 
 def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
     """The clip, its current answer (the newest revision's, by the newest model version), events with severity, and
     reviews."""
-    row = conn.execute(text("""
+    row = (
+        conn.execute(
+            text("""
         SELECT c.clip_id, c.fleet_id, c.vehicle_id, c.driver_id, to_timestamp(c.start_ts) AS start,
                c.end_ts - c.start_ts AS duration_s, c.num_frames, c.sample_fps, c.frames_uri, c.revision,
                i.id AS inference_id, i.model_version, i.valid, coalesce(i.description, '') AS description,
@@ -61,21 +68,37 @@ def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
         FROM clips c
         LEFT JOIN current_inferences i ON i.clip_id = c.clip_id
         LEFT JOIN instructions n ON n.inference_id = i.id
-        WHERE c.clip_id = :clip"""), {"clip": clip_id}).mappings().first()
+        WHERE c.clip_id = :clip"""),
+            {"clip": clip_id},
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         return None
-    events = [dict(r) for r in conn.execute(text("""
+    events = [
+        dict(r)
+        for r in conn.execute(
+            text("""
         SELECT e.id, e.type, e.view, e.start_s, e.end_s, e.coaching_status, coalesce(t.severity, 0) AS severity
         FROM events e LEFT JOIN event_types t ON t.type = e.type
-        WHERE e.inference_id = :inf ORDER BY e.start_s, e.type"""), {"inf": row["inference_id"]}).mappings()]
+        WHERE e.inference_id = :inf ORDER BY e.start_s, e.type"""),
+            {"inf": row["inference_id"]},
+        ).mappings()
+    ]
     # Every review of the clip: those of the current answer, and those kept from an earlier revision of the clip
     # (a late upload rebuilt it) or an earlier model's answer, marked as not current.
-    reviews = [dict(r) for r in conn.execute(text("""
+    reviews = [
+        dict(r)
+        for r in conn.execute(
+            text("""
         SELECT r.id, r.reviewer, r.verdict, r.corrected_turn1, r.corrected_instruction, r.created_at,
                i.clip_revision, i.model_version, i.id IS NOT DISTINCT FROM :inf AS current
         FROM reviews r JOIN inferences i ON i.id = r.inference_id
         WHERE i.clip_id = :clip ORDER BY r.created_at DESC, r.id DESC"""),
-        {"inf": row["inference_id"], "clip": clip_id}).mappings()]
+            {"inf": row["inference_id"], "clip": clip_id},
+        ).mappings()
+    ]
     return ClipDetail(**dict(row), events=events, reviews=reviews)
 
 
@@ -93,32 +116,47 @@ class Dashboard:
 def coaching_list(conn: Connection, fleet_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
     """Reviewed clips whose events still wait for the driver to be coached: most severe, then oldest first (the
     longest-waiting conversation comes next)."""
-    return [dict(r) for r in conn.execute(text("""
+    return [
+        dict(r)
+        for r in conn.execute(
+            text("""
         SELECT clip_id, vehicle_id, driver_id, min(occurred_at) AS occurred_at, count(*) AS events,
                max(severity) AS max_severity, string_agg(DISTINCT type, ', ') AS types
         FROM report_events WHERE fleet_id = :fleet AND coaching_status = 'needs_coaching'
         GROUP BY clip_id, vehicle_id, driver_id
-        ORDER BY max_severity DESC, occurred_at LIMIT :limit"""), {"fleet": fleet_id, "limit": limit}).mappings()]
+        ORDER BY max_severity DESC, occurred_at LIMIT :limit"""),
+            {"fleet": fleet_id, "limit": limit},
+        ).mappings()
+    ]
 
 
 def latest_day(conn: Connection, fleet_id: str) -> date | None:
     """The newest day with driving: the dashboard's window ends there, so a fleet that stopped uploading (or the
     demo's simulated days) still shows its last weeks rather than an empty chart."""
-    return conn.execute(text("""SELECT (to_timestamp(max(start_ts)) AT TIME ZONE 'UTC')::date FROM clips
-                                WHERE fleet_id = :fleet"""), {"fleet": fleet_id}).scalar()  # report_driving's day
+    return conn.execute(
+        text("""SELECT (to_timestamp(max(start_ts)) AT TIME ZONE 'UTC')::date FROM clips
+                                WHERE fleet_id = :fleet"""),
+        {"fleet": fleet_id},
+    ).scalar()  # report_driving's day
 
 
 def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | None = None) -> Dashboard:
     """Five queries: the newest day, one pass over the window's driving and one over its events (the rules of
-    `streams.reports.event_rates`), the drivers' trend, and the top of the review queue."""
+    `streams.console.reports.event_rates`), the drivers' trend, and the top of the review queue."""
     end = (until or latest_day(conn, fleet_id) or date.today()) + timedelta(days=1)
     start = end - timedelta(days=days)
     window = Filters(fleet=fleet_id, since=start, until=end)
     span = {"fleet": fleet_id, "since": start, "until": end}
-    driving = conn.execute(text("""
+    driving = (
+        conn.execute(
+            text("""
         SELECT driver_id, day, sum(seconds) / 3600.0 AS hours, sum(km) AS km, bool_and(km IS NOT NULL) AS known
         FROM report_driving WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1, 2"""),
-                           span).mappings().all()
+            span,
+        )
+        .mappings()
+        .all()
+    )
     hours: dict[date, float] = {}
     driver_hours: dict[str | None, float] = {}
     for r in driving:
@@ -128,9 +166,12 @@ def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | 
     per_day: dict[date, int] = {}
     per_type: dict[str, dict[str, Any]] = {}
     statuses: dict[str, int] = {}
-    for r in conn.execute(text("""
+    for r in conn.execute(
+        text("""
             SELECT day, type, max(severity) AS severity, coaching_status, count(*) AS events FROM report_events
-            WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1, 2, 4"""), span).mappings():
+            WHERE fleet_id = :fleet AND day >= :since AND day < :until GROUP BY 1, 2, 4"""),
+        span,
+    ).mappings():
         per_day[r["day"]] = per_day.get(r["day"], 0) + int(r["events"])
         statuses[r["coaching_status"]] = statuses.get(r["coaching_status"], 0) + int(r["events"])
         t = per_type.setdefault(r["type"], {"type": r["type"], "severity": r["severity"], "events": 0})
@@ -143,22 +184,37 @@ def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | 
     for i in range(days):
         day = start + timedelta(days=i)
         events, driven = per_day.get(day, 0), hours.get(day, 0.0)
-        day_rows.append({"day": day, "events": events, "hours": round(driven, 2),
-                         "per_hour": round(events / driven, 2) if driven else 0.0})
-    return Dashboard(start, end, day_rows,
-                     sorted(per_type.values(), key=lambda t: (-t["severity"], -t["events"], t["type"])),
-                     _drivers(conn, window, driver_hours), statuses, review_queue(conn, Filters(fleet=fleet_id), limit=10))
+        day_rows.append(
+            {
+                "day": day,
+                "events": events,
+                "hours": round(driven, 2),
+                "per_hour": round(events / driven, 2) if driven else 0.0,
+            }
+        )
+    return Dashboard(
+        start,
+        end,
+        day_rows,
+        sorted(per_type.values(), key=lambda t: (-t["severity"], -t["events"], t["type"])),
+        _drivers(conn, window, driver_hours),
+        statuses,
+        review_queue(conn, Filters(fleet=fleet_id), limit=10),
+    )
 
 
 def _drivers(conn: Connection, window: Filters, hours: dict[str | None, float]) -> list[dict[str, Any]]:
     by_driver: dict[str, dict[str, Any]] = {}
     for r in trend(conn, window, group="driver"):
-        d = by_driver.setdefault(r["who"] or "(unknown)", {"driver": r["who"] or "(unknown)", "events": 0,
-                                                          "previous": 0})
+        d = by_driver.setdefault(
+            r["who"] or "(unknown)", {"driver": r["who"] or "(unknown)", "events": 0, "previous": 0}
+        )
         d["events"] += int(r["events"])
         d["previous"] += int(r["previous"])
     for who, driven in hours.items():
-        d = by_driver.setdefault(who or "(unknown)", {"driver": who or "(unknown)", "events": 0, "previous": 0})
+        d = by_driver.setdefault(
+            who or "(unknown)", {"driver": who or "(unknown)", "events": 0, "previous": 0}
+        )
         d["hours"] = round(driven, 2)
     for d in by_driver.values():
         d.setdefault("hours", 0.0)
@@ -167,5 +223,13 @@ def _drivers(conn: Connection, window: Filters, hours: dict[str | None, float]) 
     return sorted(by_driver.values(), key=lambda d: (-(d["per_hour"] or 0), -d["events"], d["driver"]))
 
 
-__all__ = ["ClipDetail", "Dashboard", "clip_detail", "clip_frames", "coaching_list", "current_answer", "dashboard",
-           "latest_day"]
+__all__ = [
+    "ClipDetail",
+    "Dashboard",
+    "clip_detail",
+    "clip_frames",
+    "coaching_list",
+    "current_answer",
+    "dashboard",
+    "latest_day",
+]

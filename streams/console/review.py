@@ -8,7 +8,7 @@
 - coached: the driver was coached. Only the events' coaching status changes: a review row would become the
   clip's latest review and hide its label from the training export.
 
-Every write runs on a fleet connection (`streams.tenancy`), so row-level security checks it too.
+Every write runs on a fleet connection (`streams.infra.tenancy`), so row-level security checks it too.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Action
-    events: list[EventIn] | None = Field(None, max_length=64, description="correct: the right events (all of them)")
+    events: list[EventIn] | None = Field(
+        None, max_length=64, description="correct: the right events (all of them)"
+    )
     instruction: str | None = Field(None, max_length=2000, description="correct: the right instruction")
 
 
@@ -66,11 +68,17 @@ def corrected_events(items: list[EventIn], duration: float) -> list[DetectedEven
     events = []
     for item in items:
         if item.end < item.start:
-            raise ReviewError(f"{item.type.value}: the end ({item.end:g} s) is before the start ({item.start:g} s)")
+            raise ReviewError(
+                f"{item.type.value}: the end ({item.end:g} s) is before the start ({item.start:g} s)"
+            )
         if item.end > duration + 0.5:
-            raise ReviewError(f"{item.type.value}: the end ({item.end:g} s) is after the clip ends ({duration:.0f} s)")
+            raise ReviewError(
+                f"{item.type.value}: the end ({item.end:g} s) is after the clip ends ({duration:.0f} s)"
+            )
         try:
-            events.append(DetectedEvent(type=item.type, view=TAXONOMY[item.type].view, start=item.start, end=item.end))
+            events.append(
+                DetectedEvent(type=item.type, view=TAXONOMY[item.type].view, start=item.start, end=item.end)
+            )
         except ValidationError as err:
             raise ReviewError(str(err.errors()[0]["msg"])) from err
     return events
@@ -89,12 +97,21 @@ def form_events(types: list[str], starts: list[str], ends: list[str]) -> list[Ev
     return items
 
 
-def apply_review(conn: Connection, *, fleet_id: str, reviewer: str, inference_id: int, clip_duration: float,
-                 review: ReviewIn) -> ReviewOutcome:
+def apply_review(
+    conn: Connection,
+    *,
+    fleet_id: str,
+    reviewer: str,
+    inference_id: int,
+    clip_duration: float,
+    review: ReviewIn,
+) -> ReviewOutcome:
     if review.action == "coached":
-        moved = conn.execute(update(Event).where(Event.inference_id == inference_id,
-                                                 Event.coaching_status == "needs_coaching")
-                             .values(coaching_status="coached")).rowcount
+        moved = conn.execute(
+            update(Event)
+            .where(Event.inference_id == inference_id, Event.coaching_status == "needs_coaching")
+            .values(coaching_status="coached")
+        ).rowcount
         if not moved:
             raise ReviewError("no event of this clip is waiting for coaching (accept or correct it first)")
         return ReviewOutcome(inference_id, review.action, None, moved)
@@ -107,23 +124,58 @@ def apply_review(conn: Connection, *, fleet_id: str, reviewer: str, inference_id
             corrected_turn1 = format_turn1(events)
             conn.execute(delete(Event).where(Event.inference_id == inference_id))
             if events:
-                conn.execute(insert(Event), [
-                    {"fleet_id": fleet_id, "inference_id": inference_id, "type": e.type.value, "view": e.view.value,
-                     "start_s": e.start, "end_s": e.end, "coaching_status": "needs_coaching"} for e in events])
+                conn.execute(
+                    insert(Event),
+                    [
+                        {
+                            "fleet_id": fleet_id,
+                            "inference_id": inference_id,
+                            "type": e.type.value,
+                            "view": e.view.value,
+                            "start_s": e.start,
+                            "end_s": e.end,
+                            "coaching_status": "needs_coaching",
+                        }
+                        for e in events
+                    ],
+                )
         if review.instruction and review.instruction.strip():
             corrected_instruction = review.instruction.strip()
-            stmt = pg_insert(Instruction).values(inference_id=inference_id, fleet_id=fleet_id,
-                                                 text=corrected_instruction)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["inference_id"], set_={"text": stmt.excluded.text}))
+            stmt = pg_insert(Instruction).values(
+                inference_id=inference_id, fleet_id=fleet_id, text=corrected_instruction
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["inference_id"], set_={"text": stmt.excluded.text})
+            )
     status = {"accept": "needs_coaching", "correct": "needs_coaching", "dismiss": "dismissed"}[review.action]
-    conn.execute(update(Event).where(Event.inference_id == inference_id, Event.coaching_status == "needs_review")
-                 .values(coaching_status=status))
-    review_id = conn.execute(insert(Review).values(
-        fleet_id=fleet_id, inference_id=inference_id, reviewer=reviewer, verdict=VERDICTS[review.action],
-        corrected_turn1=corrected_turn1, corrected_instruction=corrected_instruction).returning(Review.id)).scalar_one()
+    conn.execute(
+        update(Event)
+        .where(Event.inference_id == inference_id, Event.coaching_status == "needs_review")
+        .values(coaching_status=status)
+    )
+    review_id = conn.execute(
+        insert(Review)
+        .values(
+            fleet_id=fleet_id,
+            inference_id=inference_id,
+            reviewer=reviewer,
+            verdict=VERDICTS[review.action],
+            corrected_turn1=corrected_turn1,
+            corrected_instruction=corrected_instruction,
+        )
+        .returning(Review.id)
+    ).scalar_one()
     count = conn.execute(select(Event.id).where(Event.inference_id == inference_id)).all()
     return ReviewOutcome(inference_id, review.action, int(review_id), len(count))
 
 
-__all__ = ["Action", "EventIn", "ReviewError", "ReviewIn", "ReviewOutcome", "apply_review", "corrected_events",
-           "form_events"]
+__all__ = [
+    "Action",
+    "EventIn",
+    "ReviewError",
+    "ReviewIn",
+    "ReviewOutcome",
+    "apply_review",
+    "corrected_events",
+    "form_events",
+]

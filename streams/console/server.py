@@ -37,8 +37,13 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def serve(settings: Settings, engine: Engine, *, ready: Callable[[str], None] | None = None,
-          any_port_if_taken: bool = False) -> None:
+def serve(
+    settings: Settings,
+    engine: Engine,
+    *,
+    ready: Callable[[str], None] | None = None,
+    any_port_if_taken: bool = False,
+) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM); `ready` gets the address (a real port, also for port 0).
 
     uvicorn exits the process when it cannot bind, so the port is tried first: a clear error, or (for the demo)
@@ -46,11 +51,18 @@ def serve(settings: Settings, engine: Engine, *, ready: Callable[[str], None] | 
     port = settings.console_port
     if port and not port_free(settings.console_host, port):
         if not any_port_if_taken:
-            raise PortInUse(f"port {port} on {settings.console_host} is in use; choose another with --port or "
-                            "DRIVECOACH_CONSOLE_PORT (0 = any free port)")
+            raise PortInUse(
+                f"port {port} on {settings.console_host} is in use; choose another with --port or "
+                "DRIVECOACH_CONSOLE_PORT (0 = any free port)"
+            )
         port = 0
-    config = uvicorn.Config(create_app(settings, engine), host=settings.console_host, port=port,
-                            log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(settings, engine),
+        host=settings.console_host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     if ready is not None:
         threading.Thread(target=_announce, args=(server, ready), daemon=True, name="console-ready").start()

@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.messages import ClipMessage, InferenceResult
 from schemas.prompts import PROMPT_VERSION, format_turn1
-from streams.blobs import LocalBlobStore
 from streams.console.auth import add_manager
 from streams.demo import scenario_frames
+from streams.inference.sink import write_result
+from streams.infra.blobs import LocalBlobStore
 from streams.settings import Settings
 from streams.simulate import Scenario, make_scenarios
-from streams.sink import write_result
 
 PASSWORD = "correct horse battery"
 
@@ -37,26 +37,56 @@ def write_scenario(factory: sessionmaker[Session], settings: Settings, s: Scenar
     """The clip of one simulated trip and, as its answer, the trip's true events: what the worker would write."""
     frames = scenario_frames(s, settings)
     uri = LocalBlobStore(settings.blobs).put_bytes(f"clips/{s.scenario_id}.npz", frames.to_npz())
-    clip = ClipMessage(clip_id=s.scenario_id, fleet_id=s.fleet_id, vehicle_id=s.vehicle_id, driver_id=s.driver_id,
-                       start_ts=s.start_ts, end_ts=s.start_ts + s.duration, views=["road", "driver"], segments=[],
-                       frames_uri=uri, num_frames=len(frames.frames), frame_width=frames.frames.shape[2],
-                       frame_height=frames.frames.shape[1], sample_fps=settings.sample_fps)
-    return write_result(factory, clip=clip, result=InferenceResult(
-        clip_id=clip.clip_id, model_version="model-test", prompt_version=PROMPT_VERSION, events=list(s.events),
-        description="", instruction=s.instruction, raw_turn1=format_turn1(list(s.events)), raw_turn2=s.instruction,
-        valid=True, latency_ms=1.0, prompt_tokens=1, generated_tokens=1))
+    clip = ClipMessage(
+        clip_id=s.scenario_id,
+        fleet_id=s.fleet_id,
+        vehicle_id=s.vehicle_id,
+        driver_id=s.driver_id,
+        start_ts=s.start_ts,
+        end_ts=s.start_ts + s.duration,
+        views=["road", "driver"],
+        segments=[],
+        frames_uri=uri,
+        num_frames=len(frames.frames),
+        frame_width=frames.frames.shape[2],
+        frame_height=frames.frames.shape[1],
+        sample_fps=settings.sample_fps,
+    )
+    return write_result(
+        factory,
+        clip=clip,
+        result=InferenceResult(
+            clip_id=clip.clip_id,
+            model_version="model-test",
+            prompt_version=PROMPT_VERSION,
+            events=list(s.events),
+            description="",
+            instruction=s.instruction,
+            raw_turn1=format_turn1(list(s.events)),
+            raw_turn2=s.instruction,
+            valid=True,
+            latency_ms=1.0,
+            prompt_tokens=1,
+            generated_tokens=1,
+        ),
+    )
 
 
-def seed_fleet(factory: sessionmaker[Session], settings: Settings, fleet_id: str, *, clips: int = 3,
-               seed: int = 11) -> SeededFleet:
+def seed_fleet(
+    factory: sessionmaker[Session], settings: Settings, fleet_id: str, *, clips: int = 3, seed: int = 11
+) -> SeededFleet:
     # Vehicle and driver ids are global keys (VINs, say): the simulator's are not, so they get the fleet's name.
-    scenarios = [replace(s, vehicle_id=f"{fleet_id}/{s.vehicle_id}", driver_id=f"{fleet_id}/{s.driver_id}")
-                 for s in make_scenarios(seed, clips, fleet_id=fleet_id, vehicles=2, duration=12.0)]
+    scenarios = [
+        replace(s, vehicle_id=f"{fleet_id}/{s.vehicle_id}", driver_id=f"{fleet_id}/{s.driver_id}")
+        for s in make_scenarios(seed, clips, fleet_id=fleet_id, vehicles=2, duration=12.0)
+    ]
     for s in scenarios:
         write_scenario(factory, settings, s)
     manager = f"manager@{fleet_id}"
     with factory() as session, session.begin():
-        add_manager(session, username=manager, fleet_id=fleet_id, password=PASSWORD, display_name=f"{fleet_id} lead")
+        add_manager(
+            session, username=manager, fleet_id=fleet_id, password=PASSWORD, display_name=f"{fleet_id} lead"
+        )
     return SeededFleet(fleet_id, manager, scenarios)
 
 
@@ -67,7 +97,9 @@ def running_console(settings: Settings, engine: Engine) -> Iterator[str]:
 
     from streams.console.app import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=0, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

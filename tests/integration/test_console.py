@@ -49,10 +49,19 @@ def test_sign_in_needs_the_right_password_and_the_forms_token(console) -> None:
         assert wrong.status_code == 401 and "Wrong username or password" in wrong.text
         nobody = client.post("/login", data={"username": "nobody", "password": PASSWORD, "csrf_token": token})
         assert nobody.status_code == 401
-        forged = client.post("/login", data={"username": a.manager, "password": PASSWORD, "csrf_token": "forged"})
+        forged = client.post(
+            "/login", data={"username": a.manager, "password": PASSWORD, "csrf_token": "forged"}
+        )
         assert forged.status_code == 403
-        client.post("/login", data={"username": a.manager, "password": PASSWORD, "csrf_token": token,
-                                    "next": "//evil.example/x"})
+        client.post(
+            "/login",
+            data={
+                "username": a.manager,
+                "password": PASSWORD,
+                "csrf_token": token,
+                "next": "//evil.example/x",
+            },
+        )
         assert client.get("/api/v1/me").json()["fleet_id"] == a.fleet_id
     with _client(url) as client:  # the session cookie is HttpOnly and SameSite
         sign_in(client, a.manager)
@@ -65,8 +74,15 @@ def test_open_redirect_after_sign_in_is_refused(console) -> None:
     with httpx.Client(base_url=url, follow_redirects=False) as client:
         form = client.get("/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-        answer = client.post("/login", data={"username": a.manager, "password": PASSWORD, "csrf_token": token,
-                                             "next": "//evil.example/x"})
+        answer = client.post(
+            "/login",
+            data={
+                "username": a.manager,
+                "password": PASSWORD,
+                "csrf_token": token,
+                "next": "//evil.example/x",
+            },
+        )
         assert answer.status_code == 303 and answer.headers["location"] == "/"
 
 
@@ -89,21 +105,39 @@ def test_pages_show_the_fleet_and_nothing_of_another(console) -> None:
         assert client.get(f"/api/v1/clips/{other}").status_code == 404
         assert client.get(f"/clips/{other}/frames/0").status_code == 404
         csrf = sign_in(client, a.manager)
-        assert client.post(f"/api/v1/clips/{other}/review", json={"action": "accept"},
-                           headers={"X-CSRF-Token": csrf}).status_code == 404
+        assert (
+            client.post(
+                f"/api/v1/clips/{other}/review", json={"action": "accept"}, headers={"X-CSRF-Token": csrf}
+            ).status_code
+            == 404
+        )
 
 
 def _reviews(engine, inference_clip: str) -> list[tuple[str, str, str | None, str | None]]:
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(
-            "SELECT r.verdict, r.reviewer, r.corrected_turn1, r.corrected_instruction FROM reviews r "
-            "JOIN inferences i ON i.id = r.inference_id WHERE i.clip_id = :c ORDER BY r.id"), {"c": inference_clip})]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT r.verdict, r.reviewer, r.corrected_turn1, r.corrected_instruction FROM reviews r "
+                    "JOIN inferences i ON i.id = r.inference_id WHERE i.clip_id = :c ORDER BY r.id"
+                ),
+                {"c": inference_clip},
+            )
+        ]
 
 
 def _statuses(engine, clip_id: str) -> list[str]:
     with engine.connect() as conn:
-        return sorted(conn.execute(text("SELECT e.coaching_status FROM events e JOIN inferences i ON "
-                                        "i.id = e.inference_id WHERE i.clip_id = :c"), {"c": clip_id}).scalars())
+        return sorted(
+            conn.execute(
+                text(
+                    "SELECT e.coaching_status FROM events e JOIN inferences i ON "
+                    "i.id = e.inference_id WHERE i.clip_id = :c"
+                ),
+                {"c": clip_id},
+            ).scalars()
+        )
 
 
 def test_review_actions_write_reviews_and_coaching_status(console) -> None:
@@ -137,22 +171,40 @@ def test_a_correction_replaces_the_events_and_becomes_a_training_label(console) 
     clip_id = a.clips[1].scenario_id
     with _client(url) as client:
         csrf = sign_in(client, a.manager)
-        outside = client.post(f"/api/v1/clips/{clip_id}/review", headers={"X-CSRF-Token": csrf}, json={
-            "action": "correct", "events": [{"type": "phone_use", "start": 2, "end": 400}]})
+        outside = client.post(
+            f"/api/v1/clips/{clip_id}/review",
+            headers={"X-CSRF-Token": csrf},
+            json={"action": "correct", "events": [{"type": "phone_use", "start": 2, "end": 400}]},
+        )
         assert outside.status_code == 409 and "after the clip ends" in outside.json()["detail"]
-        form = client.post(f"/clips/{clip_id}/review", data={
-            "action": "correct", "csrf_token": csrf, "event_type": ["phone_use", "", "speeding"],
-            "event_start": ["2", "", "5"], "event_end": ["4", "", "9"],
-            "instruction": "Put the phone away before you drive."})
+        form = client.post(
+            f"/clips/{clip_id}/review",
+            data={
+                "action": "correct",
+                "csrf_token": csrf,
+                "event_type": ["phone_use", "", "speeding"],
+                "event_start": ["2", "", "5"],
+                "event_end": ["4", "", "9"],
+                "instruction": "Put the phone away before you drive.",
+            },
+        )
         assert form.status_code == 200 and "Saved: corrected" in form.text
         detail = client.get(f"/api/v1/clips/{clip_id}").json()
     assert [(e["type"], e["start_s"], e["end_s"], e["coaching_status"]) for e in detail["events"]] == [
-        ("phone_use", 2.0, 4.0, "needs_coaching"), ("speeding", 5.0, 9.0, "needs_coaching")]
+        ("phone_use", 2.0, 4.0, "needs_coaching"),
+        ("speeding", 5.0, 9.0, "needs_coaching"),
+    ]
     assert detail["instruction"] == "Put the phone away before you drive."
     verdict, reviewer, turn1, instruction = _reviews(engine, clip_id)[-1]
-    assert (verdict, reviewer, instruction) == ("corrected", a.manager, "Put the phone away before you drive.")
-    assert [(e.type.value, e.start, e.end) for e in parse_turn1(turn1).events] == [("phone_use", 2, 4),
-                                                                                   ("speeding", 5, 9)]
+    assert (verdict, reviewer, instruction) == (
+        "corrected",
+        a.manager,
+        "Put the phone away before you drive.",
+    )
+    assert [(e.type.value, e.start, e.end) for e in parse_turn1(turn1).events] == [
+        ("phone_use", 2, 4),
+        ("speeding", 5, 9),
+    ]
     replayed = write_scenario(sessionmaker(engine), settings, a.clips[1])  # the worker replays the clip
     assert replayed == detail["inference_id"]
     with _client(url) as client:
@@ -162,7 +214,9 @@ def test_a_correction_replaces_the_events_and_becomes_a_training_label(console) 
     with Session(engine) as session:
         examples, _ = reviewed_examples(session, datetime.now(UTC))
     label = next(e for e in examples if e.clip_id == clip_id)
-    assert json.loads(label.turn1)["events"][0]["type"] == "phone_use" and label.turn2.startswith("Put the phone")
+    assert json.loads(label.turn1)["events"][0]["type"] == "phone_use" and label.turn2.startswith(
+        "Put the phone"
+    )
 
 
 def test_signing_out_ends_the_session(console) -> None:
@@ -175,8 +229,9 @@ def test_signing_out_ends_the_session(console) -> None:
         assert stale.get("/api/v1/me").status_code == 401
 
 
-def test_add_manager_from_the_command_line(console, own_database_url: str,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_add_manager_from_the_command_line(
+    console, own_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from streams.cli import app
@@ -185,16 +240,34 @@ def test_add_manager_from_the_command_line(console, own_database_url: str,
     monkeypatch.setenv("DRIVECOACH_DATABASE_URL", own_database_url)
     monkeypatch.setenv("NEW_MANAGER_PASSWORD", "short")
     runner = CliRunner()
-    refused = runner.invoke(app, ["console", "add-manager", "kim", "--fleet", b.fleet_id,
-                                  "--password-env", "NEW_MANAGER_PASSWORD"])
+    refused = runner.invoke(
+        app,
+        ["console", "add-manager", "kim", "--fleet", b.fleet_id, "--password-env", "NEW_MANAGER_PASSWORD"],
+    )
     assert refused.exit_code == 1 and "at least 8 characters" in refused.output
     monkeypatch.setenv("NEW_MANAGER_PASSWORD", "a long enough password")
-    created = runner.invoke(app, ["console", "add-manager", "kim", "--fleet", b.fleet_id, "--name", "Kim",
-                                  "--password-env", "NEW_MANAGER_PASSWORD"])
+    created = runner.invoke(
+        app,
+        [
+            "console",
+            "add-manager",
+            "kim",
+            "--fleet",
+            b.fleet_id,
+            "--name",
+            "Kim",
+            "--password-env",
+            "NEW_MANAGER_PASSWORD",
+        ],
+    )
     assert created.exit_code == 0, created.output
     with _client(url) as client:
         sign_in(client, "kim", "a long enough password")
-        assert client.get("/api/v1/me").json() == {"username": "kim", "display_name": "Kim", "fleet_id": b.fleet_id}
+        assert client.get("/api/v1/me").json() == {
+            "username": "kim",
+            "display_name": "Kim",
+            "fleet_id": b.fleet_id,
+        }
         assert {q["clip_id"] for q in client.get("/api/v1/queue").json()} <= {s.scenario_id for s in b.clips}
 
 
@@ -216,7 +289,11 @@ def test_repeated_wrong_passwords_lock_the_username_for_a_while(console) -> None
         add_manager(session, username="guessed", fleet_id=a.fleet_id, password=PASSWORD)
     with _client(url) as client:
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
-        tries = [client.post("/login", data={"username": "guessed", "password": f"guess {i}", "csrf_token": token})
-                 .status_code for i in range(5)]
+        tries = [
+            client.post(
+                "/login", data={"username": "guessed", "password": f"guess {i}", "csrf_token": token}
+            ).status_code
+            for i in range(5)
+        ]
         right = client.post("/login", data={"username": "guessed", "password": PASSWORD, "csrf_token": token})
     assert tries == [401] * 5 and right.status_code == 429 and "Too many failed sign-ins" in right.text

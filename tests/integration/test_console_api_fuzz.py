@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 def _openapi_document() -> dict:
     """The document the console serves at /api/openapi.json; building it touches no database."""
     with tempfile.TemporaryDirectory() as home:
-        return create_app(Settings(home=Path(home)), create_engine("postgresql+psycopg://unused/unused")).openapi()
+        return create_app(
+            Settings(home=Path(home)), create_engine("postgresql+psycopg://unused/unused")
+        ).openapi()
 
 
 schema = schemathesis.openapi.from_dict(_openapi_document())
@@ -35,10 +37,15 @@ def signed_in(own_database_url: str, tmp_path_factory: pytest.TempPathFactory):
     """The console on loopback over the real Postgres, and a manager's cookie and CSRF header."""
     engine = create_engine(own_database_url)
     settings_ = Settings(home=tmp_path_factory.mktemp("fuzz"))
-    fleet = seed_fleet(sessionmaker(engine), settings_, f"fleet-fuzz-{uuid.uuid4().hex[:6]}", clips=2, seed=51)
+    fleet = seed_fleet(
+        sessionmaker(engine), settings_, f"fleet-fuzz-{uuid.uuid4().hex[:6]}", clips=2, seed=51
+    )
     with running_console(settings_, engine) as url, httpx.Client(base_url=url) as client:
         csrf = sign_in(client, fleet.manager)
-        headers = {"Cookie": f"drivecoach_session={client.cookies.get('drivecoach_session')}", "X-CSRF-Token": csrf}
+        headers = {
+            "Cookie": f"drivecoach_session={client.cookies.get('drivecoach_session')}",
+            "X-CSRF-Token": csrf,
+        }
         yield url, headers
     engine.dispose()
 

@@ -21,10 +21,19 @@ from tests.integration.console_data import PASSWORD, running_console, seed_fleet
 
 pytestmark = pytest.mark.integration
 CHROMIUM = os.environ.get("DRIVECOACH_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("DRIVECOACH_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("DRIVECOACH_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
+)
 # As the machine's browser checks do: no background traffic to hosts this closed network refuses.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +41,18 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"no chromium at {CHROMIUM}: `make` installs Debian's chromium (or set DRIVECOACH_CHROMIUM)")
+        pytest.fail(
+            f"no chromium at {CHROMIUM}: `make` installs Debian's chromium (or set DRIVECOACH_CHROMIUM)"
+        )
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
 
 
-def test_manager_reviews_and_corrects_a_clip_in_the_browser(browser, own_database_url: str,
-                                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_manager_reviews_and_corrects_a_clip_in_the_browser(
+    browser, own_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     engine = create_engine(own_database_url)
     settings = Settings(home=tmp_path_factory.mktemp("browser"))
     fleet = seed_fleet(sessionmaker(engine), settings, f"fleet-web-{uuid.uuid4().hex[:6]}", clips=4, seed=41)
@@ -114,17 +126,32 @@ def test_manager_reviews_and_corrects_a_clip_in_the_browser(browser, own_databas
         page.screenshot(path=shots / "7-coaching.png", full_page=True)
         page.close()
     with engine.connect() as conn:
-        review = conn.execute(text(
-            "SELECT r.verdict, r.reviewer, r.corrected_turn1, r.corrected_instruction FROM reviews r "
-            "JOIN inferences i ON i.id = r.inference_id WHERE i.clip_id = :c"), {"c": clip_id}).one()
-        statuses = set(conn.execute(text("SELECT e.coaching_status FROM events e JOIN inferences i ON "
-                                         "i.id = e.inference_id WHERE i.clip_id = :c"), {"c": clip_id}).scalars())
+        review = conn.execute(
+            text(
+                "SELECT r.verdict, r.reviewer, r.corrected_turn1, r.corrected_instruction FROM reviews r "
+                "JOIN inferences i ON i.id = r.inference_id WHERE i.clip_id = :c"
+            ),
+            {"c": clip_id},
+        ).one()
+        statuses = set(
+            conn.execute(
+                text(
+                    "SELECT e.coaching_status FROM events e JOIN inferences i ON "
+                    "i.id = e.inference_id WHERE i.clip_id = :c"
+                ),
+                {"c": clip_id},
+            ).scalars()
+        )
     engine.dispose()
     assert review.verdict == "corrected" and review.reviewer == fleet.manager
     assert review.corrected_instruction.startswith("Keep your eyes on the road")
     assert statuses == {"coached"}
     corrected = parse_turn1(review.corrected_turn1).events
-    assert ("distraction", 1, 4) in {(e.type.value, e.start, e.end) for e in corrected}  # whole seconds, as turn 1
+    assert ("distraction", 1, 4) in {
+        (e.type.value, e.start, e.end) for e in corrected
+    }  # whole seconds, as turn 1
     assert errors == [], "\n".join(errors)
-    assert all((shots / f).stat().st_size > 5000 for f in ("2-dashboard.png", "4-clip.png", "6-corrected.png",
-                                                                "7-coaching.png"))
+    assert all(
+        (shots / f).stat().st_size > 5000
+        for f in ("2-dashboard.png", "4-clip.png", "6-corrected.png", "7-coaching.png")
+    )

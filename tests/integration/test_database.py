@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from streams.database import migrate, resolve_database_url
+from streams.infra.database import migrate, resolve_database_url
 from streams.settings import Settings
 from tests.conftest import LOCAL_PG
 
@@ -23,15 +23,20 @@ def test_an_explicit_url_wins(tmp_path: Path, database_url: str) -> None:
 
 def test_local_server_gets_its_database_created(tmp_path: Path) -> None:
     name = f"drivecoach_local_{uuid.uuid4().hex[:8]}"
-    settings = Settings(home=tmp_path, database_name=name,
-                        local_postgres=LOCAL_PG.replace("postgresql://", "postgresql+psycopg://"))
+    settings = Settings(
+        home=tmp_path,
+        database_name=name,
+        local_postgres=LOCAL_PG.replace("postgresql://", "postgresql+psycopg://"),
+    )
     try:
         db = resolve_database_url(settings)
         assert db.source == "local" and db.url.database == name
         migrate(db.url)
         migrate(db.url)  # idempotent
         engine = create_engine(db.url)
-        assert {"clips", "inferences", "events", "instructions", "reviews"} <= set(inspect(engine).get_table_names())
+        assert {"clips", "inferences", "events", "instructions", "reviews"} <= set(
+            inspect(engine).get_table_names()
+        )
         engine.dispose()
     finally:
         with psycopg.connect(f"{LOCAL_PG}/postgres", autocommit=True) as conn:

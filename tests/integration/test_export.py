@@ -19,7 +19,7 @@ from schemas.db import Inference, Review
 from schemas.messages import ClipMessage, DetectedEvent, InferenceResult
 from schemas.prompts import PROMPT_VERSION, format_turn1
 from schemas.taxonomy import TAXONOMY, EventType
-from streams.sink import write_result
+from streams.inference.sink import write_result
 from training.export import assign_splits, export_dataset
 
 pytestmark = pytest.mark.integration
@@ -30,17 +30,41 @@ def _clip(tmp_path: Path, run: str, vehicle: str, k: int) -> ClipMessage:
     frames = np.random.default_rng(k).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
     path = tmp_path / f"{run}-{vehicle}-{k}.npz"
     np.savez(path, frames=frames, times=np.arange(4, dtype=np.float32) / 2)
-    return ClipMessage(clip_id=f"{run}-{vehicle}-{k}", fleet_id="fleet-x", vehicle_id=f"{run}-{vehicle}",
-                       start_ts=1_760_000_000.0 + k, end_ts=1_760_000_002.0 + k, views=["road", "driver"],
-                       segments=[], frames_uri=path.as_uri(), num_frames=4, frame_width=84, frame_height=56,
-                       sample_fps=2.0)
+    return ClipMessage(
+        clip_id=f"{run}-{vehicle}-{k}",
+        fleet_id="fleet-x",
+        vehicle_id=f"{run}-{vehicle}",
+        start_ts=1_760_000_000.0 + k,
+        end_ts=1_760_000_002.0 + k,
+        views=["road", "driver"],
+        segments=[],
+        frames_uri=path.as_uri(),
+        num_frames=4,
+        frame_width=84,
+        frame_height=56,
+        sample_fps=2.0,
+    )
 
 
 def _infer(factory, clip: ClipMessage, turn1: str, valid: bool = True) -> int:
-    return write_result(factory, clip=clip, result=InferenceResult(
-        clip_id=clip.clip_id, model_version="m-export", prompt_version=PROMPT_VERSION, events=[], description="",
-        instruction="Keep going.", raw_turn1=turn1, raw_turn2="Keep going.", valid=valid, latency_ms=1.0,
-        prompt_tokens=10, generated_tokens=5))
+    return write_result(
+        factory,
+        clip=clip,
+        result=InferenceResult(
+            clip_id=clip.clip_id,
+            model_version="m-export",
+            prompt_version=PROMPT_VERSION,
+            events=[],
+            description="",
+            instruction="Keep going.",
+            raw_turn1=turn1,
+            raw_turn2="Keep going.",
+            valid=valid,
+            latency_ms=1.0,
+            prompt_tokens=10,
+            generated_tokens=5,
+        ),
+    )
 
 
 def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_path: Path) -> None:
@@ -65,21 +89,36 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
         (("c", 0), "accepted", None, None, now + timedelta(hours=1)),  # after the cut-off
         (("a", 9), "accepted", None, None, now - timedelta(hours=3)),  # accepted, but not a valid label
         (("g", 0), "accepted", None, None, now - timedelta(hours=3)),  # its frames blob is gone
-        *[((v, k), "accepted", None, None, now - timedelta(hours=1)) for v in ("d", "e", "f") for k in range(2)],
+        *[
+            ((v, k), "accepted", None, None, now - timedelta(hours=1))
+            for v in ("d", "e", "f")
+            for k in range(2)
+        ],
     ]
     with factory() as session, session.begin():
         for key, verdict, turn1, instruction, when in reviews:
-            session.add(Review(fleet_id="fleet-x", inference_id=ids[key], reviewer="manager@fleet-x", verdict=verdict,
-                               corrected_turn1=turn1, corrected_instruction=instruction, created_at=when))
+            session.add(
+                Review(
+                    fleet_id="fleet-x",
+                    inference_id=ids[key],
+                    reviewer="manager@fleet-x",
+                    verdict=verdict,
+                    corrected_turn1=turn1,
+                    corrected_instruction=instruction,
+                    created_at=when,
+                )
+            )
 
     manifest = export_dataset(factory, tmp_path / "data", cutoff=now, eval_fraction=0.5, seed=3)
     train = json.loads((tmp_path / "data" / "train.json").read_text())
     evals = json.loads((tmp_path / "data" / "eval.json").read_text())
     labels = {r["id"]: (r["turn1"], r["turn2"]) for r in train + evals if r["vehicle_id"].startswith(run)}
-    expected = {clips[("a", 0)].clip_id: (clean, "Keep going."),
-                clips[("a", 1)].clip_id: (corrected_label, "Put the phone away."),
-                clips[("b", 1)].clip_id: (clean, "Slow down near schools."),
-                **{clips[(v, k)].clip_id: (clean, "Keep going.") for v in ("d", "e", "f") for k in range(2)}}
+    expected = {
+        clips[("a", 0)].clip_id: (clean, "Keep going."),
+        clips[("a", 1)].clip_id: (corrected_label, "Put the phone away."),
+        clips[("b", 1)].clip_id: (clean, "Slow down near schools."),
+        **{clips[(v, k)].clip_id: (clean, "Keep going.") for v in ("d", "e", "f") for k in range(2)},
+    }
     assert labels == expected
     assert manifest.skipped["rejected"] >= 1 and manifest.skipped["invalid_label"] >= 1
     assert manifest.skipped["missing_frames"] >= 1  # left out, and the export goes on
@@ -96,15 +135,23 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
     info = json.loads((lf / "dataset_info.json").read_text())
     assert set(info) == {"drivecoach_train", "drivecoach_eval"}
     assert info["drivecoach_train"]["columns"] == {"messages": "messages", "videos": "videos"}
-    record = next(r for r in json.loads((lf / "train.json").read_text()) + json.loads((lf / "eval.json").read_text())
-                  if r["videos"][0] == f"videos/{clips[('a', 1)].clip_id}.mkv")
+    record = next(
+        r
+        for r in json.loads((lf / "train.json").read_text()) + json.loads((lf / "eval.json").read_text())
+        if r["videos"][0] == f"videos/{clips[('a', 1)].clip_id}.mkv"
+    )
     assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "user", "assistant"]
-    assert record["messages"][1]["content"].startswith("<video>") and record["messages"][2]["content"] == corrected_label
+    assert (
+        record["messages"][1]["content"].startswith("<video>")
+        and record["messages"][2]["content"] == corrected_label
+    )
     cap = cv2.VideoCapture(str(lf / record["videos"][0]))
     decoded = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for ok, f in iter(cap.read, (False, None)) if ok]
     with np.load(clips[("a", 1)].frames_uri.removeprefix("file://")) as data:
         assert np.array_equal(np.stack(decoded), data["frames"])
     with factory() as session:  # nothing unreviewed or rejected crept in
-        unreviewed = session.scalars(select(Inference.clip_id).where(Inference.id.not_in(select(Review.inference_id))))
+        unreviewed = session.scalars(
+            select(Inference.clip_id).where(Inference.id.not_in(select(Review.inference_id)))
+        )
         assert not set(unreviewed) & set(labels)
     engine.dispose()

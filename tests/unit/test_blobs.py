@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.blobs import BlobConflict, BlobNotFound, LocalBlobStore
+from streams.infra.blobs import BlobConflict, BlobNotFound, LocalBlobStore
 
 
 def test_uploads_are_immutable(tmp_path: Path) -> None:

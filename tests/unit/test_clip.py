@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streams.clip import GRID, StackGeometry, sample_times, stack, stack_geometry
+from streams.joiner.clip import GRID, StackGeometry, sample_times, stack, stack_geometry
 
 
 def test_two_fps_sampling_centres_frames_in_their_slots():
@@ -22,8 +22,13 @@ def test_frame_counts_are_even_and_capped(duration, expected):
 
 @pytest.mark.parametrize(
     ("road", "driver", "budget"),
-    [((320, 180), (160, 120), 16384), ((1280, 720), (176, 144), 16384), ((960, 540), (480, 270), 16384),
-     ((1280, 720), (1280, 720), 50176), ((640, 480), (640, 480), 3136)],
+    [
+        ((320, 180), (160, 120), 16384),
+        ((1280, 720), (176, 144), 16384),
+        ((960, 540), (480, 270), 16384),
+        ((1280, 720), (1280, 720), 50176),
+        ((640, 480), (640, 480), 3136),
+    ],
 )
 def test_stack_geometry_is_on_the_grid_within_budget(road, driver, budget):
     g = stack_geometry(road, driver, budget)
@@ -51,8 +56,8 @@ def test_stack_puts_road_on_top_and_blacks_out_a_missing_view():
 
 
 def test_broken_video_is_a_clear_decode_error_not_a_crash(tmp_path) -> None:
-    from streams.clip import decode_at
     from streams.errors import VideoDecodeError
+    from streams.joiner.clip import decode_at
     from streams.simulate import make_scenarios, write_segments
 
     s = make_scenarios(4, 1, duration=6.0)[0]
@@ -69,18 +74,30 @@ def test_broken_video_is_a_clear_decode_error_not_a_crash(tmp_path) -> None:
 
 def test_a_truncated_or_undecodable_segment_is_reported_and_the_rest_of_the_clip_is_built(tmp_path) -> None:
     from schemas.messages import SegmentRef
-    from streams.clip import build_clip_frames
     from streams.errors import VideoDecodeError
+    from streams.joiner.clip import build_clip_frames
     from tests.broken_video import corrupt_stream, truncated, write_mjpg
 
     def ref(name: str, camera: str, start: float, end: float) -> SegmentRef:
-        return SegmentRef(segment_id=name, camera=camera, start_ts=start, end_ts=end, video_uri=f"file:///{name}")
+        return SegmentRef(
+            segment_id=name, camera=camera, start_ts=start, end_ts=end, video_uri=f"file:///{name}"
+        )
 
     road = write_mjpg(tmp_path / "road.avi", seconds=10.0)
     driver = write_mjpg(tmp_path / "driver.avi", seconds=5.0, size=(32, 24))
     cut = truncated(driver, tmp_path / "cut.avi", 0.5)
-    clip = build_clip_frames(0.0, 10.0, [(ref("r", "road", 0, 10), road), (ref("d1", "driver", 0, 5), driver),
-                                         (ref("d2", "driver", 5, 10), cut)], fps=2.0, max_frames=128, max_pixels=16384)
+    clip = build_clip_frames(
+        0.0,
+        10.0,
+        [
+            (ref("r", "road", 0, 10), road),
+            (ref("d1", "driver", 0, 5), driver),
+            (ref("d2", "driver", 5, 10), cut),
+        ],
+        fps=2.0,
+        max_frames=128,
+        max_pixels=16384,
+    )
     assert [(f.segment.segment_id, f.reason) for f in clip.faults] == [("d2", "truncated_video")]
     road_h = clip.frames.shape[1] - 1
     driver_panel = clip.frames[:, -1]  # the bottom row belongs to the driver view
@@ -88,8 +105,16 @@ def test_a_truncated_or_undecodable_segment_is_reported_and_the_rest_of_the_clip
     assert clip.frames[:, :road_h].any(axis=(1, 2, 3)).all()  # the road is whole
 
     broken = corrupt_stream(driver, tmp_path / "stream.avi")
-    clip = build_clip_frames(0.0, 5.0, [(ref("r", "road", 0, 10), road), (ref("d", "driver", 0, 5), broken)],
-                             fps=2.0, max_frames=128, max_pixels=16384)
+    clip = build_clip_frames(
+        0.0,
+        5.0,
+        [(ref("r", "road", 0, 10), road), (ref("d", "driver", 0, 5), broken)],
+        fps=2.0,
+        max_frames=128,
+        max_pixels=16384,
+    )
     assert [(f.segment.segment_id, f.reason) for f in clip.faults] == [("d", "undecodable_video")]
     with pytest.raises(VideoDecodeError):
-        build_clip_frames(0.0, 5.0, [(ref("d", "driver", 0, 5), broken)], fps=2.0, max_frames=128, max_pixels=16384)
+        build_clip_frames(
+            0.0, 5.0, [(ref("d", "driver", 0, 5), broken)], fps=2.0, max_frames=128, max_pixels=16384
+        )

@@ -1,6 +1,5 @@
 """Clip building on real camera files from ../shared/videos (different fps, sizes, codecs, containers)."""
 
-
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
-from streams.clip import build_clip_frames, decode_at
+from streams.joiner.clip import build_clip_frames, decode_at
 from tests.conftest import SHARED_VIDEOS
 
 VIDEOS = SHARED_VIDEOS
@@ -42,12 +41,18 @@ def test_header_frame_count_is_not_trusted():
 @pytest.mark.parametrize("driver_file", [DRIVER, GIF])
 def test_real_road_and_driver_stack_into_a_2fps_clip(driver_file):
     clip = build_clip_frames(
-        1000.0, 1004.0, [(ref(View.ROAD, 1000.0, 1008.8, "r"), ROAD), (ref(View.DRIVER, 999.5, 1004.5, "d"), driver_file)],
-        fps=2.0, max_frames=128, max_pixels=16384,
+        1000.0,
+        1004.0,
+        [(ref(View.ROAD, 1000.0, 1008.8, "r"), ROAD), (ref(View.DRIVER, 999.5, 1004.5, "d"), driver_file)],
+        fps=2.0,
+        max_frames=128,
+        max_pixels=16384,
     )
     t, h, w, c = clip.frames.shape
     assert (t, c) == (8, 3) and h % 28 == 0 and w % 28 == 0 and h * w <= 16384
-    assert clip.frames[:, : h // 3].mean() > 20 and clip.frames[:, -h // 3 :].mean() > 20  # both views present
+    assert (
+        clip.frames[:, : h // 3].mean() > 20 and clip.frames[:, -h // 3 :].mean() > 20
+    )  # both views present
     assert np.allclose(clip.times, np.arange(8) * 0.5 + 0.25)
 
 

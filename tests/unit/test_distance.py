@@ -15,7 +15,9 @@ from schemas.messages import SegmentMessage, SegmentRef, TelemetrySample
 ONE_DEGREE_KM = 111.19508  # 6371.0088 km * pi / 180: one degree of a great circle
 
 
-def sample(t: float, speed: float | None = None, lat: float | None = None, lon: float | None = None) -> TelemetrySample:
+def sample(
+    t: float, speed: float | None = None, lat: float | None = None, lon: float | None = None
+) -> TelemetrySample:
     return TelemetrySample(t=t, speed_kmh=speed, lat=lat, lon=lon)
 
 
@@ -28,7 +30,12 @@ def test_haversine_of_known_arcs() -> None:
 
 
 def test_gps_path_is_summed_in_time_order() -> None:
-    path = [sample(0, lat=0, lon=0), sample(1, lat=0, lon=0.5), sample(2, lat=0, lon=1), sample(3, lat=1, lon=1)]
+    path = [
+        sample(0, lat=0, lon=0),
+        sample(1, lat=0, lon=0.5),
+        sample(2, lat=0, lon=1),
+        sample(3, lat=1, lon=1),
+    ]
     assert distance_km(path) == pytest.approx(2 * ONE_DEGREE_KM, abs=1e-4)
     assert distance_km(list(reversed(path))) == distance_km(path)  # unsorted t
     assert distance_km([path[2], path[0], path[3], path[1]]) == distance_km(path)
@@ -45,7 +52,9 @@ def test_a_gps_jump_is_simply_summed() -> None:
 
 
 def test_speed_profile_integrates_by_trapezoids() -> None:
-    ramp_then_cruise = [sample(t, speed=min(3.6 * t, 36.0)) for t in range(21)]  # 0 -> 36 km/h in 10 s, then 10 s
+    ramp_then_cruise = [
+        sample(t, speed=min(3.6 * t, 36.0)) for t in range(21)
+    ]  # 0 -> 36 km/h in 10 s, then 10 s
     assert distance_km(ramp_then_cruise) == pytest.approx((0.5 * 10 * 36 + 10 * 36) / 3600)  # 0.15 km
     assert distance_km([sample(0, 72), sample(5, 72)]) == pytest.approx(0.1)  # 20 m/s for 5 s
     uneven = [sample(100.0, 36), sample(100.5, 36), sample(103.0, 36)]
@@ -58,17 +67,25 @@ def test_samples_missing_values_are_skipped() -> None:
     assert distance_km(one_fix) == pytest.approx(0.2)
     gaps = [sample(0, 36), sample(5), sample(10, math.nan), sample(20, 36), sample(math.inf, 36)]
     assert distance_km(gaps) == pytest.approx(0.2)
-    fixes = [sample(0, lat=0, lon=0), sample(1, lat=0), sample(2, lat=math.nan, lon=3), sample(3, lat=0, lon=1)]
+    fixes = [
+        sample(0, lat=0, lon=0),
+        sample(1, lat=0),
+        sample(2, lat=math.nan, lon=3),
+        sample(3, lat=0, lon=1),
+    ]
     assert distance_km(fixes) == pytest.approx(ONE_DEGREE_KM, abs=1e-5)
 
 
-@pytest.mark.parametrize("samples", [
-    [],
-    [sample(0, 50, 48.1, 11.5)],  # one sample
-    [sample(0, lat=48.1, lon=11.5), sample(1)],  # one fix, no speed
-    [sample(0, 50), sample(1, lat=48.1)],  # one speed, one half fix
-    [sample(0), sample(1)],  # nothing measured
-])
+@pytest.mark.parametrize(
+    "samples",
+    [
+        [],
+        [sample(0, 50, 48.1, 11.5)],  # one sample
+        [sample(0, lat=48.1, lon=11.5), sample(1)],  # one fix, no speed
+        [sample(0, 50), sample(1, lat=48.1)],  # one speed, one half fix
+        [sample(0), sample(1)],  # nothing measured
+    ],
+)
 def test_unknown_without_two_usable_samples(samples: list[TelemetrySample]) -> None:
     assert distance_km(samples) is None
 
@@ -83,16 +100,37 @@ def test_standing_still_is_zero_and_negative_speeds_count_as_zero() -> None:
 finite = st.floats(allow_nan=False, allow_infinity=False)
 
 
-@given(st.lists(st.builds(TelemetrySample, t=st.floats(-1e6, 1e6), speed_kmh=st.none() | finite,
-                          lat=st.none() | st.floats(-90, 90), lon=st.none() | st.floats(-180, 180))))
+@given(
+    st.lists(
+        st.builds(
+            TelemetrySample,
+            t=st.floats(-1e6, 1e6),
+            speed_kmh=st.none() | finite,
+            lat=st.none() | st.floats(-90, 90),
+            lon=st.none() | st.floats(-180, 180),
+        )
+    )
+)
 def test_never_negative(samples: list[TelemetrySample]) -> None:
     km = distance_km(samples)
     assert km is None or km >= 0
 
 
 def _message(telemetry: list[TelemetrySample]) -> SegmentMessage:
-    return SegmentMessage(fleet_id="f", vehicle_id="v", camera="road", segment_id="s", start_ts=0, end_ts=10, fps=10,
-                          width=64, height=36, codec="mpeg4", video_uri="file:///s.mp4", telemetry=telemetry)
+    return SegmentMessage(
+        fleet_id="f",
+        vehicle_id="v",
+        camera="road",
+        segment_id="s",
+        start_ts=0,
+        end_ts=10,
+        fps=10,
+        width=64,
+        height=36,
+        codec="mpeg4",
+        video_uri="file:///s.mp4",
+        telemetry=telemetry,
+    )
 
 
 def test_the_ref_carries_the_distance_and_old_refs_still_load() -> None:
@@ -107,8 +145,14 @@ def test_clip_distance_counts_one_camera_by_overlap() -> None:
     from schemas.messages import SegmentRef
 
     def seg(camera: str, start: float, end: float, km: float | None) -> SegmentRef:
-        return SegmentRef(segment_id=f"{camera}{start}", camera=camera, start_ts=start, end_ts=end, video_uri="f",
-                          distance_km=km)
+        return SegmentRef(
+            segment_id=f"{camera}{start}",
+            camera=camera,
+            start_ts=start,
+            end_ts=end,
+            video_uri="f",
+            distance_km=km,
+        )
 
     road = [seg("road", 0, 10, 1.0), seg("road", 10, 20, 2.0)]
     driver = [seg("driver", 0, 20, 5.0)]

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from schemas.generation import TransformersEngine
 from schemas.messages import DetectedEvent
 from schemas.model_io import build_inputs, load_processor, video_tokens
 from schemas.prompts import conversation, format_turn1, parse_turn1
 from schemas.taxonomy import TAXONOMY, EventType, reference_instruction
-from streams.engine import CotOutput, Engine, TransformersEngine
+from streams.inference.engines.base import CotOutput, Engine
 from training.sft import (
     IGNORE_INDEX,
     SFTConfig,
@@ -42,8 +43,15 @@ def write_dataset(root: Path) -> Path:
         events = [DetectedEvent(type=t, view=TAXONOMY[t].view, start=s, end=e) for t, s, e in spec]
         frames = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
         np.savez_compressed(root / f"frames/c{i}.npz", frames=frames)
-        records.append({"id": f"c{i}", "vehicle_id": f"v{i}", "frames": f"frames/c{i}.npz",
-                        "turn1": format_turn1(events), "turn2": reference_instruction([t for t, _, _ in spec])})
+        records.append(
+            {
+                "id": f"c{i}",
+                "vehicle_id": f"v{i}",
+                "frames": f"frames/c{i}.npz",
+                "turn1": format_turn1(events),
+                "turn2": reference_instruction([t for t, _, _ in spec]),
+            }
+        )
     (root / "data.json").write_text(json.dumps(records))
     return root
 
@@ -62,8 +70,18 @@ def base(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory: pytest.TempPathFactory, dataset: Path, base: Path) -> Path:
-    cfg = SFTConfig(data=dataset, out=tmp_path_factory.mktemp("ft") / "model", model=base, steps=300, lr=3e-3,
-                    warmup_steps=10, seed=0, log_every=50, threads=2, progress=False)
+    cfg = SFTConfig(
+        data=dataset,
+        out=tmp_path_factory.mktemp("ft") / "model",
+        model=base,
+        steps=300,
+        lr=3e-3,
+        warmup_steps=10,
+        seed=0,
+        log_every=50,
+        threads=2,
+        progress=False,
+    )
     return run_sft(cfg)
 
 
@@ -72,10 +90,14 @@ def test_labels_cover_exactly_the_two_answers_and_their_end_tokens(base: Path, d
     tok = processor.tokenizer
     record = json.loads((dataset / "data.json").read_text())[2]
     frames = np.load(dataset / record["frames"])["frames"]
-    inputs = build_inputs(processor, conversation(record["turn1"], record["turn2"]), frames,
-                          add_generation_prompt=False)
-    labels = assistant_labels(inputs["input_ids"][0], tok("<|im_start|>assistant\n")["input_ids"],
-                              tok.convert_tokens_to_ids("<|im_end|>"))
+    inputs = build_inputs(
+        processor, conversation(record["turn1"], record["turn2"]), frames, add_generation_prompt=False
+    )
+    labels = assistant_labels(
+        inputs["input_ids"][0],
+        tok("<|im_start|>assistant\n")["input_ids"],
+        tok.convert_tokens_to_ids("<|im_end|>"),
+    )
     kept = labels[labels != IGNORE_INDEX]
     assert tok.decode(kept) == record["turn1"] + "<|im_end|>" + record["turn2"] + "<|im_end|>"
     assert int((inputs["input_ids"] == processor.video_token_id).sum()) == video_tokens(T, H, W)
@@ -92,15 +114,21 @@ def test_sft_rejects_bad_options(dataset: Path, tmp_path: Path) -> None:
         SFTRecipe(SFTConfig(data=dataset, out=tmp_path, steps=1, event_aux_weight=-1.0))
 
 
-def test_event_aux_loss_defaults_on_only_for_a_fresh_demo_model(dataset: Path, base: Path, tmp_path: Path) -> None:
+def test_event_aux_loss_defaults_on_only_for_a_fresh_demo_model(
+    dataset: Path, base: Path, tmp_path: Path
+) -> None:
     assert SFTRecipe(SFTConfig(data=dataset, out=tmp_path, steps=1)).aux_weight == 1.0
     assert SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=base, steps=1)).aux_weight == 0.0
-    assert SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=base, steps=1, event_aux_weight=0.5)).aux_weight == 0.5
+    assert (
+        SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=base, steps=1, event_aux_weight=0.5)).aux_weight
+        == 0.5
+    )
 
 
 def test_event_targets_mark_the_patches_an_event_spans() -> None:
-    turn1 = format_turn1([DetectedEvent(type=EventType.PHONE_USE, view=TAXONOMY[EventType.PHONE_USE].view,
-                                        start=2, end=4)])
+    turn1 = format_turn1(
+        [DetectedEvent(type=EventType.PHONE_USE, view=TAXONOMY[EventType.PHONE_USE].view, start=2, end=4)]
+    )
     # Patch t's centre is t + 0.5 s; answers give whole seconds, so [start - 0.5, end + 0.5] counts: patches 1-4.
     target = event_targets(turn1, grid_t=8, seconds_per_patch=1.0)
     phone = list(EventType).index(EventType.PHONE_USE)
@@ -111,8 +139,17 @@ def test_event_targets_mark_the_patches_an_event_spans() -> None:
 
 
 def test_sft_with_the_event_aux_loss_trains_and_records_it(dataset: Path, base: Path, tmp_path: Path) -> None:
-    cfg = SFTConfig(data=dataset, out=tmp_path / "aux", model=base, steps=4, event_aux_weight=1.0, seed=0,
-                    log_every=2, threads=2, progress=False)
+    cfg = SFTConfig(
+        data=dataset,
+        out=tmp_path / "aux",
+        model=base,
+        steps=4,
+        event_aux_weight=1.0,
+        seed=0,
+        log_every=2,
+        threads=2,
+        progress=False,
+    )
     recipe = SFTRecipe(cfg)
     recipe.setup()
     head_before = recipe.aux_head.weight.detach().clone()
@@ -123,8 +160,12 @@ def test_sft_with_the_event_aux_loss_trains_and_records_it(dataset: Path, base: 
     assert meta["event_aux_weight"] == 1.0 and meta["steps"] == 4
     assert all(np.isfinite(recipe.losses))
     # The aux head is training-only: the saved checkpoint is a plain Qwen2.5-VL the engine loads.
-    assert TransformersEngine(out, max_new_tokens=4).run_cot(
-        np.load(dataset / "frames/c0.npz")["frames"]).generated_tokens > 0
+    assert (
+        TransformersEngine(out, max_new_tokens=4)
+        .run_cot(np.load(dataset / "frames/c0.npz")["frames"])
+        .generated_tokens
+        > 0
+    )
 
 
 def test_sft_writes_model_processor_and_metadata(finetuned: Path, base: Path) -> None:
@@ -145,7 +186,9 @@ def test_engine_replays_the_training_answers(finetuned: Path, dataset: Path) -> 
         assert isinstance(out, CotOutput)
         assert (out.turn1, out.turn2) == (record["turn1"], record["turn2"]), record["id"]
         parse_turn1(out.turn1)  # valid against the taxonomy
-        assert out.prompt_tokens > 2 * video_tokens(T, H, W) and out.generated_tokens > 0 and out.latency_ms > 0
+        assert (
+            out.prompt_tokens > 2 * video_tokens(T, H, W) and out.generated_tokens > 0 and out.latency_ms > 0
+        )
 
 
 def test_engine_model_version_tracks_the_checkpoint(finetuned: Path, base: Path) -> None:

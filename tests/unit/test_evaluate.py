@@ -18,22 +18,35 @@ def answer(*types: EventType) -> str:
 
 def test_self_bleu_and_repeated_4grams_measure_sameness() -> None:
     same = ["keep a safe distance from the car ahead"] * 3
-    varied = ["keep a safe distance from the car ahead", "put your phone away while driving now",
-              "fasten your seatbelt before you start"]
+    varied = [
+        "keep a safe distance from the car ahead",
+        "put your phone away while driving now",
+        "fasten your seatbelt before you start",
+    ]
     assert self_bleu(same) == pytest.approx(100.0) and self_bleu(varied) < 10.0
     assert repeated_4gram_share(same) == 1.0 and repeated_4gram_share(varied) == 0.0
 
 
 def test_scores_reward_the_right_answers() -> None:
-    refs = [(answer(EventType.PHONE_USE), "Put the phone away while driving."),
-            (answer(), "Keep up the good driving."),
-            (answer(EventType.NO_SEATBELT, EventType.DROWSINESS), "Fasten your seatbelt and take a break.")]
+    refs = [
+        (answer(EventType.PHONE_USE), "Put the phone away while driving."),
+        (answer(), "Keep up the good driving."),
+        (answer(EventType.NO_SEATBELT, EventType.DROWSINESS), "Fasten your seatbelt and take a break."),
+    ]
     perfect = evaluate(refs, refs)
     assert perfect.bleu == pytest.approx(100.0) and perfect.bertscore_f1 == pytest.approx(1.0, abs=1e-4)
-    assert (perfect.event_precision, perfect.event_recall, perfect.exact_event_sets, perfect.valid_share) == (1, 1, 1, 1)
+    assert (perfect.event_precision, perfect.event_recall, perfect.exact_event_sets, perfect.valid_share) == (
+        1,
+        1,
+        1,
+        1,
+    )
 
-    wrong = [(answer(EventType.DROWSINESS), "Keep up the good driving."), ("{oops", "Keep up the good driving."),
-             (answer(EventType.NO_SEATBELT), "Keep up the good driving.")]
+    wrong = [
+        (answer(EventType.DROWSINESS), "Keep up the good driving."),
+        ("{oops", "Keep up the good driving."),
+        (answer(EventType.NO_SEATBELT), "Keep up the good driving."),
+    ]
     scored = evaluate(wrong, refs)
     assert scored.bleu < perfect.bleu and scored.bertscore_f1 < perfect.bertscore_f1
     assert scored.valid_share == pytest.approx(2 / 3) and scored.exact_event_sets == 0
@@ -41,4 +54,3 @@ def test_scores_reward_the_right_answers() -> None:
     assert scored.per_type["phone_use"]["precision"] is None  # never predicted: undefined, stored as null
     assert scored.per_type["drowsiness"] == {"precision": 0.0, "recall": 0.0, "tp": 0, "fp": 1, "fn": 1}
     assert scored.self_bleu > perfect.self_bleu  # one instruction for everything: language bias
-

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from schemas.messages import clip_id_for
 from schemas.taxonomy import View
-from streams.join import (
+from streams.joiner.join import (
     Admission,
     ClipPlan,
     JoinRules,
@@ -111,7 +111,9 @@ def realtime(trip, *, latency=1.0, lag=None):
 
 
 def with_ticks(events: list[Event], rules=RULES) -> list[Event]:
-    ticks = {round(at + d, 3) for at, _, _ in events for d in (rules.settle_s + 0.5, rules.vehicle_idle_s + 0.5)}
+    ticks = {
+        round(at + d, 3) for at, _, _ in events for d in (rules.settle_s + 0.5, rules.vehicle_idle_s + 0.5)
+    }
     out = events + [(t, c, None) for t in ticks for c in View]
     return sorted(out, key=lambda e: (e[0], e[2] is None, e[1].value))
 
@@ -137,6 +139,7 @@ def trip(start, end, length=10.0, driver="d", cameras=("road", "driver"), n=0):
 
 # --- windows and clips -----------------------------------------------------------------------------------------
 
+
 def test_windows_are_fixed_on_event_time():
     assert window_starts(10.0, 70.0, RULES) == [0.0, 64.0]
     assert window_starts(64.0, 128.0, RULES) == [64.0]
@@ -147,8 +150,12 @@ def test_windows_are_fixed_on_event_time():
 def test_a_trip_is_cut_on_the_window_grid_and_clip_ids_do_not_depend_on_its_extent():
     base = 64 * 1000.0
     clips = expected_clips(trip(base + 20, base + 200), RULES)
-    assert spans(clips) == [(base + 20, base + 64, BOTH), (base + 64, base + 128, BOTH), (base + 128, base + 192, BOTH),
-                            (base + 192, base + 200, BOTH)]
+    assert spans(clips) == [
+        (base + 20, base + 64, BOTH),
+        (base + 64, base + 128, BOTH),
+        (base + 128, base + 192, BOTH),
+        (base + 192, base + 200, BOTH),
+    ]
     assert clips[1].clip_id == clip_id_for("v", base + 64, base + 128, "d")
     assert clips[1].revision == 14  # 7 segments of each camera overlap [64, 128)
     longer = expected_clips(trip(base + 10, base + 200), RULES)
@@ -159,15 +166,18 @@ def test_a_view_without_its_partner_is_flagged_or_cut_to_the_overlap():
     segments = [seg("road", 0, 10), seg("driver", 0, 10), seg("road", 10, 30)]
     assert spans(expected_clips(segments, RULES)) == [(0, 30, BOTH)]
     assert spans(expected_clips([seg("road", 0, 30)], RULES)) == [(0, 30, ROAD)]
-    assert spans(expected_clips(segments, JoinRules(single_view=False))) == [(0, 10, BOTH)]
-    assert expected_clips([seg("road", 0, 30)], JoinRules(single_view=False)) == []
+    assert spans(expected_clips(segments, JoinRules(single_view_clips=False))) == [(0, 10, BOTH)]
+    assert expected_clips([seg("road", 0, 30)], JoinRules(single_view_clips=False)) == []
 
 
 def test_each_driver_gets_their_own_clip_and_a_missing_id_is_never_filled_in():
     segments = [*trip(0, 40, driver="ann"), *trip(40, 60, driver="bob"), *trip(200, 230, driver=None, n=1)]
     clips = expected_clips(segments, RULES)
-    assert [(c.driver_id, c.start_ts, c.end_ts) for c in clips] == [("ann", 0, 40), ("bob", 40, 60),
-                                                                       (None, 200, 230)]
+    assert [(c.driver_id, c.start_ts, c.end_ts) for c in clips] == [
+        ("ann", 0, 40),
+        ("bob", 40, 60),
+        (None, 200, 230),
+    ]
     assert len({c.clip_id for c in clips}) == 3
 
 
@@ -177,6 +187,7 @@ def test_a_sliver_shorter_than_one_frame_makes_no_clip():
 
 
 # --- cadences: the same clips, once each -----------------------------------------------------------------------
+
 
 def test_a_trip_uploaded_in_real_time_gives_the_clips_of_one_burst():
     """The issue's report: 10-s segments, each uploaded 1 s after it ends, lost 90 s of a 3-minute trip."""
@@ -191,8 +202,10 @@ def test_a_trip_uploaded_in_real_time_gives_the_clips_of_one_burst():
 def test_an_outage_shorter_than_the_idle_time_changes_nothing_and_a_longer_one_only_revises():
     drive = trip(T0, T0 + 300)
     for outage, revisions in ((20.0, 0), (300.0, 0), (900.0, 1)):
-        events = [(s.end_ts + 1 + (outage if T0 + 100 <= s.end_ts < T0 + 100 + outage else 0), s.camera, upload(s))
-                  for s in drive]
+        events = [
+            (s.end_ts + 1 + (outage if T0 + 100 <= s.end_ts < T0 + 100 + outage else 0), s.camera, upload(s))
+            for s in drive
+        ]
         joiner = run(with_ticks(events))
         assert joiner.final() == oracle(drive), outage
         assert len(joiner.plans) - len(joiner.final()) == revisions, outage
@@ -200,8 +213,9 @@ def test_an_outage_shorter_than_the_idle_time_changes_nothing_and_a_longer_one_o
 
 def test_yesterdays_backlog_after_todays_trip_is_joined_like_any_other():
     yesterday, today = trip(T0 - 86400, T0 - 86400 + 150, n=1), trip(T0, T0 + 150)
-    events = realtime(today) + with_ticks([(T0 + 3 * 3600 + 0.01 * i, s.camera, upload(s))
-                                           for i, s in enumerate(yesterday)])
+    events = realtime(today) + with_ticks(
+        [(T0 + 3 * 3600 + 0.01 * i, s.camera, upload(s)) for i, s in enumerate(yesterday)]
+    )
     joiner = run(sorted(events, key=lambda e: (e[0], e[2] is None)))
     assert joiner.final() == oracle(yesterday + today)
     assert len(joiner.plans) == len(joiner.final())
@@ -234,6 +248,7 @@ def test_segments_of_any_length_give_the_clips_of_one_burst():
 
 # --- revisions -------------------------------------------------------------------------------------------------
 
+
 def test_an_upload_into_an_emitted_window_revises_its_clip_under_the_same_id():
     drive = trip(T0, T0 + 120)
     missing = next(s for s in drive if s.camera is View.DRIVER and s.start_ts == T0 + 30)
@@ -245,21 +260,23 @@ def test_an_upload_into_an_emitted_window_revises_its_clip_under_the_same_id():
     assert joiner.final() == oracle(drive)
     assert joiner.final()[window][-1] == first[window][-1] + 1  # a new revision of the same clip id
     assert Admission.REVISES in joiner.outcomes
-    assert [p.clip_id for p in joiner.plans[len(first):]] == [window]  # the other clips are left alone
+    assert [p.clip_id for p in joiner.plans[len(first) :]] == [window]  # the other clips are left alone
 
 
 def test_duplicates_change_nothing_before_or_after_their_window_was_emitted():
     drive = trip(T0, T0 + 100)
     joiner = run(realtime(drive))
     emitted = len(joiner.plans)
-    for e in with_ticks([(T0 + 150, drive[0].camera, upload(drive[0])), (T0 + 9000, drive[-1].camera,
-                                                                          upload(drive[-1]))]):
+    for e in with_ticks(
+        [(T0 + 150, drive[0].camera, upload(drive[0])), (T0 + 9000, drive[-1].camera, upload(drive[-1]))]
+    ):
         joiner.read(e)
     assert len(joiner.plans) == emitted
     assert joiner.outcomes[-2:] == [Admission.DUPLICATE, Admission.DUPLICATE]
 
 
 # --- silence, arrival order, state -----------------------------------------------------------------------------
+
 
 def test_a_replayed_backlog_sees_the_fleets_silences_not_the_joiners_outage():
     """Arrival times come from the records: a joiner that was down for an hour does not flush open windows, since
@@ -286,9 +303,12 @@ def test_one_topic_read_past_a_silence_does_not_judge_the_other_camera_by_it():
 
 def test_the_timer_ticks_a_vehicle_until_its_state_expires():
     s = seg("road", T0, T0 + 10)
-    state = receive(VehicleJoinState(fleet_id="f", vehicle_id="v"), upload(s), arrived=T0 + 11, rules=RULES,
-                    manifests={}).state
-    assert state.pending and needs_tick(state, RULES, now=T0 + 12, quiet_s=5.0)  # the driver topic: never read
+    state = receive(
+        VehicleJoinState(fleet_id="f", vehicle_id="v"), upload(s), arrived=T0 + 11, rules=RULES, manifests={}
+    ).state
+    assert state.pending and needs_tick(
+        state, RULES, now=T0 + 12, quiet_s=5.0
+    )  # the driver topic: never read
     state = observe_tick(state, View.DRIVER, T0 + 11, RULES).state
     assert not state.pending and not needs_tick(state, RULES, now=T0 + 12, quiet_s=5.0)  # both topics fresh
     assert needs_tick(state, RULES, now=T0 + 17, quiet_s=5.0)  # the window waits on time: tick
@@ -310,6 +330,7 @@ def test_state_holds_open_windows_only_and_survives_json():
 
 
 # --- the oracle properties under real arrival patterns ---------------------------------------------------------
+
 
 @settings(max_examples=300, deadline=None)
 @given(fleets())
@@ -334,7 +355,9 @@ def test_uploads_within_the_idle_time_emit_each_clip_once(fleet: Fleet):
     joiner = run(fleet.in_arrival_order())
     uploads = {c: [e[2] for e in t if e[2]] for c, t in fleet.topics.items()}
     in_order = all(a.start_ts <= b.start_ts for u in uploads.values() for a, b in itertools.pairwise(u))
-    lag_beyond_idle = any(e[0] - e[2].end_ts > RULES.vehicle_idle_s for t in fleet.topics.values() for e in t if e[2])
+    lag_beyond_idle = any(
+        e[0] - e[2].end_ts > RULES.vehicle_idle_s for t in fleet.topics.values() for e in t if e[2]
+    )
     if in_order and not lag_beyond_idle:
         assert len(joiner.plans) == len(joiner.final())
     assert joiner.final() == oracle(fleet.segments)

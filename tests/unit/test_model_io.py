@@ -46,7 +46,9 @@ def test_shim_makes_torchvision_importable_in_a_fresh_process() -> None:
         "from transformers import Qwen2VLVideoProcessor\n"
         "print(first, second, torchvision.__version__)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     first, second, _ = done.stdout.split()
     assert second == first  # idempotent: a second call neither fails nor changes the answer
@@ -91,11 +93,13 @@ def test_the_default_processor_would_upscale(processor) -> None:
     from transformers import Qwen2VLVideoProcessor
 
     frames, meta = video_input(frames_of(4, 56, 84))
-    default = Qwen2VLVideoProcessor()(videos=[frames], video_metadata=[meta], return_tensors="pt",
-                                      cap_pixels_per_frame=False)
+    default = Qwen2VLVideoProcessor()(
+        videos=[frames], video_metadata=[meta], return_tensors="pt", cap_pixels_per_frame=False
+    )
     assert default["video_grid_thw"][0, 1:].prod() > 4 * 6
-    ours = processor.video_processor(videos=[frames], video_metadata=[meta], return_tensors="pt",
-                                     **processor_kwargs(56, 84))
+    ours = processor.video_processor(
+        videos=[frames], video_metadata=[meta], return_tensors="pt", **processor_kwargs(56, 84)
+    )
     assert ours["video_grid_thw"].tolist() == [[2, 4, 6]]
 
 
@@ -130,7 +134,9 @@ def test_tiny_model_is_deterministic_from_the_seed(tiny_dir: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize(("t", "h", "w"), [(24, 56, 84), (4, 56, 84), (2, 140, 56)])
-def test_text_after_a_video_starts_past_every_video_position(tiny_dir: Path, processor, t: int, h: int, w: int):
+def test_text_after_a_video_starts_past_every_video_position(
+    tiny_dir: Path, processor, t: int, h: int, w: int
+):
     """Qwen2.5-VL's original rule (and vLLM's): the first token after the video sits at the video's largest
     position id + 1, temporal ids included; and decoding continues from there (the rope delta)."""
     from schemas.model_io import load_model
@@ -138,8 +144,12 @@ def test_text_after_a_video_starts_past_every_video_position(tiny_dir: Path, pro
     model = load_model(tiny_dir)
     inputs = build_inputs(processor, conversation(), frames_of(t, h, w), add_generation_prompt=True)
     positions, deltas = model.model.get_rope_index(
-        inputs["input_ids"], inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
-        second_per_grid_ts=inputs["second_per_grid_ts"], attention_mask=inputs["attention_mask"])
+        inputs["input_ids"],
+        inputs["mm_token_type_ids"],
+        video_grid_thw=inputs["video_grid_thw"],
+        second_per_grid_ts=inputs["second_per_grid_ts"],
+        attention_mask=inputs["attention_mask"],
+    )
     video = np.flatnonzero(inputs["mm_token_type_ids"][0].numpy() == 2)
     after = int(video[-1]) + 1
     assert positions[:, 0, after].tolist() == [int(positions[:, 0, video].max()) + 1] * 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.offsets import Gap, OffsetWatch
+from streams.joiner.offsets import Gap, OffsetWatch
 
 
 def test_a_jump_in_a_partitions_offsets_is_a_gap_and_a_reassignment_starts_over() -> None:

@@ -7,12 +7,14 @@ from schemas.taxonomy import EventType as E
 
 
 def test_scores_count_true_and_false_positives_and_misses():
-    s = score_events([
-        ({E.PHONE_USE}, {E.PHONE_USE}),
-        ({E.PHONE_USE, E.DROWSINESS}, {E.PHONE_USE}),
-        (set(), {E.LANE_DEPARTURE}),
-        (set(), set()),
-    ])
+    s = score_events(
+        [
+            ({E.PHONE_USE}, {E.PHONE_USE}),
+            ({E.PHONE_USE, E.DROWSINESS}, {E.PHONE_USE}),
+            (set(), {E.LANE_DEPARTURE}),
+            (set(), set()),
+        ]
+    )
     assert (s.per_type[E.PHONE_USE].tp, s.per_type[E.PHONE_USE].fp, s.per_type[E.PHONE_USE].fn) == (2, 0, 0)
     assert s.per_type[E.DROWSINESS].precision == 0.0
     assert s.per_type[E.LANE_DEPARTURE].recall == 0.0

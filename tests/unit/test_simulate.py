@@ -37,21 +37,27 @@ def test_ground_truth_follows_the_taxonomy() -> None:
     for s in scenarios:
         by_vehicle.setdefault(s.vehicle_id, []).append(s.start_ts)
     for starts in by_vehicle.values():
-        assert all(b - a > scenarios[0].duration for a, b in itertools.pairwise(starts)), "trips must not overlap"
+        assert all(b - a > scenarios[0].duration for a, b in itertools.pairwise(starts)), (
+            "trips must not overlap"
+        )
 
 
 def _with(event: EventType | None):
     base = dataclasses.replace(make_scenarios(2, 1)[0], events=())
     if event is None:
         return base
-    return dataclasses.replace(base, events=(DetectedEvent(type=event, view=view_of(event), start=2, end=10),))
+    return dataclasses.replace(
+        base, events=(DetectedEvent(type=event, view=view_of(event), start=2, end=10),)
+    )
 
 
 def test_each_event_changes_only_its_own_camera_and_only_while_it_lasts() -> None:
     normal = _with(None)
     for event in SIMULATED_EVENTS:
         s = _with(event)
-        own, other = (render_road, render_driver) if view_of(event) is View.ROAD else (render_driver, render_road)
+        own, other = (
+            (render_road, render_driver) if view_of(event) is View.ROAD else (render_driver, render_road)
+        )
         during = np.abs(own(s, 6.0).astype(int) - own(normal, 6.0).astype(int)).mean(axis=2)
         assert (during > 40).mean() > 0.01, f"{event} is not visible"
         assert np.array_equal(other(s, 6.0), other(normal, 6.0)), f"{event} leaks into the other camera"
@@ -81,4 +87,3 @@ def test_segments_are_real_decodable_video_with_device_timestamps(tmp_path: Path
             n += 1
         cap.release()
         assert n == round((g.end_ts - g.start_ts) * g.fps)
-

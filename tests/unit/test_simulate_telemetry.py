@@ -22,7 +22,9 @@ def test_segments_carry_1hz_speeds_that_add_up_to_the_trip(tmp_path: Path) -> No
         for g in mine:
             assert g.telemetry[0].t == g.start_ts and g.telemetry[-1].t == pytest.approx(g.end_ts)
             assert all(b.t - a.t <= 1.0 + 1e-9 for a, b in itertools.pairwise(g.telemetry))
-        assert sum(distance_km(g.telemetry) or 0.0 for g in mine) == pytest.approx(whole)  # same on both cameras
+        assert sum(distance_km(g.telemetry) or 0.0 for g in mine) == pytest.approx(
+            whole
+        )  # same on both cameras
     again = write_segments(s, tmp_path / "again", segment_s=5.0, road_size=(64, 36), driver_size=(32, 24))
     assert [g.telemetry for g in again] == [g.telemetry for g in segs]
 

@@ -9,9 +9,21 @@ from schemas.prompts import InvalidAnswer, conversation, format_turn1, parse_tur
 from schemas.taxonomy import GOOD_DRIVING_INSTRUCTION, TAXONOMY, EventType, View, reference_instruction
 
 REQUIRED = {
-    "following_distance", "forward_collision_risk", "harsh_braking", "harsh_acceleration", "harsh_turn",
-    "lane_departure", "rolling_stop", "speeding", "phone_use", "distraction", "drowsiness", "no_seatbelt",
-    "eating_drinking", "smoking", "camera_obstructed",
+    "following_distance",
+    "forward_collision_risk",
+    "harsh_braking",
+    "harsh_acceleration",
+    "harsh_turn",
+    "lane_departure",
+    "rolling_stop",
+    "speeding",
+    "phone_use",
+    "distraction",
+    "drowsiness",
+    "no_seatbelt",
+    "eating_drinking",
+    "smoking",
+    "camera_obstructed",
 }
 
 
@@ -46,9 +58,18 @@ def test_turn1_round_trip():
     ("text", "reason"),
     [
         ("no json here", "no JSON object"),
-        ('{"events": [{"type": "juggling", "view": "driver", "start": 1, "end": 2}], "description": "x"}', "type"),
-        ('{"events": [{"type": "phone_use", "view": "road", "start": 1, "end": 2}], "description": "x"}', "driver view"),
-        ('{"events": [{"type": "phone_use", "view": "driver", "start": 5, "end": 2}], "description": "x"}', "ends before"),
+        (
+            '{"events": [{"type": "juggling", "view": "driver", "start": 1, "end": 2}], "description": "x"}',
+            "type",
+        ),
+        (
+            '{"events": [{"type": "phone_use", "view": "road", "start": 1, "end": 2}], "description": "x"}',
+            "driver view",
+        ),
+        (
+            '{"events": [{"type": "phone_use", "view": "driver", "start": 5, "end": 2}], "description": "x"}',
+            "ends before",
+        ),
         ('{"events": [], "description": "x", "extra": 1}', "extra"),
         ('{"events": [', "no JSON object"),
     ],
@@ -78,7 +99,16 @@ def test_conversation_has_two_turns_with_the_video_first():
 
 
 def test_segment_message_rejects_end_before_start_and_needs_one_video():
-    base = {"fleet_id": "f", "vehicle_id": "v", "camera": "road", "segment_id": "s", "fps": 10, "width": 4, "height": 4, "codec": "h264"}
+    base = {
+        "fleet_id": "f",
+        "vehicle_id": "v",
+        "camera": "road",
+        "segment_id": "s",
+        "fps": 10,
+        "width": 4,
+        "height": 4,
+        "codec": "h264",
+    }
     with pytest.raises(ValueError, match="end_ts"):
         SegmentMessage(**base, start_ts=10, end_ts=5, video_uri="file:///x")
     with pytest.raises(ValueError, match="exactly one"):

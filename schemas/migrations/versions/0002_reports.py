@@ -24,21 +24,36 @@ branch_labels = None
 depends_on = None
 
 SEED = [  # the taxonomy as of cot-v1, frozen here: a later taxonomy change gets its own migration
-    ('following_distance', 'road', 2, 'The vehicle ahead is closer than a two-second gap for several seconds.'),
-    ('forward_collision_risk', 'road', 3, 'The gap to the vehicle ahead closes quickly enough that a collision is imminent.'),
-    ('harsh_braking', 'road', 2, 'Deceleration well beyond normal driving, usually a late reaction.'),
-    ('harsh_acceleration', 'road', 1, 'Acceleration well beyond normal driving.'),
-    ('harsh_turn', 'road', 2, 'Cornering at a speed that produces high lateral acceleration.'),
-    ('lane_departure', 'road', 2, 'The vehicle drifts across a lane line without signalling.'),
-    ('rolling_stop', 'road', 3, 'The vehicle passes a stop sign without coming to a full stop.'),
-    ('speeding', 'road', 2, 'Driving above the posted or safe speed for the road.'),
-    ('phone_use', 'driver', 3, 'The driver holds or talks on a handheld phone while driving.'),
-    ('distraction', 'driver', 2, "The driver's eyes or head are turned away from the road for more than two seconds."),
-    ('drowsiness', 'driver', 3, "The driver's eyes stay closed or the head nods, signs of fatigue."),
-    ('no_seatbelt', 'driver', 2, 'The driver is not wearing a seatbelt.'),
-    ('eating_drinking', 'driver', 1, 'The driver eats or drinks while driving.'),
-    ('smoking', 'driver', 1, 'The driver smokes while driving.'),
-    ('camera_obstructed', 'driver', 2, 'A camera is covered or blacked out so the scene cannot be seen.'),
+    (
+        "following_distance",
+        "road",
+        2,
+        "The vehicle ahead is closer than a two-second gap for several seconds.",
+    ),
+    (
+        "forward_collision_risk",
+        "road",
+        3,
+        "The gap to the vehicle ahead closes quickly enough that a collision is imminent.",
+    ),
+    ("harsh_braking", "road", 2, "Deceleration well beyond normal driving, usually a late reaction."),
+    ("harsh_acceleration", "road", 1, "Acceleration well beyond normal driving."),
+    ("harsh_turn", "road", 2, "Cornering at a speed that produces high lateral acceleration."),
+    ("lane_departure", "road", 2, "The vehicle drifts across a lane line without signalling."),
+    ("rolling_stop", "road", 3, "The vehicle passes a stop sign without coming to a full stop."),
+    ("speeding", "road", 2, "Driving above the posted or safe speed for the road."),
+    ("phone_use", "driver", 3, "The driver holds or talks on a handheld phone while driving."),
+    (
+        "distraction",
+        "driver",
+        2,
+        "The driver's eyes or head are turned away from the road for more than two seconds.",
+    ),
+    ("drowsiness", "driver", 3, "The driver's eyes stay closed or the head nods, signs of fatigue."),
+    ("no_seatbelt", "driver", 2, "The driver is not wearing a seatbelt."),
+    ("eating_drinking", "driver", 1, "The driver eats or drinks while driving."),
+    ("smoking", "driver", 1, "The driver smokes while driving."),
+    ("camera_obstructed", "driver", 2, "A camera is covered or blacked out so the scene cannot be seen."),
 ]
 
 VIEWS = {
@@ -83,10 +98,13 @@ def upgrade() -> None:
         sa.Column("definition", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("type"),
     )
-    op.bulk_insert(event_types, [dict(zip(("type", "view", "severity", "definition"), row, strict=True))
-                                 for row in SEED])
-    op.add_column("events", sa.Column("coaching_status", sa.String(length=16), server_default="needs_review",
-                                      nullable=False))
+    op.bulk_insert(
+        event_types, [dict(zip(("type", "view", "severity", "definition"), row, strict=True)) for row in SEED]
+    )
+    op.add_column(
+        "events",
+        sa.Column("coaching_status", sa.String(length=16), server_default="needs_review", nullable=False),
+    )
     op.create_index("ix_events_fleet_status", "events", ["fleet_id", "coaching_status"], unique=False)
     op.create_index("ix_clips_fleet_start", "clips", ["fleet_id", "start_ts"], unique=False)
     op.create_index("ix_clips_vehicle_start", "clips", ["vehicle_id", "start_ts"], unique=False)

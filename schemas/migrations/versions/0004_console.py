@@ -29,8 +29,18 @@ branch_labels = None
 depends_on = None
 
 GROUP_ROLE = "drivecoach_console"
-FLEET_TABLES = ["fleets", "vehicles", "drivers", "segments", "clips", "clip_segments", "inferences", "events",
-                "instructions", "reviews"]
+FLEET_TABLES = [
+    "fleets",
+    "vehicles",
+    "drivers",
+    "segments",
+    "clips",
+    "clip_segments",
+    "inferences",
+    "events",
+    "instructions",
+    "reviews",
+]
 SHARED_TABLES = ["model_versions", "training_runs"]  # fleet_id NULL: a row for all fleets
 VIEWS = ["current_inferences", "report_events", "report_driving", "review_queue"]
 

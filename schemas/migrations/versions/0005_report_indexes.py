@@ -42,22 +42,50 @@ branch_labels = None
 depends_on = None
 
 GROUP_ROLE = "drivecoach_console"
-FIRST_HOUR = "start_s >= 0 AND start_s < 3600"  # an event within the first hour of its clip (clips last a minute)
+FIRST_HOUR = (
+    "start_s >= 0 AND start_s < 3600"  # an event within the first hour of its clip (clips last a minute)
+)
 UNUSUAL_OFFSET = f"NOT ({FIRST_HOUR})"
 
 # name, table, key columns, INCLUDE columns, partial-index predicate
 INDEXES: list[tuple[str, str, list[str], list[str], str | None]] = [
-    ("ix_events_fleet_inference", "events", ["fleet_id", "inference_id"],
-     ["id", "type", "start_s", "coaching_status"], None),
+    (
+        "ix_events_fleet_inference",
+        "events",
+        ["fleet_id", "inference_id"],
+        ["id", "type", "start_s", "coaching_status"],
+        None,
+    ),
     ("ix_events_fleet_unusual_offset", "events", ["fleet_id"], [], UNUSUAL_OFFSET),
-    ("ix_inferences_fleet_current", "inferences", ["fleet_id", "clip_id", "updated_at DESC", "id DESC"],
-     ["model_version"], None),
-    ("ix_inferences_clip_current", "inferences", ["clip_id", "updated_at DESC", "id DESC"], ["model_version"], None),
-    ("ix_clips_fleet_start", "clips", ["fleet_id", "start_ts"], ["clip_id", "vehicle_id", "driver_id", "end_ts"],
-     None),
+    (
+        "ix_inferences_fleet_current",
+        "inferences",
+        ["fleet_id", "clip_id", "updated_at DESC", "id DESC"],
+        ["model_version"],
+        None,
+    ),
+    (
+        "ix_inferences_clip_current",
+        "inferences",
+        ["clip_id", "updated_at DESC", "id DESC"],
+        ["model_version"],
+        None,
+    ),
+    (
+        "ix_clips_fleet_start",
+        "clips",
+        ["fleet_id", "start_ts"],
+        ["clip_id", "vehicle_id", "driver_id", "end_ts"],
+        None,
+    ),
     ("ix_clip_segments_fleet_clip", "clip_segments", ["fleet_id", "clip_id"], ["segment_id"], None),
-    ("ix_segments_fleet_segment", "segments", ["fleet_id", "segment_id"],
-     ["camera", "start_ts", "end_ts", "distance_km"], None),
+    (
+        "ix_segments_fleet_segment",
+        "segments",
+        ["fleet_id", "segment_id"],
+        ["camera", "start_ts", "end_ts", "distance_km"],
+        None,
+    ),
     ("ix_reviews_fleet_inference", "reviews", ["fleet_id", "inference_id"], [], None),
 ]
 REPLACED_0002 = [  # superseded by the index of the same name or by ix_inferences_clip_current
@@ -86,13 +114,18 @@ def _report_events_part(day: str, where: str) -> str:
 # An event within the first hour of its clip happens on the clip's day or the next, and on the next only if the clip
 # starts after 23:00 UTC (22:00 leaves a margin for rounding): the first two parts' `day` is the clip's.
 IN_FIRST_HOUR = FIRST_HOUR.replace("start_s", "e.start_s")
-REPORT_EVENTS = "\n    UNION ALL".join([
-    _report_events_part(CLIP_DAY, f"{IN_FIRST_HOUR}\n      AND {EVENT_DAY} = {CLIP_DAY}"),
-    _report_events_part(f"{CLIP_DAY} + 1", f"""{IN_FIRST_HOUR}
+REPORT_EVENTS = "\n    UNION ALL".join(
+    [
+        _report_events_part(CLIP_DAY, f"{IN_FIRST_HOUR}\n      AND {EVENT_DAY} = {CLIP_DAY}"),
+        _report_events_part(
+            f"{CLIP_DAY} + 1",
+            f"""{IN_FIRST_HOUR}
       AND to_timestamp(c.start_ts) AT TIME ZONE 'UTC' >= {CLIP_DAY} + interval '22 hours'
-      AND {EVENT_DAY} = {CLIP_DAY} + 1"""),
-    _report_events_part(EVENT_DAY, f"NOT ({IN_FIRST_HOUR})"),
-])
+      AND {EVENT_DAY} = {CLIP_DAY} + 1""",
+        ),
+        _report_events_part(EVENT_DAY, f"NOT ({IN_FIRST_HOUR})"),
+    ]
+)
 
 REPORT_DRIVING = """
     SELECT c.fleet_id, c.vehicle_id, c.driver_id, (to_timestamp(c.start_ts) AT TIME ZONE 'UTC')::date AS day,
@@ -175,14 +208,26 @@ def upgrade() -> None:
     for name, table, _ in REPLACED_0002:
         op.drop_index(name, table_name=table)
     for name, table, columns, include, where in INDEXES:
-        op.create_index(name, table, [sa.text(c) if " " in c else c for c in columns], postgresql_include=include,
-                        postgresql_where=sa.text(where) if where else None)
-    _replace_views({"report_events": REPORT_EVENTS, "report_driving": REPORT_DRIVING, "review_queue": REVIEW_QUEUE})
+        op.create_index(
+            name,
+            table,
+            [sa.text(c) if " " in c else c for c in columns],
+            postgresql_include=include,
+            postgresql_where=sa.text(where) if where else None,
+        )
+    _replace_views(
+        {"report_events": REPORT_EVENTS, "report_driving": REPORT_DRIVING, "review_queue": REVIEW_QUEUE}
+    )
 
 
 def downgrade() -> None:
-    _replace_views({"report_events": REPORT_EVENTS_0002, "report_driving": REPORT_DRIVING_0003,
-                    "review_queue": REVIEW_QUEUE_0002})
+    _replace_views(
+        {
+            "report_events": REPORT_EVENTS_0002,
+            "report_driving": REPORT_DRIVING_0003,
+            "review_queue": REVIEW_QUEUE_0002,
+        }
+    )
     for name, table, *_ in reversed(INDEXES):
         op.drop_index(name, table_name=table)
     for name, table, columns in REPLACED_0002:

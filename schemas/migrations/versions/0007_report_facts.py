@@ -73,8 +73,11 @@ SOURCES = {
     "inferences": (["INSERT", "UPDATE", "DELETE"], "SELECT clip_id FROM changed"),
     "clips": (["UPDATE"], "SELECT clip_id FROM changed"),
     "reviews": (["INSERT", "DELETE"], BY_INFERENCE),
-    "event_types": (["UPDATE"], """SELECT i.clip_id FROM events e JOIN inferences i ON i.id = e.inference_id
-                                   WHERE e.type IN (SELECT type FROM changed)"""),
+    "event_types": (
+        ["UPDATE"],
+        """SELECT i.clip_id FROM events e JOIN inferences i ON i.id = e.inference_id
+                                   WHERE e.type IN (SELECT type FROM changed)""",
+    ),
 }
 
 # 0002's report_events (through 0005's rewrite: same rows), now over the facts; severity stays event_types'.
@@ -109,8 +112,12 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["event_id"], ["events.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("event_id"),
     )
-    op.create_index("ix_event_facts_fleet_day", "event_facts", ["fleet_id", "day", "type"],
-                    postgresql_include=["vehicle_id", "driver_id", "coaching_status"])
+    op.create_index(
+        "ix_event_facts_fleet_day",
+        "event_facts",
+        ["fleet_id", "day", "type"],
+        postgresql_include=["vehicle_id", "driver_id", "coaching_status"],
+    )
     op.create_index("ix_event_facts_clip", "event_facts", ["clip_id"])
     op.create_table(
         "answer_facts",
@@ -127,9 +134,12 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["inference_id"], ["inferences.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("inference_id"),
     )
-    op.create_index("ix_answer_facts_queue", "answer_facts",
-                    ["fleet_id", sa.text("max_severity DESC"), sa.text("occurred_at DESC")],
-                    postgresql_where=sa.text("NOT reviewed"))
+    op.create_index(
+        "ix_answer_facts_queue",
+        "answer_facts",
+        ["fleet_id", sa.text("max_severity DESC"), sa.text("occurred_at DESC")],
+        postgresql_where=sa.text("NOT reviewed"),
+    )
     op.create_index("ix_answer_facts_clip", "answer_facts", ["clip_id"])
     for table in ("event_facts", "answer_facts"):
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")

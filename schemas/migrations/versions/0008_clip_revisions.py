@@ -26,8 +26,9 @@ def upgrade() -> None:
     op.add_column("inferences", sa.Column("clip_revision", sa.Integer(), nullable=False, server_default="1"))
     op.add_column("inferences", sa.Column("frames_uri", sa.Text(), nullable=True))
     op.drop_constraint("uq_inference_clip_model", "inferences", type_="unique")
-    op.create_unique_constraint("uq_inference_clip_model_revision", "inferences",
-                                ["clip_id", "model_version", "clip_revision"])
+    op.create_unique_constraint(
+        "uq_inference_clip_model_revision", "inferences", ["clip_id", "model_version", "clip_revision"]
+    )
 
 
 def downgrade() -> None:

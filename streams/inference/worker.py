@@ -25,16 +25,16 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from schemas.frames import load_frames
 from schemas.messages import ClipMessage, InferenceResult
 from schemas.prompts import PROMPT_VERSION, InvalidAnswer, parse_turn1
 from schemas.registry import production
-from streams import metrics
-from streams.app import CLIPS_TOPIC, dead_letter, dlq_name
-from streams.blobs import BlobNotFound, LocalBlobStore
-from streams.clip import load_npz
-from streams.engine import CotOutput, Engine
+from streams.inference.engines.base import CotOutput, Engine
+from streams.inference.sink import write_result
+from streams.infra import metrics
+from streams.infra.blobs import BlobNotFound, LocalBlobStore
+from streams.infra.topics import CLIPS_TOPIC, dead_letter, dlq_name
 from streams.settings import Settings
-from streams.sink import write_result
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,18 @@ def to_result(clip: ClipMessage, cot: CotOutput, model_version: str) -> Inferenc
     except InvalidAnswer as err:
         events, description, valid, error = [], "", False, str(err)
     return InferenceResult(
-        clip_id=clip.clip_id, model_version=model_version, prompt_version=PROMPT_VERSION, events=list(events),
-        description=description, instruction=cot.turn2.strip(), raw_turn1=cot.turn1, raw_turn2=cot.turn2,
-        valid=valid, error=error, latency_ms=cot.latency_ms, prompt_tokens=cot.prompt_tokens,
+        clip_id=clip.clip_id,
+        model_version=model_version,
+        prompt_version=PROMPT_VERSION,
+        events=list(events),
+        description=description,
+        instruction=cot.turn2.strip(),
+        raw_turn1=cot.turn1,
+        raw_turn2=cot.turn2,
+        valid=valid,
+        error=error,
+        latency_ms=cot.latency_ms,
+        prompt_tokens=cot.prompt_tokens,
         generated_tokens=cot.generated_tokens,
     )
 
@@ -65,8 +74,13 @@ class Pending:
 
 class InferenceWorker:
     def __init__(
-        self, settings: Settings, bootstrap: str, engine_factory: EngineFactory, session_factory: Callable[[], Session],
-        *, model_path: str,
+        self,
+        settings: Settings,
+        bootstrap: str,
+        engine_factory: EngineFactory,
+        session_factory: Callable[[], Session],
+        *,
+        model_path: str,
     ) -> None:
         self.settings = settings
         self.engine_factory = engine_factory
@@ -80,9 +94,15 @@ class InferenceWorker:
         self._next_model_check = time.monotonic() + settings.model_poll_s
         # kafka-python groups on the embedded broker need api_version pinned (KNOWLEDGE.md: error 79 otherwise).
         self.consumer = KafkaConsumer(
-            settings.topic(CLIPS_TOPIC), bootstrap_servers=bootstrap, group_id=inference_group(settings),
-            enable_auto_commit=False, auto_offset_reset="earliest", api_version=(2, 0, 0),
-            max_poll_records=settings.batch_size, max_poll_interval_ms=600_000, fetch_max_bytes=8_000_000,
+            settings.topic(CLIPS_TOPIC),
+            bootstrap_servers=bootstrap,
+            group_id=inference_group(settings),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            api_version=(2, 0, 0),
+            max_poll_records=settings.batch_size,
+            max_poll_interval_ms=600_000,
+            fetch_max_bytes=8_000_000,
             max_partition_fetch_bytes=8_000_000,
         )
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
@@ -97,9 +117,17 @@ class InferenceWorker:
                 continue  # dead-lettered after max_attempts
             result = to_result(item.clip, cot, self.engine.model_version)
             self._write_until_durable(item.clip, result)
-            metrics.INFERENCES.labels(model_version=result.model_version, valid=str(result.valid).lower()).inc()
-            log.info("clip %s: %d events, valid=%s, %.0f ms, %s", item.clip.clip_id[:12], len(result.events),
-                     result.valid, result.latency_ms, result.model_version)
+            metrics.INFERENCES.labels(
+                model_version=result.model_version, valid=str(result.valid).lower()
+            ).inc()
+            log.info(
+                "clip %s: %d events, valid=%s, %.0f ms, %s",
+                item.clip.clip_id[:12],
+                len(result.events),
+                result.valid,
+                result.latency_ms,
+                result.model_version,
+            )
 
     def _load(self, record: ConsumerRecord) -> Pending | None:
         try:
@@ -108,7 +136,7 @@ class InferenceWorker:
             self._dead_letter(record, "invalid_clip", str(err.errors()[0]["msg"]))
             return None
         try:
-            frames = load_npz(self.blobs.path(clip.frames_uri)).frames
+            frames = load_frames(self.blobs.path(clip.frames_uri))
         except (BlobNotFound, OSError, ValueError) as err:
             self._dead_letter(record, "unreadable_frames", str(err))
             return None
@@ -134,13 +162,21 @@ class InferenceWorker:
                 with metrics.BATCH_SECONDS.time():
                     return list(self.engine.run_batch([p.frames for p in pending]))
             except Exception as err:  # noqa: BLE001 - any engine failure: restart it and retry, never drop the clip
-                log.warning("engine failed on a batch of %d (attempt %d/%d): %r", len(pending), attempt,
-                            self.settings.max_attempts, err)
+                log.warning(
+                    "engine failed on a batch of %d (attempt %d/%d): %r",
+                    len(pending),
+                    attempt,
+                    self.settings.max_attempts,
+                    err,
+                )
                 self._restart_engine()
         if len(pending) > 1:  # find the clip that breaks it: each alone, with its own attempts
             return [out for p in pending for out in self._run_with_restarts([p])]
-        self._dead_letter(pending[0].record, "inference_failed",
-                          f"the engine failed {self.settings.max_attempts} times on this clip")
+        self._dead_letter(
+            pending[0].record,
+            "inference_failed",
+            f"the engine failed {self.settings.max_attempts} times on this clip",
+        )
         return [None]
 
     def _restart_engine(self) -> None:
@@ -170,17 +206,29 @@ class InferenceWorker:
         try:
             current = production(self.session_factory)
         except OperationalError as err:
-            log.warning("cannot read the model registry (%s); serving %s", type(err).__name__, self.engine.model_version)
+            log.warning(
+                "cannot read the model registry (%s); serving %s",
+                type(err).__name__,
+                self.engine.model_version,
+            )
             return
         if current is None or current.version == self.engine.model_version:
             return
-        log.info("production model is now %s (was %s): loading %s", current.version, self.engine.model_version,
-                 current.path)
+        log.info(
+            "production model is now %s (was %s): loading %s",
+            current.version,
+            self.engine.model_version,
+            current.path,
+        )
         self.engine = self._swap(current.path)
         self.model_path = current.path
         if self.engine.model_version != current.version:
-            log.warning("%s loads as version %s, not %s as registered", current.path, self.engine.model_version,
-                        current.version)
+            log.warning(
+                "%s loads as version %s, not %s as registered",
+                current.path,
+                self.engine.model_version,
+                current.version,
+            )
 
     # --- durability -------------------------------------------------------------------------------------------
 
@@ -210,8 +258,10 @@ class InferenceWorker:
         records = [r for rs in self.consumer.poll(timeout_ms=500).values() for r in rs]
         deadline = time.monotonic() + self.settings.batch_wait_ms / 1000.0
         while records and len(records) < self.settings.batch_size and time.monotonic() < deadline:
-            more = self.consumer.poll(timeout_ms=max(1, int((deadline - time.monotonic()) * 1000)),
-                                      max_records=self.settings.batch_size - len(records))
+            more = self.consumer.poll(
+                timeout_ms=max(1, int((deadline - time.monotonic()) * 1000)),
+                max_records=self.settings.batch_size - len(records),
+            )
             records += [r for rs in more.values() for r in rs]
         return records
 
@@ -257,8 +307,12 @@ def inference_group(settings: Settings) -> str:
 
 def committed_offsets(bootstrap: str, settings: Settings) -> dict[int, int]:
     """The group's committed offset per partition of `clips` (used by tests and the demo's final check)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=inference_group(settings), enable_auto_commit=False,
-                             api_version=(2, 0, 0))
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=inference_group(settings),
+        enable_auto_commit=False,
+        api_version=(2, 0, 0),
+    )
     try:
         parts = consumer.partitions_for_topic(settings.topic(CLIPS_TOPIC)) or set()
         out = {}

@@ -19,8 +19,9 @@ class Gap:
 class OffsetWatch:
     next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def observe(self, topic: str, partition: int, offset: int,
-                committed: int | None = None) -> tuple[bool, Gap | None]:
+    def observe(
+        self, topic: str, partition: int, offset: int, committed: int | None = None
+    ) -> tuple[bool, Gap | None]:
         """(whether this is the partition's first record since the last assignment, the gap before it if any).
 
         `committed`: the group's committed offset for the partition (the next record to read), where reading began
@@ -31,7 +32,9 @@ class OffsetWatch:
         self.next_offset[key] = max(offset + 1, expected or 0)
         if expected is None:
             skipped = committed is not None and offset > committed
-            return True, Gap(topic, partition, committed, offset - 1) if skipped and committed is not None else None
+            return True, Gap(
+                topic, partition, committed, offset - 1
+            ) if skipped and committed is not None else None
         return False, Gap(topic, partition, expected, offset - 1) if offset > expected else None
 
     def reset(self) -> None:

@@ -30,14 +30,15 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.generation import is_demo_model
 from schemas.messages import SegmentMessage
 from schemas.registry import deploy
-from streams.app import CLIPS_TOPIC, DRIVER_TOPIC, ROAD_TOPIC, dlq_name
-from streams.blobs import LocalBlobStore
 from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, settings_env, to_messages
-from streams.engine import is_demo_model, model_version_of
-from streams.join import expected_fleet_clips
-from streams.producer import ensure_topics, make_producer, topic_for
+from streams.inference.engines.base import model_version_of
+from streams.infra.blobs import LocalBlobStore
+from streams.infra.topics import CLIPS_TOPIC, DRIVER_TOPIC, ROAD_TOPIC, dlq_name, ensure_topics, topic_for
+from streams.joiner.join import JoinRules, expected_fleet_clips
+from streams.producer import make_producer
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
 
@@ -61,7 +62,9 @@ class TrialResult:
     patterns: list[str]
     segments: int
     expected_clips: int
-    lost_clips: list[str] = field(default_factory=list)  # missing, or not at the oracle's revision and segments
+    lost_clips: list[str] = field(
+        default_factory=list
+    )  # missing, or not at the oracle's revision and segments
     unexpected_clips: list[str] = field(default_factory=list)
     unanswered_clips: list[str] = field(default_factory=list)  # no answer made on the clip's final revision
     duplicate_rows: int = 0
@@ -72,12 +75,24 @@ class TrialResult:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost_clips or self.unexpected_clips or self.unanswered_clips or self.duplicate_rows
-                    or self.unjustified_dead_letters)
+        return not (
+            self.lost_clips
+            or self.unexpected_clips
+            or self.unanswered_clips
+            or self.duplicate_rows
+            or self.unjustified_dead_letters
+        )
 
 
-def arrival_schedule(trips: list[list[SegmentMessage]], pattern: str, rng: random.Random, *, t0: float, speed: float,
-                     idle_s: float) -> list[tuple[float, SegmentMessage]]:
+def arrival_schedule(
+    trips: list[list[SegmentMessage]],
+    pattern: str,
+    rng: random.Random,
+    *,
+    t0: float,
+    speed: float,
+    idle_s: float,
+) -> list[tuple[float, SegmentMessage]]:
     """When each upload of one vehicle's trips is sent, in wall seconds after the trial's start."""
     out: list[tuple[float, SegmentMessage]] = []
     outage_at = rng.uniform(0.3, 0.7)
@@ -87,7 +102,9 @@ def arrival_schedule(trips: list[list[SegmentMessage]], pattern: str, rng: rando
             realtime = (m.end_ts - t0) / speed + rng.uniform(0.05, 0.3)
             if pattern == "burst":
                 at = (trip_end - t0) / speed + 0.5
-            elif pattern == "outage" and k == len(trips) // 2:  # uploads stop mid-trip for twice the idle time
+            elif (
+                pattern == "outage" and k == len(trips) // 2
+            ):  # uploads stop mid-trip for twice the idle time
                 first = (min(x.end_ts for x in trip) - t0) / speed
                 cut = first + outage_at * (trip_end - min(x.end_ts for x in trip)) / speed
                 at = realtime if realtime < cut else realtime + 2 * idle_s
@@ -133,14 +150,19 @@ class Soak:
         ensure_topics(self.settings.kafka_bootstrap or "", self.settings)
         blobs = LocalBlobStore(self.settings.blobs)
         for s in make_scenarios(5, self.vehicles * 3, fleet_id=FLEET, vehicles=self.vehicles, duration=12.0):
-            segments = write_segments(s, self.work / "sim" / s.scenario_id, segment_s=4.0, road_size=(64, 36),
-                                      driver_size=(48, 36))
+            segments = write_segments(
+                s, self.work / "sim" / s.scenario_id, segment_s=4.0, road_size=(64, 36), driver_size=(48, 36)
+            )
             while len(self.trips) <= int(s.vehicle_id.split("-")[1]):
                 self.trips.append([])
             self.trips[int(s.vehicle_id.split("-")[1])].append(to_messages(segments, blobs))
         # The worker serves the production model of its database: make it the one given.
-        deploy(self.factory, version=model_version_of(self.settings.model), path=self.settings.model,
-               demo=is_demo_model(self.settings.model))
+        deploy(
+            self.factory,
+            version=model_version_of(self.settings.model),
+            path=self.settings.model,
+            demo=is_demo_model(self.settings.model),
+        )
         for name in ("joiner", "worker"):
             self.spawn(name)
 
@@ -164,18 +186,31 @@ class Soak:
         patterns = [rng.choice(PATTERNS) for _ in self.trips]
         for slot, (trips, pattern) in enumerate(zip(self.trips, patterns, strict=True)):
             vehicle = f"soak-{run}-{slot}"
-            renamed = [[m.model_copy(update={"vehicle_id": vehicle, "segment_id": f"{run}-{m.segment_id}"})
-                        for m in trip] for trip in trips]
+            renamed = [
+                [
+                    m.model_copy(update={"vehicle_id": vehicle, "segment_id": f"{run}-{m.segment_id}"})
+                    for m in trip
+                ]
+                for trip in trips
+            ]
             messages[vehicle] = [m for trip in renamed for m in trip]
-            for at, m in arrival_schedule(renamed, pattern, rng, t0=t0, speed=self.speed,
-                                          idle_s=self.settings.vehicle_idle_s):
-                uploads.append(Upload(at, topic_for(m.camera, self.settings), vehicle.encode(),
-                                      m.model_dump_json().encode()))
+            for at, m in arrival_schedule(
+                renamed, pattern, rng, t0=t0, speed=self.speed, idle_s=self.settings.vehicle_idle_s
+            ):
+                uploads.append(
+                    Upload(
+                        at, topic_for(m.camera, self.settings), vehicle.encode(), m.model_dump_json().encode()
+                    )
+                )
         duration = max(u.at for u in uploads)
         wrong = self._wrong_uploads(run, messages, duration, rng)
         uploads += [u for u, _ in wrong]
-        expected = {p.clip_id: p for p in expected_fleet_clips([m for ms in messages.values() for m in ms],
-                                                               self.settings.join_rules())}
+        expected = {
+            p.clip_id: p
+            for p in expected_fleet_clips(
+                [m for ms in messages.values() for m in ms], JoinRules.from_settings(self.settings)
+            )
+        }
         killed = ("joiner", "worker")[(n - 1) % 2]  # in turn; the moment is random
         kill_at = rng.uniform(0.2, 0.8) * duration
         producer = make_producer(self.settings.kafka_bootstrap or "", self.settings)
@@ -189,13 +224,21 @@ class Soak:
         producer.close()
         if replay.error is not None:
             raise RuntimeError(f"trial {n}: publishing failed: {replay.error!r}")
-        result = TrialResult(trial=n, killed=killed, killed_at_s=kill_at, patterns=patterns,
-                             segments=sum(len(ms) for ms in messages.values()), expected_clips=len(expected))
+        result = TrialResult(
+            trial=n,
+            killed=killed,
+            killed_at_s=kill_at,
+            patterns=patterns,
+            segments=sum(len(ms) for ms in messages.values()),
+            expected_clips=len(expected),
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"the {name} exited with code {proc.returncode}; see {self.work / 'logs'}")
+                    raise RuntimeError(
+                        f"the {name} exited with code {proc.returncode}; see {self.work / 'logs'}"
+                    )
             self._check(result, expected, set(messages))
             if result.ok or time.monotonic() > deadline:
                 break
@@ -204,51 +247,93 @@ class Soak:
         result.seconds = time.monotonic() - started
         return result
 
-    def _wrong_uploads(self, run: str, messages: dict[str, list[SegmentMessage]], duration: float,
-                       rng: random.Random) -> list[tuple[Upload, str]]:
+    def _wrong_uploads(
+        self, run: str, messages: dict[str, list[SegmentMessage]], duration: float, rng: random.Random
+    ) -> list[tuple[Upload, str]]:
         """Two uploads that are wrong, not late: what the dead-letter topics may (and must) hold."""
         first, *rest = sorted(messages)
         sample = messages[first][0]
-        old = sample.model_copy(update={"segment_id": f"{run}-too-old", "start_ts": 1_000_000.0,
-                                        "end_ts": 1_000_004.0})
+        old = sample.model_copy(
+            update={"segment_id": f"{run}-too-old", "start_ts": 1_000_000.0, "end_ts": 1_000_004.0}
+        )
         topic = topic_for(sample.camera, self.settings)
-        return [(Upload(rng.uniform(0, duration), topic, first.encode(), b'{"schema_version": 1, "vehicle_id": '),
-                 "malformed_json"),
-                (Upload(rng.uniform(0, duration), topic, (rest or [first])[0].encode(), old.model_dump_json().encode()),
-                 "too_old")]
+        return [
+            (
+                Upload(
+                    rng.uniform(0, duration), topic, first.encode(), b'{"schema_version": 1, "vehicle_id": '
+                ),
+                "malformed_json",
+            ),
+            (
+                Upload(
+                    rng.uniform(0, duration),
+                    topic,
+                    (rest or [first])[0].encode(),
+                    old.model_dump_json().encode(),
+                ),
+                "too_old",
+            ),
+        ]
 
     def _check(self, result: TrialResult, expected: dict, vehicles: set[str]) -> None:
         with self.factory() as session:
-            clips = {r.clip_id: r for r in session.execute(text(
-                "SELECT clip_id, revision FROM clips WHERE vehicle_id = ANY(:v)"), {"v": list(vehicles)})}
+            clips = {
+                r.clip_id: r
+                for r in session.execute(
+                    text("SELECT clip_id, revision FROM clips WHERE vehicle_id = ANY(:v)"),
+                    {"v": list(vehicles)},
+                )
+            }
             segments: dict[str, set[str]] = {}
-            for r in session.execute(text("""SELECT cs.clip_id, cs.segment_id FROM clip_segments cs
+            for r in session.execute(
+                text("""SELECT cs.clip_id, cs.segment_id FROM clip_segments cs
                                               JOIN clips c USING (clip_id) WHERE c.vehicle_id = ANY(:v)"""),
-                                     {"v": list(vehicles)}):
+                {"v": list(vehicles)},
+            ):
                 segments.setdefault(r.clip_id, set()).add(r.segment_id)
-            current: dict[str, int] = dict(session.execute(text("""SELECT i.clip_id, i.clip_revision FROM current_inferences ci
+            current: dict[str, int] = dict(
+                session.execute(
+                    text("""SELECT i.clip_id, i.clip_revision FROM current_inferences ci
                                                     JOIN inferences i ON i.id = ci.id JOIN clips c
                                                     ON c.clip_id = i.clip_id WHERE c.vehicle_id = ANY(:v)"""),
-                                           {"v": list(vehicles)}).tuples().all())
-            result.duplicate_rows = int(session.execute(text("""
+                    {"v": list(vehicles)},
+                )
+                .tuples()
+                .all()
+            )
+            result.duplicate_rows = int(
+                session.execute(
+                    text("""
                 SELECT coalesce(sum(n - 1), 0) FROM (
                     SELECT count(*) AS n FROM events e JOIN inferences i ON i.id = e.inference_id
                     JOIN clips c USING (clip_id) WHERE c.vehicle_id = ANY(:v)
                     GROUP BY e.inference_id, e.type, e.start_s, e.end_s HAVING count(*) > 1) d"""),
-                {"v": list(vehicles)}).scalar_one())
-            answers = session.execute(text("""SELECT count(*) FROM inferences i JOIN clips c USING (clip_id)
+                    {"v": list(vehicles)},
+                ).scalar_one()
+            )
+            answers = session.execute(
+                text("""SELECT count(*) FROM inferences i JOIN clips c USING (clip_id)
                                                WHERE c.vehicle_id = ANY(:v) AND i.clip_revision < c.revision"""),
-                                      {"v": list(vehicles)}).scalar_one()
-        result.lost_clips = sorted(k for k, p in expected.items() if k not in clips or clips[k].revision != p.revision
-                                   or segments.get(k) != {s.segment_id for s in p.segments})
+                {"v": list(vehicles)},
+            ).scalar_one()
+        result.lost_clips = sorted(
+            k
+            for k, p in expected.items()
+            if k not in clips
+            or clips[k].revision != p.revision
+            or segments.get(k) != {s.segment_id for s in p.segments}
+        )
         result.unexpected_clips = sorted(set(clips) - set(expected))
         result.unanswered_clips = sorted(k for k, p in expected.items() if current.get(k) != p.revision)
         result.revised_clips = int(answers)
 
     def _check_dead_letters(self, result: TrialResult, vehicles: set[str], justified: set[str]) -> None:
         topics = [dlq_name(self.settings.topic(t)) for t in (ROAD_TOPIC, DRIVER_TOPIC, CLIPS_TOPIC)]
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, auto_offset_reset="earliest",
-                                 enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         consumer.assign([TopicPartition(t, p) for t in topics for p in range(self.settings.partitions)])
         reasons = []
         quiet = time.monotonic()
@@ -271,14 +356,29 @@ class Soak:
 def soak_settings(settings: Settings, *, speed: float) -> Settings:
     """The joiner's times compressed like the fleet's: idle 4 s at 8x (a real 32 s), settle half of it."""
     idle = max(2.0, 32.0 / speed)
-    return Settings(**{**settings.model_dump(), "vehicle_idle_s": idle, "settle_s": idle / 2,
-                       "max_segment_age_s": SIMULATED_FLEET_JOIN["max_segment_age_s"], "session_timeout_s": 10.0,
-                       "topic_prefix": f"{settings.topic_prefix}soak{uuid.uuid4().hex[:6]}."})
+    return Settings(
+        **{
+            **settings.model_dump(),
+            "vehicle_idle_s": idle,
+            "settle_s": idle / 2,
+            "max_segment_age_s": SIMULATED_FLEET_JOIN["max_segment_age_s"],
+            "session_timeout_s": 10.0,
+            "topic_prefix": f"{settings.topic_prefix}soak{uuid.uuid4().hex[:6]}.",
+        }
+    )
 
 
-def run_soak(settings: Settings, factory: sessionmaker[Session], work: Path, *, trials: int, seed: int = 1,
-             speed: float = 8.0, vehicles: int = 4,
-             progress: Callable[[TrialResult], None] | None = None) -> list[TrialResult]:
+def run_soak(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    work: Path,
+    *,
+    trials: int,
+    seed: int = 1,
+    speed: float = 8.0,
+    vehicles: int = 4,
+    progress: Callable[[TrialResult], None] | None = None,
+) -> list[TrialResult]:
     """`trials` trials on one joiner and one worker (settings.kafka_bootstrap and settings.model must be set; the
     model is promoted to production in the database of `factory`, so give the soak a database of its own)."""
     rng = random.Random(seed)

@@ -13,8 +13,8 @@ import json
 import shutil
 
 from schemas.messages import SegmentRef
-from streams.blobs import LocalBlobStore
-from streams.join import WindowManifest
+from streams.infra.blobs import LocalBlobStore
+from streams.joiner.join import WindowManifest
 
 
 class WindowStore:
@@ -30,11 +30,16 @@ class WindowStore:
         if not path.is_file():
             return None
         data = json.loads(path.read_bytes())
-        return WindowManifest(vehicle_id, start, tuple(SegmentRef.model_validate(s) for s in data["segments"]))
+        return WindowManifest(
+            vehicle_id, start, tuple(SegmentRef.model_validate(s) for s in data["segments"])
+        )
 
     def save(self, manifest: WindowManifest) -> None:
-        body = {"vehicle_id": manifest.vehicle_id, "start": manifest.start,
-                "segments": [s.model_dump(mode="json") for s in manifest.segments]}
+        body = {
+            "vehicle_id": manifest.vehicle_id,
+            "start": manifest.start,
+            "segments": [s.model_dump(mode="json") for s in manifest.segments],
+        }
         self.blobs.put_bytes(self.key(manifest.vehicle_id, manifest.start), json.dumps(body).encode())
 
     def clear(self) -> None:

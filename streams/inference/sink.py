@@ -51,52 +51,99 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
         if clip.driver_id:
             _insert_missing(session, Driver, [{"driver_id": clip.driver_id, "fleet_id": fleet}])
         _insert_missing(session, ModelVersion, [{"version": result.model_version, "path": "", "metrics": {}}])
-        _insert_missing(session, Segment, [
-            {"segment_id": s.segment_id, "fleet_id": fleet, "vehicle_id": clip.vehicle_id, "camera": s.camera.value,
-             "start_ts": s.start_ts, "end_ts": s.end_ts, "video_uri": s.video_uri, "distance_km": s.distance_km}
-            for s in clip.segments
-        ])
+        _insert_missing(
+            session,
+            Segment,
+            [
+                {
+                    "segment_id": s.segment_id,
+                    "fleet_id": fleet,
+                    "vehicle_id": clip.vehicle_id,
+                    "camera": s.camera.value,
+                    "start_ts": s.start_ts,
+                    "end_ts": s.end_ts,
+                    "video_uri": s.video_uri,
+                    "distance_km": s.distance_km,
+                }
+                for s in clip.segments
+            ],
+        )
         row = {
-            "clip_id": clip.clip_id, "fleet_id": fleet, "vehicle_id": clip.vehicle_id, "driver_id": clip.driver_id,
-            "start_ts": clip.start_ts, "end_ts": clip.end_ts, "views": [v.value for v in clip.views],
-            "frames_uri": clip.frames_uri, "num_frames": clip.num_frames, "frame_width": clip.frame_width,
-            "frame_height": clip.frame_height, "sample_fps": clip.sample_fps,
-            "distance_km": clip_distance_km(clip.start_ts, clip.end_ts, clip.segments), "revision": clip.revision,
+            "clip_id": clip.clip_id,
+            "fleet_id": fleet,
+            "vehicle_id": clip.vehicle_id,
+            "driver_id": clip.driver_id,
+            "start_ts": clip.start_ts,
+            "end_ts": clip.end_ts,
+            "views": [v.value for v in clip.views],
+            "frames_uri": clip.frames_uri,
+            "num_frames": clip.num_frames,
+            "frame_width": clip.frame_width,
+            "frame_height": clip.frame_height,
+            "sample_fps": clip.sample_fps,
+            "distance_km": clip_distance_km(clip.start_ts, clip.end_ts, clip.segments),
+            "revision": clip.revision,
         }
         clip_insert = insert(Clip).values(row)
         upsert = clip_insert.on_conflict_do_update(
-            index_elements=[Clip.clip_id], set_={k: clip_insert.excluded[k] for k in row if k != "clip_id"},
+            index_elements=[Clip.clip_id],
+            set_={k: clip_insert.excluded[k] for k in row if k != "clip_id"},
             where=Clip.revision <= clip_insert.excluded.revision,
         ).returning(Clip.clip_id)
         if session.execute(upsert).first() is None:
-            stored = set(session.scalars(select(ClipSegment.segment_id).where(ClipSegment.clip_id == clip.clip_id)))
+            stored = set(
+                session.scalars(select(ClipSegment.segment_id).where(ClipSegment.clip_id == clip.clip_id))
+            )
             if {s.segment_id for s in clip.segments} <= stored:
                 # An older revision than the one stored (a replay after the newer one was written): the newer answer
                 # stands, and this one is not written.
-                current = session.execute(select(Inference.id).where(Inference.clip_id == clip.clip_id)
-                                          .order_by(Inference.updated_at.desc(), Inference.id.desc()).limit(1))
+                current = session.execute(
+                    select(Inference.id)
+                    .where(Inference.clip_id == clip.clip_id)
+                    .order_by(Inference.updated_at.desc(), Inference.id.desc())
+                    .limit(1)
+                )
                 return int(current.scalar_one())
             # Footage the stored clip does not have under a lower revision: not an older revision of it but another
             # lineage (its window manifests were lost, or another deployment wrote the id): the newest write wins.
-            session.execute(update(Clip).where(Clip.clip_id == clip.clip_id)
-                            .values({k: v for k, v in row.items() if k != "clip_id"}))
+            session.execute(
+                update(Clip)
+                .where(Clip.clip_id == clip.clip_id)
+                .values({k: v for k, v in row.items() if k != "clip_id"})
+            )
             session.execute(delete(ClipSegment).where(ClipSegment.clip_id == clip.clip_id))
-        _insert_missing(session, ClipSegment, [
-            {"clip_id": clip.clip_id, "segment_id": s.segment_id, "fleet_id": fleet} for s in clip.segments
-        ])
+        _insert_missing(
+            session,
+            ClipSegment,
+            [{"clip_id": clip.clip_id, "segment_id": s.segment_id, "fleet_id": fleet} for s in clip.segments],
+        )
         values = {
-            "fleet_id": fleet, "clip_id": clip.clip_id, "model_version": result.model_version,
-            "prompt_version": result.prompt_version, "valid": result.valid, "error": result.error,
-            "description": result.description, "raw_turn1": result.raw_turn1, "raw_turn2": result.raw_turn2,
-            "latency_ms": result.latency_ms, "prompt_tokens": result.prompt_tokens,
-            "generated_tokens": result.generated_tokens, "clip_revision": clip.revision,
+            "fleet_id": fleet,
+            "clip_id": clip.clip_id,
+            "model_version": result.model_version,
+            "prompt_version": result.prompt_version,
+            "valid": result.valid,
+            "error": result.error,
+            "description": result.description,
+            "raw_turn1": result.raw_turn1,
+            "raw_turn2": result.raw_turn2,
+            "latency_ms": result.latency_ms,
+            "prompt_tokens": result.prompt_tokens,
+            "generated_tokens": result.generated_tokens,
+            "clip_revision": clip.revision,
             "frames_uri": clip.frames_uri,
         }
         stmt = insert(Inference).values(values)
         stmt = stmt.on_conflict_do_update(
             constraint="uq_inference_clip_model_revision",
-            set_={**{k: stmt.excluded[k] for k in values if k not in ("clip_id", "model_version", "clip_revision")},
-                  "updated_at": func.now()},
+            set_={
+                **{
+                    k: stmt.excluded[k]
+                    for k in values
+                    if k not in ("clip_id", "model_version", "clip_revision")
+                },
+                "updated_at": func.now(),
+            },
         ).returning(Inference.id)
         inference_id = int(session.execute(stmt).scalar_one())
         if session.execute(select(Review.id).where(Review.inference_id == inference_id).limit(1)).first():
@@ -105,14 +152,29 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
             return inference_id
         session.execute(delete(Event).where(Event.inference_id == inference_id))
         if result.events:
-            session.execute(insert(Event).values([
-                {"fleet_id": fleet, "inference_id": inference_id, "type": e.type.value, "view": e.view.value,
-                 "start_s": e.start, "end_s": e.end}
-                for e in result.events
-            ]))
-        instruction = insert(Instruction).values(inference_id=inference_id, fleet_id=fleet, text=result.instruction)
-        session.execute(instruction.on_conflict_do_update(index_elements=[Instruction.inference_id],
-                                                          set_={"text": instruction.excluded.text}))
+            session.execute(
+                insert(Event).values(
+                    [
+                        {
+                            "fleet_id": fleet,
+                            "inference_id": inference_id,
+                            "type": e.type.value,
+                            "view": e.view.value,
+                            "start_s": e.start,
+                            "end_s": e.end,
+                        }
+                        for e in result.events
+                    ]
+                )
+            )
+        instruction = insert(Instruction).values(
+            inference_id=inference_id, fleet_id=fleet, text=result.instruction
+        )
+        session.execute(
+            instruction.on_conflict_do_update(
+                index_elements=[Instruction.inference_id], set_={"text": instruction.excluded.text}
+            )
+        )
     return inference_id
 
 

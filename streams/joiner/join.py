@@ -10,7 +10,7 @@ in what order they arrived; arrival only decides how soon a clip is emitted, and
 - **Clips.** In each window, the segments of one driver make one clip (segments without a driver id make their
   own: a missing id is never filled in from another trip). A driver change inside a window splits the clip there.
   The clip spans the window's coverage of that driver: from the first covered moment to the last, both cameras
-  together (`single_view`), or only where both cameras cover (without it). Its `views` are the cameras that cover
+  together (`single_view_clips`), or only where both cameras cover (without it). Its `views` are the cameras that cover
   any of it; a clip shorter than `clip_min_s` (less than one sampled frame) is not made.
 - **Revisions.** Clip ids come from vehicle, window and driver (`schemas.messages.clip_id_for`), not from the
   clip's extent, so an upload that lands in a window already emitted rebuilds that window's changed clips under
@@ -19,7 +19,7 @@ in what order they arrived; arrival only decides how soon a clip is emitted, and
   window manifests in the blob store (`streams/windows.py`), which the app loads into the state when an upload
   touches a window the state no longer holds.
 - **When a window is emitted** (latency, never correctness):
-  - *event time*: every camera that is still sending has moved past the window's end by `grace_s` (the watermark:
+  - *event time*: every camera that is still sending has moved past the window's end by `event_grace_s` (the watermark:
     the slowest live camera's newest segment start, minus the grace; Flink's rule for two inputs, so a camera
     that lags the other by minutes still gives two-view clips), and
   - *settled*: nothing has arrived for the window for `settle_s` of arrival time (a backlog uploaded in a burst,
@@ -45,13 +45,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from schemas.messages import SegmentMessage, SegmentRef, clip_id_for
 from schemas.taxonomy import View
+from streams.settings import Settings
 
 Interval = tuple[float, float]
 EPS = 1e-6
@@ -69,10 +70,17 @@ class JoinRules:
     clip_max_s: float = 64.0  # the window length
     clip_min_s: float = 0.5
     skew_tolerance_s: float = 1.0
-    grace_s: float = 20.0  # event-time seconds a camera must be past a window's end
-    single_view: bool = True
-    vehicle_idle_s: float = 600.0  # arrival-time seconds after which a silent camera (or vehicle) stops holding back
+    event_grace_s: float = 20.0  # event-time seconds a camera must be past a window's end
+    single_view_clips: bool = True
+    vehicle_idle_s: float = (
+        600.0  # arrival-time seconds after which a silent camera (or vehicle) stops holding back
+    )
     settle_s: float = 30.0  # arrival-time seconds a window must go without uploads before it is emitted
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JoinRules:
+        """Each field is the setting of the same name: one name per concept, env var to rule."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 class PendingUpload(BaseModel):
@@ -135,6 +143,7 @@ class WindowManifest:
 
 # --- intervals and windows -------------------------------------------------------------------------------------
 
+
 def merge_intervals(intervals: Iterable[Interval], tolerance: float) -> list[Interval]:
     merged: list[list[float]] = []
     for start, end in sorted(intervals):
@@ -165,8 +174,9 @@ def window_starts(start_ts: float, end_ts: float, rules: JoinRules) -> list[floa
     return [k * rules.clip_max_s for k in range(first, max(first, last) + 1)]
 
 
-def window_clips(fleet_id: str, vehicle_id: str, start: float, segments: Iterable[SegmentRef],
-                 rules: JoinRules) -> list[ClipPlan]:
+def window_clips(
+    fleet_id: str, vehicle_id: str, start: float, segments: Iterable[SegmentRef], rules: JoinRules
+) -> list[ClipPlan]:
     """The clips of one window: one per driver, over that driver's coverage of the window."""
     end = start + rules.clip_max_s
     by_driver: dict[str | None, list[SegmentRef]] = {}
@@ -175,28 +185,50 @@ def window_clips(fleet_id: str, vehicle_id: str, start: float, segments: Iterabl
             by_driver.setdefault(s.driver_id, []).append(s)
     plans = []
     for driver_id, own in sorted(by_driver.items(), key=lambda kv: kv[0] or ""):
-        cover = {c: merge_intervals(((max(s.start_ts, start), min(s.end_ts, end)) for s in own if s.camera is c),
-                                    rules.skew_tolerance_s) for c in View}
-        spans = (merge_intervals(cover[View.ROAD] + cover[View.DRIVER], 0.0) if rules.single_view
-                 else intersect(cover[View.ROAD], cover[View.DRIVER]))
+        cover = {
+            c: merge_intervals(
+                ((max(s.start_ts, start), min(s.end_ts, end)) for s in own if s.camera is c),
+                rules.skew_tolerance_s,
+            )
+            for c in View
+        }
+        spans = (
+            merge_intervals(cover[View.ROAD] + cover[View.DRIVER], 0.0)
+            if rules.single_view_clips
+            else intersect(cover[View.ROAD], cover[View.DRIVER])
+        )
         if not spans:
             continue
         a, b = spans[0][0], spans[-1][1]
         if b - a < rules.clip_min_s - EPS:
             continue
         views = tuple(c for c in View if any(x < b and y > a for x, y in cover[c]))
-        used = tuple(sorted((s for s in own if s.camera in views and s.start_ts < b and s.end_ts > a),
-                            key=lambda s: (s.camera, s.start_ts, s.segment_id)))
-        plans.append(ClipPlan(
-            clip_id=clip_id_for(vehicle_id, start, end, driver_id), fleet_id=fleet_id, vehicle_id=vehicle_id,
-            driver_id=driver_id, window_start=start, start_ts=a, end_ts=b, views=views, segments=used,
-            revision=len(used),
-        ))
+        used = tuple(
+            sorted(
+                (s for s in own if s.camera in views and s.start_ts < b and s.end_ts > a),
+                key=lambda s: (s.camera, s.start_ts, s.segment_id),
+            )
+        )
+        plans.append(
+            ClipPlan(
+                clip_id=clip_id_for(vehicle_id, start, end, driver_id),
+                fleet_id=fleet_id,
+                vehicle_id=vehicle_id,
+                driver_id=driver_id,
+                window_start=start,
+                start_ts=a,
+                end_ts=b,
+                views=views,
+                segments=used,
+                revision=len(used),
+            )
+        )
     return plans
 
 
-def expected_clips(segments: Iterable[SegmentRef], rules: JoinRules, *, fleet_id: str = "f",
-                   vehicle_id: str = "v") -> list[ClipPlan]:
+def expected_clips(
+    segments: Iterable[SegmentRef], rules: JoinRules, *, fleet_id: str = "f", vehicle_id: str = "v"
+) -> list[ClipPlan]:
     """The oracle: every clip the rules give for one vehicle's complete set of segments, in time order."""
     unique = list({s.segment_id: s for s in segments}.values())
     starts = sorted({w for s in unique for w in window_starts(s.start_ts, s.end_ts, rules)})
@@ -208,11 +240,15 @@ def expected_fleet_clips(uploads: Iterable[SegmentMessage], rules: JoinRules) ->
     by_vehicle: dict[tuple[str, str], list[SegmentRef]] = {}
     for m in uploads:
         by_vehicle.setdefault((m.fleet_id, m.vehicle_id), []).append(m.ref(m.video_uri or ""))
-    return [p for (fleet, vehicle), refs in by_vehicle.items()
-            for p in expected_clips(refs, rules, fleet_id=fleet, vehicle_id=vehicle)]
+    return [
+        p
+        for (fleet, vehicle), refs in by_vehicle.items()
+        for p in expected_clips(refs, rules, fleet_id=fleet, vehicle_id=vehicle)
+    ]
 
 
 # --- the streaming join ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Step:
@@ -232,21 +268,34 @@ def windows_to_load(state: VehicleJoinState, message: SegmentMessage, rules: Joi
     return [w for w in window_starts(message.start_ts, message.end_ts, rules) if w not in held]
 
 
-def receive(state: VehicleJoinState, message: SegmentMessage, *, arrived: float, rules: JoinRules,
-            manifests: Mapping[float, WindowManifest | None]) -> Step:
+def receive(
+    state: VehicleJoinState,
+    message: SegmentMessage,
+    *,
+    arrived: float,
+    rules: JoinRules,
+    manifests: Mapping[float, WindowManifest | None],
+) -> Step:
     """An upload read from its camera's topic at arrival time `arrived`: it waits in `pending` for the horizon.
     `manifests` holds what `windows_to_load` asked for (None: the window was never emitted)."""
     opened = [
         OpenWindow(start=w, segments=m.segments, emitted_ids=tuple(s.segment_id for s in m.segments))
-        if (m := manifests.get(w)) else OpenWindow(start=w)
+        if (m := manifests.get(w))
+        else OpenWindow(start=w)
         for w in windows_to_load(state, message, rules)
     ]
     camera = message.camera.value
-    return advance(state.model_copy(update={
-        "windows": tuple(sorted((*state.windows, *opened), key=lambda w: w.start)),
-        "camera_clock": state.camera_clock | {camera: max(state.camera_clock.get(camera, NEVER), arrived)},
-        "pending": (*state.pending, PendingUpload(message=message, arrived=arrived)),
-    }), rules)
+    return advance(
+        state.model_copy(
+            update={
+                "windows": tuple(sorted((*state.windows, *opened), key=lambda w: w.start)),
+                "camera_clock": state.camera_clock
+                | {camera: max(state.camera_clock.get(camera, NEVER), arrived)},
+                "pending": (*state.pending, PendingUpload(message=message, arrived=arrived)),
+            }
+        ),
+        rules,
+    )
 
 
 def observe_tick(state: VehicleJoinState, camera: View, at: float, rules: JoinRules) -> Step:
@@ -267,7 +316,9 @@ def advance(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -
     nothing is admitted, so these are the moments that decide, however the topics were read."""
     until = math.inf if flush else horizon(state)
     # Stable: one camera's uploads keep their order on its topic; ties across cameras go by camera.
-    due = sorted((p for p in state.pending if p.arrived <= until), key=lambda p: (p.arrived, p.message.camera.value))
+    due = sorted(
+        (p for p in state.pending if p.arrived <= until), key=lambda p: (p.arrived, p.message.camera.value)
+    )
     later = tuple(p for p in state.pending if p.arrived > until)
     outcomes: list[tuple[SegmentMessage, Admission]] = []
     plans: list[ClipPlan] = []
@@ -277,15 +328,20 @@ def advance(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False) -
         state = state.model_copy(update={"pending": (*later, *due[i:])})
         state, got, stored = emit_final(state, rules, now=upload.arrived)
         plans, manifests = plans + got, manifests + stored
-        state, admission = admit(state.model_copy(update={"pending": (*later, *due[i + 1:])}), upload.message,
-                                 now=upload.arrived, rules=rules)
+        state, admission = admit(
+            state.model_copy(update={"pending": (*later, *due[i + 1 :])}),
+            upload.message,
+            now=upload.arrived,
+            rules=rules,
+        )
         outcomes.append((upload.message, admission))
     state, got, stored = emit_final(state, rules, flush=flush)
     return Step(state, outcomes, plans + got, manifests + stored)
 
 
-def admit(state: VehicleJoinState, message: SegmentMessage, *, now: float,
-          rules: JoinRules) -> tuple[VehicleJoinState, Admission]:
+def admit(
+    state: VehicleJoinState, message: SegmentMessage, *, now: float, rules: JoinRules
+) -> tuple[VehicleJoinState, Admission]:
     """Add one upload to the windows it overlaps (all held: `receive` opened them, and a window with a pending upload
     is not emitted); `now` is its arrival time."""
     assert message.video_uri is not None, "uploads are claim-checked before they are received"
@@ -299,13 +355,21 @@ def admit(state: VehicleJoinState, message: SegmentMessage, *, now: float,
     if any(s.segment_id == message.segment_id for w in touched for s in w.segments):
         return state.model_copy(update=alive), Admission.DUPLICATE
     ref = message.ref(message.video_uri)
-    windows = tuple(w.model_copy(update={"segments": (*w.segments, ref), "touched": max(w.touched, now)})
-                    if w.start in starts else w for w in state.windows)
+    windows = tuple(
+        w.model_copy(update={"segments": (*w.segments, ref), "touched": max(w.touched, now)})
+        if w.start in starts
+        else w
+        for w in state.windows
+    )
     revises = any(w.emitted_ids for w in touched)
-    return state.model_copy(update={
-        **alive, "windows": windows,
-        "camera_time": state.camera_time | {camera: max(state.camera_time.get(camera, NEVER), message.start_ts)},
-    }), Admission.REVISES if revises else Admission.ACCEPTED
+    return state.model_copy(
+        update={
+            **alive,
+            "windows": windows,
+            "camera_time": state.camera_time
+            | {camera: max(state.camera_time.get(camera, NEVER), message.start_ts)},
+        }
+    ), Admission.REVISES if revises else Admission.ACCEPTED
 
 
 def idle_cameras(state: VehicleJoinState, rules: JoinRules, now: float | None = None) -> set[View]:
@@ -319,11 +383,12 @@ def watermark(state: VehicleJoinState, rules: JoinRules, now: float | None = Non
     """The slowest live camera's newest segment start minus the grace; infinite when every camera is idle."""
     idle = idle_cameras(state, rules, now)
     live = [state.camera_time.get(c.value, NEVER) for c in View if c not in idle]
-    return min(live) - rules.grace_s if live else math.inf
+    return min(live) - rules.event_grace_s if live else math.inf
 
 
-def emit_final(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False,
-               now: float | None = None) -> tuple[VehicleJoinState, list[ClipPlan], list[WindowManifest]]:
+def emit_final(
+    state: VehicleJoinState, rules: JoinRules, *, flush: bool = False, now: float | None = None
+) -> tuple[VehicleJoinState, list[ClipPlan], list[WindowManifest]]:
     """Close the windows that are final at arrival time `now` (the horizon unless given): their new or changed clips
     and their manifests, and the state without them."""
     now = horizon(state) if now is None else now
@@ -333,15 +398,21 @@ def emit_final(state: VehicleJoinState, rules: JoinRules, *, flush: bool = False
     manifests: list[WindowManifest] = []
     kept: list[OpenWindow] = []
     for w in state.windows:
-        final = flush or (w.start not in waiting and w.start + rules.clip_max_s + rules.skew_tolerance_s < mark
-                          and (mark == math.inf or now - w.touched >= rules.settle_s))
+        final = flush or (
+            w.start not in waiting
+            and w.start + rules.clip_max_s + rules.skew_tolerance_s < mark
+            and (mark == math.inf or now - w.touched >= rules.settle_s)
+        )
         if not final:
             kept.append(w)
             continue
         emitted = set(w.emitted_ids)
         if any(s.segment_id not in emitted for s in w.segments):
-            plans += [p for p in window_clips(state.fleet_id, state.vehicle_id, w.start, w.segments, rules)
-                      if any(s.segment_id not in emitted for s in p.segments)]
+            plans += [
+                p
+                for p in window_clips(state.fleet_id, state.vehicle_id, w.start, w.segments, rules)
+                if any(s.segment_id not in emitted for s in p.segments)
+            ]
             manifests.append(WindowManifest(state.vehicle_id, w.start, w.segments))
     if len(kept) == len(state.windows):
         return state, plans, manifests
@@ -356,4 +427,6 @@ def is_expired(state: VehicleJoinState, rules: JoinRules) -> bool:
 def needs_tick(state: VehicleJoinState, rules: JoinRules, *, now: float, quiet_s: float) -> bool:
     """True when the vehicle waits on time alone (uploads pending, windows open, or a state not yet expired) and
     some camera's topic has shown nothing for `quiet_s` of wall time: the app's timer then ticks its topics."""
-    return not is_expired(state, rules) and any(now - state.camera_clock.get(c.value, NEVER) >= quiet_s for c in View)
+    return not is_expired(state, rules) and any(
+        now - state.camera_clock.get(c.value, NEVER) >= quiet_s for c in View
+    )

@@ -23,11 +23,16 @@ from schemas.model_io import (
     video_input,
 )
 from schemas.prompts import conversation, turn1_json_schema
-from streams.engine import DEFAULT_MAX_NEW_TOKENS, CotOutput, model_version_of
+from streams.inference.engines.base import DEFAULT_MAX_NEW_TOKENS, CotOutput, model_version_of
 
 # vLLM reads these at import: a 1-GiB CPU KV cache, loopback only, no telemetry, no hub.
-VLLM_ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1", "VLLM_NO_USAGE_STATS": "1",
-                     "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+VLLM_ENV_DEFAULTS = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+}
 
 
 STARTUP_DIR = Path(__file__).resolve().parents[1] / "schemas" / "startup"
@@ -44,8 +49,15 @@ def with_startup_shim(env: MutableMapping[str, str]) -> MutableMapping[str, str]
 class VllmEngine:
     """Greedy two-turn generation with vLLM's offline `LLM`; a batch of clips is two `generate` calls."""
 
-    def __init__(self, model_path: str | Path, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 max_model_len: int = 8192, enforce_eager: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        max_model_len: int = 8192,
+        enforce_eager: bool = True,
+        seed: int = 0,
+    ) -> None:
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         path = Path(model_path)
@@ -64,12 +76,20 @@ class VllmEngine:
         tok = self.processor.tokenizer
         eos = sorted(i for i in {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id} if i is not None)
         self.llm = LLM(
-            model=str(path), dtype="float32", seed=seed, enforce_eager=enforce_eager, max_model_len=max_model_len,
+            model=str(path),
+            dtype="float32",
+            seed=seed,
+            enforce_eager=enforce_eager,
+            max_model_len=max_model_len,
             limit_mm_per_prompt={"video": 1, "image": 0},
             structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
         )
-        self._turn1 = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=eos,
-                                     structured_outputs=StructuredOutputsParams(json=turn1_json_schema()))
+        self._turn1 = SamplingParams(
+            temperature=0.0,
+            max_tokens=max_new_tokens,
+            stop_token_ids=eos,
+            structured_outputs=StructuredOutputsParams(json=turn1_json_schema()),
+        )
         self._turn2 = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=eos)
 
     def _request(self, messages: list[dict[str, Any]], frames: np.ndarray) -> dict[str, Any]:
@@ -83,15 +103,26 @@ class VllmEngine:
         if not clips:
             return []
         started = time.perf_counter()
-        first = self.llm.generate([self._request(conversation(), f) for f in clips], self._turn1, use_tqdm=False)
+        first = self.llm.generate(
+            [self._request(conversation(), f) for f in clips], self._turn1, use_tqdm=False
+        )
         turn1 = [o.outputs[0].text.strip() for o in first]
-        second = self.llm.generate([self._request(conversation(t1), f) for t1, f in zip(turn1, clips, strict=True)],
-                                   self._turn2, use_tqdm=False)
-        latency_ms = (time.perf_counter() - started) * 1000.0  # every clip of a batch waits for the whole batch
+        second = self.llm.generate(
+            [self._request(conversation(t1), f) for t1, f in zip(turn1, clips, strict=True)],
+            self._turn2,
+            use_tqdm=False,
+        )
+        latency_ms = (
+            time.perf_counter() - started
+        ) * 1000.0  # every clip of a batch waits for the whole batch
         return [
-            CotOutput(turn1=t1, turn2=b.outputs[0].text.strip(),
-                      prompt_tokens=len(a.prompt_token_ids or []) + len(b.prompt_token_ids or []),
-                      generated_tokens=len(a.outputs[0].token_ids) + len(b.outputs[0].token_ids), latency_ms=latency_ms)
+            CotOutput(
+                turn1=t1,
+                turn2=b.outputs[0].text.strip(),
+                prompt_tokens=len(a.prompt_token_ids or []) + len(b.prompt_token_ids or []),
+                generated_tokens=len(a.outputs[0].token_ids) + len(b.outputs[0].token_ids),
+                latency_ms=latency_ms,
+            )
             for t1, a, b in zip(turn1, first, second, strict=True)
         ]
 

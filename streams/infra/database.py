@@ -108,5 +108,35 @@ def migrate(url: URL | str) -> None:
     upgrade(url)
 
 
-__all__ = ["DatabaseUnavailable", "ResolvedDatabase", "ensure_database", "make_engine", "migrate",
-           "resolve_database_url"]
+__all__ = [
+    "DatabaseUnavailable",
+    "ResolvedDatabase",
+    "ensure_database",
+    "make_engine",
+    "migrate",
+    "resolve_database_url",
+]
+
+
+def scratch_database(settings: Settings, name: str) -> ResolvedDatabase:
+    """A database of its own for a benchmark or soak run: `name` on the configured server: DRIVECOACH_DATABASE_URL's, else the local one, else embedded."""
+    from sqlalchemy.engine import make_url
+
+    if settings.database_url:
+        return ResolvedDatabase(url=ensure_database(make_url(settings.database_url), name), source="env")
+    return resolve_database_url(settings.model_copy(update={"database_name": name}))
+
+
+def drop_scratch_database(database: ResolvedDatabase, role: str | None) -> None:
+    import psycopg
+    from psycopg import sql
+
+    admin = database.url.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database.url.database))
+        )
+        if role:  # cluster-wide, and this run's alone (the fleet ids carry the run's prefix)
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -15,14 +15,24 @@ import faust
 
 from schemas.messages import ClipMessage, SegmentRef
 from schemas.taxonomy import View
-from streams import metrics
-from streams.blobs import LocalBlobStore
-from streams.clip import build_clip_frames
 from streams.errors import BadSegment, VideoDecodeError
-from streams.faust_seek import install as install_seek_fix
-from streams.join import (
+from streams.infra import metrics
+from streams.infra.blobs import LocalBlobStore
+from streams.infra.topics import (
+    CLIPS_TOPIC,
+    DRIVER_TOPIC,
+    ROAD_TOPIC,
+    TICK_HEADER,
+    dead_letter,
+    dlq_name,
+    is_tick,
+)
+from streams.joiner.clip import build_clip_frames
+from streams.joiner.faust_seek import install as install_seek_fix
+from streams.joiner.join import (
     Admission,
     ClipPlan,
+    JoinRules,
     Step,
     VehicleJoinState,
     is_expired,
@@ -31,40 +41,15 @@ from streams.join import (
     receive,
     windows_to_load,
 )
-from streams.offsets import OffsetWatch
-from streams.segments import claim_check, parse_segment, probe_video
+from streams.joiner.offsets import OffsetWatch
+from streams.joiner.segments import TimeLimits, claim_check, parse_segment, probe_video
+from streams.joiner.windows import WindowStore
 from streams.settings import Settings
-from streams.windows import WindowStore
 
 log = logging.getLogger(__name__)
 install_seek_fix()  # faust-streaming 0.15.3 skips input records after a table recovery otherwise (streams/faust_seek.py)
 
-ROAD_TOPIC, DRIVER_TOPIC, CLIPS_TOPIC = "telematics.road", "telematics.driver", "clips"
-TICK_HEADER = "drivecoach-tick"  # marks the joiner's own ticks on the camera topics (no payload)
 LOOP_PROBE_S = 0.25
-
-
-def is_tick(headers: Any) -> bool:
-    """Faust gives headers as a mapping or as (name, value) pairs, depending on the path."""
-    pairs = headers.items() if hasattr(headers, "items") else headers or ()
-    return any(name == TICK_HEADER for name, _ in pairs)
-
-
-def dlq_name(topic: str) -> str:
-    return f"{topic}.dlq"
-
-
-def dead_letter(topic: str, reason: str, detail: str, key: bytes | None, value: bytes | None) -> bytes:
-    return json.dumps(
-        {
-            "reason": reason,
-            "detail": detail,
-            "topic": topic,
-            "key": key.decode(errors="replace") if key else None,
-            "payload": value.decode(errors="replace") if value else None,
-            "at": time.time(),
-        }
-    ).encode()
 
 
 def probe_blob(blob_root: str, uri: str) -> None:
@@ -79,7 +64,9 @@ def build_and_store(
     segments whose video failed part-way (segment, dead-letter reason, detail)."""
     blobs = LocalBlobStore(Path(blob_root))
     segments = [(ref, blobs.path(ref.video_uri)) for ref in plan.segments]
-    clip = build_clip_frames(plan.start_ts, plan.end_ts, segments, fps=fps, max_frames=max_frames, max_pixels=max_pixels)
+    clip = build_clip_frames(
+        plan.start_ts, plan.end_ts, segments, fps=fps, max_frames=max_frames, max_pixels=max_pixels
+    )
     # One blob per revision: a manager's review of an older revision keeps the frames it was made on.
     uri = blobs.put_bytes(f"clips/{plan.vehicle_id}/{plan.clip_id}.r{plan.revision}.npz", clip.to_npz())
     t, h, w, _ = clip.frames.shape
@@ -88,10 +75,10 @@ def build_and_store(
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
-    rules = settings.join_rules()
+    rules = JoinRules.from_settings(settings)
     blobs = LocalBlobStore(settings.blobs)
     windows = WindowStore(blobs)
-    limits = settings.time_limits()
+    limits = TimeLimits.from_settings(settings)
     extra: dict[str, Any] = {"producer_max_batch_size": 1} if settings.one_record_per_batch else {}
     app = faust.App(
         f"{settings.topic_prefix}drivecoach-joiner",
@@ -104,10 +91,17 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_max_fetch_size=8_000_000,
         **extra,
     )
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     inputs = app.topic(settings.topic(ROAD_TOPIC), settings.topic(DRIVER_TOPIC), **raw)
-    camera_topics = [app.topic(settings.topic(name), partitions=settings.partitions, **raw)
-                     for name in (ROAD_TOPIC, DRIVER_TOPIC)]
+    camera_topics = [
+        app.topic(settings.topic(name), partitions=settings.partitions, **raw)
+        for name in (ROAD_TOPIC, DRIVER_TOPIC)
+    ]
     clips = app.topic(settings.topic(CLIPS_TOPIC), partitions=settings.partitions, **raw)
     dlqs = {name: app.topic(dlq_name(settings.topic(name)), **raw) for name in (ROAD_TOPIC, DRIVER_TOPIC)}
     # Raw JSON bytes: Faust cannot rebuild a `value_type=dict` table from its changelog ("type object 'dict' has
@@ -116,9 +110,13 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         "join-state", default=None, partitions=settings.partitions, key_type=str, value_type=bytes
     )
     # Decoding runs in worker processes so the event loop (and the consumer's heartbeat) never waits on it.
-    pool = ProcessPoolExecutor(max_workers=settings.clip_workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        max_workers=settings.clip_workers, mp_context=multiprocessing.get_context("spawn")
+    )
 
-    async def dead(topic: str, dlq: str, reason: str, detail: str, key: bytes | None, value: bytes | None) -> None:
+    async def dead(
+        topic: str, dlq: str, reason: str, detail: str, key: bytes | None, value: bytes | None
+    ) -> None:
         log.warning("dead letter from %s: %s: %s", topic, reason, detail)
         await (await dlqs[dlq].send(key=key, value=dead_letter(topic, reason, detail, key, value)))
         metrics.DEAD_LETTERS.labels(topic=dlq_name(settings.topic(dlq)), reason=reason).inc()
@@ -130,31 +128,62 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             started = time.monotonic()
             try:
                 built, faults = await loop.run_in_executor(
-                    pool, build_and_store, plan, str(blobs.root), settings.sample_fps, settings.max_frames,
+                    pool,
+                    build_and_store,
+                    plan,
+                    str(blobs.root),
+                    settings.sample_fps,
+                    settings.max_frames,
                     settings.max_pixels,
                 )
             except (VideoDecodeError, OSError) as err:
-                await dead(settings.topic(CLIPS_TOPIC), ROAD_TOPIC, "clip_build_failed", f"{plan.clip_id}: {err}", key,
-                           json.dumps([r.model_dump(mode="json") for r in plan.segments]).encode())
+                await dead(
+                    settings.topic(CLIPS_TOPIC),
+                    ROAD_TOPIC,
+                    "clip_build_failed",
+                    f"{plan.clip_id}: {err}",
+                    key,
+                    json.dumps([r.model_dump(mode="json") for r in plan.segments]).encode(),
+                )
                 continue
             metrics.CLIP_BUILD_SECONDS.observe(time.monotonic() - started)
             for ref, reason, detail in faults:  # the clip stands without them; the segments are dead-lettered
                 base = ROAD_TOPIC if ref.camera is View.ROAD else DRIVER_TOPIC
-                await dead(settings.topic(base), base, reason, f"{detail} (clip {plan.clip_id} built without it)", key,
-                           ref.model_dump_json().encode())
+                await dead(
+                    settings.topic(base),
+                    base,
+                    reason,
+                    f"{detail} (clip {plan.clip_id} built without it)",
+                    key,
+                    ref.model_dump_json().encode(),
+                )
             message = ClipMessage(
-                clip_id=plan.clip_id, fleet_id=plan.fleet_id, vehicle_id=plan.vehicle_id, driver_id=plan.driver_id,
-                start_ts=plan.start_ts, end_ts=plan.end_ts, views=list(plan.views),
-                segments=list(plan.segments), sample_fps=settings.sample_fps, window_start=plan.window_start,
-                revision=plan.revision, **built,
+                clip_id=plan.clip_id,
+                fleet_id=plan.fleet_id,
+                vehicle_id=plan.vehicle_id,
+                driver_id=plan.driver_id,
+                start_ts=plan.start_ts,
+                end_ts=plan.end_ts,
+                views=list(plan.views),
+                segments=list(plan.segments),
+                sample_fps=settings.sample_fps,
+                window_start=plan.window_start,
+                revision=plan.revision,
+                **built,
             )
             # Wait for the broker's ack so the input offset is never committed ahead of the clip.
             await (await clips.send(key=key, value=message.model_dump_json().encode()))
             metrics.CLIPS.labels(views="+".join(plan.views)).inc()
             if plan.revision > 1:
                 metrics.CLIP_REVISIONS.inc()
-            log.info("clip %s %s %.1f-%.1f s revision %d", plan.clip_id[:12], plan.vehicle_id, plan.start_ts,
-                     plan.end_ts, plan.revision)
+            log.info(
+                "clip %s %s %.1f-%.1f s revision %d",
+                plan.clip_id[:12],
+                plan.vehicle_id,
+                plan.start_ts,
+                plan.end_ts,
+                plan.revision,
+            )
 
     async def apply(step: Step) -> None:
         """Emit the clips that became final, then store their windows' manifests, then keep (or drop) the state: in
@@ -163,8 +192,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         for message, admission in step.outcomes:
             metrics.SEGMENTS.labels(outcome=admission.value).inc()
             if admission is Admission.REVISES:
-                log.info("segment %s of %s lands in a window already emitted: its clip is revised",
-                         message.segment_id, message.vehicle_id)
+                log.info(
+                    "segment %s of %s lands in a window already emitted: its clip is revised",
+                    message.segment_id,
+                    message.vehicle_id,
+                )
         await emit(step.plans)
         for manifest in step.manifests:
             windows.save(manifest)
@@ -179,13 +211,24 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def join(stream: faust.StreamT) -> None:
         async for event in stream.events():
             topic = event.message.topic
-            first, gap = offsets.observe(topic, event.message.partition, event.message.offset,
-                                         committed=_committed(app, event.message.tp))
+            first, gap = offsets.observe(
+                topic,
+                event.message.partition,
+                event.message.offset,
+                committed=_committed(app, event.message.tp),
+            )
             if first:
-                log.info("reading %s[%d] from offset %d", topic, event.message.partition, event.message.offset)
+                log.info(
+                    "reading %s[%d] from offset %d", topic, event.message.partition, event.message.offset
+                )
             if gap is not None:
-                log.warning("offsets %d-%d of %s[%d] were never handed to this joiner", gap.first_missing,
-                            gap.last_missing, topic, gap.partition)
+                log.warning(
+                    "offsets %d-%d of %s[%d] were never handed to this joiner",
+                    gap.first_missing,
+                    gap.last_missing,
+                    topic,
+                    gap.partition,
+                )
                 metrics.INPUT_OFFSET_GAPS.labels(topic=topic).inc(gap.last_missing - gap.first_missing + 1)
             key, value = event.key, event.value
             base_topic = ROAD_TOPIC if topic == settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
@@ -197,17 +240,29 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     await apply(observe_tick(state, camera, arrived, rules))
                 continue
             try:
-                segment = claim_check(parse_segment(value, max_bytes=settings.inline_max_bytes, now=time.time(),
-                                                    arrived=arrived, limits=limits), blobs)
+                segment = claim_check(
+                    parse_segment(
+                        value,
+                        max_bytes=settings.inline_max_bytes,
+                        now=time.time(),
+                        arrived=arrived,
+                        limits=limits,
+                    ),
+                    blobs,
+                )
                 assert segment.video_uri is not None
-                await asyncio.get_running_loop().run_in_executor(pool, probe_blob, str(blobs.root), segment.video_uri)
+                await asyncio.get_running_loop().run_in_executor(
+                    pool, probe_blob, str(blobs.root), segment.video_uri
+                )
             except BadSegment as err:
                 await dead(topic, base_topic, err.reason, err.detail, key, value)
                 continue
             state = _load(table.get(segment.vehicle_id)) or VehicleJoinState(
                 fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
             )
-            manifests = {w: windows.load(segment.vehicle_id, w) for w in windows_to_load(state, segment, rules)}
+            manifests = {
+                w: windows.load(segment.vehicle_id, w) for w in windows_to_load(state, segment, rules)
+            }
             await apply(receive(state, segment, arrived=arrived, rules=rules, manifests=manifests))
 
     @app.timer(interval=settings.tick_s)

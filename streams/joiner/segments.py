@@ -6,15 +6,16 @@ import base64
 import binascii
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
 from pydantic import ValidationError
 
 from schemas.messages import SCHEMA_VERSION, SegmentMessage
-from streams.blobs import BlobNotFound, LocalBlobStore, content_key
 from streams.errors import BadSegment
+from streams.infra.blobs import BlobNotFound, LocalBlobStore, content_key
+from streams.settings import Settings
 
 SUFFIX_BY_CODEC = {"h264": ".mp4", "avc1": ".mp4", "mp4v": ".mp4", "mjpg": ".avi", "gif": ".gif"}
 
@@ -24,19 +25,30 @@ class TimeLimits:
     """What a segment's times must satisfy to be joined (settings: max_clock_ahead_s, max_segment_age_s,
     max_segment_s)."""
 
-    max_ahead_s: float = 300.0
-    max_age_s: float = 14 * 86400.0
-    max_length_s: float = 300.0
+    max_clock_ahead_s: float = 300.0
+    max_segment_age_s: float = 14 * 86400.0
+    max_segment_s: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TimeLimits:
+        """Each field is the setting of the same name: one name per concept, env var to rule."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
-def parse_segment(raw: bytes, *, max_bytes: int, now: float | None = None, arrived: float | None = None,
-                  limits: TimeLimits = TimeLimits()) -> SegmentMessage:
+def parse_segment(
+    raw: bytes,
+    *,
+    max_bytes: int,
+    now: float | None = None,
+    arrived: float | None = None,
+    limits: TimeLimits = TimeLimits(),
+) -> SegmentMessage:
     """Validate one upload; every refusal is a BadSegment whose reason names the dead-letter cause.
 
-    Times must be finite (`invalid_timestamp`), a segment no longer than `max_length_s` (`segment_too_long`: the
-    join's work per upload must not grow with a device's idea of a segment), ending no more than `max_ahead_s`
+    Times must be finite (`invalid_timestamp`), a segment no longer than `max_segment_s` (`segment_too_long`: the
+    join's work per upload must not grow with a device's idea of a segment), ending no more than `max_clock_ahead_s`
     after the receiver's clock `now` (`future_timestamp`: a broken device clock would drag the watermark with it)
-    and starting no more than `max_age_s` before its arrival time `arrived` (`too_old`: older footage than the
+    and starting no more than `max_segment_age_s` before its arrival time `arrived` (`too_old`: older footage than the
     join keeps windows for; the arrival time, the record's timestamp, keeps a replay's verdicts the same).
     """
     if len(raw) > max_bytes:
@@ -58,13 +70,16 @@ def parse_segment(raw: bytes, *, max_bytes: int, now: float | None = None, arriv
     except ValidationError as err:
         first = err.errors()[0]
         raise BadSegment("invalid_segment", f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from err
-    if segment.duration > limits.max_length_s:
-        raise BadSegment("segment_too_long", f"{segment.duration:.1f} s > limit {limits.max_length_s:g} s")
-    if now is not None and segment.end_ts > now + limits.max_ahead_s:
+    if segment.duration > limits.max_segment_s:
+        raise BadSegment("segment_too_long", f"{segment.duration:.1f} s > limit {limits.max_segment_s:g} s")
+    if now is not None and segment.end_ts > now + limits.max_clock_ahead_s:
         raise BadSegment("future_timestamp", f"ends {segment.end_ts - now:.0f} s after the receiver's clock")
-    if arrived is not None and segment.start_ts < arrived - limits.max_age_s:
-        raise BadSegment("too_old", f"starts {arrived - segment.start_ts:.0f} s before it arrived, more than the "
-                                    f"{limits.max_age_s:g}-s horizon")
+    if arrived is not None and segment.start_ts < arrived - limits.max_segment_age_s:
+        raise BadSegment(
+            "too_old",
+            f"starts {arrived - segment.start_ts:.0f} s before it arrived, more than the "
+            f"{limits.max_segment_age_s:g}-s horizon",
+        )
     return segment
 
 
@@ -99,9 +114,13 @@ def probe_video(path: Path) -> None:
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            raise BadSegment("corrupt_video", f"{path.name}: no readable video container (corrupt or truncated)")
+            raise BadSegment(
+                "corrupt_video", f"{path.name}: no readable video container (corrupt or truncated)"
+            )
         if not (cap.grab() and cap.retrieve()[0]):
             fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode(errors="replace")
-            raise BadSegment("undecodable_video", f"{path.name}: container opens, but no frame decodes (codec {fourcc!r})")
+            raise BadSegment(
+                "undecodable_video", f"{path.name}: container opens, but no frame decodes (codec {fourcc!r})"
+            )
     finally:
         cap.release()

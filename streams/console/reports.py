@@ -42,7 +42,9 @@ class Filters:
         return " AND ".join(clauses), params
 
 
-def event_rates(conn: Connection, filters: Filters, *, group: Group = "driver", period: Period = "week") -> list[dict[str, Any]]:
+def event_rates(
+    conn: Connection, filters: Filters, *, group: Group = "driver", period: Period = "week"
+) -> list[dict[str, Any]]:
     """Events per group, period and type, with the group's driving hours and kilometres in that period, events per hour
     and per 100 km. km (and per_100km) is None unless every clip of the group and period has a known distance: a
     partial distance would inflate the rate."""

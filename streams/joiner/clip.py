@@ -5,21 +5,22 @@ Pure geometry and sampling functions first; `build_clip_frames` is the only func
 
 from __future__ import annotations
 
-import io
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from schemas.frames import encode_frames
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
 from streams.errors import VideoDecodeError
 
 GRID = 28  # Qwen2.5-VL: 14-px patches merged 2x2
-TRUNCATION_SLACK_S = 0.5  # a segment's video may end this much before its claimed end without counting as truncated
+TRUNCATION_SLACK_S = (
+    0.5  # a segment's video may end this much before its claimed end without counting as truncated
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ def stack(road: np.ndarray | None, driver: np.ndarray | None, geometry: StackGeo
     """One RGB frame: road resized on top, driver resized below; a missing view is a black panel."""
     out = np.zeros((geometry.height, geometry.width, 3), dtype=np.uint8)
     if road is not None:
-        out[: geometry.road_height] = cv2.resize(road, (geometry.width, geometry.road_height), interpolation=cv2.INTER_AREA)
+        out[: geometry.road_height] = cv2.resize(
+            road, (geometry.width, geometry.road_height), interpolation=cv2.INTER_AREA
+        )
     if driver is not None:
         out[geometry.road_height :] = cv2.resize(
             driver, (geometry.width, geometry.driver_height), interpolation=cv2.INTER_AREA
@@ -100,7 +103,10 @@ def decode_at(path: Path, segment_start: float, times: list[float]) -> dict[floa
             previous_ts = ts
             retrieved = False
             if wanted[idx] < ts and not previous_retrieved:
-                pending, retrieved = _retrieve(cap, path), True  # the skipped frame was the one: one frame late
+                pending, retrieved = (
+                    _retrieve(cap, path),
+                    True,
+                )  # the skipped frame was the one: one frame late
             while idx < len(wanted) and wanted[idx] < ts:
                 if pending is not None:
                     got[wanted[idx]] = pending
@@ -110,8 +116,12 @@ def decode_at(path: Path, segment_start: float, times: list[float]) -> dict[floa
             previous_retrieved = retrieved
         # The last frame shows until the segment ends, but not for long: a file that stops well before the times
         # asked of it is truncated, and the caller is told by the times missing from the answer.
-        while idx < len(wanted) and pending is not None and previous_ts is not None \
-                and wanted[idx] <= previous_ts + max(TRUNCATION_SLACK_S, 2 * max_gap):
+        while (
+            idx < len(wanted)
+            and pending is not None
+            and previous_ts is not None
+            and wanted[idx] <= previous_ts + max(TRUNCATION_SLACK_S, 2 * max_gap)
+        ):
             got[wanted[idx]] = pending
             idx += 1
     finally:
@@ -154,8 +164,14 @@ def _view_frames(
         frames.update(got)
         if len(got) < len(inside):
             shown_until = max(got, default=ref.start_ts) - ref.start_ts
-            faults.append(SegmentFault(ref, "truncated_video", f"{path.name}: frames stop near {shown_until:.2f} s "
-                                       f"of a {ref.end_ts - ref.start_ts:.2f}-s segment"))
+            faults.append(
+                SegmentFault(
+                    ref,
+                    "truncated_video",
+                    f"{path.name}: frames stop near {shown_until:.2f} s "
+                    f"of a {ref.end_ts - ref.start_ts:.2f}-s segment",
+                )
+            )
     return [frames.get(t) for t in times], faults
 
 
@@ -169,26 +185,22 @@ def _size_of(frames: list[np.ndarray | None]) -> tuple[int, int] | None:
 class ClipFrames:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     times: np.ndarray  # (T,) seconds from the clip start
-    faults: tuple[SegmentFault, ...] = ()  # segments that could not give all their frames (black panels instead)
+    faults: tuple[
+        SegmentFault, ...
+    ] = ()  # segments that could not give all their frames (black panels instead)
 
     def to_npz(self) -> bytes:
-        """A standard .npz (np.load reads it), deflated at level 1: np.savez_compressed's fixed level took a
-        third of clip building for a few percent smaller files (measured with `drivecoach bench clip`)."""
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-            for name, array in (("frames", self.frames), ("times", self.times)):
-                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-        return buf.getvalue()
-
-
-def load_npz(path: Path) -> ClipFrames:
-    with np.load(path) as data:
-        return ClipFrames(frames=data["frames"], times=data["times"])
+        return encode_frames(self.frames, self.times)
 
 
 def build_clip_frames(
-    start: float, end: float, segments: list[tuple[SegmentRef, Path]], *, fps: float, max_frames: int, max_pixels: int
+    start: float,
+    end: float,
+    segments: list[tuple[SegmentRef, Path]],
+    *,
+    fps: float,
+    max_frames: int,
+    max_pixels: int,
 ) -> ClipFrames:
     times = sample_times(start, end, fps, max_frames)
     road = [sp for sp in segments if sp[0].camera is View.ROAD]
@@ -196,10 +208,15 @@ def build_clip_frames(
     road_frames, road_faults = _view_frames(road, times)
     driver_frames, driver_faults = _view_frames(driver, times)
     if all(f is None for f in road_frames + driver_frames):
-        raise VideoDecodeError(f"no frame of the clip decodes: {'; '.join(f.detail for f in road_faults + driver_faults)}")
+        raise VideoDecodeError(
+            f"no frame of the clip decodes: {'; '.join(f.detail for f in road_faults + driver_faults)}"
+        )
     # Sizes from the decoded frames themselves: opening every file once more just to read its header cost
     # more than stacking (and a file's header may disagree with what it decodes to).
     geometry = stack_geometry(_size_of(road_frames) or (16, 9), _size_of(driver_frames) or (4, 3), max_pixels)
     stacked = np.stack([stack(r, d, geometry) for r, d in zip(road_frames, driver_frames, strict=True)])
-    return ClipFrames(frames=stacked, times=np.asarray([t - start for t in times], dtype=np.float32),
-                      faults=tuple(road_faults + driver_faults))
+    return ClipFrames(
+        frames=stacked,
+        times=np.asarray([t - start for t in times], dtype=np.float32),
+        faults=tuple(road_faults + driver_faults),
+    )

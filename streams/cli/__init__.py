@@ -1,0 +1,19 @@
+"""The `drivecoach` command line, one module per group of sub-commands; each command builds the one Settings
+object (`options.build_settings`) and passes it down."""
+
+from __future__ import annotations
+
+import typer
+
+from streams.cli import bench, console, model, pipeline, report
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(pipeline.app)
+app.add_typer(report.app)
+app.add_typer(console.app, name="console")
+app.add_typer(model.app, name="model")
+app.add_typer(bench.app, name="bench")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,348 @@
+"""`drivecoach bench`: the benchmarks, each a ratio against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streams.cli.options import Model, build_settings, console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Benchmarks: ratios against a baseline measured in the same run.",
+)
+
+
+@app.command("clip")
+def bench_clip_command(
+    trips: Annotated[int, typer.Option(min=1, help="simulated trips (2 cameras, 10-s segments)")] = 6,
+    trip_seconds: Annotated[float, typer.Option(min=4.0)] = 30.0,
+    footage: Annotated[
+        Path | None, typer.Option(help="../shared/videos: also measure on real footage")
+    ] = None,
+) -> None:
+    """Clip building (sample, stack, npz) in clip-seconds per CPU-second against decoding the same files alone."""
+    import tempfile
+
+    from rich.table import Table
+
+    from streams.bench.clip import bench_clip, bench_clip_footage
+
+    settings = build_settings()
+    with (
+        tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work,
+        console.status("writing segments, measuring"),
+    ):
+        runs = [
+            (
+                "simulated 320x180 + 160x120 MPEG-4",
+                bench_clip(Path(work), settings, trips=trips, trip_s=trip_seconds),
+            )
+        ]
+    if footage is not None:
+        runs.append(
+            ("real footage: 960x540 H.264 road, 2 driver files", bench_clip_footage(footage, settings))
+        )
+    table = Table(
+        title=f"clip building vs decoding alone ({settings.max_pixels} px per stacked frame, CPU time)"
+    )
+    for col in ("workload", "clips", "clip-s", "decode-only clip-s/CPU-s", "building clip-s/CPU-s", "ratio"):
+        table.add_column(col)
+    for name, r in runs:
+        table.add_row(
+            name,
+            str(r.clips),
+            f"{r.clip_seconds:.0f}",
+            f"{r.decode_rate:.1f}",
+            f"{r.build_rate:.1f}",
+            f"[bold]{r.ratio:.2f}[/]",
+        )
+    console.print(table)
+    console.print("ratio = clip building's speed as a share of the decode-only limit (target >= 0.80)")
+
+
+@app.command("join")
+def bench_join_command(
+    vehicles: Annotated[int, typer.Option(min=1)] = 50,
+    segments_per_camera: Annotated[int, typer.Option(min=1)] = 40,
+    broker: Annotated[
+        bool, typer.Option(help="also run the workload through a broker and a Faust joiner (~75 s)")
+    ] = True,
+    grace_seconds: Annotated[
+        float, typer.Option(min=0.0, help="the joiner's vehicle-idle time in the broker run (settle: half)")
+    ] = 1.0,
+) -> None:
+    """Pure join throughput (segments per CPU-second) against only validating the same messages; then the same
+    workload through the broker (embedded Tansu unless DRIVECOACH_KAFKA_BOOTSTRAP is set) and one joiner process."""
+    import tempfile
+
+    from streams.bench.join import bench_join, bench_join_state
+    from streams.bench.join_broker import bench_join_broker
+    from streams.errors import BenchError
+
+    settings = build_settings()
+    result = bench_join(settings, vehicles=vehicles, per_vehicle=segments_per_camera)
+    console.print(
+        f"pure join: {result.segments} segments -> {result.clips} clips in {result.cpu_s:.3f} CPU s = "
+        f"[bold]{result.segments_per_s:,.0f} segments/s[/]; {result.ratio_to_parse:.1f}x the cost of "
+        f"validating the messages alone ({result.parse_cpu_s:.3f} s)"
+    )
+    st = bench_join_state(settings)
+    console.print(
+        f"join state per vehicle ({st.driving_s / 3600:g} h driving in real time, {st.segment_s:g}-s segments): "
+        f"table value [bold]{st.table_bytes_mean:,.0f} B[/] mean, {st.table_bytes_max:,} B max while driving; "
+        f"[bold]{st.table_bytes_idle} B[/] after {st.idle_s / 3600:g} h idle (deleted: a tombstone in the changelog); "
+        f"window manifests in the blob store: {st.manifest_bytes_per_hour / 1024:,.0f} KiB per hour of driving "
+        f"({st.windows_per_hour:.0f} windows)"
+    )
+    if not broker:
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work,
+        console.status("through the broker") as status,
+    ):
+        try:
+            b = bench_join_broker(
+                settings,
+                Path(work),
+                vehicles=vehicles,
+                per_vehicle=segments_per_camera,
+                event_grace_s=grace_seconds,
+                progress=status.update,
+            )
+        except BenchError as err:
+            console.print(f"[red]through the broker:[/] {err}")
+            raise typer.Exit(1) from err
+    console.print(
+        f"through the broker: {b.segments} segments -> {b.clips}/{b.expected_clips} expected clips "
+        f"({b.unexpected_clips} others) in {b.wall_s:.1f} s wall = [bold]{b.segments_per_s:,.0f} segments/s[/], "
+        f"[bold]{b.segments_per_s / result.segments_per_s:.4f}x[/] the pure join's rate "
+        f"(1/{result.segments_per_s / b.segments_per_s:.0f})"
+    )
+    console.print(
+        f"  wall: first send -> last clip read back from `clips`, the {b.event_grace_s:g}-s idle grace of the vehicles' "
+        f"last clips included; sending alone took {b.publish_s:.1f} s; not counted: {b.startup_s:.0f} s joiner "
+        "start, group join and warm-up clip"
+    )
+    if b.joiner_cpu_s is not None and b.clip_pool_cpu_s is not None:
+        console.print(
+            f"  joiner CPU in that window: {b.joiner_cpu_s:.1f} s in the joiner process (Faust, Kafka clients, join, "
+            f"state table) = {b.segments_per_joiner_cpu_s:,.0f} segments/CPU-s, "
+            f"{b.segments_per_joiner_cpu_s / result.segments_per_s:.3f}x the pure join; "
+            f"{b.clip_pool_cpu_s:.1f} s building {b.clips} clips in its pool ({b.clip_pool_cpu_s / max(b.clips, 1):.3f} s each)"
+        )
+
+
+@app.command("infer")
+def bench_infer_command(
+    clips: Annotated[int, typer.Option(min=1, help="simulated clips (the same for every engine)")] = 16,
+    batch: Annotated[int, typer.Option(min=1, help="clips per vLLM batch")] = 8,
+    model: Model = None,
+    engines: Annotated[str, typer.Option(help="comma-separated: transformers,vllm")] = "transformers,vllm",
+) -> None:
+    """Clips per second and p50/p95 latency per engine on the same model and clips, and the ratio to transformers."""
+    import tempfile
+
+    from rich.table import Table
+
+    from streams.bench.infer import bench_infer
+
+    settings = build_settings()
+    with (
+        tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work,
+        console.status("loading engines, inferring"),
+    ):
+        results = bench_infer(
+            settings,
+            Path(work),
+            clips=clips,
+            batch=batch,
+            model=model,
+            engines=[e.strip() for e in engines.split(",") if e.strip()],
+        )
+    table = Table(title=f"inference: {clips} clips of {results[0].frames} frames, {results[0].model}")
+    for col in ("engine", "batch", "clips/s", "p50 ms", "p95 ms", "generated tok/s", "vs transformers"):
+        table.add_column(col)
+    base = next((r for r in results if r.engine == "transformers"), results[0])
+    for r in results:
+        table.add_row(
+            r.engine,
+            str(r.batch),
+            f"{r.clips_per_s:.2f}",
+            f"{r.p50_ms:.0f}",
+            f"{r.p95_ms:.0f}",
+            f"{r.tokens_per_s:.0f}",
+            f"[bold]{r.clips_per_s / base.clips_per_s:.2f}x[/]",
+        )
+    console.print(table)
+    same = all(r.answers == base.answers for r in results)
+    console.print(
+        "latency = submit to answer for each clip (a clip waits for its whole batch); greedy answers "
+        + ("[green]identical across engines[/]" if same else "[red]differ between engines[/]")
+    )
+
+
+@app.command("train")
+def bench_train_command(
+    steps: Annotated[int, typer.Option(min=1)] = 40,
+    processes: Annotated[int, typer.Option(min=1, help="torchrun processes (ZeRO-2 ranks)")] = 2,
+) -> None:
+    """Fine-tuning throughput of the tiny model on CPU (ZeRO-2 under torchrun): samples and tokens per second."""
+    import tempfile
+
+    from streams.bench.train import bench_train
+
+    settings = build_settings(max_pixels=4704)
+    with tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work, console.status("fine-tuning"):
+        r = bench_train(settings, Path(work), steps=steps, processes=processes)
+    console.print(
+        f"ZeRO-2, {r.processes} CPU processes, {r.steps} steps: [bold]{r.samples_per_s:.1f} samples/s[/], "
+        f"[bold]{r.tokens_per_s:,.0f} tokens/s[/] ({r.tokens_per_sample:.0f} tokens per sample: 20 frames of "
+        f"56x84 and both turns); launch to finish {r.wall_s:.0f} s (start-up included)"
+    )
+
+
+@app.command("reports")
+def bench_reports_command(
+    events: Annotated[int, typer.Option(min=100, help="detected events to generate")] = 1_000_000,
+    fleets: Annotated[
+        int, typer.Option(min=1, help="fleets (sizes skewed; the median one is measured)")
+    ] = 20,
+    repeat: Annotated[int, typer.Option(min=1, help="timed runs per query, after one warm-up run")] = 30,
+    keep: Annotated[
+        bool, typer.Option(help="keep the scratch database (and the fleet's role) for EXPLAIN")
+    ] = False,
+) -> None:
+    """The safety managers' report and console queries on a scratch database of generated events: p50/p95/max ms
+    per query under the fleet's role (row-level security) and as the table owner."""
+    from rich.table import Table
+
+    from streams.bench.reports import bench_reports
+
+    settings = build_settings()
+    with console.status("generating") as status:
+
+        def progress(message: str) -> None:
+            console.print(f"  {message}")
+            status.update(message)
+
+        r = bench_reports(settings, events=events, fleets=fleets, repeat=repeat, keep=keep, progress=progress)
+    console.print("rows: " + ", ".join(f"{table} {n:,}" for table, n in r.rows.items()))
+    console.print(
+        f"generated in [bold]{r.generate_s:.0f} s[/] (SQL), VACUUM ANALYZE {r.analyze_s:.0f} s; measured fleet "
+        f"{r.fleet_id} ({r.fleet_events:,} events, the median fleet), data up to {r.end_day}"
+    )
+    table = Table(title=f"report queries, {repeat} runs each after a warm-up (wall ms)")
+    for col in ("query", "as", "rows", "p50 ms", "p95 ms", "max ms"):
+        table.add_column(col)
+    for q in r.queries:
+        p95 = f"[bold red]{q.p95_ms:.1f}[/]" if q.p95_ms > 100 else f"[bold]{q.p95_ms:.1f}[/]"
+        table.add_row(
+            q.query,
+            "fleet role (RLS)" if q.rls else "table owner",
+            str(q.rows),
+            f"{q.p50_ms:.1f}",
+            p95,
+            f"{q.max_ms:.1f}",
+        )
+    console.print(table)
+    console.print(
+        "target: p95 under 100 ms per query under the fleet's role (as the console and `drivecoach report` "
+        "run them); the table owner, without row-level security, is shown for comparison"
+    )
+
+
+@app.command("recovery")
+def bench_recovery_command(
+    trials: Annotated[
+        int, typer.Option(min=1, help="trials, each killing the joiner or the worker once")
+    ] = 10,
+    vehicles: Annotated[
+        int, typer.Option(min=2, help="vehicles per trial, each with its own upload pattern")
+    ] = 4,
+    seed: Annotated[int, typer.Option(help="seed of the patterns, kill targets and moments")] = 1,
+    speed: Annotated[
+        float, typer.Option(min=1.0, help="how much faster than real time the fleet uploads")
+    ] = 8.0,
+    model: Model = None,
+) -> None:
+    """The recovery soak: SIGKILL the joiner or the worker at a random moment while a fleet uploads in mixed cadences
+    (real time, bursts, outages, backlogs, a lagging camera), then check Postgres: no clip or segment lost, no
+    duplicate rows, every dead letter justified. Uses the embedded broker unless DRIVECOACH_KAFKA_BOOTSTRAP is set."""
+    import tempfile
+    import uuid
+    from contextlib import ExitStack
+
+    from sqlalchemy.orm import sessionmaker
+
+    from streams.bench.recovery import TrialResult, run_soak
+    from streams.demo import demo_model_settings, ensure_demo_model
+    from streams.infra.broker import EmbeddedBroker
+    from streams.infra.database import drop_scratch_database, make_engine, migrate, scratch_database
+
+    settings = build_settings(model=model)
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drivecoach-soak-")))
+        if not settings.model:
+            settings = demo_model_settings(settings).model_copy(
+                update={"model": str(ensure_demo_model(settings, console))}
+            )
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            bootstrap = stack.enter_context(EmbeddedBroker(log_path=work / "broker.log")).bootstrap
+            settings = settings.model_copy(update={"one_record_per_batch": True})
+        # A database of its own: the soak promotes its model, and its rows are no fleet's.
+        database = scratch_database(settings, f"drivecoach_soak_{uuid.uuid4().hex[:6]}")
+        stack.callback(database.close)
+        stack.callback(drop_scratch_database, database, None)
+        migrate(database.url)
+        engine = make_engine(database.url)
+        stack.callback(engine.dispose)
+        settings = settings.model_copy(
+            update={
+                "kafka_bootstrap": bootstrap,
+                "home": work / "home",
+                "database_url": database.url.render_as_string(hide_password=False),
+            }
+        )
+
+        def show(r: TrialResult) -> None:
+            mark = "[green]ok[/]" if r.ok else "[bold red]FAILED[/]"
+            console.print(
+                f"trial {r.trial:3d}: killed the {r.killed} at {r.killed_at_s:4.1f} s; {r.segments} segments, "
+                f"{r.expected_clips} clips ({r.revised_clips} answers of earlier revisions kept), "
+                f"{r.dead_letters} dead letters, {r.seconds:.0f} s: {mark} {', '.join(sorted(set(r.patterns)))}"
+                + (
+                    ""
+                    if r.ok
+                    else f"\n  lost {r.lost_clips} unexpected {r.unexpected_clips} unanswered "
+                    f"{r.unanswered_clips} duplicates {r.duplicate_rows} unjustified {r.unjustified_dead_letters}"
+                )
+            )
+
+        console.print(f"soak: {trials} trials x {vehicles} vehicles at {speed:g}x; logs in {work / 'logs'}")
+        results = run_soak(
+            settings,
+            sessionmaker(engine),
+            work,
+            trials=trials,
+            seed=seed,
+            speed=speed,
+            vehicles=vehicles,
+            progress=show,
+        )
+    failed = [r for r in results if not r.ok]
+    kills = {name: sum(r.killed == name for r in results) for name in ("joiner", "worker")}
+    console.print(
+        f"[bold]{len(results) - len(failed)}/{len(results)} trials ok[/]: kills joiner {kills['joiner']}, worker "
+        f"{kills['worker']}; segments {sum(r.segments for r in results)}, clips {sum(r.expected_clips for r in results)}"
+        f"; lost clips {sum(len(r.lost_clips) for r in results)}, unexpected clips "
+        f"{sum(len(r.unexpected_clips) for r in results)}, unanswered {sum(len(r.unanswered_clips) for r in results)}, "
+        f"duplicate rows {sum(r.duplicate_rows for r in results)}, dead letters {sum(r.dead_letters for r in results)} "
+        f"(unjustified {sum(len(r.unjustified_dead_letters) for r in results)})"
+    )
+    if failed:
+        raise typer.Exit(1)

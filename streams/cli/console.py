@@ -1,0 +1,84 @@
+"""`drivecoach console`: serve the safety managers' console, add managers."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from streams.cli.options import build_settings, configure_logging, console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="The safety managers' web console: serve it, and manage who may sign in.",
+)
+
+
+@app.command("serve")
+def console_serve(
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on; default DRIVECOACH_CONSOLE_HOST")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port; default DRIVECOACH_CONSOLE_PORT (8080)")] = None,
+) -> None:
+    """Serve the console on the database's current data (migrating it first)."""
+    from streams.console.server import PortInUse, serve
+    from streams.infra.database import make_engine, migrate, resolve_database_url
+
+    configure_logging("WARNING")
+    settings = build_settings(console_host=host, console_port=port)
+    database = resolve_database_url(settings)
+    migrate(database.url)
+    engine = make_engine(database.url, pool_size=8)
+    try:
+        serve(settings, engine, ready=lambda url: console.print(f"console: [bold]{url}[/] (Ctrl-C stops it)"))
+    except PortInUse as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from err
+    finally:
+        engine.dispose()
+        database.close()
+
+
+@app.command("add-manager")
+def console_add_manager(
+    username: Annotated[str, typer.Argument(help="sign-in name")],
+    fleet: Annotated[str, typer.Option(help="the one fleet this manager sees")],
+    name: Annotated[str, typer.Option(help="display name")] = "",
+    password_env: Annotated[
+        str | None,
+        typer.Option(help="read the password from this environment variable (default: ask for it)"),
+    ] = None,
+) -> None:
+    """Create a safety manager (or set a new password, which ends their sessions)."""
+    from sqlalchemy.orm import Session
+
+    from streams.console.auth import ManagerError, add_manager
+    from streams.infra.database import make_engine, migrate, resolve_database_url
+    from streams.infra.tenancy import FleetAccessError
+
+    if password_env:
+        password = os.environ.get(password_env, "")
+        if not password:
+            console.print(
+                f"[red]configuration error:[/] environment variable {password_env} is empty or unset"
+            )
+            raise typer.Exit(2)
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    settings = build_settings()
+    database = resolve_database_url(settings)
+    migrate(database.url)
+    engine = make_engine(database.url)
+    try:
+        with Session(engine) as session, session.begin():
+            add_manager(session, username=username, fleet_id=fleet, password=password, display_name=name)
+    except (ManagerError, FleetAccessError) as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from err
+    finally:
+        engine.dispose()
+        database.close()
+    console.print(f"manager [bold]{username}[/] signs in to fleet [bold]{fleet}[/]")

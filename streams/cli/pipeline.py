@@ -1,0 +1,211 @@
+"""The pipeline's processes: demo, joiner, worker, the embedded broker, a vLLM server, migrations, retraining."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streams.cli.options import Bootstrap, Model, build_settings, configure_logging, console
+
+app = typer.Typer()
+
+
+@app.command()
+def demo(
+    vehicles: Annotated[int, typer.Option(min=1, help="simulated vehicles")] = 4,
+    trips: Annotated[int, typer.Option(min=1, help="trips per vehicle")] = 3,
+    seed: Annotated[int, typer.Option(help="simulation seed (the demo model trains on another)")] = 7,
+    model: Model = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for every clip")] = 420.0,
+    home: Annotated[Path | None, typer.Option(help="working dir (default .drivecoach)")] = None,
+    review: Annotated[
+        bool, typer.Option(help="a simulated safety manager reviews every answer (training labels)")
+    ] = False,
+    serve_console: Annotated[
+        bool,
+        typer.Option(
+            "--console/--no-console",
+            help="then serve the safety managers' console, with a demo sign-in, until Ctrl-C",
+        ),
+    ] = True,
+    console_port: Annotated[
+        int | None, typer.Option(help="the console's port; default DRIVECOACH_CONSOLE_PORT (8080)")
+    ] = None,
+) -> None:
+    """Run every stage on embedded defaults with simulated vehicles, print the report, then serve the console."""
+    from streams.demo import run_demo
+
+    configure_logging("WARNING")
+    settings = build_settings(model=model, home=home, console_port=console_port)
+    run_demo(
+        settings,
+        vehicles=vehicles,
+        trips=trips,
+        seed=seed,
+        timeout_s=timeout,
+        console=console,
+        review=review,
+        serve_console=serve_console,
+    )
+
+
+@app.command()
+def joiner(
+    bootstrap: Bootstrap = "",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus /metrics port (0 = off); default DRIVECOACH_METRICS_PORT")
+    ] = None,
+) -> None:
+    """Run a Faust joiner + clip-builder worker (blocks; SIGTERM stops it cleanly)."""
+    from streams.joiner.app import run_worker
+
+    settings = build_settings(kafka_bootstrap=bootstrap or None, metrics_port=metrics_port)
+    if not settings.kafka_bootstrap:
+        console.print(
+            "[red]configuration error:[/] the joiner needs --bootstrap or DRIVECOACH_KAFKA_BOOTSTRAP."
+        )
+        raise typer.Exit(2)
+    run_worker(settings, settings.kafka_bootstrap)
+
+
+@app.command()
+def worker(
+    bootstrap: Bootstrap = "",
+    model: Model = None,
+    engine: Annotated[
+        str | None, typer.Option(help="transformers | vllm | openai; default DRIVECOACH_ENGINE")
+    ] = None,
+) -> None:
+    """Run the inference worker: consume `clips` in batches, run the CoT, write Postgres, then commit offsets."""
+    from sqlalchemy.orm import sessionmaker
+
+    from schemas.generation import is_demo_model
+    from schemas.registry import serve_or_adopt
+    from streams.inference.engines.base import model_version_of
+    from streams.inference.engines.factory import load_engine
+    from streams.inference.worker import InferenceWorker
+    from streams.infra import metrics
+    from streams.infra.database import make_engine, resolve_database_url
+
+    configure_logging()
+    settings = build_settings(kafka_bootstrap=bootstrap or None, model=model, engine=engine)
+    if not settings.kafka_bootstrap or not settings.model:
+        console.print(
+            "[red]configuration error:[/] the worker needs --bootstrap and --model (or their env variables)."
+        )
+        raise typer.Exit(2)
+    database = resolve_database_url(settings)
+    factory = sessionmaker(make_engine(database.url))
+    local = Path(settings.model)
+    configured = model_version_of(settings.model)
+    serving = serve_or_adopt(
+        factory,
+        version=configured,
+        path=str(local.resolve()) if local.exists() else settings.model,
+        demo=is_demo_model(settings.model),
+    )
+    if serving.version != configured:
+        console.print(
+            f"serving the production model {serving.version} ({serving.path}), not {settings.model}"
+        )
+    loop = InferenceWorker(
+        settings,
+        settings.kafka_bootstrap,
+        lambda path: load_engine(settings, path),
+        factory,
+        model_path=serving.path,
+    )
+    metrics.serve(settings.metrics_port)
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+    loop.run()
+    database.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic) on the configured Postgres."""
+    from streams.infra.database import migrate as run_migrations
+    from streams.infra.database import resolve_database_url
+
+    configure_logging()
+    database = resolve_database_url(build_settings())
+    run_migrations(database.url)
+    console.print(f"schema at head on {database.url.render_as_string(hide_password=True)}")
+    database.close()
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="directory for the segment videos and truth.json")] = Path("sim"),
+    seed: int = 7,
+    count: Annotated[int, typer.Option(min=1)] = 8,
+    vehicles: Annotated[int, typer.Option(min=1)] = 4,
+) -> None:
+    """Render simulated dashcam trips (road + driver segments) with their ground truth."""
+    import json
+
+    from streams.simulate import make_scenarios, write_segments
+
+    truth = []
+    for s in make_scenarios(seed, count, vehicles=vehicles):
+        segs = write_segments(s, out / s.scenario_id)
+        truth.append(
+            {
+                "scenario_id": s.scenario_id,
+                "vehicle_id": s.vehicle_id,
+                "start_ts": s.start_ts,
+                "duration": s.duration,
+                "events": [e.model_dump(mode="json") for e in s.events],
+                "instruction": s.instruction,
+                "segments": [str(g.path) for g in segs],
+            }
+        )
+    (out / "truth.json").write_text(json.dumps(truth, indent=1))
+    console.print(f"{count} scenarios in {out}")
+
+
+@app.command()
+def broker(port: int = 9092) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory-only) in the foreground."""
+    from streams.infra.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=port) as b:
+        console.print(f"broker on {b.bootstrap}; Ctrl-C stops it (every topic is lost)")
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[str, typer.Option(help="checkpoint directory (or hub id) to serve")],
+    port: Annotated[int, typer.Option(help="port of the OpenAI-compatible API")] = 8000,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """Run a vLLM OpenAI-compatible server for a checkpoint, configured as the worker's `openai` engine expects
+    (point DRIVECOACH_OPENAI_BASE_URL at http://HOST:PORT/v1). Replaces this process."""
+    from streams.inference.engines.vllm_server import serve_args, server_env
+
+    settings = build_settings()
+    args = serve_args(
+        model, port=port, host=host, max_model_len=settings.vllm_max_model_len, max_pixels=settings.max_pixels
+    )
+    os.execvpe(args[0], args, server_env())
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def retrain(ctx: typer.Context) -> None:
+    """The scheduled retraining job: export -> fine-tune -> evaluate -> promote (`python -m training.retrain`;
+    its options pass through: --min-new-reviews, --metric, --margin, --nproc, --launcher, --hostfile, --lr, ...)."""
+    from streams.infra.database import resolve_database_url
+
+    database = resolve_database_url(build_settings())
+    url = database.url.render_as_string(hide_password=False)
+    args = [sys.executable, "-m", "training.retrain", "--database-url", url, *ctx.args]
+    os.execvpe(args[0], args, dict(os.environ))
