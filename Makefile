@@ -1,10 +1,11 @@
 # The README's two commands: `make demo` and `make test`. Each creates .venv and installs what it needs.
+# `make test` runs `make lint` first (seconds: it fails early), then the whole suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.drivecoach-installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test lint install browser clean
 
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work on a closed network).
 CHROMIUM ?= /usr/bin/chromium
@@ -29,8 +30,15 @@ browser:
 demo: $(STAMP)
 	$(BIN)/drivecoach demo
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo 'no tests collected'; rc=0; fi; exit $$rc
+# Lint, format, the architecture's import contracts (pyproject.toml) and types.
+lint: $(STAMP)
+	$(BIN)/ruff check schemas streams training tests
+	$(BIN)/ruff format --check schemas streams training tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: $(STAMP) lint browser
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo 'no tests collected'; rc=0; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) .drivecoach

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.distance import distance_km
 from schemas.taxonomy import EventType, View
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class TelemetrySample(BaseModel):

@@ -217,7 +217,7 @@ def encode_lossless(frames: np.ndarray, fps: float = SAMPLE_FPS) -> bytes:
     h, w = int(frames.shape[1]), int(frames.shape[2])
     with tempfile.TemporaryDirectory(prefix="drivecoach-clip-") as tmp:
         path = Path(tmp) / "clip.mkv"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), fps, (w, h))
         if not writer.isOpened():
             raise RuntimeError("OpenCV cannot write FFV1 video here")
         for frame in frames:

@@ -213,7 +213,7 @@ def render_road(s: Scenario, t: float, size: tuple[int, int] = ROAD_SIZE) -> np.
     """One RGB frame of the forward camera at trip time t."""
     w, h = size
     look = s.look
-    img = np.empty((h, w, 3), dtype=np.uint8)
+    img: np.ndarray = np.empty((h, w, 3), dtype=np.uint8)
     horizon = int(0.42 * h)
     img[:horizon] = look.sky
     img[horizon:] = look.grass
@@ -224,14 +224,16 @@ def render_road(s: Scenario, t: float, size: tuple[int, int] = ROAD_SIZE) -> np.
 
     rows = np.arange(horizon + 1, h)
     depths = (rows - horizon) / (h - horizon)
-    left = [(centre(d) - d * 0.45 * w, r) for d, r in zip(depths, rows)]
-    right = [(centre(d) + d * 0.45 * w, r) for d, r in zip(depths, rows)]
+    left = [(centre(d) - d * 0.45 * w, r) for d, r in zip(depths, rows, strict=True)]
+    right = [(centre(d) + d * 0.45 * w, r) for d, r in zip(depths, rows, strict=True)]
     road = np.array([*left, *reversed(right)], dtype=np.int32)
     cv2.fillPoly(img, [road], look.asphalt)
     for u in (-0.95, 0.95):
-        line = np.array([(centre(d) + u * d * 0.45 * w, r) for d, r in zip(depths, rows)], dtype=np.int32)
+        line = np.array(
+            [(centre(d) + u * d * 0.45 * w, r) for d, r in zip(depths, rows, strict=True)], dtype=np.int32
+        )
         cv2.polylines(img, [line], False, (235, 235, 235), max(1, w // 160))
-    for d, r in zip(depths, rows):  # centre dashes that stream towards the camera
+    for d, r in zip(depths, rows, strict=True):  # centre dashes that stream towards the camera
         if ((1.0 / max(d, 0.05)) * 0.8 + look.speed * t * 2.0) % 1.0 < 0.5:
             x = centre(d)
             half = max(1.0, d * w / 120)
@@ -254,9 +256,9 @@ def render_road(s: Scenario, t: float, size: tuple[int, int] = ROAD_SIZE) -> np.
             -1,
         )
         lamp = (255, 30, 20) if braking else (140, 20, 20)
-        r = max(1, int(car_w * (0.09 if braking else 0.05)))
+        radius = max(1, int(car_w * (0.09 if braking else 0.05)))
         for lx in (x0 + int(car_w * 0.12), x1 - int(car_w * 0.12)):
-            cv2.circle(img, (lx, y0 + int(car_h * 0.6)), r, lamp, -1)
+            cv2.circle(img, (lx, y0 + int(car_h * 0.6)), radius, lamp, -1)
 
     if (p := s.active(EventType.ROLLING_STOP, t)) is not None:
         distance = max(2.5, 14.0 * (1 - p))
@@ -291,7 +293,7 @@ def render_road(s: Scenario, t: float, size: tuple[int, int] = ROAD_SIZE) -> np.
 def render_driver(s: Scenario, t: float, size: tuple[int, int] = DRIVER_SIZE) -> np.ndarray:
     """One RGB frame of the in-cabin camera at trip time t (drawn at 160x120 and scaled)."""
     look, side = s.look, s.look.side
-    img = np.empty((120, 160, 3), dtype=np.uint8)
+    img: np.ndarray = np.empty((120, 160, 3), dtype=np.uint8)
     img[:] = look.cabin
     cv2.rectangle(
         img, (0 if side > 0 else 110, 8), (50 if side > 0 else 160, 60), _mix(look.cabin, (200, 210, 225)), -1
@@ -341,7 +343,7 @@ def render_driver(s: Scenario, t: float, size: tuple[int, int] = DRIVER_SIZE) ->
 
 
 def _mix(a: Color, b: Color) -> Color:
-    return tuple((x + y) // 2 for x, y in zip(a, b))  # type: ignore[return-value]
+    return tuple((x + y) // 2 for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
 # --- telemetry -------------------------------------------------------------------------------------------------
@@ -399,7 +401,7 @@ def write_segments(
             t0, t1 = k * segment_s, min(s.duration, (k + 1) * segment_s)
             frames = max(1, round((t1 - t0) * fps))
             path = out_dir / f"{s.vehicle_id}-{camera.value}-{k:02d}.mp4"
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
             if not writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot write MPEG-4 video to {path}")
             for i in range(frames):

@@ -41,7 +41,9 @@ class JoinBench:
         return self.cpu_s / self.parse_cpu_s
 
 
-def synthetic_segments(vehicles: int, per_vehicle: int, seed: int = 0) -> list[tuple[str, dict[str, object]]]:
+def synthetic_segments(
+    vehicles: int, per_vehicle: int, seed: int = 0
+) -> list[tuple[str, dict[str, float | str]]]:
     """Both cameras' 10-s segments per vehicle, device-clock jitter, interleaved by end time as a fleet sends them."""
     rng = np.random.default_rng(seed)
     out = []
@@ -61,7 +63,7 @@ def synthetic_segments(vehicles: int, per_vehicle: int, seed: int = 0) -> list[t
                         },
                     )
                 )
-    out.sort(key=lambda kv: float(kv[1]["end_ts"]))  # type: ignore[arg-type]
+    out.sort(key=lambda kv: float(kv[1]["end_ts"]))
     return out
 
 

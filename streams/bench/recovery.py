@@ -33,9 +33,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from schemas.generation import is_demo_model
 from schemas.messages import SegmentMessage
 from schemas.registry import deploy
-from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, settings_env, to_messages
+from streams.demo import SIMULATED_FLEET_JOIN, to_messages
 from streams.inference.engines.base import model_version_of
 from streams.infra.blobs import LocalBlobStore
+from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import CLIPS_TOPIC, DRIVER_TOPIC, ROAD_TOPIC, dlq_name, ensure_topics, topic_for
 from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.producer import make_producer
@@ -171,11 +172,11 @@ class Soak:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as f:
             f.write(f"\n--- started {time.strftime('%H:%M:%S')} ---\n".encode())
-        self.procs[name] = _spawn([name], settings_env(self.settings), log)
+        self.procs[name] = start_command([name], settings_env(self.settings), log)
 
     def stop(self) -> None:
         for proc in self.procs.values():
-            _stop(proc)
+            stop_process(proc)
 
     def trial(self, n: int, rng: random.Random, *, timeout_s: float = 300.0) -> TrialResult:
         started = time.monotonic()

@@ -7,7 +7,11 @@ import typer
 
 from streams.cli import bench, console, model, pipeline, report
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="drivecoach: dashcam road and driver video to safety events and coaching instructions.",
+)
 app.add_typer(pipeline.app)
 app.add_typer(report.app)
 app.add_typer(console.app, name="console")

@@ -71,7 +71,7 @@ def bench_join_command(
     broker: Annotated[
         bool, typer.Option(help="also run the workload through a broker and a Faust joiner (~75 s)")
     ] = True,
-    grace_seconds: Annotated[
+    vehicle_idle_seconds: Annotated[
         float, typer.Option(min=0.0, help="the joiner's vehicle-idle time in the broker run (settle: half)")
     ] = 1.0,
 ) -> None:
@@ -110,7 +110,7 @@ def bench_join_command(
                 Path(work),
                 vehicles=vehicles,
                 per_vehicle=segments_per_camera,
-                event_grace_s=grace_seconds,
+                vehicle_idle_s=vehicle_idle_seconds,
                 progress=status.update,
             )
         except BenchError as err:
@@ -123,15 +123,16 @@ def bench_join_command(
         f"(1/{result.segments_per_s / b.segments_per_s:.0f})"
     )
     console.print(
-        f"  wall: first send -> last clip read back from `clips`, the {b.event_grace_s:g}-s idle grace of the vehicles' "
+        f"  wall: first send -> last clip read back from `clips`, the {b.vehicle_idle_s:g}-s idle grace of the vehicles' "
         f"last clips included; sending alone took {b.publish_s:.1f} s; not counted: {b.startup_s:.0f} s joiner "
         "start, group join and warm-up clip"
     )
-    if b.joiner_cpu_s is not None and b.clip_pool_cpu_s is not None:
+    per_cpu_s = b.segments_per_joiner_cpu_s
+    if b.joiner_cpu_s is not None and b.clip_pool_cpu_s is not None and per_cpu_s is not None:
         console.print(
             f"  joiner CPU in that window: {b.joiner_cpu_s:.1f} s in the joiner process (Faust, Kafka clients, join, "
-            f"state table) = {b.segments_per_joiner_cpu_s:,.0f} segments/CPU-s, "
-            f"{b.segments_per_joiner_cpu_s / result.segments_per_s:.3f}x the pure join; "
+            f"state table) = {per_cpu_s:,.0f} segments/CPU-s, "
+            f"{per_cpu_s / result.segments_per_s:.3f}x the pure join; "
             f"{b.clip_pool_cpu_s:.1f} s building {b.clips} clips in its pool ({b.clip_pool_cpu_s / max(b.clips, 1):.3f} s each)"
         )
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
-from typing import Annotated
+from datetime import date
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from rich.table import Table
 
 from streams.cli.options import build_settings, console
+
+if TYPE_CHECKING:
+    from streams.console.reports import Filters
 
 app = typer.Typer()
 
@@ -33,45 +40,59 @@ def report(
     output: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
 ) -> None:
     """Safety reports from Postgres (the views of migrations 0002 and 0003), as rich tables, CSV or JSON."""
-    import csv
-    import json
-    from datetime import UTC, date, datetime
+    from datetime import UTC, datetime
 
-    from rich.table import Table
-    from sqlalchemy import create_engine, text
+    from streams.console.reports import Filters, default_window
 
-    from streams.console.reports import Filters, default_window, event_rates, review_queue, trend
-    from streams.infra.database import resolve_database_url
-    from streams.infra.tenancy import ensure_fleet_role, fleet_connection
-
-    checks = {
-        "kind": (kind, ("events", "trend", "queue")),
-        "group": (group, ("fleet", "vehicle", "driver")),
-        "period": (period, ("day", "week")),
-        "format": (output, ("table", "csv", "json")),
-    }
-    for name, (value, allowed) in checks.items():
-        if value not in allowed:
-            console.print(
-                f"[red]configuration error:[/] {name} must be one of {', '.join(allowed)}, not {value!r}"
-            )
-            raise typer.Exit(2)
-    try:
-        first, last = (date.fromisoformat(d) if d else None for d in (since, until))
-    except ValueError as err:
-        console.print(f"[red]configuration error:[/] {err}")
-        raise typer.Exit(2) from err
+    _check_choices(kind=kind, group=group, period=period, format=output)
+    first, last = _days(since, until)
     if kind == "trend" and (first is None or last is None):
         first, last = default_window(datetime.now(UTC).date())
+    if fleet is None:
+        _config_error(
+            "--fleet is required: reports run under the fleet's Postgres role, which sees only that fleet's rows"
+        )
     filters = Filters(
         fleet=fleet, vehicle=vehicle, driver=driver, event_type=event_type, since=first, until=last
     )
-    if fleet is None:
-        console.print(
-            "[red]configuration error:[/] --fleet is required: reports run under the fleet's Postgres role, "
-            "which sees only that fleet's rows"
-        )
-        raise typer.Exit(2)
+    rows = fetch_rows(kind, fleet, filters, group=group, period=period)
+    print_rows(rows, title=f"{kind} ({len(rows)} rows)", output=output)
+
+
+CHOICES = {
+    "kind": ("events", "trend", "queue"),
+    "group": ("fleet", "vehicle", "driver"),
+    "period": ("day", "week"),
+    "format": ("table", "csv", "json"),
+}
+
+
+def _config_error(sentence: str) -> NoReturn:
+    console.print(f"[red]configuration error:[/] {sentence}")
+    raise typer.Exit(2)
+
+
+def _check_choices(**given: str) -> None:
+    for name, value in given.items():
+        if value not in CHOICES[name]:
+            _config_error(f"{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+
+
+def _days(since: str | None, until: str | None) -> tuple[date | None, date | None]:
+    try:
+        return (date.fromisoformat(since) if since else None), (date.fromisoformat(until) if until else None)
+    except ValueError as err:
+        _config_error(str(err))
+
+
+def fetch_rows(kind: str, fleet: str, filters: Filters, *, group: str, period: str) -> list[dict[str, Any]]:
+    """The report's rows, read under the fleet's role (created if this database has none yet)."""
+    from sqlalchemy import create_engine, text
+
+    from streams.console.reports import event_rates, review_queue, trend
+    from streams.infra.database import resolve_database_url
+    from streams.infra.tenancy import ensure_fleet_role, fleet_connection
+
     database = resolve_database_url(build_settings())
     engine = create_engine(database.url)
     try:
@@ -87,14 +108,16 @@ def report(
             ensure_fleet_role(conn, fleet)
         with fleet_connection(engine, fleet) as conn:
             if kind == "events":
-                rows = event_rates(conn, filters, group=group, period=period)  # type: ignore[arg-type]
-            elif kind == "trend":
-                rows = trend(conn, filters, group=group)  # type: ignore[arg-type]
-            else:
-                rows = review_queue(conn, filters)
+                return event_rates(conn, filters, group=group, period=period)  # type: ignore[arg-type]
+            if kind == "trend":
+                return trend(conn, filters, group=group)  # type: ignore[arg-type]
+            return review_queue(conn, filters)
     finally:
         engine.dispose()
         database.close()
+
+
+def print_rows(rows: list[dict[str, Any]], *, title: str, output: str) -> None:
     if output == "json":
         sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")
     elif output == "csv":
@@ -102,7 +125,7 @@ def report(
         writer.writeheader()
         writer.writerows(rows)
     else:
-        table = Table(title=f"{kind} ({len(rows)} rows)")
+        table = Table(title=title)
         for column in rows[0] if rows else ["(no rows)"]:
             table.add_column(column)
         for row in rows:

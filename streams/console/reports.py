@@ -27,7 +27,8 @@ class Filters:
 
     def where(self, *, events: bool = True, prefix: str = "") -> tuple[str, dict[str, Any]]:
         """SQL conditions on a report view and their bound parameters (named with `prefix`, to combine two)."""
-        clauses, params = ["TRUE"], {}
+        clauses: list[str] = ["TRUE"]
+        params: dict[str, object] = {}
         wanted = [("fleet_id", self.fleet), ("vehicle_id", self.vehicle), ("driver_id", self.driver)]
         if events:
             wanted.append(("type", self.event_type))
@@ -35,10 +36,10 @@ class Filters:
             if value is not None:
                 clauses.append(f"{column} = :{prefix}{column}")
                 params[prefix + column] = value
-        for op, name, value in ((">=", "since", self.since), ("<", "until", self.until)):
-            if value is not None:
+        for op, name, day in ((">=", "since", self.since), ("<", "until", self.until)):
+            if day is not None:
                 clauses.append(f"day {op} :{prefix}{name}")
-                params[prefix + name] = value
+                params[prefix + name] = day
         return " AND ".join(clauses), params
 
 

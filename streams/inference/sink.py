@@ -133,19 +133,19 @@ def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: 
             "clip_revision": clip.revision,
             "frames_uri": clip.frames_uri,
         }
-        stmt = insert(Inference).values(values)
-        stmt = stmt.on_conflict_do_update(
+        new = insert(Inference).values(values)
+        upsert = new.on_conflict_do_update(
             constraint="uq_inference_clip_model_revision",
             set_={
                 **{
-                    k: stmt.excluded[k]
+                    k: new.excluded[k]
                     for k in values
                     if k not in ("clip_id", "model_version", "clip_revision")
                 },
                 "updated_at": func.now(),
             },
         ).returning(Inference.id)
-        inference_id = int(session.execute(stmt).scalar_one())
+        inference_id = int(session.execute(upsert).scalar_one())
         if session.execute(select(Review.id).where(Review.inference_id == inference_id).limit(1)).first():
             # A manager has reviewed this answer: its events and instruction are theirs now (a correction, coaching
             # status); a replay of the clip must not put the model's back.

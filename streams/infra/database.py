@@ -136,7 +136,9 @@ def drop_scratch_database(database: ResolvedDatabase, role: str | None) -> None:
     )
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database.url.database))
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(database.url.database or "")
+            )
         )
         if role:  # cluster-wide, and this run's alone (the fleet ids carry the run's prefix)
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

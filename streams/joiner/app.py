@@ -1,4 +1,5 @@
-"""The Faust app: topics, the join table, the join agent (join + clip building) and the tick timer."""
+"""The joiner process: a Faust app whose agent joins the camera topics into clip plans, builds the clips in a
+process pool and publishes them; its timer ticks vehicles that wait on time."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from streams.joiner.windows import WindowStore
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-install_seek_fix()  # faust-streaming 0.15.3 skips input records after a table recovery otherwise (streams/faust_seek.py)
+install_seek_fix()  # faust-streaming 0.15.3 skips input records after a table recovery otherwise (faust_seek.py)
 
 LOOP_PROBE_S = 0.25
 
@@ -74,11 +75,231 @@ def build_and_store(
     return {"frames_uri": uri, "num_frames": t, "frame_width": w, "frame_height": h}, faults
 
 
+RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+
+
+class Joiner:
+    """What the join agent and the tick timer share: the rules, the join table, the clip-building pool and the
+    topics they write to. Each record goes through `handle`; the Faust agent is a thin loop around it."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+        self.rules = JoinRules.from_settings(settings)
+        self.limits = TimeLimits.from_settings(settings)
+        self.blobs = LocalBlobStore(settings.blobs)
+        self.windows = WindowStore(self.blobs)
+        self.offsets = OffsetWatch()
+        self.inputs = app.topic(settings.topic(ROAD_TOPIC), settings.topic(DRIVER_TOPIC), **RAW)
+        self.camera_topics = [
+            app.topic(settings.topic(name), partitions=settings.partitions, **RAW)
+            for name in (ROAD_TOPIC, DRIVER_TOPIC)
+        ]
+        self.clips = app.topic(settings.topic(CLIPS_TOPIC), partitions=settings.partitions, **RAW)
+        self.dlqs = {
+            name: app.topic(dlq_name(settings.topic(name)), **RAW) for name in (ROAD_TOPIC, DRIVER_TOPIC)
+        }
+        # Raw JSON bytes: Faust cannot rebuild a `value_type=dict` table from its changelog (docs/knowledge.md).
+        self.table = app.Table(
+            "join-state", default=None, partitions=settings.partitions, key_type=str, value_type=bytes
+        )
+        # Decoding runs in worker processes so the event loop (and the consumer's heartbeat) never waits on it.
+        self.pool = ProcessPoolExecutor(
+            max_workers=settings.clip_workers, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    async def handle(self, event: faust.EventT) -> None:
+        """One record of a camera topic: a tick of this joiner's timer, or an upload."""
+        self._watch_offsets(event)
+        topic = event.message.topic
+        base_topic = ROAD_TOPIC if topic == self.settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
+        camera = View.ROAD if base_topic == ROAD_TOPIC else View.DRIVER
+        arrived = event.message.timestamp or time.time()  # the record's timestamp: when it was uploaded
+        if is_tick(event.headers):
+            state = _load(self.table.get(event.key.decode() if event.key else ""))
+            if state is not None:
+                await self.apply(observe_tick(state, camera, arrived, self.rules))
+            return
+        await self.admit(topic, base_topic, event.key, event.value, arrived)
+
+    def _watch_offsets(self, event: faust.EventT) -> None:
+        """Log where each partition starts and count offsets never handed to this joiner (a Faust seek bug)."""
+        topic, partition, offset = event.message.topic, event.message.partition, event.message.offset
+        first, gap = self.offsets.observe(
+            topic, partition, offset, committed=_committed(self.app, event.message.tp)
+        )
+        if first:
+            log.info("reading %s[%d] from offset %d", topic, partition, offset)
+        if gap is not None:
+            log.warning(
+                "offsets %d-%d of %s[%d] were never handed to this joiner",
+                gap.first_missing,
+                gap.last_missing,
+                topic,
+                gap.partition,
+            )
+            metrics.INPUT_OFFSET_GAPS.labels(topic=topic).inc(gap.last_missing - gap.first_missing + 1)
+
+    async def admit(
+        self, topic: str, base_topic: str, key: bytes | None, value: bytes | None, arrived: float
+    ) -> None:
+        """Validate an upload and probe its video (a refusal is a dead letter), then join it."""
+        try:
+            segment = claim_check(
+                parse_segment(
+                    value or b"",
+                    max_bytes=self.settings.inline_max_bytes,
+                    now=time.time(),
+                    arrived=arrived,
+                    limits=self.limits,
+                ),
+                self.blobs,
+            )
+            assert segment.video_uri is not None
+            await asyncio.get_running_loop().run_in_executor(
+                self.pool, probe_blob, str(self.blobs.root), segment.video_uri
+            )
+        except BadSegment as err:
+            await self.dead_letter(topic, base_topic, err.reason, err.detail, key, value)
+            return
+        state = _load(self.table.get(segment.vehicle_id)) or VehicleJoinState(
+            fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
+        )
+        manifests = {
+            w: self.windows.load(segment.vehicle_id, w) for w in windows_to_load(state, segment, self.rules)
+        }
+        await self.apply(receive(state, segment, arrived=arrived, rules=self.rules, manifests=manifests))
+
+    async def apply(self, step: Step) -> None:
+        """Emit the clips that became final, then store their windows' manifests, then keep (or drop) the state: in
+        this order, a crash anywhere re-emits the same revisions and loses nothing."""
+        for message, admission in step.outcomes:
+            metrics.SEGMENTS.labels(outcome=admission.value).inc()
+            if admission is Admission.REVISES:
+                log.info(
+                    "segment %s of %s lands in a window already emitted: its clip is revised",
+                    message.segment_id,
+                    message.vehicle_id,
+                )
+        for plan in step.plans:
+            await self.emit(plan)
+        for manifest in step.manifests:
+            self.windows.save(manifest)
+        if is_expired(step.state, self.rules):
+            self.table.pop(
+                step.state.vehicle_id, None
+            )  # a tombstone in the changelog: an idle vehicle holds no state
+        else:
+            self.table[step.state.vehicle_id] = _dump(step.state)
+
+    async def emit(self, plan: ClipPlan) -> None:
+        """Build the clip's frames in the pool, dead-letter the segments that failed part-way, publish the clip."""
+        key = plan.vehicle_id.encode()
+        started = time.monotonic()
+        settings = self.settings
+        try:
+            built, faults = await asyncio.get_running_loop().run_in_executor(
+                self.pool,
+                build_and_store,
+                plan,
+                str(self.blobs.root),
+                settings.sample_fps,
+                settings.max_frames,
+                settings.max_pixels,
+            )
+        except (VideoDecodeError, OSError) as err:
+            segments = json.dumps([r.model_dump(mode="json") for r in plan.segments]).encode()
+            await self.dead_letter(
+                settings.topic(CLIPS_TOPIC),
+                ROAD_TOPIC,
+                "clip_build_failed",
+                f"{plan.clip_id}: {err}",
+                key,
+                segments,
+            )
+            return
+        metrics.CLIP_BUILD_SECONDS.observe(time.monotonic() - started)
+        for ref, reason, detail in faults:  # the clip stands without them; the segments are dead-lettered
+            base = ROAD_TOPIC if ref.camera is View.ROAD else DRIVER_TOPIC
+            detail = f"{detail} (clip {plan.clip_id} built without it)"
+            await self.dead_letter(
+                settings.topic(base), base, reason, detail, key, ref.model_dump_json().encode()
+            )
+        message = ClipMessage(
+            clip_id=plan.clip_id,
+            fleet_id=plan.fleet_id,
+            vehicle_id=plan.vehicle_id,
+            driver_id=plan.driver_id,
+            start_ts=plan.start_ts,
+            end_ts=plan.end_ts,
+            views=list(plan.views),
+            segments=list(plan.segments),
+            sample_fps=settings.sample_fps,
+            window_start=plan.window_start,
+            revision=plan.revision,
+            **built,
+        )
+        # Wait for the broker's ack so the input offset is never committed ahead of the clip.
+        await (await self.clips.send(key=key, value=message.model_dump_json().encode()))
+        metrics.CLIPS.labels(views="+".join(plan.views)).inc()
+        if plan.revision > 1:
+            metrics.CLIP_REVISIONS.inc()
+        log.info(
+            "clip %s %s %.1f-%.1f s revision %d",
+            plan.clip_id[:12],
+            plan.vehicle_id,
+            plan.start_ts,
+            plan.end_ts,
+            plan.revision,
+        )
+
+    async def dead_letter(
+        self, topic: str, dlq: str, reason: str, detail: str, key: bytes | None, value: bytes | None
+    ) -> None:
+        log.warning("dead letter from %s: %s: %s", topic, reason, detail)
+        await (await self.dlqs[dlq].send(key=key, value=dead_letter(topic, reason, detail, key, value)))
+        metrics.DEAD_LETTERS.labels(topic=dlq_name(self.settings.topic(dlq)), reason=reason).inc()
+
+    async def tick_waiting_vehicles(self) -> None:
+        """Tick each camera topic of a vehicle that waits on time while some camera's topic is quiet. The tick lands
+        behind any backlog on that topic, so when the agent reads it, every upload sent before it has been read: a
+        silence it then sees is the fleet's, not this joiner's (docs/join.md, arrival order and idleness)."""
+        now = time.time()
+        for vehicle, stored in list(self.table.items()):
+            state = _load(stored)
+            if state is not None and needs_tick(state, self.rules, now=now, quiet_s=self.settings.tick_s):
+                for camera_topic in self.camera_topics:
+                    await camera_topic.send(key=vehicle.encode(), value=b"", headers={TICK_HEADER: b"1"})
+
+
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
-    rules = JoinRules.from_settings(settings)
-    blobs = LocalBlobStore(settings.blobs)
-    windows = WindowStore(blobs)
-    limits = TimeLimits.from_settings(settings)
+    """The Faust app: the join agent and the tick timer are thin loops around a `Joiner`."""
+    app = _faust_app(settings, bootstrap)
+    joiner = Joiner(app, settings)
+
+    @app.agent(joiner.inputs)
+    async def join(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await joiner.handle(event)
+
+    @app.timer(interval=settings.tick_s)
+    async def grace_timer() -> None:
+        await joiner.tick_waiting_vehicles()
+
+    @app.on_partitions_assigned.connect
+    async def count_assignment(*_: Any, **__: Any) -> None:
+        metrics.REBALANCES.inc()
+        joiner.offsets.reset()
+
+    _add_loop_lag_probe(app)
+    return app
+
+
+def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
     extra: dict[str, Any] = {"producer_max_batch_size": 1} if settings.one_record_per_batch else {}
     app = faust.App(
         f"{settings.topic_prefix}drivecoach-joiner",
@@ -91,212 +312,23 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_max_fetch_size=8_000_000,
         **extra,
     )
-    raw: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    inputs = app.topic(settings.topic(ROAD_TOPIC), settings.topic(DRIVER_TOPIC), **raw)
-    camera_topics = [
-        app.topic(settings.topic(name), partitions=settings.partitions, **raw)
-        for name in (ROAD_TOPIC, DRIVER_TOPIC)
-    ]
-    clips = app.topic(settings.topic(CLIPS_TOPIC), partitions=settings.partitions, **raw)
-    dlqs = {name: app.topic(dlq_name(settings.topic(name)), **raw) for name in (ROAD_TOPIC, DRIVER_TOPIC)}
-    # Raw JSON bytes: Faust cannot rebuild a `value_type=dict` table from its changelog ("type object 'dict' has
-    # no attribute 'from_data'"), which the SIGKILL restart test caught.
-    table = app.Table(
-        "join-state", default=None, partitions=settings.partitions, key_type=str, value_type=bytes
-    )
-    # Decoding runs in worker processes so the event loop (and the consumer's heartbeat) never waits on it.
-    pool = ProcessPoolExecutor(
-        max_workers=settings.clip_workers, mp_context=multiprocessing.get_context("spawn")
-    )
+    app.conf.producer_acks = -1
+    return app
 
-    async def dead(
-        topic: str, dlq: str, reason: str, detail: str, key: bytes | None, value: bytes | None
-    ) -> None:
-        log.warning("dead letter from %s: %s: %s", topic, reason, detail)
-        await (await dlqs[dlq].send(key=key, value=dead_letter(topic, reason, detail, key, value)))
-        metrics.DEAD_LETTERS.labels(topic=dlq_name(settings.topic(dlq)), reason=reason).inc()
 
-    async def emit(plans: list[ClipPlan]) -> None:
-        loop = asyncio.get_running_loop()
-        for plan in plans:
-            key = plan.vehicle_id.encode()
-            started = time.monotonic()
-            try:
-                built, faults = await loop.run_in_executor(
-                    pool,
-                    build_and_store,
-                    plan,
-                    str(blobs.root),
-                    settings.sample_fps,
-                    settings.max_frames,
-                    settings.max_pixels,
-                )
-            except (VideoDecodeError, OSError) as err:
-                await dead(
-                    settings.topic(CLIPS_TOPIC),
-                    ROAD_TOPIC,
-                    "clip_build_failed",
-                    f"{plan.clip_id}: {err}",
-                    key,
-                    json.dumps([r.model_dump(mode="json") for r in plan.segments]).encode(),
-                )
-                continue
-            metrics.CLIP_BUILD_SECONDS.observe(time.monotonic() - started)
-            for ref, reason, detail in faults:  # the clip stands without them; the segments are dead-lettered
-                base = ROAD_TOPIC if ref.camera is View.ROAD else DRIVER_TOPIC
-                await dead(
-                    settings.topic(base),
-                    base,
-                    reason,
-                    f"{detail} (clip {plan.clip_id} built without it)",
-                    key,
-                    ref.model_dump_json().encode(),
-                )
-            message = ClipMessage(
-                clip_id=plan.clip_id,
-                fleet_id=plan.fleet_id,
-                vehicle_id=plan.vehicle_id,
-                driver_id=plan.driver_id,
-                start_ts=plan.start_ts,
-                end_ts=plan.end_ts,
-                views=list(plan.views),
-                segments=list(plan.segments),
-                sample_fps=settings.sample_fps,
-                window_start=plan.window_start,
-                revision=plan.revision,
-                **built,
-            )
-            # Wait for the broker's ack so the input offset is never committed ahead of the clip.
-            await (await clips.send(key=key, value=message.model_dump_json().encode()))
-            metrics.CLIPS.labels(views="+".join(plan.views)).inc()
-            if plan.revision > 1:
-                metrics.CLIP_REVISIONS.inc()
-            log.info(
-                "clip %s %s %.1f-%.1f s revision %d",
-                plan.clip_id[:12],
-                plan.vehicle_id,
-                plan.start_ts,
-                plan.end_ts,
-                plan.revision,
-            )
-
-    async def apply(step: Step) -> None:
-        """Emit the clips that became final, then store their windows' manifests, then keep (or drop) the state: in
-        this order, a crash anywhere re-emits the same revisions and loses nothing."""
-        state = step.state
-        for message, admission in step.outcomes:
-            metrics.SEGMENTS.labels(outcome=admission.value).inc()
-            if admission is Admission.REVISES:
-                log.info(
-                    "segment %s of %s lands in a window already emitted: its clip is revised",
-                    message.segment_id,
-                    message.vehicle_id,
-                )
-        await emit(step.plans)
-        for manifest in step.manifests:
-            windows.save(manifest)
-        if is_expired(state, rules):
-            table.pop(state.vehicle_id, None)  # a tombstone in the changelog: an idle vehicle holds no state
-        else:
-            table[state.vehicle_id] = _dump(state)
-
-    offsets = OffsetWatch()
-
-    @app.agent(inputs)
-    async def join(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            topic = event.message.topic
-            first, gap = offsets.observe(
-                topic,
-                event.message.partition,
-                event.message.offset,
-                committed=_committed(app, event.message.tp),
-            )
-            if first:
-                log.info(
-                    "reading %s[%d] from offset %d", topic, event.message.partition, event.message.offset
-                )
-            if gap is not None:
-                log.warning(
-                    "offsets %d-%d of %s[%d] were never handed to this joiner",
-                    gap.first_missing,
-                    gap.last_missing,
-                    topic,
-                    gap.partition,
-                )
-                metrics.INPUT_OFFSET_GAPS.labels(topic=topic).inc(gap.last_missing - gap.first_missing + 1)
-            key, value = event.key, event.value
-            base_topic = ROAD_TOPIC if topic == settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
-            camera = View.ROAD if base_topic == ROAD_TOPIC else View.DRIVER
-            arrived = event.message.timestamp or time.time()  # the record's timestamp: when it was uploaded
-            if is_tick(event.headers):
-                state = _load(table.get(key.decode() if key else ""))
-                if state is not None:
-                    await apply(observe_tick(state, camera, arrived, rules))
-                continue
-            try:
-                segment = claim_check(
-                    parse_segment(
-                        value,
-                        max_bytes=settings.inline_max_bytes,
-                        now=time.time(),
-                        arrived=arrived,
-                        limits=limits,
-                    ),
-                    blobs,
-                )
-                assert segment.video_uri is not None
-                await asyncio.get_running_loop().run_in_executor(
-                    pool, probe_blob, str(blobs.root), segment.video_uri
-                )
-            except BadSegment as err:
-                await dead(topic, base_topic, err.reason, err.detail, key, value)
-                continue
-            state = _load(table.get(segment.vehicle_id)) or VehicleJoinState(
-                fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
-            )
-            manifests = {
-                w: windows.load(segment.vehicle_id, w) for w in windows_to_load(state, segment, rules)
-            }
-            await apply(receive(state, segment, arrived=arrived, rules=rules, manifests=manifests))
-
-    @app.timer(interval=settings.tick_s)
-    async def grace_timer() -> None:
-        """Tick each camera topic of a vehicle that waits on time while some camera's topic is quiet. The tick lands
-        behind any backlog on that topic, so when the agent reads it, every upload sent before it has been read: a
-        silence it then sees is the fleet's, not this joiner's (join.py, arrival order and idleness)."""
-        now = time.time()
-        for vehicle, stored in list(table.items()):
-            state = _load(stored)
-            if state is not None and needs_tick(state, rules, now=now, quiet_s=settings.tick_s):
-                for camera_topic in camera_topics:
-                    await camera_topic.send(key=vehicle.encode(), value=b"", headers={TICK_HEADER: b"1"})
+def _add_loop_lag_probe(app: faust.App) -> None:
+    """How late this timer fires is how long the event loop was blocked: heartbeats share the loop."""
+    last_probe: float | None = None
+    lag_max = 0.0
 
     @app.timer(interval=LOOP_PROBE_S)
     async def loop_lag_probe() -> None:
-        """How late this timer fires is how long the event loop was blocked: heartbeats share the loop."""
         nonlocal last_probe, lag_max
         now = time.monotonic()
         if last_probe is not None:
             lag_max = max(lag_max, now - last_probe - LOOP_PROBE_S)
             metrics.LOOP_LAG_MAX.set(lag_max)
         last_probe = now
-
-    last_probe: float | None = None
-    lag_max = 0.0
-
-    @app.on_partitions_assigned.connect
-    async def count_assignment(*_: Any, **__: Any) -> None:
-        metrics.REBALANCES.inc()
-        offsets.reset()
-
-    app.conf.producer_acks = -1
-    return app
 
 
 def _committed(app: faust.App, tp: Any) -> int | None:
@@ -315,7 +347,7 @@ def _dump(state: VehicleJoinState) -> bytes:
     return state.model_dump_json().encode()
 
 
-def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
+def run_joiner(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
     """Blocks until SIGTERM/SIGINT; Faust commits input offsets only after the agent has handled them."""
     app = create_app(settings, bootstrap)
     metrics.serve(settings.metrics_port)

@@ -1,19 +1,7 @@
-"""A fix for a race in faust-streaming 0.15.3 that skips input records in a joiner that has just recovered its table.
-
-When a table recovery ends, `Recovery.on_recovery_completed` (faust/tables/recovery.py) resumes the stream
-partitions, then seeks them to their committed offsets (`Consumer.perform_seek`), then resumes the flow
-(`app.flow_control.resume()`, `consumer.resume_flow()`). But the consumer's flow is already running: the recovery
-resumed it to read the changelog. So as soon as the stream partitions are resumed, the Fetcher hands the agent the
-records aiokafka fetched during the recovery, and it goes on doing so after the seek. Each record handed over after
-the seek moves the consumer's read offset past the offsets the seek will fetch again. Then
-`app.flow_control.resume()` clears the agent's queue (channels are `clear_on_resume`). The cleared records come back
-after the seek, but `_drain_messages` drops them as already read ("DROPPED MESSAGE ROFF", a dev-level log line). The
-agent never sees them: the joiner logs "offsets N-M of ... were never handed to this joiner".
-
-The fix: stop the consumer's flow when stream partitions are resumed. The Fetcher then hands nothing over until
-Faust resumes the flow. Every caller in Faust does that right after the seek, so reading starts at the committed
-offsets. Changelog and standby partitions are resumed as before.
-"""
+"""A fix for a race in faust-streaming 0.15.3 that skips input records in a joiner that has just recovered its table:
+stop the consumer's flow when stream partitions are resumed, so the Fetcher hands nothing over until Faust resumes
+the flow right after its seek to the committed offsets. Changelog and standby partitions are resumed as before.
+The race, how it was found and measured: docs/knowledge.md ("faust-streaming 0.15.3 skips input records")."""
 
 from __future__ import annotations
 

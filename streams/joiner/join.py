@@ -1,44 +1,9 @@
 """Joining a vehicle's road and driver segments into clips: pure functions over a small per-vehicle state.
 
-The rules put completeness first and latency second: a safety manager reviews minutes to days later, and a lost
-segment is a missed event. So the clips are a function of the set of segments a vehicle uploaded, never of when or
-in what order they arrived; arrival only decides how soon a clip is emitted, and how often it is revised.
-
-- **Windows.** Event time is cut into fixed windows of `clip_max_s` from the epoch (a tumbling window per vehicle:
-  64 s means [0, 64), [64, 128), ...). A window's boundaries never depend on other segments, so a segment that
-  arrives late changes only the windows it overlaps.
-- **Clips.** In each window, the segments of one driver make one clip (segments without a driver id make their
-  own: a missing id is never filled in from another trip). A driver change inside a window splits the clip there.
-  The clip spans the window's coverage of that driver: from the first covered moment to the last, both cameras
-  together (`single_view_clips`), or only where both cameras cover (without it). Its `views` are the cameras that cover
-  any of it; a clip shorter than `clip_min_s` (less than one sampled frame) is not made.
-- **Revisions.** Clip ids come from vehicle, window and driver (`schemas.messages.clip_id_for`), not from the
-  clip's extent, so an upload that lands in a window already emitted rebuilds that window's changed clips under
-  the same ids, with a higher `revision` (the number of segments in the clip: it only grows), and downstream the
-  newer revision's answer replaces the older one. Nothing is late: the segments of emitted windows are kept in
-  window manifests in the blob store (`streams/windows.py`), which the app loads into the state when an upload
-  touches a window the state no longer holds.
-- **When a window is emitted** (latency, never correctness):
-  - *event time*: every camera that is still sending has moved past the window's end by `event_grace_s` (the watermark:
-    the slowest live camera's newest segment start, minus the grace; Flink's rule for two inputs, so a camera
-    that lags the other by minutes still gives two-view clips), and
-  - *settled*: nothing has arrived for the window for `settle_s` of arrival time (a backlog uploaded in a burst,
-    hours late, is emitted once, not once per segment), or
-  - *the vehicle is idle*: no camera has sent anything for `vehicle_idle_s` (the end of a trip; a camera silent
-    that long, or never heard from, stops holding the watermark back, so a dead camera gives single-view clips).
-  An outage shorter than `vehicle_idle_s` therefore changes nothing; a longer one gives revisions, not losses.
-- **Arrival order across the two topics.** Kafka gives no order between the road and the driver topic: after a
-  restart a joiner may read a minute of one before any of the other. So uploads first wait in `pending`, and are
-  admitted to the join in arrival order (the Kafka record timestamps) up to the *horizon*: the arrival time up to
-  which every camera's topic has been read (each camera's *clock* is the latest arrival seen on its own topic, an
-  upload's or a *tick*'s; `observe_tick`: the app sends ticks into each camera topic behind any backlog). Silences
-  are judged on this one clock, just before each admission and at the horizon, so a joiner replaying a backlog
-  after a crash sees exactly the silences the fleet had, never its own outage.
-- **Idempotence.** A duplicate segment id changes nothing. Revisions and replays reuse ids, and writes upsert.
-- **Bounded work.** The app refuses segments longer than a few minutes, so an upload touches a handful of windows;
-  the work per upload is bounded by the windows the state holds. A vehicle idle with nothing open has no state.
-
-`expected_clips` is the oracle: the same windows and clips, from a complete set of segments at once.
+Clips are a function of the set of segments a vehicle uploaded, never of when or in what order they arrived:
+fixed event-time windows of `clip_max_s`, one clip per driver per window, and an upload into a window already
+emitted revises its clip. Arrival only decides how soon a clip is emitted. `expected_clips` is the oracle (the same
+clips from a complete set of segments at once). The rules and the reasons for them: docs/join.md.
 """
 
 from __future__ import annotations

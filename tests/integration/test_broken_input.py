@@ -17,9 +17,10 @@ import pytest
 
 from schemas.messages import SegmentMessage
 from schemas.taxonomy import View
-from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, expected_clips, settings_env, to_messages
+from streams.demo import SIMULATED_FLEET_JOIN, expected_clip_extents, to_messages
 from streams.infra.blobs import LocalBlobStore
 from streams.infra.broker import free_port
+from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import ensure_topics
 from streams.producer import make_producer, publish
 from streams.settings import Settings
@@ -46,11 +47,11 @@ def joiner(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     )
     ensure_topics(broker.bootstrap, settings)
     log = home / "joiner.log"
-    proc = _spawn(["joiner"], settings_env(settings), log)
+    proc = start_command(["joiner"], settings_env(settings), log)
     try:
         yield settings, {"joiner": (proc, log)}
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _message(
@@ -154,7 +155,7 @@ def test_each_bad_upload_is_dead_lettered_with_its_reason_and_counted(joiner, tm
     producer.close()
 
     admitted = good + [broken[0]] + trunc
-    expected = expected_clips(admitted, settings)
+    expected = expected_clip_extents(admitted, settings)
     clips = wait_for_clips(settings, set(expected), procs)
     ours = [c for c in clips if c["vehicle_id"] in {m.vehicle_id for m in admitted}]
     assert sorted(c["clip_id"] for c in ours) == sorted(expected)  # every good clip, once, and nothing else
@@ -217,7 +218,7 @@ def test_building_heavy_clips_does_not_stall_the_event_loop(joiner, tmp_path: Pa
     producer = make_producer(settings.kafka_bootstrap, settings)
     publish(producer, sorted(messages, key=lambda m: m.end_ts), settings)
     producer.close()
-    expected = expected_clips(messages, settings)
+    expected = expected_clip_extents(messages, settings)
     clips = wait_for_clips(settings, set(expected), procs)
     assert set(expected) <= {c["clip_id"] for c in clips}
 

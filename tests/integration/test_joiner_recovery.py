@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from schemas.messages import SegmentMessage
-from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, settings_env, to_messages
+from streams.demo import SIMULATED_FLEET_JOIN, to_messages
 from streams.infra.blobs import LocalBlobStore
+from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import ensure_topics
 from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.settings import Settings
@@ -121,7 +122,7 @@ def _killed_and_restarted(broker, tmp_path: Path) -> tuple[list[dict], dict, Pat
     expected = _oracle(messages, settings)
     env, logs = settings_env(settings), tmp_path / "logs"
     logs.mkdir(parents=True)
-    first = {"first": (_spawn(["joiner"], env, logs / "first.log"), logs / "first.log")}
+    first = {"first": (start_command(["joiner"], env, logs / "first.log"), logs / "first.log")}
     replay = Replay(settings, messages, speed=SPEED)
     replay.start()
     try:
@@ -134,14 +135,14 @@ def _killed_and_restarted(broker, tmp_path: Path) -> tuple[list[dict], dict, Pat
         first["first"][0].send_signal(signal.SIGKILL)
         first["first"][0].wait(10)
     finally:
-        _stop(first["first"][0])
+        stop_process(first["first"][0])
     killed_at = replay.sent
-    second = {"second": (_spawn(["joiner"], env, logs / "second.log"), logs / "second.log")}
+    second = {"second": (start_command(["joiner"], env, logs / "second.log"), logs / "second.log")}
     try:
         replay.finish()
         clips = wait_for_clips(settings, set(expected), second, timeout_s=240)
     finally:
-        _stop(second["second"][0])
+        stop_process(second["second"][0])
     assert len(early) < len(expected) and killed_at < len(messages)  # the kill really was mid-stream
     assert "clip " in (logs / "second.log").read_text()  # the restarted joiner did part of the job
     return clips, expected, logs
@@ -152,20 +153,20 @@ def _two_joiners(broker, tmp_path: Path) -> tuple[list[dict], dict, Path]:
     expected = _oracle(messages, settings)
     env, logs = settings_env(settings), tmp_path / "logs"
     logs.mkdir(parents=True)
-    procs = {"a": (_spawn(["joiner"], env, logs / "a.log"), logs / "a.log")}
+    procs = {"a": (start_command(["joiner"], env, logs / "a.log"), logs / "a.log")}
     replay = Replay(settings, messages, speed=SPEED)
     replay.start()
     try:
         deadline = time.monotonic() + 150
         while "clip " not in (logs / "a.log").read_text() and time.monotonic() < deadline:
             time.sleep(0.5)
-        procs["b"] = (_spawn(["joiner"], env, logs / "b.log"), logs / "b.log")  # joins while a is running
+        procs["b"] = (start_command(["joiner"], env, logs / "b.log"), logs / "b.log")  # joins while a is running
         joined_at = replay.sent
         replay.finish()
         clips = wait_for_clips(settings, set(expected), procs, timeout_s=240)
     finally:
         for proc, _ in procs.values():
-            _stop(proc)
+            stop_process(proc)
     assert joined_at < len(messages)  # b joined while the fleet was still uploading
     for name in ("a", "b"):  # both did part of the work
         assert "clip " in (logs / f"{name}.log").read_text(), f"joiner {name} emitted nothing"

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from schemas.model_io import (
 )
 from schemas.prompts import conversation, turn1_json_schema
 from streams.inference.engines.base import DEFAULT_MAX_NEW_TOKENS, CotOutput, model_version_of
+
+if TYPE_CHECKING:
+    from vllm.inputs import TextPrompt
 
 # vLLM reads these at import: a 1-GiB CPU KV cache, loopback only, no telemetry, no hub.
 VLLM_ENV_DEFAULTS = {
@@ -92,7 +95,7 @@ class VllmEngine:
         )
         self._turn2 = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=eos)
 
-    def _request(self, messages: list[dict[str, Any]], frames: np.ndarray) -> dict[str, Any]:
+    def _request(self, messages: list[dict[str, Any]], frames: np.ndarray) -> TextPrompt:
         return {
             "prompt": render_prompt(self.processor, messages, add_generation_prompt=True),
             "multi_modal_data": {"video": video_input(frames)},

@@ -1,0 +1,112 @@
+"""The JSON API's response models: what `/api/openapi.json` documents and the schemathesis run checks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date, datetime
+
+from pydantic import BaseModel
+
+from streams.console.queries import ClipDetail
+
+
+class MeOut(BaseModel):
+    username: str
+    display_name: str
+    fleet_id: str
+
+
+class QueueItemOut(BaseModel):
+    inference_id: int
+    clip_id: str
+    vehicle_id: str
+    driver_id: str | None
+    occurred_at: datetime
+    events: int
+    max_severity: int
+
+
+class CoachingItemOut(BaseModel):
+    clip_id: str
+    vehicle_id: str
+    driver_id: str | None
+    occurred_at: datetime
+    events: int
+    max_severity: int
+    types: str
+
+
+class RateRowOut(BaseModel):
+    who: str | None
+    period: date
+    type: str
+    severity: int
+    events: int
+    hours: float
+    per_hour: float | None
+    km: float | None = None
+    per_100km: float | None = None
+
+
+class TrendRowOut(BaseModel):
+    who: str | None
+    type: str
+    events: int
+    previous: int
+    change: int
+
+
+class EventOut(BaseModel):
+    id: int
+    type: str
+    view: str
+    start_s: float
+    end_s: float
+    coaching_status: str
+    severity: int
+
+
+class ReviewRowOut(BaseModel):
+    id: int
+    reviewer: str
+    verdict: str
+    corrected_turn1: str | None
+    corrected_instruction: str | None
+    created_at: datetime
+    clip_revision: int
+    model_version: str
+    current: bool  # False: a review of an earlier revision of the clip, or of another model's answer
+
+
+class ClipOut(BaseModel):
+    clip_id: str
+    vehicle_id: str
+    driver_id: str | None
+    start: datetime
+    duration_s: float
+    num_frames: int
+    sample_fps: float
+    revision: int
+    inference_id: int | None
+    model_version: str | None
+    valid: bool | None
+    description: str
+    instruction: str
+    events: list[EventOut]
+    reviews: list[ReviewRowOut]
+
+
+class ReviewResultOut(BaseModel):
+    inference_id: int
+    action: str
+    review_id: int | None
+    events: int
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+def clip_out(detail: ClipDetail) -> ClipOut:
+    fields = {k: v for k, v in asdict(detail).items() if k in ClipOut.model_fields}
+    return ClipOut(**fields)

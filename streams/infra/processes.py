@@ -1,0 +1,42 @@
+"""The pipeline's own processes (joiner, worker) started as `drivecoach` child processes by the demo, the
+benchmarks and the tests, configured through the environment so each builds the very same Settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from streams.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as DRIVECOACH_* variables, so child processes build the very same object."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, Path):
+            value = value.resolve()
+        env[f"DRIVECOACH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def start_command(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`drivecoach ARGS...` in a child process, its output to `log_path`."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes], *, grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`: a joiner or worker commits what it has durably written on SIGTERM."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
