@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import secrets
 import signal
 import subprocess
@@ -36,6 +35,7 @@ from streams.inference.engines.base import model_version_of
 from streams.infra.blobs import LocalBlobStore
 from streams.infra.broker import EmbeddedBroker
 from streams.infra.database import make_engine, migrate, resolve_database_url
+from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import ensure_topics
 from streams.joiner.clip import ClipFrames, sample_times, stack, stack_geometry
 from streams.joiner.join import JoinRules, expected_fleet_clips
@@ -88,18 +88,6 @@ def simulated_fleet_settings(settings: Settings) -> Settings:
     )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as DRIVECOACH_* variables, so child processes build the very same object."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, Path):
-            value = value.resolve()
-        env[f"DRIVECOACH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
-
-
 def scenario_frames(s: Scenario, settings: Settings) -> ClipFrames:
     """The stacked frames of a whole trip, rendered directly: the demo model's training input."""
     geometry = stack_geometry(ROAD_SIZE, DRIVER_SIZE, settings.max_pixels)
@@ -142,8 +130,8 @@ def ensure_demo_model(settings: Settings, console: Console) -> Path:
     )
     settings = demo_model_settings(settings)
     scenarios = make_scenarios(
-        DEMO_MODEL_RECIPE["train_seed"],
-        DEMO_MODEL_RECIPE["scenarios"],
+        int(DEMO_MODEL_RECIPE["train_seed"]),
+        int(DEMO_MODEL_RECIPE["scenarios"]),
         fleet_id="fleet-train",
         vehicles=24,
         duration=float(DEMO_MODEL_RECIPE["trip_s"]),
@@ -207,8 +195,11 @@ def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[Segme
     return out
 
 
-def expected_clips(messages: list[SegmentMessage], settings: Settings) -> dict[str, tuple[str, float, float]]:
-    """The clips the join must produce: the join's oracle on each vehicle's complete set of segments."""
+def expected_clip_extents(
+    messages: list[SegmentMessage], settings: Settings
+) -> dict[str, tuple[str, float, float]]:
+    """Each clip the join must produce (vehicle, start, end), by the join's oracle on each vehicle's complete set of
+    segments."""
     return {
         p.clip_id: (p.vehicle_id, p.start_ts, p.end_ts)
         for p in expected_fleet_clips(messages, JoinRules.from_settings(settings))
@@ -224,23 +215,15 @@ class DemoRun:
     wall_s: float
 
 
-def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=env,
-        stdout=open(log_path, "wb"),
-        stderr=subprocess.STDOUT,
-    )
+@dataclass(frozen=True)
+class Services:
+    """What the demo started or found: the broker, Postgres (migrated) and the settings that point at them."""
 
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    settings: Settings
+    bootstrap: str
+    engine: Engine
+    factory: sessionmaker[Session]
+    since: datetime  # the database's clock when the run began: the clips landed since are this run's
 
 
 def run_demo(
@@ -259,102 +242,137 @@ def run_demo(
         # SIGTERM (`kill`, a supervisor) unwinds like Ctrl-C, so the broker, embedded Postgres and workers this demo
         # started stop with it; uvicorn re-raises the SIGTERM it caught once the console has shut down.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    home = settings.home.resolve()
-    logs = home / "logs"
+    logs = settings.home.resolve() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    if settings.model:
-        model_path, trip_s = Path(settings.model), 20.0
-    else:
-        model_path, trip_s = ensure_demo_model(settings, console), float(DEMO_MODEL_RECIPE["trip_s"])
-        settings = demo_model_settings(settings)
-    with ExitStack() as stack_:
-        bootstrap = settings.kafka_bootstrap
-        if not bootstrap:
-            broker = stack_.enter_context(EmbeddedBroker(log_path=logs / "broker.log"))
-            bootstrap = broker.bootstrap
-            settings = settings.model_copy(update={"one_record_per_batch": True})
-            # The embedded broker keeps nothing between runs, so neither may the join's durable half: the emitted
-            # windows' manifests of an earlier run would make this run's uploads duplicates (streams/windows.py).
-            WindowStore(LocalBlobStore(settings.blobs)).clear()
-        console.print(f"Kafka-protocol broker: [bold]{bootstrap}[/]")
-        database = resolve_database_url(settings)
-        stack_.callback(database.close)
-        migrate(database.url)
-        engine = make_engine(database.url, pool_size=8)  # the console serves from it at the end
-        stack_.callback(engine.dispose)
-        factory = sessionmaker(engine)
-        since = _db_now(factory)
-        console.print(f"Postgres: [bold]{database.url.render_as_string(hide_password=True)}[/]")
-        ensure_topics(bootstrap, settings)
+    model_path, trip_s, settings = _choose_model(settings, console)
+    with ExitStack() as stack:
+        services = start_services(stack, settings, logs, console)
         deploy(
-            factory,
+            services.factory,
             version=model_version_of(model_path),
             path=str(Path(model_path).resolve()),
             demo=is_demo_model(model_path),
         )  # the worker serves the production model
-        settings = simulated_fleet_settings(settings)
-        run_settings = settings.model_copy(
-            update={
-                "model": str(model_path),
-                "database_url": database.url.render_as_string(hide_password=False),
-            }
-        )
-        env = settings_env(run_settings)
-        joiner = _spawn(["joiner", "--bootstrap", bootstrap], env, logs / "joiner.log")
-        stack_.callback(_stop, joiner)
-        worker = _spawn(["worker", "--bootstrap", bootstrap], env, logs / "worker.log")
-        stack_.callback(_stop, worker)
-        console.print(f"joiner (Faust) pid {joiner.pid}, inference worker pid {worker.pid}; logs in {logs}")
-
+        settings = simulated_fleet_settings(services.settings)
+        procs = start_pipeline(stack, settings, services, model_path, logs, console)
         scenarios = make_scenarios(seed, vehicles * trips, vehicles=vehicles, duration=trip_s)
-        blobs = LocalBlobStore(settings.blobs)
-        uploads = home / "sim" / f"seed-{seed}"
-        messages: list[SegmentMessage] = []
         with _progress(console) as progress:
-            task = progress.add_task("simulate dashcam uploads", total=len(scenarios))
-            for s in scenarios:
-                segments = write_segments(s, uploads / s.scenario_id, segment_s=DEMO_SEGMENT_S)
-                messages.extend(to_messages(segments, blobs))
-                progress.advance(task)
-            producer = make_producer(bootstrap, settings)
-            task = progress.add_task("publish segments to Kafka", total=len(messages))
-            # Upload in device-clock order across vehicles, as a fleet's gateways would.
-            for m in sorted(messages, key=lambda m: m.end_ts):
-                publish(producer, [m], settings)
-                progress.advance(task)
-            producer.close()
-            expected = expected_clips(messages, settings)
-            task = progress.add_task("clips written to Postgres", total=len(expected))
-            deadline = time.monotonic() + timeout_s
-            while True:
-                done = _landed(factory, set(expected), since)
-                progress.update(task, completed=len(done))
-                if len(done) == len(expected):
-                    break
-                for name, proc in (("joiner", joiner), ("worker", worker)):
-                    if proc.poll() is not None:
-                        raise DemoTimeout(
-                            f"the {name} exited with code {proc.returncode}; see {logs / name}.log"
-                        )
-                if time.monotonic() > deadline:
-                    raise DemoTimeout(
-                        f"{len(done)}/{len(expected)} clips in Postgres after {timeout_s:.0f} s; see {logs}"
-                    )
-                time.sleep(1.0)
-        model_version = _model_version(factory, set(expected))
+            messages = upload_fleet(progress, scenarios, settings, services.bootstrap, seed)
+            expected = expected_clip_extents(messages, settings)
+            wait_for_clips(progress, services, set(expected), procs, timeout_s=timeout_s, logs=logs)
+        model_version = _model_version(services.factory, set(expected))
         run = DemoRun(scenarios, expected, len(messages), model_version, time.monotonic() - started)
-        print_report(console, factory, run)
+        print_report(console, services.factory, run)
         if review:
-            accepted, corrected = simulate_reviews(factory, run)
+            accepted, corrected = simulate_reviews(services.factory, run)
             console.print(
                 f"simulated safety manager: {accepted} answers accepted, {corrected} corrected "
                 "(labels for `drivecoach retrain`)"
             )
         if serve_console:
-            _stop(joiner)  # every clip is in: the console gets the two cores
-            _stop(worker)
-            serve_demo_console(settings, engine, factory, fleet_id=scenarios[0].fleet_id, console=console)
+            for proc in procs.values():
+                stop_process(proc)  # every clip is in: the console gets the two cores
+            fleet_id = scenarios[0].fleet_id
+            serve_demo_console(
+                settings, services.engine, services.factory, fleet_id=fleet_id, console=console
+            )
     return run
+
+
+def _choose_model(settings: Settings, console: Console) -> tuple[Path, float, Settings]:
+    """The user's checkpoint with 20-s trips, or the DEMO model with the trips and frame size it was trained on."""
+    if settings.model:
+        return Path(settings.model), 20.0, settings
+    model_path = ensure_demo_model(settings, console)
+    return model_path, float(DEMO_MODEL_RECIPE["trip_s"]), demo_model_settings(settings)
+
+
+def start_services(stack: ExitStack, settings: Settings, logs: Path, console: Console) -> Services:
+    """The configured Kafka (else the embedded broker) and Postgres (else local, else embedded), migrated."""
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
+        bootstrap = stack.enter_context(EmbeddedBroker(log_path=logs / "broker.log")).bootstrap
+        settings = settings.model_copy(update={"one_record_per_batch": True})
+        # The embedded broker keeps nothing between runs, so neither may the join's durable half: the emitted
+        # windows' manifests of an earlier run would make this run's uploads duplicates (streams/joiner/windows.py).
+        WindowStore(LocalBlobStore(settings.blobs)).clear()
+    console.print(f"Kafka-protocol broker: [bold]{bootstrap}[/]")
+    database = resolve_database_url(settings)
+    stack.callback(database.close)
+    migrate(database.url)
+    engine = make_engine(database.url, pool_size=8)  # the console serves from it at the end
+    stack.callback(engine.dispose)
+    factory = sessionmaker(engine)
+    console.print(f"Postgres: [bold]{database.url.render_as_string(hide_password=True)}[/]")
+    ensure_topics(bootstrap, settings)
+    settings = settings.model_copy(
+        update={"database_url": database.url.render_as_string(hide_password=False)}
+    )
+    return Services(settings, bootstrap, engine, factory, _db_now(factory))
+
+
+def start_pipeline(
+    stack: ExitStack, settings: Settings, services: Services, model_path: Path, logs: Path, console: Console
+) -> dict[str, subprocess.Popen[bytes]]:
+    """The joiner and the inference worker as child processes, stopped when the stack unwinds."""
+    env = settings_env(settings.model_copy(update={"model": str(model_path)}))
+    procs = {}
+    for name in ("joiner", "worker"):
+        procs[name] = start_command([name, "--bootstrap", services.bootstrap], env, logs / f"{name}.log")
+        stack.callback(stop_process, procs[name])
+    console.print(
+        f"joiner (Faust) pid {procs['joiner'].pid}, inference worker pid {procs['worker'].pid}; logs in {logs}"
+    )
+    return procs
+
+
+def upload_fleet(
+    progress: Progress, scenarios: list[Scenario], settings: Settings, bootstrap: str, seed: int
+) -> list[SegmentMessage]:
+    """Render every trip's camera segments, put them in the blob store and publish their claim checks."""
+    blobs = LocalBlobStore(settings.blobs)
+    uploads = settings.home.resolve() / "sim" / f"seed-{seed}"
+    messages: list[SegmentMessage] = []
+    task = progress.add_task("simulate dashcam uploads", total=len(scenarios))
+    for s in scenarios:
+        segments = write_segments(s, uploads / s.scenario_id, segment_s=DEMO_SEGMENT_S)
+        messages.extend(to_messages(segments, blobs))
+        progress.advance(task)
+    producer = make_producer(bootstrap, settings)
+    task = progress.add_task("publish segments to Kafka", total=len(messages))
+    # Upload in device-clock order across vehicles, as a fleet's gateways would.
+    for m in sorted(messages, key=lambda m: m.end_ts):
+        publish(producer, [m], settings)
+        progress.advance(task)
+    producer.close()
+    return messages
+
+
+def wait_for_clips(
+    progress: Progress,
+    services: Services,
+    expected: set[str],
+    procs: dict[str, subprocess.Popen[bytes]],
+    *,
+    timeout_s: float,
+    logs: Path,
+) -> None:
+    """Until every expected clip has its answer in Postgres; a dead process or the timeout ends it with the cause."""
+    task = progress.add_task("clips written to Postgres", total=len(expected))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = _landed(services.factory, expected, services.since)
+        progress.update(task, completed=len(done))
+        if len(done) == len(expected):
+            return
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise DemoTimeout(f"the {name} exited with code {proc.returncode}; see {logs / name}.log")
+        if time.monotonic() > deadline:
+            raise DemoTimeout(
+                f"{len(done)}/{len(expected)} clips in Postgres after {timeout_s:.0f} s; see {logs}"
+            )
+        time.sleep(1.0)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -400,7 +418,9 @@ def _progress(console: Console) -> Progress:
 
 def _db_now(factory: sessionmaker[Session]) -> datetime:
     with factory() as session:
-        return session.scalar(select(func.now()))
+        now = session.scalar(select(func.now()))
+    assert now is not None
+    return now
 
 
 def _landed(factory: sessionmaker[Session], clip_ids: set[str], since: datetime) -> set[str]:

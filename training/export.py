@@ -15,7 +15,6 @@ same dataset. Written to DIR:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -24,15 +23,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import typer
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Inference, Review
 from schemas.model_io import encode_lossless
 from schemas.prompts import SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION, InvalidAnswer, parse_turn1
+from training.options import DatabaseUrl, EvalFraction, build_settings, command_app, fail
 
 LABEL_VERDICTS = ("accepted", "corrected")
 
@@ -143,17 +145,7 @@ def export_dataset(
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError("eval_fraction must be between 0 and 1")
     cutoff = cutoff or datetime.now(UTC)
-    with session_factory() as session:
-        examples, skipped = reviewed_examples(session, cutoff)
-    present = [e for e in examples if _frames_present(e.frames_uri)]
-    skipped["missing_frames"] = len(examples) - len(
-        present
-    )  # blob gone (retention, another host): not a label
-    if skipped["missing_frames"]:
-        log.warning(
-            "%d reviewed clips left out: their frames are not in the blob store", skipped["missing_frames"]
-        )
-    examples = present
+    examples, skipped = exportable_examples(session_factory, cutoff)
     if out.exists():
         shutil.rmtree(out)
     (out / "frames").mkdir(parents=True)
@@ -166,85 +158,124 @@ def export_dataset(
     for example in examples:
         splits[split[example.vehicle_id]].append(example)
     for name, items in splits.items():
-        records, shared = [], []
-        for e in items:
-            frames_file = out / "frames" / f"{e.clip_id}.npz"
-            shutil.copyfile(frames_path(e.frames_uri), frames_file)
-            with np.load(frames_file) as data:
-                video = encode_lossless(data["frames"])
-            (out / "llamafactory" / "videos" / f"{e.clip_id}.mkv").write_bytes(video)
-            records.append(
-                {
-                    "id": e.clip_id,
-                    "vehicle_id": e.vehicle_id,
-                    "frames": f"frames/{e.clip_id}.npz",
-                    "turn1": e.turn1,
-                    "turn2": e.turn2,
-                }
-            )
-            shared.append(
-                {
-                    "messages": [
-                        {"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": "<video>" + TURN1_QUESTION},
-                        {"role": "assistant", "content": e.turn1},
-                        {"role": "user", "content": TURN2_QUESTION},
-                        {"role": "assistant", "content": e.turn2},
-                    ],
-                    "videos": [f"videos/{e.clip_id}.mkv"],
-                }
-            )
-        _write_json(out / f"{name}.json", records)
-        _write_json(out / "llamafactory" / f"{name}.json", shared)
-        manifest.counts[name] = len(records)
+        write_split(out, name, items)
+        manifest.counts[name] = len(items)
         manifest.vehicles[name] = sorted({e.vehicle_id for e in items})
         manifest.hashes[name] = hashlib.sha256((out / f"{name}.json").read_bytes()).hexdigest()
-    _write_json(
-        out / "llamafactory" / "dataset_info.json",
-        {
-            f"drivecoach_{name}": {
-                "file_name": f"{name}.json",
-                "formatting": "sharegpt",
-                "columns": {"messages": "messages", "videos": "videos"},
-                "tags": {
-                    "role_tag": "role",
-                    "content_tag": "content",
-                    "user_tag": "user",
-                    "assistant_tag": "assistant",
-                    "system_tag": "system",
-                },
-            }
-            for name in splits
-        },
-    )
+    _write_json(out / "llamafactory" / "dataset_info.json", llamafactory_info(list(splits)))
     _write_json(out / "manifest.json", asdict(manifest))
     return manifest
+
+
+def exportable_examples(
+    session_factory: Callable[[], Session], cutoff: datetime
+) -> tuple[list[Example], dict[str, int]]:
+    """The reviewed labels whose frames are still in the blob store; and what was left out, by reason."""
+    with session_factory() as session:
+        examples, skipped = reviewed_examples(session, cutoff)
+    present = [e for e in examples if _frames_present(e.frames_uri)]
+    # A blob gone (retention, another host) is not a label.
+    skipped["missing_frames"] = len(examples) - len(present)
+    if skipped["missing_frames"]:
+        log.warning(
+            "%d reviewed clips left out: their frames are not in the blob store", skipped["missing_frames"]
+        )
+    return present, skipped
+
+
+def write_split(out: Path, name: str, items: list[Example]) -> None:
+    """One split's records (`NAME.json`, `frames/`) and their LLaMA-Factory view (`llamafactory/`)."""
+    records, shared = [], []
+    for e in items:
+        frames_file = out / "frames" / f"{e.clip_id}.npz"
+        shutil.copyfile(frames_path(e.frames_uri), frames_file)
+        with np.load(frames_file) as data:
+            video = encode_lossless(data["frames"])
+        (out / "llamafactory" / "videos" / f"{e.clip_id}.mkv").write_bytes(video)
+        records.append(
+            {
+                "id": e.clip_id,
+                "vehicle_id": e.vehicle_id,
+                "frames": f"frames/{e.clip_id}.npz",
+                "turn1": e.turn1,
+                "turn2": e.turn2,
+            }
+        )
+        shared.append(
+            {
+                "messages": [
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": "<video>" + TURN1_QUESTION},
+                    {"role": "assistant", "content": e.turn1},
+                    {"role": "user", "content": TURN2_QUESTION},
+                    {"role": "assistant", "content": e.turn2},
+                ],
+                "videos": [f"videos/{e.clip_id}.mkv"],
+            }
+        )
+    _write_json(out / f"{name}.json", records)
+    _write_json(out / "llamafactory" / f"{name}.json", shared)
+
+
+def llamafactory_info(splits: list[str]) -> dict[str, object]:
+    """LLaMA-Factory's `dataset_info.json`: `drivecoach_NAME` per split, sharegpt format with videos."""
+    return {
+        f"drivecoach_{name}": {
+            "file_name": f"{name}.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages", "videos": "videos"},
+            "tags": {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+                "system_tag": "system",
+            },
+        }
+        for name in splits
+    }
 
 
 def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=isinstance(data, dict)) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cutoff", type=datetime.fromisoformat, default=None, help="ISO time; default now")
-    parser.add_argument("--eval-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    engine = create_engine(args.database_url)
+app = command_app(__doc__.split("\n\n")[0])
+
+
+@app.command()
+def export_command(
+    out: Annotated[Path, typer.Option(help="the dataset directory (replaced if it exists)")],
+    database_url: DatabaseUrl = None,
+    cutoff: Annotated[
+        datetime | None,
+        typer.Option(
+            parser=datetime.fromisoformat, metavar="ISO-TIME", help="reviews up to this time; default now"
+        ),
+    ] = None,
+    eval_fraction: EvalFraction = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the vehicle split")] = 0,
+) -> None:
+    """Write the reviewed labels as a vehicle-split dataset to --out; print its manifest."""
+    settings = build_settings(need_database=True, database_url=database_url)
+    if not 0.0 < eval_fraction < 1.0:
+        fail("eval_fraction: must be between 0 and 1")
+    engine = create_engine(settings.database_url)
     try:
         manifest = export_dataset(
             sessionmaker(engine),
-            args.out,
-            cutoff=args.cutoff,
-            eval_fraction=args.eval_fraction,
-            seed=args.seed,
+            out,
+            cutoff=cutoff,
+            eval_fraction=eval_fraction,
+            seed=seed,
         )
     finally:
         engine.dispose()
     print(json.dumps(asdict(manifest), indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="python -m training.export")
 
 
 if __name__ == "__main__":

@@ -13,19 +13,32 @@ command: it resumes from the newest checkpoint in OUT. OUT ends up holding the m
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 from schemas.generation import is_demo_model
 from schemas.model_io import build_inputs, install_torchvision_shim, load_model, load_processor
 from schemas.prompts import PROMPT_VERSION, conversation
+from training.options import (
+    CutoffLen,
+    Epochs,
+    GradAccum,
+    Lr,
+    MaxSteps,
+    SaveSteps,
+    Scheduler,
+    Seed,
+    WarmupRatio,
+    command_app,
+    configure_logging,
+)
 from training.sft import ASSISTANT_HEADER, END_OF_TURN, assistant_labels, load_records
 
 log = logging.getLogger("training.finetune")
@@ -95,7 +108,7 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
 def finetune(data: Path, model_path: Path, out: Path, recipe: Recipe, *, index: str = "train.json") -> Path:
     install_torchvision_shim()
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
     on_gpu = torch.cuda.is_available()
@@ -106,7 +119,24 @@ def finetune(data: Path, model_path: Path, out: Path, recipe: Recipe, *, index: 
     ):  # vision tower and its merger (the projector): frozen, as in the paper
         p.requires_grad_(False)
     dataset = ClipDataset(data, index, processor, recipe.cutoff_len)
-    args = TrainingArguments(
+    args = training_arguments(recipe, out, on_gpu=on_gpu)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate)
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    if last:
+        log.info("resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(out))
+        processor.save_pretrained(str(out))
+        write_model_card(out, data=data, model_path=model_path, recipe=recipe, result=result)
+    return out
+
+
+def training_arguments(recipe: Recipe, out: Path, *, on_gpu: bool) -> Any:
+    """The HF Trainer's arguments for the recipe: ZeRO-2, batches of one clip, checkpoints in OUT/checkpoints."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=1,
         gradient_accumulation_steps=recipe.grad_accum,
@@ -129,37 +159,30 @@ def finetune(data: Path, model_path: Path, out: Path, recipe: Recipe, *, index: 
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate)
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    if last:
-        log.info("resuming from %s", last)
-    result = trainer.train(resume_from_checkpoint=last)
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(out))
-        processor.save_pretrained(str(out))
-        manifest = (
-            json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").is_file() else {}
-        )
-        (out / "drivecoach.json").write_text(
-            json.dumps(
-                {
-                    "base": str(model_path),
-                    "prompt_version": PROMPT_VERSION,
-                    "recipe": asdict(recipe),
-                    "data": {
-                        "dir": str(data),
-                        "hashes": manifest.get("hashes", {}),
-                        "cutoff": manifest.get("cutoff"),
-                    },
-                    "train_loss": result.training_loss,
-                    "steps": result.global_step,
-                    "demo": is_demo_model(model_path),
-                    "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+
+
+def write_model_card(out: Path, *, data: Path, model_path: Path, recipe: Recipe, result: Any) -> None:
+    """`OUT/drivecoach.json`: base, data manifest, recipe and the run's outcome (what `model_version_of` names)."""
+    manifest = json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").is_file() else {}
+    (out / "drivecoach.json").write_text(
+        json.dumps(
+            {
+                "base": str(model_path),
+                "prompt_version": PROMPT_VERSION,
+                "recipe": asdict(recipe),
+                "data": {
+                    "dir": str(data),
+                    "hashes": manifest.get("hashes", {}),
+                    "cutoff": manifest.get("cutoff"),
                 },
-                indent=1,
-            )
+                "train_loss": result.training_loss,
+                "steps": result.global_step,
+                "demo": is_demo_model(model_path),
+                "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            },
+            indent=1,
         )
-    return out
+    )
 
 
 def mean_loss(model_path: Path, data: Path, index: str = "eval.json") -> float:
@@ -180,22 +203,47 @@ def mean_loss(model_path: Path, data: Path, index: str = "eval.json") -> float:
     return total / tokens
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model", type=Path, required=True, help="base checkpoint (the production model)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--index", default="train.json")
-    defaults = Recipe()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    parser.add_argument(
-        "--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS
-    )  # deepspeed
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    recipe = Recipe(**{k: getattr(args, k) for k in asdict(defaults)})
-    finetune(args.data, args.model, args.out, recipe, index=args.index)
+RECIPE = Recipe()
+app = command_app(__doc__.split("\n\n")[0])
+
+
+@app.command()
+def finetune_command(
+    data: Annotated[Path, typer.Option(help="a `training.export` directory (train.json, frames/)")],
+    model: Annotated[Path, typer.Option(help="base checkpoint (the production model)")],
+    out: Annotated[Path, typer.Option(help="where the model, its processor and checkpoints go")],
+    index: Annotated[str, typer.Option(help="the records file in --data to train on")] = "train.json",
+    lr: Lr = RECIPE.lr,
+    epochs: Epochs = RECIPE.epochs,
+    warmup_ratio: WarmupRatio = RECIPE.warmup_ratio,
+    scheduler: Scheduler = RECIPE.scheduler,
+    cutoff_len: CutoffLen = RECIPE.cutoff_len,
+    grad_accum: GradAccum = RECIPE.grad_accum,
+    save_steps: SaveSteps = RECIPE.save_steps,
+    seed: Seed = RECIPE.seed,
+    max_steps: MaxSteps = RECIPE.max_steps,
+    local_rank: Annotated[
+        int, typer.Option("--local_rank", "--local-rank", hidden=True, help="set by deepspeed; unused")
+    ] = -1,
+) -> None:
+    """Fine-tune --model on the --data directory's train split with ZeRO-2; the same command again resumes."""
+    configure_logging()
+    recipe = Recipe(
+        lr=lr,
+        epochs=epochs,
+        warmup_ratio=warmup_ratio,
+        scheduler=scheduler,
+        cutoff_len=cutoff_len,
+        grad_accum=grad_accum,
+        save_steps=save_steps,
+        seed=seed,
+        max_steps=max_steps,
+    )
+    finetune(data, model, out, recipe, index=index)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="python -m training.finetune")
 
 
 if __name__ == "__main__":

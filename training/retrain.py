@@ -1,42 +1,63 @@
 """The scheduled retraining job: export reviewed data -> fine-tune -> evaluate -> promote, never two at once.
 
-    python -m training.retrain --database-url URL --work DIR [--min-new-reviews 50] [--metric bertscore_f1]
+    python -m training.retrain [--database-url URL] --work DIR [--min-new-reviews 50] [--metric bertscore_f1]
         [--margin 0.0] [--nproc 1] [--launcher torchrun|deepspeed] [--hostfile FILE] [fine-tuning options]
 
-(`drivecoach retrain` runs this.) Steps, each logged and recorded in `training_runs`:
+(`drivecoach retrain` runs this; the URL defaults to DRIVECOACH_DATABASE_URL.) Steps, each logged and recorded
+in `training_runs`:
 1. take a Postgres advisory lock (another run holding it: log it and exit 0, nothing recorded);
 2. skip (status `skipped`) unless at least `--min-new-reviews` labels arrived since the last run's cut-off;
 3. export the reviewed data (`training.export`), split by vehicle;
-4. fine-tune the production model on the train split (`training.finetune`, launched with torchrun or deepspeed on
-   `--nproc` processes per node, `--hostfile` for many nodes; CPU runs use DS_ACCELERATOR=cpu);
+4. fine-tune the production model on the train split (`training.finetune`, launched with torchrun or deepspeed
+   on `--nproc` processes per node, `--hostfile` for many nodes; CPU runs use DS_ACCELERATOR=cpu);
 5. evaluate the production model and the candidate on the eval split (`training.evaluate`);
-6. register the candidate; promote it when it beats production by `--margin` on `--metric`, else mark it rejected
-   with the reason. Exit 0 when the job did its work (promoted, rejected or skipped), 1 when it failed.
+6. register the candidate; promote it when it beats production by `--margin` on `--metric`, else mark it
+   rejected with the reason. Exit 0 when the job did its work (promoted, rejected or skipped), 1 when it
+   failed.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
+import typer
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.db import Review, TrainingRun
+from schemas.db import ModelVersion, Review, TrainingRun
 from schemas.generation import TransformersEngine, is_demo_model, model_version_of
 from schemas.registry import production, promote, register, reject
 from training.evaluate import EvalScores, evaluate
-from training.export import LABEL_VERDICTS, export_dataset
+from training.export import LABEL_VERDICTS, ExportManifest, export_dataset
 from training.finetune import Recipe
+from training.options import (
+    CutoffLen,
+    DatabaseUrl,
+    Epochs,
+    EvalFraction,
+    GradAccum,
+    Lr,
+    MaxSteps,
+    SaveSteps,
+    Scheduler,
+    WarmupRatio,
+    build_settings,
+    command_app,
+    configure_logging,
+)
 from training.sft import load_records
+
+if TYPE_CHECKING:
+    from training.settings import TrainingSettings
 
 log = logging.getLogger("training.retrain")
 LOCK_KEY = 0x64726976  # "driv": one retraining job at a time per database
@@ -48,10 +69,29 @@ HIGHER_IS_BETTER = {
     "exact_event_sets",
     "valid_share",
 }
+# The metrics a run can be judged on (`--metric`): today all of them are higher-is-better.
+Metric = Literal["bertscore_f1", "bleu", "event_precision", "event_recall", "exact_event_sets", "valid_share"]
 
 
 class RetrainError(RuntimeError):
     """A step of the job failed; the run is recorded as failed with this message."""
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """One run's knobs (the command's flags); where the database is comes from TrainingSettings."""
+
+    work: Path = Path(".drivecoach/retrain")
+    min_new_reviews: int = 50
+    metric: Metric = "bertscore_f1"
+    margin: float = 0.0
+    eval_fraction: float = 0.2
+    nproc: int = 1  # processes (GPUs) per node
+    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
+    hostfile: Path | None = None  # DeepSpeed hostfile for a multi-node run
+    max_new_tokens: int = 160
+    bertscore_model: Literal["minilm", "roberta-large"] = "minilm"
+    recipe: Recipe = field(default_factory=Recipe)  # recipe.seed also seeds the vehicle split
 
 
 def new_labels_since(session: Session, since: datetime | None) -> int:
@@ -72,15 +112,15 @@ def last_cutoff(session: Session) -> datetime | None:
     return datetime.fromisoformat(cutoff) if cutoff else None
 
 
-def launch_command(args: argparse.Namespace, data: Path, base: str, out: Path) -> list[str]:
-    recipe = [f"--{f.name.replace('_', '-')}={getattr(args, f.name)}" for f in fields(Recipe)]
+def launch_command(job: RetrainJob, data: Path, base: str, out: Path) -> list[str]:
+    recipe = [f"--{name.replace('_', '-')}={value}" for name, value in asdict(job.recipe).items()]
     module = ["-m", "training.finetune", "--data", str(data), "--model", base, "--out", str(out), *recipe]
-    if args.launcher == "deepspeed":
-        hosts = ["--hostfile", str(args.hostfile)] if args.hostfile else []
+    if job.launcher == "deepspeed":
+        hosts = ["--hostfile", str(job.hostfile)] if job.hostfile else []
         beside = Path(sys.executable).with_name("deepspeed")  # the launcher of this environment, PATH or not
         launcher = str(beside) if beside.exists() else "deepspeed"
-        return [launcher, *hosts, "--num_gpus", str(args.nproc), "--module", "training.finetune", *module[2:]]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), *module]
+        return [launcher, *hosts, "--num_gpus", str(job.nproc), "--module", "training.finetune", *module[2:]]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(job.nproc), *module]
 
 
 def score(model_path: str, data: Path, max_new_tokens: int, bertscore_model: str) -> EvalScores:
@@ -98,8 +138,9 @@ def score(model_path: str, data: Path, max_new_tokens: int, bertscore_model: str
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    engine = create_engine(args.database_url)
+def run(settings: TrainingSettings, job: RetrainJob) -> int:
+    """Take the lock and do one run; another run holding it: exit 0, nothing recorded."""
+    engine = create_engine(settings.database_url)
     factory = sessionmaker(engine)
     try:
         with engine.connect() as lock:
@@ -107,18 +148,50 @@ def run(args: argparse.Namespace) -> int:
                 log.info("another retraining run holds the lock; nothing to do")
                 return 0
             try:
-                return _locked(args, factory)
+                return run_under_lock(job, factory)
             finally:
                 lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
     finally:
         engine.dispose()
 
 
-def _locked(args: argparse.Namespace, factory: sessionmaker[Session]) -> int:
+def run_under_lock(job: RetrainJob, factory: sessionmaker[Session]) -> int:
+    """The whole run, under the lock: record it, then skip it or export -> fine-tune -> evaluate -> decide.
+
+    0 when the job did its work (promoted, rejected or skipped), 1 when it failed (recorded as failed)."""
     current = production(factory)
     if current is None:
         log.error("no model is in production: deploy one first (drivecoach model promote)")
         return 1
+    run_id, fresh, since = open_run(factory, current)
+    if fresh < job.min_new_reviews:
+        log.info("%d new labels since %s (< %d): skipped", fresh, since, job.min_new_reviews)
+        _finish(factory, run_id, status="skipped")
+        return 0
+    work = job.work / f"run-{run_id}"
+    try:
+        log.info("run %d: base %s, %d new labels; exporting", run_id, current.version, fresh)
+        manifest = export_step(factory, job, run_id, work / "data", new_labels=fresh)
+        started = time.monotonic()
+        out = fine_tune_step(job, run_id, work, current.path)
+        log.info(
+            "run %d: fine-tuned in %.0f s; evaluating on %d eval clips",
+            run_id,
+            time.monotonic() - started,
+            manifest.counts["eval"],
+        )
+        base_scores = score(current.path, work / "data", job.max_new_tokens, job.bertscore_model)
+        new_scores = score(str(out), work / "data", job.max_new_tokens, job.bertscore_model)
+        decide_step(factory, job, run_id, current, out, base_scores, new_scores)
+        return 0
+    except Exception as err:
+        log.exception("run %d failed", run_id)
+        _finish(factory, run_id, status="failed", metrics={"error": str(err)})
+        return 1
+
+
+def open_run(factory: sessionmaker[Session], current: ModelVersion) -> tuple[int, int, datetime | None]:
+    """Count the labels since the last run's cut-off and record a `running` run: (id, new labels, since)."""
     with factory() as session:
         since = last_cutoff(session)
         fresh = new_labels_since(session, since)
@@ -126,83 +199,72 @@ def _locked(args: argparse.Namespace, factory: sessionmaker[Session]) -> int:
         row = TrainingRun(base_model=current.version, status="running", manifest={"new_labels": fresh})
         session.add(row)
         session.flush()
-        run_id = row.id
-    if fresh < args.min_new_reviews:
-        log.info("%d new labels since %s (< %d): skipped", fresh, since, args.min_new_reviews)
-        _finish(factory, run_id, status="skipped")
-        return 0
-    work = args.work / f"run-{run_id}"
-    try:
-        log.info("run %d: base %s, %d new labels; exporting", run_id, current.version, fresh)
-        manifest = export_dataset(factory, work / "data", eval_fraction=args.eval_fraction, seed=args.seed)
-        _update(factory, run_id, manifest={**asdict(manifest), "new_labels": fresh})
-        if not manifest.counts.get("train") or not manifest.counts.get("eval"):
-            raise RetrainError(f"need examples in both splits, got {manifest.counts}")
-        out = work / f"model-run-{run_id}"
-        command = launch_command(args, work / "data", current.path, out)
-        log.info("run %d: fine-tuning: %s", run_id, " ".join(command))
-        env = dict(os.environ)
-        if not _cuda():
-            env.setdefault("DS_ACCELERATOR", "cpu")
-        started = time.monotonic()
-        with open(work / "finetune.log", "wb") as out_log:
-            done = subprocess.run(command, env=env, stdout=out_log, stderr=subprocess.STDOUT, check=False)
-        if done.returncode != 0:
-            raise RetrainError(f"fine-tuning exited with {done.returncode}; see {work / 'finetune.log'}")
-        log.info(
-            "run %d: fine-tuned in %.0f s; evaluating on %d eval clips",
-            run_id,
-            time.monotonic() - started,
-            manifest.counts["eval"],
+        return row.id, fresh, since
+
+
+def export_step(
+    factory: sessionmaker[Session], job: RetrainJob, run_id: int, data: Path, *, new_labels: int
+) -> ExportManifest:
+    """The reviewed data, split by vehicle, into `data`; its manifest recorded with the run."""
+    manifest = export_dataset(factory, data, eval_fraction=job.eval_fraction, seed=job.recipe.seed)
+    _update(factory, run_id, manifest={**asdict(manifest), "new_labels": new_labels})
+    if not manifest.counts.get("train") or not manifest.counts.get("eval"):
+        raise RetrainError(f"need examples in both splits, got {manifest.counts}")
+    return manifest
+
+
+def fine_tune_step(job: RetrainJob, run_id: int, work: Path, base: str) -> Path:
+    """`training.finetune` under the job's launcher (its output in `work/finetune.log`): the candidate."""
+    out = work / f"model-run-{run_id}"
+    command = launch_command(job, work / "data", base, out)
+    log.info("run %d: fine-tuning: %s", run_id, " ".join(command))
+    env = dict(os.environ)
+    if not _cuda():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    with open(work / "finetune.log", "wb") as out_log:
+        done = subprocess.run(command, env=env, stdout=out_log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise RetrainError(f"fine-tuning exited with {done.returncode}; see {work / 'finetune.log'}")
+    return out
+
+
+def decide_step(
+    factory: sessionmaker[Session],
+    job: RetrainJob,
+    run_id: int,
+    current: ModelVersion,
+    out: Path,
+    base_scores: EvalScores,
+    new_scores: EvalScores,
+) -> None:
+    """Register the candidate; promote it when it beats production by the margin, else reject it (why)."""
+    version = model_version_of(out)
+    before, after = getattr(base_scores, job.metric), getattr(new_scores, job.metric)
+    better = after > before + job.margin if job.metric in HIGHER_IS_BETTER else after < before - job.margin
+    metrics = {
+        "metric": job.metric,
+        "margin": job.margin,
+        "base": base_scores.as_dict(),
+        "candidate": new_scores.as_dict(),
+    }
+    register(
+        factory,
+        version=version,
+        path=str(out.resolve()),
+        demo=is_demo_model(current.path),
+        metrics=metrics,
+    )
+    if better:
+        promote(factory, version)
+        log.info("run %d: %s beats %.4f -> %.4f: %s promoted", run_id, job.metric, before, after, version)
+        _finish(factory, run_id, status="succeeded", model_version=version, metrics=metrics)
+    else:
+        reason = f"{job.metric} {after:.4f} does not beat production's {before:.4f} by {job.margin}"
+        reject(factory, version, reason)
+        log.info("run %d: %s: rejected", run_id, reason)
+        _finish(
+            factory, run_id, status="rejected", model_version=version, metrics={**metrics, "reason": reason}
         )
-        base_scores = score(current.path, work / "data", args.max_new_tokens, args.bertscore_model)
-        new_scores = score(str(out), work / "data", args.max_new_tokens, args.bertscore_model)
-        version = model_version_of(out)
-        before, after = getattr(base_scores, args.metric), getattr(new_scores, args.metric)
-        better = (
-            after > before + args.margin if args.metric in HIGHER_IS_BETTER else after < before - args.margin
-        )
-        metrics = {
-            "metric": args.metric,
-            "margin": args.margin,
-            "base": base_scores.as_dict(),
-            "candidate": new_scores.as_dict(),
-        }
-        register(
-            factory,
-            version=version,
-            path=str(out.resolve()),
-            demo=is_demo_model(current.path),
-            metrics=metrics,
-        )
-        if better:
-            promote(factory, version)
-            log.info(
-                "run %d: %s %s %.4f -> %.4f: %s promoted",
-                run_id,
-                args.metric,
-                "beats",
-                before,
-                after,
-                version,
-            )
-            _finish(factory, run_id, status="succeeded", model_version=version, metrics=metrics)
-        else:
-            reason = f"{args.metric} {after:.4f} does not beat production's {before:.4f} by {args.margin}"
-            reject(factory, version, reason)
-            log.info("run %d: %s: rejected", run_id, reason)
-            _finish(
-                factory,
-                run_id,
-                status="rejected",
-                model_version=version,
-                metrics={**metrics, "reason": reason},
-            )
-        return 0
-    except Exception as err:
-        log.exception("run %d failed", run_id)
-        _finish(factory, run_id, status="failed", metrics={"error": str(err)})
-        return 1
 
 
 def _cuda() -> bool:
@@ -223,31 +285,76 @@ def _finish(factory: sessionmaker[Session], run_id: int, *, status: str, **value
     _update(factory, run_id, status=status, finished_at=datetime.now(UTC), **values)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--database-url", default=os.environ.get("DRIVECOACH_DATABASE_URL", ""))
-    p.add_argument("--work", type=Path, default=Path(".drivecoach/retrain"))
-    p.add_argument("--min-new-reviews", type=int, default=50)
-    p.add_argument("--metric", default="bertscore_f1", choices=sorted(HIGHER_IS_BETTER))
-    p.add_argument("--margin", type=float, default=0.0)
-    p.add_argument("--eval-fraction", type=float, default=0.2)
-    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per node")
-    p.add_argument("--launcher", choices=("torchrun", "deepspeed"), default="torchrun")
-    p.add_argument("--hostfile", type=Path, default=None, help="DeepSpeed hostfile for a multi-node run")
-    p.add_argument("--max-new-tokens", type=int, default=160)
-    p.add_argument("--bertscore-model", default="minilm", choices=("minilm", "roberta-large"))
-    for f in fields(Recipe):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    return p
+JOB = RetrainJob()
+RECIPE = JOB.recipe
+app = command_app(__doc__.split("\n\n")[0])
+
+
+@app.command()
+def retrain_command(
+    database_url: DatabaseUrl = None,
+    work: Annotated[Path, typer.Option(help="each run works in WORK/run-ID")] = JOB.work,
+    min_new_reviews: Annotated[
+        int, typer.Option(min=0, help="labels since the last run's cut-off needed to run (else skipped)")
+    ] = JOB.min_new_reviews,
+    metric: Annotated[Metric, typer.Option(help="what the candidate must beat production on")] = JOB.metric,
+    margin: Annotated[float, typer.Option(help="by how much it must beat production")] = JOB.margin,
+    eval_fraction: EvalFraction = JOB.eval_fraction,
+    nproc: Annotated[int, typer.Option(min=1, help="processes (GPUs) per node")] = JOB.nproc,
+    launcher: Annotated[
+        Literal["torchrun", "deepspeed"], typer.Option(help="what starts the fine-tuning processes")
+    ] = JOB.launcher,
+    hostfile: Annotated[
+        Path | None, typer.Option(help="DeepSpeed hostfile for a multi-node run")
+    ] = JOB.hostfile,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="generation length when evaluating")
+    ] = JOB.max_new_tokens,
+    bertscore_model: Annotated[
+        Literal["minilm", "roberta-large"], typer.Option(help="BERTScore model (minilm needs no download)")
+    ] = JOB.bertscore_model,
+    lr: Lr = RECIPE.lr,
+    epochs: Epochs = RECIPE.epochs,
+    warmup_ratio: WarmupRatio = RECIPE.warmup_ratio,
+    scheduler: Scheduler = RECIPE.scheduler,
+    cutoff_len: CutoffLen = RECIPE.cutoff_len,
+    grad_accum: GradAccum = RECIPE.grad_accum,
+    save_steps: SaveSteps = RECIPE.save_steps,
+    seed: Annotated[int, typer.Option(help="seed of the vehicle split and of fine-tuning")] = RECIPE.seed,
+    max_steps: MaxSteps = RECIPE.max_steps,
+) -> None:
+    """One retraining run: export -> fine-tune -> evaluate -> promote or reject (exit 0), failed: exit 1."""
+    configure_logging()
+    settings = build_settings(need_database=True, database_url=database_url)
+    recipe = Recipe(
+        lr=lr,
+        epochs=epochs,
+        warmup_ratio=warmup_ratio,
+        scheduler=scheduler,
+        cutoff_len=cutoff_len,
+        grad_accum=grad_accum,
+        save_steps=save_steps,
+        seed=seed,
+        max_steps=max_steps,
+    )
+    job = RetrainJob(
+        work=work,
+        min_new_reviews=min_new_reviews,
+        metric=metric,
+        margin=margin,
+        eval_fraction=eval_fraction,
+        nproc=nproc,
+        launcher=launcher,
+        hostfile=hostfile,
+        max_new_tokens=max_new_tokens,
+        bertscore_model=bertscore_model,
+        recipe=recipe,
+    )
+    raise typer.Exit(run(settings, job))
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.database_url:
-        log.error("set --database-url or DRIVECOACH_DATABASE_URL")
-        sys.exit(2)
-    sys.exit(run(args))
+    app(args=argv, prog_name="python -m training.retrain")
 
 
 if __name__ == "__main__":

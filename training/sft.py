@@ -15,7 +15,6 @@ The output directory holds the model, the processor and `drivecoach.json` (base,
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -26,13 +25,15 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 from schemas.model_io import build_inputs, install_torchvision_shim, load_model, load_processor
 from schemas.prompts import PROMPT_VERSION, InvalidAnswer, conversation, parse_turn1
 from schemas.taxonomy import EventType
+from training.options import Seed, command_app, fail
 
 IGNORE_INDEX = -100
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
@@ -175,7 +176,11 @@ class SFTRecipe:
             raise SFTConfigError(f"{cfg.model} is not a model directory (no config.json)")
         self.cfg = cfg
         self.records = load_records(cfg.data)
-        self.total_steps = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * len(self.records))
+        if cfg.steps is not None:
+            self.total_steps = cfg.steps
+        else:
+            assert cfg.epochs is not None  # exactly one of them (checked above)
+            self.total_steps = math.ceil(cfg.epochs * len(self.records))
         self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(10, self.total_steps // 20)
         self.warmup = min(self.warmup, self.total_steps)
         self.aux_weight = (
@@ -206,16 +211,7 @@ class SFTRecipe:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-        if cfg.model is None:
-            from training.tiny_model import build_tiny_model
-
-            self._tmp = tempfile.TemporaryDirectory(prefix="drivecoach-base-")
-            corpus = [t for r in self.records for t in (r.turn1, r.turn2)]
-            self.base_path = build_tiny_model(Path(self._tmp.name), corpus=corpus, seed=cfg.seed)
-            self.base_name = f"tiny-qwen2.5-vl-random-init(seed={cfg.seed})"
-        else:
-            self.base_path = cfg.model
-            self.base_name = str(cfg.model.resolve())
+        self.base_path, self.base_name = self.base_model()
         self.log(
             f"sft: base {self.base_name} ({time.perf_counter() - started:.1f} s), {len(self.records)} records, "
             f"{self.total_steps} steps, lr {cfg.lr:g}, event aux weight {self.aux_weight:g}"
@@ -232,11 +228,37 @@ class SFTRecipe:
 
         self.aux_head = None
         if self.aux_weight > 0:
-            self.aux_head = torch.nn.Linear(self.model.config.vision_config.out_hidden_size, len(EventType))
+            vision_config: Any = self.model.config.vision_config
+            self.aux_head = torch.nn.Linear(vision_config.out_hidden_size, len(EventType))
             self._visual_out: list[Any] = []
             self.model.model.visual.register_forward_hook(
                 lambda _m, _i, out: self._visual_out.append(out.pooler_output)
             )
+        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_lambda(s, warmup=self.warmup, total=self.total_steps, min_ratio=cfg.min_lr_ratio),
+        )
+        self.data_sha256 = data_hash(cfg.data, self.records)
+        params = sum(p.numel() for p in self.model.parameters())
+        self.log(f"sft: {params:,} parameters, setup {time.perf_counter() - started:.1f} s")
+
+    def base_model(self) -> tuple[Path, str]:
+        """(path, name) of the base checkpoint: the given one, or a fresh tiny DEMO model built here."""
+        cfg = self.cfg
+        if cfg.model is not None:
+            return cfg.model, str(cfg.model.resolve())
+        from training.tiny_model import build_tiny_model
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="drivecoach-base-")
+        corpus = [t for r in self.records for t in (r.turn1, r.turn2)]
+        path = build_tiny_model(Path(self._tmp.name), corpus=corpus, seed=cfg.seed)
+        return path, f"tiny-qwen2.5-vl-random-init(seed={cfg.seed})"
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: language model and vision tower (its own lr scale), each with and without weight decay
+        (norms and biases have none), and the event head."""
+        cfg = self.cfg
         visual = {id(p) for p in self.model.model.visual.parameters()}
         groups = []
         for is_visual in (False, True):
@@ -247,35 +269,27 @@ class SFTRecipe:
             groups.append(
                 {"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": cfg.weight_decay}
             )
-            groups.append(
-                {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}
-            )  # norms, biases
+            groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
         if self.aux_head is not None:
             groups.append({"params": list(self.aux_head.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: lr_lambda(s, warmup=self.warmup, total=self.total_steps, min_ratio=cfg.min_lr_ratio),
-        )
-        self.data_sha256 = data_hash(cfg.data, self.records)
-        params = sum(p.numel() for p in self.model.parameters())
-        self.log(f"sft: {params:,} parameters, setup {time.perf_counter() - started:.1f} s")
+        return [g for g in groups if g["params"]]
 
     def batch(self, record: Record) -> dict[str, Any]:
         """One clip's full two-turn conversation as model tensors, labels on the assistant answers only."""
         frames = np.load(record.frames)["frames"]
-        inputs = build_inputs(
-            self.processor, conversation(record.turn1, record.turn2), frames, add_generation_prompt=False
+        inputs: dict[str, Any] = dict(
+            build_inputs(
+                self.processor, conversation(record.turn1, record.turn2), frames, add_generation_prompt=False
+            )
         )
-        inputs = dict(inputs)
         inputs["labels"] = assistant_labels(inputs["input_ids"][0], self.header_ids, self.end_id)[None]
         return inputs
 
     def event_loss(self, record: Record, batch: dict[str, Any]) -> Any:
         import torch
 
+        head = self.aux_head
+        assert head is not None  # the event loss is on (aux_weight > 0)
         feats = self._visual_out.pop()
         self._visual_out.clear()
         grid_t = int(batch["video_grid_thw"][0, 0])
@@ -287,8 +301,8 @@ class SFTRecipe:
         # Per time slice the strongest token decides (a phone covers a few patches); and the events must also be
         # readable from the mean of all video tokens, because that is what a freshly initialised language model
         # sees (its attention is near uniform), so it has a signal to learn to use the video from.
-        per_slice = self.aux_head(feats).view(grid_t, -1, len(EventType)).amax(dim=1)
-        whole = self.aux_head(feats.mean(dim=0, keepdim=True))
+        per_slice = head(feats).view(grid_t, -1, len(EventType)).amax(dim=1)
+        whole = head(feats.mean(dim=0, keepdim=True))
         bce = torch.nn.functional.binary_cross_entropy_with_logits
         return bce(per_slice, target) + bce(whole, target.amax(dim=0, keepdim=True))
 
@@ -298,6 +312,7 @@ class SFTRecipe:
 
         cfg = self.cfg
         visual = self.model.model.visual
+        assert self.aux_head is not None  # a vision warm-up needs the event loss (checked in __init__)
         params = [*visual.parameters(), *self.aux_head.parameters()]
         optimizer = torch.optim.AdamW(params, lr=cfg.vision_warmup_lr, weight_decay=0.0)
         rng = random.Random(cfg.seed + 1)
@@ -428,69 +443,92 @@ def run_sft(cfg: SFTConfig) -> Path:
         recipe.cleanup()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Supervised fine-tuning of a Qwen2.5-VL on two-turn CoT records."
-    )
-    parser.add_argument("--data", type=Path, required=True, help="dataset directory holding data.json")
-    parser.add_argument("--out", type=Path, required=True, help="where the fine-tuned model goes")
-    parser.add_argument(
-        "--model", type=Path, default=None, help="base checkpoint; omit to build a tiny DEMO one"
-    )
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None)
-    length.add_argument("--epochs", type=float, default=None)
-    parser.add_argument("--lr", type=float, default=SFTConfig.lr)
-    parser.add_argument("--warmup-steps", type=int, default=None)
-    parser.add_argument("--min-lr-ratio", type=float, default=SFTConfig.min_lr_ratio)
-    parser.add_argument("--weight-decay", type=float, default=SFTConfig.weight_decay)
-    parser.add_argument("--freeze-vision", action="store_true")
-    parser.add_argument("--vision-lr-scale", type=float, default=SFTConfig.vision_lr_scale)
-    parser.add_argument(
-        "--event-aux-weight",
-        type=float,
-        default=None,
-        help="training-only event-detection loss on the vision features (default: 1 without --model)",
-    )
-    parser.add_argument(
-        "--vision-warmup-steps",
-        type=int,
-        default=None,
-        help="vision tower + event head alone first (default: 1000 without --model, else 0)",
-    )
-    parser.add_argument("--vision-warmup-lr", type=float, default=SFTConfig.vision_warmup_lr)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=SFTConfig.log_every)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument(
-        "--no-progress", action="store_true", help="plain log lines instead of a progress bar"
-    )
-    args = parser.parse_args(argv)
+DEFAULT_STEPS = 900  # without --steps and --epochs
+app = command_app("Supervised fine-tuning of a Qwen2.5-VL on two-turn CoT records.")
+
+# The command's flags, one per SFTConfig field (their defaults are SFTConfig's).
+Data = Annotated[Path, typer.Option(help="dataset directory holding data.json")]
+Out = Annotated[Path, typer.Option(help="where the fine-tuned model goes")]
+BaseCheckpoint = Annotated[Path | None, typer.Option(help="base checkpoint; omit to build a tiny DEMO one")]
+Steps = Annotated[int | None, typer.Option(help=f"optimizer steps (one clip each); default {DEFAULT_STEPS}")]
+Epochs = Annotated[float | None, typer.Option(help="passes over the data, instead of --steps")]
+Lr = Annotated[float, typer.Option(help="peak learning rate")]
+WarmupSteps = Annotated[
+    int | None, typer.Option(help="linear warm-up steps (default: 5% of the steps, at least 10)")
+]
+MinLrRatio = Annotated[float, typer.Option(help="the cosine ends at lr * this")]
+WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay")]
+FreezeVision = Annotated[bool, typer.Option("--freeze-vision", help="train the language model only")]
+VisionLrScale = Annotated[float, typer.Option(help="the vision tower's lr = lr * this")]
+EventAuxWeight = Annotated[
+    float | None,
+    typer.Option(
+        help="training-only event-detection loss on the vision features (default: 1 without --model)"
+    ),
+]
+VisionWarmupSteps = Annotated[
+    int | None,
+    typer.Option(help="vision tower + event head alone first (default: 1000 without --model, else 0)"),
+]
+VisionWarmupLr = Annotated[float, typer.Option(help="learning rate of the vision warm-up")]
+LogEvery = Annotated[int, typer.Option(help="steps between loss lines")]
+Threads = Annotated[
+    int | None, typer.Option(help="torch threads (default: 1 for the DEMO model, else every core)")
+]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="plain log lines instead of a progress bar")]
+
+
+@app.command()
+def sft_command(
+    data: Data,
+    out: Out,
+    model: BaseCheckpoint = SFTConfig.model,
+    steps: Steps = None,
+    epochs: Epochs = None,
+    lr: Lr = SFTConfig.lr,
+    warmup_steps: WarmupSteps = SFTConfig.warmup_steps,
+    min_lr_ratio: MinLrRatio = SFTConfig.min_lr_ratio,
+    weight_decay: WeightDecay = SFTConfig.weight_decay,
+    freeze_vision: FreezeVision = SFTConfig.freeze_vision,
+    vision_lr_scale: VisionLrScale = SFTConfig.vision_lr_scale,
+    event_aux_weight: EventAuxWeight = SFTConfig.event_aux_weight,
+    vision_warmup_steps: VisionWarmupSteps = SFTConfig.vision_warmup_steps,
+    vision_warmup_lr: VisionWarmupLr = SFTConfig.vision_warmup_lr,
+    seed: Seed = SFTConfig.seed,
+    log_every: LogEvery = SFTConfig.log_every,
+    threads: Threads = SFTConfig.threads,
+    no_progress: NoProgress = False,
+) -> None:
+    """Fine-tune a Qwen2.5-VL (or a fresh tiny DEMO one) on --data; print the output directory."""
     cfg = SFTConfig(
-        data=args.data,
-        out=args.out,
-        model=args.model,
-        steps=args.steps if args.steps is not None or args.epochs is not None else 900,
-        epochs=args.epochs,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        min_lr_ratio=args.min_lr_ratio,
-        weight_decay=args.weight_decay,
-        freeze_vision=args.freeze_vision,
-        vision_lr_scale=args.vision_lr_scale,
-        event_aux_weight=args.event_aux_weight,
-        vision_warmup_steps=args.vision_warmup_steps,
-        vision_warmup_lr=args.vision_warmup_lr,
-        seed=args.seed,
-        log_every=args.log_every,
-        threads=args.threads,
-        progress=not args.no_progress,
+        data=data,
+        out=out,
+        model=model,
+        steps=steps if steps is not None or epochs is not None else DEFAULT_STEPS,
+        epochs=epochs,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        min_lr_ratio=min_lr_ratio,
+        weight_decay=weight_decay,
+        freeze_vision=freeze_vision,
+        vision_lr_scale=vision_lr_scale,
+        event_aux_weight=event_aux_weight,
+        vision_warmup_steps=vision_warmup_steps,
+        vision_warmup_lr=vision_warmup_lr,
+        seed=seed,
+        log_every=log_every,
+        threads=threads,
+        progress=not no_progress,
     )
     try:
-        out = run_sft(cfg)
+        result = run_sft(cfg)
     except SFTConfigError as err:
-        parser.error(str(err))
-    print(out)
+        fail(str(err))
+    print(result)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="python -m training.sft")
 
 
 if __name__ == "__main__":

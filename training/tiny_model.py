@@ -1,6 +1,6 @@
 """Build a tiny, randomly initialised Qwen2.5-VL checkpoint locally: the DEMO model (no hub downloads here).
 
-Command: `python -m training.tiny_model --out DIR [--seed 0]`
+Command: `python -m training.tiny_model --out DIR [--seed 0] [--corpus TEXT ...] [--corpus-file JSON]`
 
 Dims are the ones measured to work with both transformers and vLLM's CPU backend (docs/KNOWLEDGE: text hidden
 128, 2 layers, 2 heads / 1 KV head, head_dim 64, mrope_section [8, 12, 12]; vision depth 2, hidden 64, out 128).
@@ -11,11 +11,13 @@ Qwen special tokens; the processor and a Qwen2.5-VL chat template are saved besi
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
 from pathlib import Path
+from typing import Annotated, Any
+
+import typer
 
 from schemas.messages import DetectedEvent
 from schemas.model_io import GRID, install_torchvision_shim
@@ -28,6 +30,7 @@ from schemas.prompts import (
     format_turn1,
 )
 from schemas.taxonomy import GOOD_DRIVING_INSTRUCTION, TAXONOMY, EventType, reference_instruction
+from training.options import Seed, command_app, fail
 
 TINY_RECIPE_VERSION = 1
 VOCAB_SIZE = 3072
@@ -130,36 +133,70 @@ def build_tiny_model(out_dir: Path, *, corpus: list[str], seed: int = 0) -> Path
     """
     install_torchvision_shim()
     import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2Tokenizer,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     texts = default_corpus(seed) + list(corpus)
-    backend = train_tokenizer(texts)
-    tokenizer = Qwen2Tokenizer(
-        tokenizer_object=backend,
-        unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
-        model_max_length=32768,
-        errors="replace",
-    )
+    tokenizer = qwen_tokenizer(train_tokenizer(texts))
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     assert list(ids.values()) == list(range(len(SPECIAL_TOKENS))), ids
 
-    config = Qwen2_5_VLConfig(
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(tiny_config(len(tokenizer), ids)).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    )
+    model.save_pretrained(out_dir)
+    tiny_processor(tokenizer).save_pretrained(out_dir)
+
+    params = sum(p.numel() for p in model.parameters())
+    (out_dir / "README.md").write_text(DEMO_README.format(params=params, seed=seed))
+    recipe = {
+        "demo": True,
+        "kind": "tiny-qwen2.5-vl-random-init",
+        "recipe_version": TINY_RECIPE_VERSION,
+        "seed": seed,
+        "parameters": params,
+        "vocab_size": len(tokenizer),
+        "corpus_sha256": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
+        "note": "DEMO model: random weights, not for real fleets",
+    }
+    (out_dir / "tiny_model.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    return out_dir
+
+
+def qwen_tokenizer(backend: Any) -> Any:  # tokenizers.Tokenizer -> transformers.Qwen2Tokenizer
+    """The trained BPE as a Qwen2 tokenizer: <|im_end|> ends a turn, <|endoftext|> pads."""
+    from transformers import Qwen2Tokenizer
+
+    options: dict[str, Any] = {
+        "unk_token": None,
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "additional_special_tokens": SPECIAL_TOKENS[1:],
+        "model_max_length": 32768,
+        "errors": "replace",
+    }
+    return Qwen2Tokenizer(tokenizer_object=backend, **options)
+
+
+def tiny_config(vocab_size: int, ids: dict[str, int]) -> Any:  # -> transformers.Qwen2_5_VLConfig
+    """The tiny dims (see the module's docstring) around the tokenizer's vocabulary and special-token ids."""
+    from transformers import Qwen2_5_VLConfig
+
+    special: dict[str, Any] = {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    return Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer),
+            "vocab_size": vocab_size,
             "hidden_size": 128,
             "intermediate_size": 512,
             "num_hidden_layers": 2,
@@ -197,23 +234,18 @@ def build_tiny_model(out_dir: Path, *, corpus: list[str], seed: int = 0) -> Path
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
         tie_word_embeddings=False,
+        **special,
     )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
-    model.save_pretrained(out_dir)
+
+
+def tiny_processor(tokenizer: Any) -> Any:  # -> transformers.Qwen2_5_VLProcessor
+    """Image and video processors sized for the clip builder's frames, the tokenizer and the chat template."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     pixels = {"shortest_edge": 2 * GRID * 2 * GRID, "longest_edge": MAX_FRAME_PIXELS}
-    processor = Qwen2_5_VLProcessor(
+    return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=dict(pixels)),
         video_processor=Qwen2VLVideoProcessor(
             size=dict(pixels),
@@ -224,30 +256,43 @@ def build_tiny_model(out_dir: Path, *, corpus: list[str], seed: int = 0) -> Path
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
-    processor.save_pretrained(out_dir)
 
-    params = sum(p.numel() for p in model.parameters())
-    (out_dir / "README.md").write_text(DEMO_README.format(params=params, seed=seed))
-    recipe = {
-        "demo": True,
-        "kind": "tiny-qwen2.5-vl-random-init",
-        "recipe_version": TINY_RECIPE_VERSION,
-        "seed": seed,
-        "parameters": params,
-        "vocab_size": len(tokenizer),
-        "corpus_sha256": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
-        "note": "DEMO model: random weights, not for real fleets",
-    }
-    (out_dir / "tiny_model.json").write_text(json.dumps(recipe, indent=1) + "\n")
-    return out_dir
+
+def read_corpus_file(path: Path) -> list[str]:
+    """A `--corpus-file`: a JSON list of strings."""
+    texts = json.loads(path.read_text())
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"{path} must hold a JSON list of strings")
+    return texts
+
+
+app = command_app(__doc__.splitlines()[0])
+
+
+@app.command()
+def tiny_model_command(
+    out: Annotated[Path, typer.Option(help="where the model, tokenizer and processor go")],
+    seed: Seed = 0,
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--corpus", help="a text the tokenizer also trains on (repeatable; after --corpus-file's)"
+        ),
+    ] = None,
+    corpus_file: Annotated[
+        Path | None, typer.Option(help="a JSON list of texts the tokenizer also trains on")
+    ] = None,
+) -> None:
+    """Build the tiny random-init DEMO Qwen2.5-VL in --out; print its path."""
+    try:
+        texts = read_corpus_file(corpus_file) if corpus_file is not None else []
+    except (OSError, ValueError) as err:
+        fail(f"corpus_file: {err}")
+    print(build_tiny_model(out, corpus=[*texts, *(corpus or [])], seed=seed))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(build_tiny_model(args.out, corpus=[], seed=args.seed))
+    app(args=argv, prog_name="python -m training.tiny_model")
 
 
 if __name__ == "__main__":

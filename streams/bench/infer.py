@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,21 @@ class InferBench:
         return float(np.percentile(self.latencies_ms, 95))
 
 
+def build_tiny_model_process(out: Path, corpus: list[str], *, seed: int = 0) -> Path:
+    """The untrained tiny DEMO Qwen2.5-VL in `out`, its tokenizer trained on `corpus` too: `training.tiny_model`
+    in its own process (streams never imports training; the demo starts training the same way)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    corpus_file = out.with_name(f"{out.name}.corpus.json")
+    corpus_file.write_text(json.dumps(corpus))
+    cmd = [sys.executable, "-m", "training.tiny_model", "--out", str(out), "--seed", str(seed)]
+    done = subprocess.run(
+        [*cmd, "--corpus-file", str(corpus_file)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"building the tiny model failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return out
+
+
 def bench_infer(
     settings: Settings,
     work: Path,
@@ -57,15 +75,14 @@ def bench_infer(
     from schemas.generation import TransformersEngine
     from schemas.prompts import format_turn1
     from streams.demo import scenario_frames
-    from training.tiny_model import build_tiny_model
+    from streams.inference.engines.base import Engine
 
-    path = model or str(
-        build_tiny_model(work / "tiny", corpus=[format_turn1([]), "Keep a safe distance."], seed=0)
-    )
+    path = model or str(build_tiny_model_process(work / "tiny", [format_turn1([]), "Keep a safe distance."]))
     frames = [
         scenario_frames(s, settings).frames for s in make_scenarios(5, clips, vehicles=4, duration=12.0)
     ]
     results = []
+    engine: Engine
     for name in engines or ["transformers", "vllm"]:
         if name == "transformers":
             engine, size = TransformersEngine(path, max_new_tokens=settings.max_new_tokens), 1

@@ -394,3 +394,49 @@ def run_soak(
             if progress:
                 progress(result)
     return results
+
+
+def soak_on_scratch_database(
+    settings: Settings,
+    *,
+    trials: int,
+    seed: int,
+    speed: float,
+    vehicles: int,
+    progress: Callable[[TrialResult], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> list[TrialResult]:
+    """`run_soak` in a database of its own (the soak promotes its model, and its rows are no fleet's), on the
+    configured broker or the embedded one; everything it starts is stopped and the database dropped at the end."""
+    import tempfile
+
+    from streams.infra.broker import EmbeddedBroker
+    from streams.infra.database import drop_scratch_database, make_engine, migrate, scratch_database
+
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drivecoach-soak-")))
+        say(f"logs in {work / 'logs'} (removed at the end)")
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            bootstrap = stack.enter_context(EmbeddedBroker(log_path=work / "broker.log")).bootstrap
+            settings = settings.model_copy(update={"one_record_per_batch": True})
+        database = scratch_database(settings, f"drivecoach_soak_{uuid.uuid4().hex[:6]}")
+        stack.callback(database.close)
+        stack.callback(drop_scratch_database, database, None)
+        migrate(database.url)
+        engine = make_engine(database.url)
+        stack.callback(engine.dispose)
+        url = database.url.render_as_string(hide_password=False)
+        settings = settings.model_copy(
+            update={"kafka_bootstrap": bootstrap, "home": work / "home", "database_url": url}
+        )
+        return run_soak(
+            settings,
+            sessionmaker(engine),
+            work,
+            trials=trials,
+            seed=seed,
+            speed=speed,
+            vehicles=vehicles,
+            progress=progress,
+        )

@@ -27,25 +27,12 @@ class TrainBench:
         return self.samples_per_s * self.tokens_per_sample
 
 
-def bench_train(
-    settings: Settings, work: Path, *, steps: int = 40, processes: int = 2, clips: int = 16
-) -> TrainBench:
-    """ZeRO-2 fine-tuning throughput of the tiny model on CPU: `training.finetune` under torchrun, as the job runs it."""
-    import ast
-    import subprocess
-    import sys
-
+def mean_sequence_length(model: Path, data: Path) -> float:
+    """Mean tokens per training example of `data/data.json` (video tokens + both turns) for the model's processor."""
     from schemas.model_io import build_inputs, load_processor
     from schemas.prompts import conversation
-    from streams.demo import write_training_set
-    from training.tiny_model import build_tiny_model
 
-    scenarios = make_scenarios(77, clips, vehicles=4, duration=10.0)
-    data = write_training_set(scenarios, work / "data", settings)
-    base = build_tiny_model(
-        work / "base", corpus=[t for s in scenarios for t in (s.truth_turn1, s.instruction)], seed=0
-    )
-    processor = load_processor(base)
+    processor = load_processor(model)
     lengths = []
     for record in json.loads((data / "data.json").read_text()):
         with np.load(data / record["frames"]) as d:
@@ -56,6 +43,26 @@ def bench_train(
                 add_generation_prompt=False,
             )
         lengths.append(int(inputs["input_ids"].shape[1]))
+    return float(np.mean(lengths))
+
+
+def bench_train(
+    settings: Settings, work: Path, *, steps: int = 40, processes: int = 2, clips: int = 16
+) -> TrainBench:
+    """ZeRO-2 fine-tuning throughput of the tiny model on CPU: `training.finetune` under torchrun, as the job runs it."""
+    import ast
+    import subprocess
+    import sys
+
+    from streams.bench.infer import build_tiny_model_process
+    from streams.demo import write_training_set
+
+    scenarios = make_scenarios(77, clips, vehicles=4, duration=10.0)
+    data = write_training_set(scenarios, work / "data", settings)
+    base = build_tiny_model_process(
+        work / "base", [t for s in scenarios for t in (s.truth_turn1, s.instruction)], seed=0
+    )
+    tokens_per_sample = mean_sequence_length(base, data)
     cmd = [
         sys.executable,
         "-m",
@@ -99,7 +106,7 @@ def bench_train(
         processes=processes,
         steps=steps,
         samples_per_s=float(final["train_samples_per_second"]),
-        tokens_per_sample=float(np.mean(lengths)),
+        tokens_per_sample=tokens_per_sample,
         wall_s=wall,
     )
 

@@ -273,68 +273,33 @@ def bench_recovery_command(
     """The recovery soak: SIGKILL the joiner or the worker at a random moment while a fleet uploads in mixed cadences
     (real time, bursts, outages, backlogs, a lagging camera), then check Postgres: no clip or segment lost, no
     duplicate rows, every dead letter justified. Uses the embedded broker unless DRIVECOACH_KAFKA_BOOTSTRAP is set."""
-    import tempfile
-    import uuid
-    from contextlib import ExitStack
-
-    from sqlalchemy.orm import sessionmaker
-
-    from streams.bench.recovery import TrialResult, run_soak
+    from streams.bench.recovery import TrialResult, soak_on_scratch_database
     from streams.demo import demo_model_settings, ensure_demo_model
-    from streams.infra.broker import EmbeddedBroker
-    from streams.infra.database import drop_scratch_database, make_engine, migrate, scratch_database
 
     settings = build_settings(model=model)
-    with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drivecoach-soak-")))
-        if not settings.model:
-            settings = demo_model_settings(settings).model_copy(
-                update={"model": str(ensure_demo_model(settings, console))}
-            )
-        bootstrap = settings.kafka_bootstrap
-        if not bootstrap:
-            bootstrap = stack.enter_context(EmbeddedBroker(log_path=work / "broker.log")).bootstrap
-            settings = settings.model_copy(update={"one_record_per_batch": True})
-        # A database of its own: the soak promotes its model, and its rows are no fleet's.
-        database = scratch_database(settings, f"drivecoach_soak_{uuid.uuid4().hex[:6]}")
-        stack.callback(database.close)
-        stack.callback(drop_scratch_database, database, None)
-        migrate(database.url)
-        engine = make_engine(database.url)
-        stack.callback(engine.dispose)
-        settings = settings.model_copy(
-            update={
-                "kafka_bootstrap": bootstrap,
-                "home": work / "home",
-                "database_url": database.url.render_as_string(hide_password=False),
-            }
+    if not settings.model:
+        settings = demo_model_settings(settings).model_copy(
+            update={"model": str(ensure_demo_model(settings, console))}
         )
 
-        def show(r: TrialResult) -> None:
-            mark = "[green]ok[/]" if r.ok else "[bold red]FAILED[/]"
-            console.print(
-                f"trial {r.trial:3d}: killed the {r.killed} at {r.killed_at_s:4.1f} s; {r.segments} segments, "
-                f"{r.expected_clips} clips ({r.revised_clips} answers of earlier revisions kept), "
-                f"{r.dead_letters} dead letters, {r.seconds:.0f} s: {mark} {', '.join(sorted(set(r.patterns)))}"
-                + (
-                    ""
-                    if r.ok
-                    else f"\n  lost {r.lost_clips} unexpected {r.unexpected_clips} unanswered "
-                    f"{r.unanswered_clips} duplicates {r.duplicate_rows} unjustified {r.unjustified_dead_letters}"
-                )
+    def show(r: TrialResult) -> None:
+        mark = "[green]ok[/]" if r.ok else "[bold red]FAILED[/]"
+        console.print(
+            f"trial {r.trial:3d}: killed the {r.killed} at {r.killed_at_s:4.1f} s; {r.segments} segments, "
+            f"{r.expected_clips} clips ({r.revised_clips} answers of earlier revisions kept), "
+            f"{r.dead_letters} dead letters, {r.seconds:.0f} s: {mark} {', '.join(sorted(set(r.patterns)))}"
+            + (
+                ""
+                if r.ok
+                else f"\n  lost {r.lost_clips} unexpected {r.unexpected_clips} unanswered "
+                f"{r.unanswered_clips} duplicates {r.duplicate_rows} unjustified {r.unjustified_dead_letters}"
             )
-
-        console.print(f"soak: {trials} trials x {vehicles} vehicles at {speed:g}x; logs in {work / 'logs'}")
-        results = run_soak(
-            settings,
-            sessionmaker(engine),
-            work,
-            trials=trials,
-            seed=seed,
-            speed=speed,
-            vehicles=vehicles,
-            progress=show,
         )
+
+    console.print(f"soak: {trials} trials x {vehicles} vehicles at {speed:g}x")
+    results = soak_on_scratch_database(
+        settings, trials=trials, seed=seed, speed=speed, vehicles=vehicles, progress=show, say=console.print
+    )
     failed = [r for r in results if not r.ok]
     kills = {name: sum(r.killed == name for r in results) for name in ("joiner", "worker")}
     console.print(

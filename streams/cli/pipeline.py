@@ -62,7 +62,7 @@ def joiner(
     ] = None,
 ) -> None:
     """Run a Faust joiner + clip-builder worker (blocks; SIGTERM stops it cleanly)."""
-    from streams.joiner.app import run_worker
+    from streams.joiner.app import run_joiner
 
     settings = build_settings(kafka_bootstrap=bootstrap or None, metrics_port=metrics_port)
     if not settings.kafka_bootstrap:
@@ -70,7 +70,7 @@ def joiner(
             "[red]configuration error:[/] the joiner needs --bootstrap or DRIVECOACH_KAFKA_BOOTSTRAP."
         )
         raise typer.Exit(2)
-    run_worker(settings, settings.kafka_bootstrap)
+    run_joiner(settings, settings.kafka_bootstrap)
 
 
 @app.command()
@@ -203,9 +203,12 @@ def serve_model(
 def retrain(ctx: typer.Context) -> None:
     """The scheduled retraining job: export -> fine-tune -> evaluate -> promote (`python -m training.retrain`;
     its options pass through: --min-new-reviews, --metric, --margin, --nproc, --launcher, --hostfile, --lr, ...)."""
-    from streams.infra.database import resolve_database_url
+    from streams.infra.database import migrate, resolve_database_url
 
     database = resolve_database_url(build_settings())
+    # Like the worker and the console: a fresh database gets the schema, not a traceback.
+    migrate(database.url)
     url = database.url.render_as_string(hide_password=False)
-    args = [sys.executable, "-m", "training.retrain", "--database-url", url, *ctx.args]
-    os.execvpe(args[0], args, dict(os.environ))
+    # Through the environment, not argv: a password in the URL must not show in the process list.
+    args = [sys.executable, "-m", "training.retrain", *ctx.args]
+    os.execvpe(args[0], args, {**os.environ, "DRIVECOACH_DATABASE_URL": url})
