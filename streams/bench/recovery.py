@@ -69,7 +69,10 @@ class TrialResult:
     unexpected_clips: list[str] = field(default_factory=list)
     unanswered_clips: list[str] = field(default_factory=list)  # no answer made on the clip's final revision
     duplicate_rows: int = 0
-    dead_letters: int = 0
+    dead_letters: int = 0  # distinct inputs dead-lettered
+    repeated_dead_letters: int = (
+        0  # the same input dead-lettered again by a replay (at least once; not a failure)
+    )
     unjustified_dead_letters: list[str] = field(default_factory=list)
     revised_clips: int = 0  # clips whose stored revision came after an earlier emission of the same id
     seconds: float = 0.0
@@ -336,7 +339,7 @@ class Soak:
             enable_auto_commit=False,
         )
         consumer.assign([TopicPartition(t, p) for t in topics for p in range(self.settings.partitions)])
-        reasons = []
+        letters: dict[tuple[str, bytes | None, bytes], int] = {}
         quiet = time.monotonic()
         while time.monotonic() - quiet < 2.0:
             got = consumer.poll(300)
@@ -344,11 +347,20 @@ class Soak:
                 for r in records:
                     letter = json.loads(r.value)
                     if (r.key or b"").decode() in vehicles:
-                        reasons.append(letter["reason"])
+                        # Dead letters are at least once: a joiner killed after sending one and before its offset
+                        # commit sends it again on replay. The same input with the same reason is one dead letter.
+                        what = (
+                            letter["reason"],
+                            r.key,
+                            json.dumps([letter["topic"], letter["payload"]]).encode(),
+                        )
+                        letters[what] = letters.get(what, 0) + 1
             if got:
                 quiet = time.monotonic()
         consumer.close()
+        reasons = [reason for reason, _, _ in letters]
         result.dead_letters = len(reasons)
+        result.repeated_dead_letters = sum(letters.values()) - len(letters)
         result.unjustified_dead_letters = sorted(r for r in reasons if r not in justified)
         missing = justified - set(reasons)
         result.unjustified_dead_letters += [f"missing {m}" for m in sorted(missing)]

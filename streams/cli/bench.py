@@ -287,7 +287,7 @@ def bench_recovery_command(
         console.print(
             f"trial {r.trial:3d}: killed the {r.killed} at {r.killed_at_s:4.1f} s; {r.segments} segments, "
             f"{r.expected_clips} clips ({r.revised_clips} answers of earlier revisions kept), "
-            f"{r.dead_letters} dead letters, {r.seconds:.0f} s: {mark} {', '.join(sorted(set(r.patterns)))}"
+            f"{r.dead_letters} dead letters ({r.repeated_dead_letters} repeated by a replay), {r.seconds:.0f} s: {mark} {', '.join(sorted(set(r.patterns)))}"
             + (
                 ""
                 if r.ok

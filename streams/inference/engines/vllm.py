@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import schemas
 from schemas.model_io import (
     install_torchvision_shim,
     load_processor,
@@ -38,7 +39,7 @@ VLLM_ENV_DEFAULTS = {
 }
 
 
-STARTUP_DIR = Path(__file__).resolve().parents[1] / "schemas" / "startup"
+STARTUP_DIR = Path(schemas.__file__).resolve().parent / "startup"  # the torchvision shim's sitecustomize
 
 
 def with_startup_shim(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
