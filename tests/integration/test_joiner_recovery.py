@@ -160,7 +160,8 @@ def _two_joiners(broker, tmp_path: Path) -> tuple[list[dict], dict, Path]:
         deadline = time.monotonic() + 150
         while "clip " not in (logs / "a.log").read_text() and time.monotonic() < deadline:
             time.sleep(0.5)
-        procs["b"] = (start_command(["joiner"], env, logs / "b.log"), logs / "b.log")  # joins while a is running
+        # b joins while a is running
+        procs["b"] = (start_command(["joiner"], env, logs / "b.log"), logs / "b.log")
         joined_at = replay.sent
         replay.finish()
         clips = wait_for_clips(settings, set(expected), procs, timeout_s=240)
