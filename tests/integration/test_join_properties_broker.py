@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.messages import SegmentMessage
-from streams.demo import _spawn, _stop, settings_env
 from streams.infra.blobs import LocalBlobStore
+from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import ensure_topics, topic_for
 from streams.joiner.join import JoinRules, expected_clips
 from streams.producer import make_producer
@@ -54,11 +54,11 @@ def joiner(
         for camera, size in (("road", (48, 28)), ("driver", (32, 28)))
     }
     log = home / "joiner.log"
-    proc = _spawn(["joiner"], settings_env(settings), log)
+    proc = start_command(["joiner"], settings_env(settings), log)
     try:
         yield settings, {"joiner": (proc, log)}, videos
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @settings(

@@ -21,10 +21,11 @@ from sqlalchemy.orm import sessionmaker
 from schemas.db import Clip, Event, Inference, Instruction
 from schemas.prompts import parse_turn1
 from schemas.registry import deploy
-from streams.demo import SIMULATED_FLEET_JOIN, _spawn, _stop, expected_clips, settings_env, to_messages
+from streams.demo import SIMULATED_FLEET_JOIN, expected_clip_extents, to_messages
 from streams.inference.engines.base import model_version_of
 from streams.inference.worker import committed_offsets
 from streams.infra.blobs import LocalBlobStore
+from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import ensure_topics
 from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.producer import make_producer, publish
@@ -104,15 +105,15 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
     env = settings_env(settings)
     logs = tmp_path / "logs"
     logs.mkdir()
-    joiner = _spawn(["joiner"], env, logs / "joiner.log")
-    worker = _spawn(["worker"], env, logs / "worker.log")
+    joiner = start_command(["joiner"], env, logs / "joiner.log")
+    worker = start_command(["worker"], env, logs / "worker.log")
     try:
         scenarios = make_scenarios(11, 4, vehicles=2, duration=12.0)
         blobs = LocalBlobStore(settings.blobs)
         messages = []
         for s in scenarios:
             messages += to_messages(write_segments(s, tmp_path / "sim" / s.scenario_id, segment_s=5.0), blobs)
-        expected = expected_clips(messages, settings)
+        expected = expected_clip_extents(messages, settings)
         assert len(expected) == len(scenarios)
 
         producer = make_producer(broker.bootstrap, settings)
@@ -195,5 +196,5 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
         }
         assert reasons == {("road", "malformed_json"), ("driver", "invalid_segment")}  # late is not wrong
     finally:
-        _stop(joiner)
-        _stop(worker)
+        stop_process(joiner)
+        stop_process(worker)
