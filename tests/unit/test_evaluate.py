@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import sacrebleu  # noqa: F401 - `make test` installs the train extra: a missing or broken one must fail
 
 from schemas.messages import DetectedEvent
 from schemas.prompts import format_turn1
 from schemas.taxonomy import TAXONOMY, EventType
 from training.evaluate import evaluate, repeated_4gram_share, self_bleu
-
-pytest.importorskip("sacrebleu", reason="the train extra is not installed")
 
 
 def answer(*types: EventType) -> str:
