@@ -36,6 +36,14 @@ def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 3
     return out
 
 
+def wait_until(condition, timeout_s: float = 120.0, what: str = "") -> None:
+    """Poll `condition` every half second until it holds; fail with `what` once `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.5)
+
+
 def wait_for_clips(
     settings: Settings,
     want: set[str],

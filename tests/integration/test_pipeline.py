@@ -31,6 +31,7 @@ from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.producer import make_producer, publish
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
+from tests.integration.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +55,6 @@ def _dlq_records(bootstrap: str, topic: str, partitions: int, timeout_s: float =
     finally:
         consumer.close()
     return out
-
-
-def _wait_until(condition, what: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
@@ -168,7 +162,7 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
                 and committed_offsets(broker.bootstrap, settings) == ends
             )
 
-        _wait_until(worker_caught_up, "the worker to commit every clip the joiner published")
+        wait_until(worker_caught_up, what="the worker to commit every clip the joiner published")
         with factory() as session:
             clips = list(  # the session's database holds other tests' fleets with these vehicle ids too
                 session.scalars(

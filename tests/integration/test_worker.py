@@ -8,7 +8,6 @@ import json
 import logging
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from streams.infra.topics import ensure_topics
 from streams.producer import make_producer
 from streams.settings import Settings
 from streams.simulate import make_scenarios
-from tests.integration.harness import read_topic
+from tests.integration.harness import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 APP = "drivecoach-worker-under-test"
@@ -104,13 +103,6 @@ def landed(factory: sessionmaker, clips: list[ClipMessage]) -> dict[str, str]:
             )
         )
         return {clip_id: version for clip_id, version in rows}
-
-
-def wait_until(condition, timeout_s: float = 120.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        time.sleep(0.5)
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
