@@ -93,6 +93,25 @@ def clip_id_for(vehicle_id: str, window_start: float, window_end: float, driver_
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
+class ClipPlanMessage(BaseModel):
+    """A clip the joiner decided on, for a builder to make: which segments, which span, which revision. Small (no
+    frames), so the joiner publishes it at once and the slow decoding scales out over builder processes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    clip_id: str
+    fleet_id: str
+    vehicle_id: str
+    driver_id: str | None = None
+    window_start: float
+    start_ts: float
+    end_ts: float
+    views: list[View]
+    segments: list[SegmentRef]
+    revision: int = Field(ge=1)
+
+
 class ClipMessage(BaseModel):
     """A joined road + driver stretch, stacked into frames (road on top) and stored in the blob store."""
 

@@ -61,7 +61,7 @@ def joiner(
         int | None, typer.Option(help="Prometheus /metrics port (0 = off); default DRIVECOACH_METRICS_PORT")
     ] = None,
 ) -> None:
-    """Run a Faust joiner + clip-builder worker (blocks; SIGTERM stops it cleanly)."""
+    """Run a Faust joiner: camera topics in, clip plans out to `clip-plans` (blocks; SIGTERM stops it cleanly)."""
     from streams.joiner.app import run_joiner
 
     settings = build_settings(kafka_bootstrap=bootstrap or None, metrics_port=metrics_port)
@@ -71,6 +71,30 @@ def joiner(
         )
         raise typer.Exit(2)
     run_joiner(settings, settings.kafka_bootstrap)
+
+
+@app.command()
+def builder(
+    bootstrap: Bootstrap = "",
+    processes: Annotated[
+        int | None, typer.Option(help="clip-building processes; default DRIVECOACH_CLIP_WORKERS")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus /metrics port (0 = off); default DRIVECOACH_METRICS_PORT")
+    ] = None,
+) -> None:
+    """Run a clip builder: `clip-plans` in, built clips out to `clips` (blocks; SIGTERM finishes what is in flight).
+    Run as many as decoding needs: they share the `clip-plans` partitions as one consumer group."""
+    from streams.builder.app import run_builder
+
+    configure_logging()
+    settings = build_settings(kafka_bootstrap=bootstrap or None, clip_workers=processes, metrics_port=metrics_port)
+    if not settings.kafka_bootstrap:
+        console.print(
+            "[red]configuration error:[/] the builder needs --bootstrap or DRIVECOACH_KAFKA_BOOTSTRAP."
+        )
+        raise typer.Exit(2)
+    run_builder(settings, settings.kafka_bootstrap)
 
 
 @app.command()

@@ -10,7 +10,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 DEAD_LETTERS = Counter("drivecoach_dead_letters", "Messages sent to a dead-letter topic", ["topic", "reason"])
 SEGMENTS = Counter("drivecoach_segments", "Segments the joiner admitted, by outcome", ["outcome"])
-CLIPS = Counter("drivecoach_clips_emitted", "Clips published to the clips topic", ["views"])
+CLIP_PLANS = Counter("drivecoach_clip_plans", "Clip plans the joiner published to the clip-plans topic")
+CLIPS = Counter("drivecoach_clips_emitted", "Clips a builder published to the clips topic", ["views"])
 CLIP_REVISIONS = Counter(
     "drivecoach_clip_revisions",
     "Clips published again with more segments (an upload landed "

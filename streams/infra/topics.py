@@ -16,6 +16,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 ROAD_TOPIC, DRIVER_TOPIC, CLIPS_TOPIC = "telematics.road", "telematics.driver", "clips"
+CLIP_PLANS_TOPIC = "clip-plans"  # the joiner's decisions, built by the clip builders into `clips`
 TICK_HEADER = "drivecoach-tick"  # marks the joiner's own ticks on the camera topics (no payload)
 
 
@@ -41,6 +42,10 @@ def dead_letter(topic: str, reason: str, detail: str, key: bytes | None, value: 
     ).encode()
 
 
+def builder_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}drivecoach-builders"
+
+
 def is_tick(headers: Any) -> bool:
     """Faust gives headers as a mapping or as (name, value) pairs, depending on the path."""
     pairs = headers.items() if hasattr(headers, "items") else headers or ()
@@ -48,7 +53,7 @@ def is_tick(headers: Any) -> bool:
 
 
 def all_topics(settings: Settings) -> list[str]:
-    base = [ROAD_TOPIC, DRIVER_TOPIC, CLIPS_TOPIC]
+    base = [ROAD_TOPIC, DRIVER_TOPIC, CLIP_PLANS_TOPIC, CLIPS_TOPIC]
     return [settings.topic(t) for t in base] + [dlq_name(settings.topic(t)) for t in base]
 
 

@@ -1,5 +1,5 @@
-"""The joiner process: a Faust app whose agent joins the camera topics into clip plans, builds the clips in a
-process pool and publishes them; its timer ticks vehicles that wait on time."""
+"""The joiner process: a Faust app whose agent joins the camera topics into clip plans and publishes them to
+`clip-plans` for the builders; its timer ticks vehicles that wait on time."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any
 
 import faust
 
-from schemas.messages import ClipMessage, SegmentRef
+from schemas.messages import ClipPlanMessage
 from schemas.taxonomy import View
-from streams.errors import BadSegment, VideoDecodeError
+from streams.errors import BadSegment
 from streams.infra import metrics
 from streams.infra.blobs import LocalBlobStore
 from streams.infra.topics import (
-    CLIPS_TOPIC,
+    CLIP_PLANS_TOPIC,
     DRIVER_TOPIC,
     ROAD_TOPIC,
     TICK_HEADER,
@@ -28,7 +28,6 @@ from streams.infra.topics import (
     dlq_name,
     is_tick,
 )
-from streams.joiner.clip import build_clip_frames
 from streams.joiner.faust_seek import install as install_seek_fix
 from streams.joiner.join import (
     Admission,
@@ -58,23 +57,6 @@ def probe_blob(blob_root: str, uri: str) -> None:
     probe_video(LocalBlobStore(Path(blob_root)).path(uri))
 
 
-def build_and_store(
-    plan: ClipPlan, blob_root: str, fps: float, max_frames: int, max_pixels: int
-) -> tuple[dict[str, Any], list[tuple[SegmentRef, str, str]]]:
-    """Runs in the process pool: decode + stack + write the frames blob; returns ClipMessage fields and the
-    segments whose video failed part-way (segment, dead-letter reason, detail)."""
-    blobs = LocalBlobStore(Path(blob_root))
-    segments = [(ref, blobs.path(ref.video_uri)) for ref in plan.segments]
-    clip = build_clip_frames(
-        plan.start_ts, plan.end_ts, segments, fps=fps, max_frames=max_frames, max_pixels=max_pixels
-    )
-    # One blob per revision: a manager's review of an older revision keeps the frames it was made on.
-    uri = blobs.put_bytes(f"clips/{plan.vehicle_id}/{plan.clip_id}.r{plan.revision}.npz", clip.to_npz())
-    t, h, w, _ = clip.frames.shape
-    faults = [(f.segment, f.reason, f.detail) for f in clip.faults]
-    return {"frames_uri": uri, "num_frames": t, "frame_width": w, "frame_height": h}, faults
-
-
 RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -99,7 +81,7 @@ class Joiner:
             app.topic(settings.topic(name), partitions=settings.partitions, **RAW)
             for name in (ROAD_TOPIC, DRIVER_TOPIC)
         ]
-        self.clips = app.topic(settings.topic(CLIPS_TOPIC), partitions=settings.partitions, **RAW)
+        self.plans = app.topic(settings.topic(CLIP_PLANS_TOPIC), partitions=settings.partitions, **RAW)
         self.dlqs = {
             name: app.topic(dlq_name(settings.topic(name)), **RAW) for name in (ROAD_TOPIC, DRIVER_TOPIC)
         }
@@ -107,7 +89,7 @@ class Joiner:
         self.table = app.Table(
             "join-state", default=None, partitions=settings.partitions, key_type=str, value_type=bytes
         )
-        # Decoding runs in worker processes so the event loop (and the consumer's heartbeat) never waits on it.
+        # Probing runs in worker processes so the event loop (and the consumer's heartbeat) never waits on it.
         self.pool = ProcessPoolExecutor(
             max_workers=settings.clip_workers, mp_context=multiprocessing.get_context("spawn")
         )
@@ -197,59 +179,24 @@ class Joiner:
             self.table[step.state.vehicle_id] = _dump(step.state)
 
     async def emit(self, plan: ClipPlan) -> None:
-        """Build the clip's frames in the pool, dead-letter the segments that failed part-way, publish the clip."""
-        key = plan.vehicle_id.encode()
-        started = time.monotonic()
-        settings = self.settings
-        try:
-            built, faults = await asyncio.get_running_loop().run_in_executor(
-                self.pool,
-                build_and_store,
-                plan,
-                str(self.blobs.root),
-                settings.sample_fps,
-                settings.max_frames,
-                settings.max_pixels,
-            )
-        except (VideoDecodeError, OSError) as err:
-            segments = json.dumps([r.model_dump(mode="json") for r in plan.segments]).encode()
-            await self.dead_letter(
-                settings.topic(CLIPS_TOPIC),
-                ROAD_TOPIC,
-                "clip_build_failed",
-                f"{plan.clip_id}: {err}",
-                key,
-                segments,
-            )
-            return
-        metrics.CLIP_BUILD_SECONDS.observe(time.monotonic() - started)
-        for ref, reason, detail in faults:  # the clip stands without them; the segments are dead-lettered
-            base = ROAD_TOPIC if ref.camera is View.ROAD else DRIVER_TOPIC
-            detail = f"{detail} (clip {plan.clip_id} built without it)"
-            await self.dead_letter(
-                settings.topic(base), base, reason, detail, key, ref.model_dump_json().encode()
-            )
-        message = ClipMessage(
+        """Publish the plan for the clip builders and wait for the broker's ack, so the input offset is never
+        committed ahead of it. Building happens elsewhere: a slow decode never holds up the join."""
+        message = ClipPlanMessage(
             clip_id=plan.clip_id,
             fleet_id=plan.fleet_id,
             vehicle_id=plan.vehicle_id,
             driver_id=plan.driver_id,
+            window_start=plan.window_start,
             start_ts=plan.start_ts,
             end_ts=plan.end_ts,
             views=list(plan.views),
             segments=list(plan.segments),
-            sample_fps=settings.sample_fps,
-            window_start=plan.window_start,
             revision=plan.revision,
-            **built,
         )
-        # Wait for the broker's ack so the input offset is never committed ahead of the clip.
-        await (await self.clips.send(key=key, value=message.model_dump_json().encode()))
-        metrics.CLIPS.labels(views="+".join(plan.views)).inc()
-        if plan.revision > 1:
-            metrics.CLIP_REVISIONS.inc()
+        await (await self.plans.send(key=plan.vehicle_id.encode(), value=message.model_dump_json().encode()))
+        metrics.CLIP_PLANS.inc()
         log.info(
-            "clip %s %s %.1f-%.1f s revision %d",
+            "clip plan %s %s %.1f-%.1f s revision %d",
             plan.clip_id[:12],
             plan.vehicle_id,
             plan.start_ts,

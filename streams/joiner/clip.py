@@ -25,9 +25,18 @@ TRUNCATION_SLACK_S = (
 
 @dataclass(frozen=True)
 class StackGeometry:
+    """Both panels on the grid, and the aspect (width / height) each panel stands for.
+
+    The grid rounds a panel away from its view's aspect (up to ~12% at the demo's 56x84), so a panel remembers the
+    aspect it was shaped for: frames of that aspect fill it, as they always did, and a frame of another shape is
+    fitted as if the panel had that aspect, keeping its own up to the same grid stretch. None: the panel's own shape.
+    """
+
     width: int
     road_height: int
     driver_height: int
+    road_aspect: float | None = None
+    driver_aspect: float | None = None
 
     @property
     def height(self) -> int:
@@ -56,21 +65,43 @@ def stack_geometry(road_wh: tuple[int, int], driver_wh: tuple[int, int], max_pix
             break
         width -= GRID
     road_height = max(1, min(height - 1, round(height * road_ratio / (road_ratio + driver_ratio))))
-    return StackGeometry(width=width, road_height=road_height, driver_height=height - road_height)
+    return StackGeometry(
+        width=width,
+        road_height=road_height,
+        driver_height=height - road_height,
+        road_aspect=road_wh[0] / road_wh[1],
+        driver_aspect=driver_wh[0] / driver_wh[1],
+    )
 
 
 def stack(road: np.ndarray | None, driver: np.ndarray | None, geometry: StackGeometry) -> np.ndarray:
-    """One RGB frame: road resized on top, driver resized below; a missing view is a black panel."""
+    """One RGB frame: road fitted on top, driver fitted below; a missing view is a black panel.
+
+    A view's files may differ in shape (a camera replaced mid-trip, a rotated file): each frame keeps its own
+    aspect inside the panel, black bars filling the rest, instead of being stretched to the first file's shape.
+    """
     out = np.zeros((geometry.height, geometry.width, 3), dtype=np.uint8)
     if road is not None:
-        out[: geometry.road_height] = cv2.resize(
-            road, (geometry.width, geometry.road_height), interpolation=cv2.INTER_AREA
-        )
+        _fit_into(out[: geometry.road_height], road, geometry.road_aspect)
     if driver is not None:
-        out[geometry.road_height :] = cv2.resize(
-            driver, (geometry.width, geometry.driver_height), interpolation=cv2.INTER_AREA
-        )
+        _fit_into(out[geometry.road_height :], driver, geometry.driver_aspect)
     return out
+
+
+def _fit_into(panel: np.ndarray, frame: np.ndarray, panel_aspect: float | None) -> None:
+    """Resize `frame` into the black `panel`, centred, at the largest size that keeps its aspect relative to
+    `panel_aspect` (the aspect the panel stands for); a frame of that aspect fills the panel exactly."""
+    height, width = panel.shape[:2]
+    stands_for = panel_aspect or width / height
+    aspect = frame.shape[1] / frame.shape[0]
+    if aspect >= stands_for:
+        fit_w, fit_h = width, min(height, max(1, round(height * stands_for / aspect)))
+    else:
+        fit_w, fit_h = min(width, max(1, round(width * aspect / stands_for))), height
+    top, left = (height - fit_h) // 2, (width - fit_w) // 2
+    panel[top : top + fit_h, left : left + fit_w] = cv2.resize(
+        frame, (fit_w, fit_h), interpolation=cv2.INTER_AREA
+    )
 
 
 def decode_at(path: Path, segment_start: float, times: list[float]) -> dict[float, np.ndarray]:

@@ -115,6 +115,7 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
     logs = tmp_path / "logs"
     logs.mkdir()
     joiner = start_command(["joiner"], env, logs / "joiner.log")
+    builder = start_command(["builder"], env, logs / "builder.log")
     worker = start_command(["worker"], env, logs / "worker.log")
     try:
         scenarios = make_scenarios(11, 4, vehicles=2, duration=12.0)
@@ -139,7 +140,7 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
         producer.flush()
 
         factory = sessionmaker(create_engine(database_url))
-        _wait_for_answers(factory, _revisions(messages, settings), [joiner, worker], logs)
+        _wait_for_answers(factory, _revisions(messages, settings), [joiner, builder, worker], logs)
         # A re-cut upload of the first trip, arriving after that trip's clip was answered: the clip is rebuilt as a
         # new revision under the same id, answered again, and the newer answer becomes the clip's current one.
         first_road = next(m for m in messages if m.camera.value == "road" and m.vehicle_id == "veh-000")
@@ -148,7 +149,7 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
         producer.close()
         revisions = _revisions([*messages, late], settings)
         (revised,) = [c for c, r in revisions.items() if r != _revisions(messages, settings)[c]]
-        _wait_for_answers(factory, revisions, [joiner, worker], logs)
+        _wait_for_answers(factory, revisions, [joiner, builder, worker], logs)
 
         # Nothing lost, nothing twice: exactly the expected clips at their final revisions, one answer per clip and
         # revision, committed offsets at the end. First: the joiner has published every clip and its revision, and
@@ -220,7 +221,7 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
                 (d["topic"], d["reason"], d["key"], d["payload"])
                 for d in _dlq_records(broker.bootstrap, settings.topic(f"{name}.dlq"), 2)
             )
-            for name in ("telematics.road", "telematics.driver", "clips")
+            for name in ("telematics.road", "telematics.driver", "clip-plans", "clips")
         }
         assert dead == {
             "telematics.road": [
@@ -229,8 +230,10 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
             "telematics.driver": [
                 (settings.topic("telematics.driver"), "invalid_segment", "veh-000", json.dumps(bad))
             ],
+            "clip-plans": [],
             "clips": [],
         }
     finally:
         stop_process(joiner)
+        stop_process(builder)
         stop_process(worker)
