@@ -32,7 +32,7 @@ from schemas.scoring import EventScores, score_events
 from schemas.taxonomy import EventType
 from streams.errors import DrivecoachError
 from streams.inference.engines.base import model_version_of
-from streams.infra.blobs import LocalBlobStore
+from streams.infra.blobs import BlobStore, open_blob_store
 from streams.infra.broker import EmbeddedBroker
 from streams.infra.database import make_engine, migrate, resolve_database_url
 from streams.infra.processes import settings_env, start_command, stop_process
@@ -40,7 +40,7 @@ from streams.infra.topics import ensure_topics
 from streams.joiner.clip import ClipFrames, sample_times, stack, stack_geometry
 from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.joiner.windows import WindowStore
-from streams.producer import make_producer, publish
+from streams.producer import make_producer, publish, upload
 from streams.settings import Settings
 from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver, render_road, write_segments
 
@@ -170,11 +170,12 @@ def demo_model_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"max_pixels": DEMO_MODEL_RECIPE["max_pixels"]})
 
 
-def to_messages(segments: list[SimSegment], blobs: LocalBlobStore) -> list[SegmentMessage]:
-    """What a device gateway uploads: each camera file put in the blob store, the message carries the claim."""
+def to_messages(segments: list[SimSegment], blobs: BlobStore) -> list[SegmentMessage]:
+    """What a device gateway uploads: each camera file put in the blob store (a directory or S3), the message
+    carries the claim check."""
     out = []
     for seg in sorted(segments, key=lambda s: (s.end_ts, s.camera)):
-        uri = blobs.put_file(f"uploads/{seg.vehicle_id}/{seg.segment_id}{seg.path.suffix}", seg.path)
+        uri = upload(blobs, seg.vehicle_id, seg.segment_id, seg.path)
         out.append(
             SegmentMessage(
                 fleet_id=seg.fleet_id,
@@ -295,7 +296,7 @@ def start_services(stack: ExitStack, settings: Settings, logs: Path, console: Co
         settings = settings.model_copy(update={"one_record_per_batch": True})
         # The embedded broker keeps nothing between runs, so neither may the join's durable half: the emitted
         # windows' manifests of an earlier run would make this run's uploads duplicates (streams/joiner/windows.py).
-        WindowStore(LocalBlobStore(settings.blobs)).clear()
+        WindowStore(open_blob_store(settings)).clear()
     console.print(f"Kafka-protocol broker: [bold]{bootstrap}[/]")
     database = resolve_database_url(settings)
     stack.callback(database.close)
@@ -314,14 +315,15 @@ def start_services(stack: ExitStack, settings: Settings, logs: Path, console: Co
 def start_pipeline(
     stack: ExitStack, settings: Settings, services: Services, model_path: Path, logs: Path, console: Console
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """The joiner and the inference worker as child processes, stopped when the stack unwinds."""
+    """The joiner, a clip builder and the inference worker as child processes, stopped when the stack unwinds."""
     env = settings_env(settings.model_copy(update={"model": str(model_path)}))
     procs = {}
-    for name in ("joiner", "worker"):
+    for name in ("joiner", "builder", "worker"):
         procs[name] = start_command([name, "--bootstrap", services.bootstrap], env, logs / f"{name}.log")
         stack.callback(stop_process, procs[name])
     console.print(
-        f"joiner (Faust) pid {procs['joiner'].pid}, inference worker pid {procs['worker'].pid}; logs in {logs}"
+        f"joiner (Faust) pid {procs['joiner'].pid}, clip builder pid {procs['builder'].pid}, "
+        f"inference worker pid {procs['worker'].pid}; logs in {logs}"
     )
     return procs
 
@@ -330,7 +332,7 @@ def upload_fleet(
     progress: Progress, scenarios: list[Scenario], settings: Settings, bootstrap: str, seed: int
 ) -> list[SegmentMessage]:
     """Render every trip's camera segments, put them in the blob store and publish their claim checks."""
-    blobs = LocalBlobStore(settings.blobs)
+    blobs = open_blob_store(settings)
     uploads = settings.home.resolve() / "sim" / f"seed-{seed}"
     messages: list[SegmentMessage] = []
     task = progress.add_task("simulate dashcam uploads", total=len(scenarios))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,13 @@ class Settings(BaseSettings):
     database_name: str = "drivecoach"
     local_postgres: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
     blob_dir: Path | None = None
+    # Blobs in an S3-API store instead: s3://bucket/prefix (credentials from the AWS chain, never from here).
+    blob_url: str = Field(
+        "", description="s3://bucket/prefix, or empty for the local directory blob_dir ($home/blobs)"
+    )
+    s3_endpoint_url: str = Field(
+        "", description="the S3 API's URL (MinIO, Ceph, a test server), or empty for AWS"
+    )
     # Join and clip building.
     clip_max_s: float = Field(64.0, gt=0, description="the join's window: clips never cross a multiple of it")
     clip_min_s: float = Field(0.5, ge=0, description="shorter clips are not made (0.5 s: one frame at 2 FPS)")
@@ -97,6 +105,16 @@ class Settings(BaseSettings):
     )
     # Embedded-broker quirk (Tansu 0.6 ListOffsets bug): one record per batch keeps table recovery correct.
     one_record_per_batch: bool = False
+
+    @field_validator("blob_url")
+    @classmethod
+    def _blob_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*", value):
+            raise ValueError(
+                f"{value!r} is neither s3://bucket/prefix (a bucket of 3-63 lowercase letters, digits, dots and "
+                "hyphens) nor a file:/// URL"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,74 @@ def own_database_url() -> Iterator[str]:
     and retrain tests, which read every fleet, must not meet."""
     with fresh_database() as url:
         yield url
+
+
+class MotoS3:
+    """moto's S3 API server on loopback (real HTTP, the real boto3 stack), in this process: its state outlives a
+    restart on the same port, as a durable S3's would. Credentials are the environment's fake AWS ones."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.server: Any = None
+        self.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.port = self.server.get_host_and_port()[1]
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def client(self, service: str = "s3") -> Any:
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1")
+
+    def bucket(self) -> str:
+        """A new, empty bucket of its own."""
+        name = f"drivecoach-{uuid.uuid4().hex[:10]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    @contextmanager
+    def enforcing_iam(self) -> Iterator[None]:
+        """Requests are checked against moto's IAM users and policies (the fake root key is then unknown)."""
+        import httpx
+
+        httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"0").raise_for_status()
+        try:
+            yield
+        finally:
+            httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"inf").raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoS3]:
+    """One moto S3 server for the session; child processes started after it reach it with the same fake AWS
+    credentials (`settings_env` copies the environment). The instance metadata service is never asked."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }.items():
+            env.setenv(name, value)
+        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            env.delenv(name, raising=False)
+        server = MotoS3()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def _find_shared_videos() -> Path:

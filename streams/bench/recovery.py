@@ -1,5 +1,5 @@
 """The recovery soak (`drivecoach bench recovery`): while a simulated fleet uploads in mixed cadences, SIGKILL the
-joiner or the inference worker at a random moment, restart it, and check Postgres against the join's oracle.
+joiner, the clip builder or the inference worker at a random moment, restart it, and check Postgres against the join's oracle.
 
 Each trial gives its vehicles fresh ids and an arrival pattern each (real time, one burst per trip, an outage
 longer than the vehicle-idle time, yesterday's trip uploaded after today's, one camera lagging), adds two uploads
@@ -35,7 +35,7 @@ from schemas.messages import SegmentMessage
 from schemas.registry import deploy
 from streams.demo import SIMULATED_FLEET_JOIN, to_messages
 from streams.inference.engines.base import model_version_of
-from streams.infra.blobs import LocalBlobStore
+from streams.infra.blobs import open_blob_store
 from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import CLIPS_TOPIC, DRIVER_TOPIC, ROAD_TOPIC, dlq_name, ensure_topics, topic_for
 from streams.joiner.join import JoinRules, expected_fleet_clips
@@ -138,9 +138,13 @@ class _Replay(threading.Thread):
             self.error = err
 
 
+KILLABLE = ("joiner", "builder", "worker")  # the pipeline's processes, each killed in turn
+
+
 @dataclass
 class Soak:
-    """The processes and data the trials share: one broker and database, a joiner and a worker kept running."""
+    """The processes and data the trials share: one broker and database; a joiner, a clip builder and a worker kept
+    running."""
 
     settings: Settings
     factory: sessionmaker[Session]
@@ -152,7 +156,7 @@ class Soak:
 
     def start(self) -> None:
         ensure_topics(self.settings.kafka_bootstrap or "", self.settings)
-        blobs = LocalBlobStore(self.settings.blobs)
+        blobs = open_blob_store(self.settings)
         for s in make_scenarios(5, self.vehicles * 3, fleet_id=FLEET, vehicles=self.vehicles, duration=12.0):
             segments = write_segments(
                 s, self.work / "sim" / s.scenario_id, segment_s=4.0, road_size=(64, 36), driver_size=(48, 36)
@@ -167,7 +171,7 @@ class Soak:
             path=self.settings.model,
             demo=is_demo_model(self.settings.model),
         )
-        for name in ("joiner", "worker"):
+        for name in KILLABLE:
             self.spawn(name)
 
     def spawn(self, name: str) -> None:
@@ -215,7 +219,7 @@ class Soak:
                 [m for ms in messages.values() for m in ms], JoinRules.from_settings(self.settings)
             )
         }
-        killed = ("joiner", "worker")[(n - 1) % 2]  # in turn; the moment is random
+        killed = KILLABLE[(n - 1) % len(KILLABLE)]  # in turn; the moment is random
         kill_at = rng.uniform(0.2, 0.8) * duration
         producer = make_producer(self.settings.kafka_bootstrap or "", self.settings)
         replay = _Replay(producer, uploads)

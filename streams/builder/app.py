@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.producer.future import FutureRecordMetadata
 from pydantic import ValidationError
 
 from schemas.messages import ClipMessage, ClipPlanMessage
@@ -127,6 +128,7 @@ class ClipBuilder:
         return bool(got)
 
     def _submit(self, record: ConsumerRecord) -> None:
+        metrics.INPUT_RECORDS.inc()
         tp = TopicPartition(record.topic, record.partition)
         queue = self.jobs.setdefault(tp, deque())
         try:
@@ -140,9 +142,7 @@ class ClipBuilder:
 
     def _start(self, plan: ClipPlanMessage) -> Future[Built]:
         s = self.settings
-        return self.pool.submit(
-            build_and_store, plan, str(s.blobs), s.sample_fps, s.max_frames, s.max_pixels
-        )
+        return self.pool.submit(build_and_store, plan, str(s.blobs), s.sample_fps, s.max_frames, s.max_pixels)
 
     def _wait_for_builds(self, timeout_s: float) -> list[Job]:
         pending = {j.future: j for q in self.jobs.values() for j in q if j.future is not None and not j.acked}
@@ -163,7 +163,9 @@ class ClipBuilder:
                 continue
             except Exception as err:  # noqa: BLE001 - a plan that cannot be built goes to the DLQ with the reason
                 detail = f"{job.plan.clip_id}: {type(err).__name__}: {err}"
-                sends.append(self._send_dead_letter(job.record.topic, "clip_build_failed", detail, job.record))
+                sends.append(
+                    self._send_dead_letter(job.record.topic, "clip_build_failed", detail, job.record)
+                )
             else:
                 sends += self._publish(job.plan, built)
             handled.append(job)
@@ -171,17 +173,26 @@ class ClipBuilder:
             send.get(timeout=60)
         for job in handled:
             job.acked = True
+        if handled:
+            metrics.LAST_RECORD.set_to_current_time()
         if broken:
             self._restart_pool()
 
-    def _publish(self, plan: ClipPlanMessage, built: Built) -> list[Future[object]]:
+    def _publish(self, plan: ClipPlanMessage, built: Built) -> list[FutureRecordMetadata]:
         s = self.settings
         key = plan.vehicle_id.encode()
         sends = []
-        for ref, reason, detail in built.faults:  # the clip stands without them; the segments are dead-lettered
+        for (
+            ref,
+            reason,
+            detail,
+        ) in built.faults:  # the clip stands without them; the segments are dead-lettered
             camera_topic = s.topic(ROAD_TOPIC if ref.camera is View.ROAD else DRIVER_TOPIC)
             value = dead_letter(
-                camera_topic, reason, f"{detail} (clip {plan.clip_id} built without it)", key,
+                camera_topic,
+                reason,
+                f"{detail} (clip {plan.clip_id} built without it)",
+                key,
                 ref.model_dump_json().encode(),
             )
             sends.append(self.producer.send(dlq_name(camera_topic), key=key, value=value))
@@ -203,7 +214,9 @@ class ClipBuilder:
             frame_width=built.frame_width,
             frame_height=built.frame_height,
         )
-        sends.append(self.producer.send(s.topic(CLIPS_TOPIC), key=key, value=message.model_dump_json().encode()))
+        sends.append(
+            self.producer.send(s.topic(CLIPS_TOPIC), key=key, value=message.model_dump_json().encode())
+        )
         metrics.CLIPS.labels(views="+".join(plan.views)).inc()
         metrics.CLIP_BUILD_SECONDS.observe(built.seconds)
         if plan.revision > 1:
@@ -211,8 +224,13 @@ class ClipBuilder:
         self.built += 1
         log.info(
             "clip %s %s %.1f-%.1f s revision %d, %d frames in %.2f s",
-            plan.clip_id[:12], plan.vehicle_id, plan.start_ts, plan.end_ts, plan.revision,
-            built.num_frames, built.seconds,
+            plan.clip_id[:12],
+            plan.vehicle_id,
+            plan.start_ts,
+            plan.end_ts,
+            plan.revision,
+            built.num_frames,
+            built.seconds,
         )
         return sends
 
@@ -242,7 +260,9 @@ class ClipBuilder:
 
     # --- dead letters -----------------------------------------------------------------------------------------
 
-    def _send_dead_letter(self, source: str, reason: str, detail: str, record: ConsumerRecord) -> Future[object]:
+    def _send_dead_letter(
+        self, source: str, reason: str, detail: str, record: ConsumerRecord
+    ) -> FutureRecordMetadata:
         log.warning("dead letter from %s: %s: %s", source, reason, detail)
         metrics.DEAD_LETTERS.labels(topic=dlq_name(source), reason=reason).inc()
         value = dead_letter(source, reason, detail, record.key, record.value)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 from schemas.messages import ClipPlanMessage, SegmentRef
-from streams.infra.blobs import LocalBlobStore
+from streams.errors import VideoDecodeError
+from streams.infra.blobs import open_blob_store_at
 from streams.joiner.clip import build_clip_frames
 
 
@@ -24,14 +25,31 @@ class Built:
 
 
 def build_and_store(
-    plan: ClipPlanMessage, blob_root: str, fps: float, max_frames: int, max_pixels: int
+    plan: ClipPlanMessage, blob_spec: str, fps: float, max_frames: int, max_pixels: int, endpoint: str = ""
 ) -> Built:
+    """`blob_spec` and `endpoint` name the blob store (`streams.infra.blobs.blob_spec(settings)` and
+    `settings.s3_endpoint_url`; a directory path is the local store). A missing upload fails the plan
+    (BlobNotFound); a store that cannot be reached raises BlobUnavailable rather than fault the segments."""
     started = time.monotonic()
-    blobs = LocalBlobStore(Path(blob_root))
-    segments = [(ref, blobs.path(ref.video_uri)) for ref in plan.segments]
-    clip = build_clip_frames(
-        plan.start_ts, plan.end_ts, segments, fps=fps, max_frames=max_frames, max_pixels=max_pixels
-    )
+    blobs = open_blob_store_at(blob_spec, endpoint)
+    with ExitStack() as videos:
+        segments = []
+        for ref in plan.segments:
+            blobs.check(ref.video_uri)
+            # A local path, or a presigned URL that OpenCV reads with range requests: no copy of the video.
+            segments.append((ref, videos.enter_context(blobs.video_source(ref.video_uri))))
+        try:
+            clip = build_clip_frames(
+                plan.start_ts, plan.end_ts, segments, fps=fps, max_frames=max_frames, max_pixels=max_pixels
+            )
+        except VideoDecodeError:
+            # Nothing decoded: a store gone meanwhile raises BlobUnavailable instead of failing the plan.
+            for ref in plan.segments:
+                blobs.check(ref.video_uri)
+            raise
+    # A video that failed part-way is dead-lettered: only while the store still answers for it.
+    for fault in clip.faults:
+        blobs.check(fault.segment.video_uri)
     # One blob per revision: a manager's review of an older revision keeps the frames it was made on.
     uri = blobs.put_bytes(f"clips/{plan.vehicle_id}/{plan.clip_id}.r{plan.revision}.npz", clip.to_npz())
     t, h, w, _ = clip.frames.shape

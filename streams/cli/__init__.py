@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import bench, console, model, pipeline, report
+from streams.cli import bench, blobs, console, model, pipeline, report, schema
 
 app = typer.Typer(
     add_completion=False,
@@ -17,6 +17,8 @@ app.add_typer(report.app)
 app.add_typer(console.app, name="console")
 app.add_typer(model.app, name="model")
 app.add_typer(bench.app, name="bench")
+app.add_typer(blobs.app, name="blobs")
+app.add_typer(schema.app, name="schema")
 
 
 def main() -> None:

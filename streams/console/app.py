@@ -19,7 +19,7 @@ from schemas.taxonomy import TAXONOMY, EventType
 from streams.console import api, auth, pages
 from streams.console.deps import CSRF_HEADER, SESSION_COOKIE, ConsoleState, SignInRequired
 from streams.console.review import ReviewError
-from streams.infra.blobs import LocalBlobStore
+from streams.infra.blobs import open_blob_store
 from streams.settings import Settings
 
 HERE = Path(__file__).parent
@@ -58,7 +58,7 @@ def _state(settings: Settings, engine: Engine) -> ConsoleState:
         engine=engine,
         sessions=sessionmaker(engine, expire_on_commit=False),
         templates=templates,
-        blobs=LocalBlobStore(settings.blobs),
+        blobs=open_blob_store(settings),
         lifetime=timedelta(hours=settings.console_session_hours),
         throttle=auth.SignInThrottle(),
     )

@@ -19,7 +19,7 @@ from streams.console import auth
 from streams.console.models import ReviewResultOut
 from streams.console.queries import current_answer
 from streams.console.review import ReviewError, ReviewIn, apply_review
-from streams.infra.blobs import LocalBlobStore
+from streams.infra.blobs import BlobStore
 from streams.infra.tenancy import fleet_connection
 from streams.settings import Settings
 
@@ -47,7 +47,7 @@ class ConsoleState:
     engine: Engine
     sessions: sessionmaker[Session]
     templates: Jinja2Templates
-    blobs: LocalBlobStore
+    blobs: BlobStore
     lifetime: timedelta  # of a sign-in
     throttle: auth.SignInThrottle
 

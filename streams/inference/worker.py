@@ -12,6 +12,7 @@ Failure handling, so nothing is lost:
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ from schemas.registry import production
 from streams.inference.engines.base import CotOutput, Engine
 from streams.inference.sink import write_result
 from streams.infra import metrics
-from streams.infra.blobs import BlobNotFound, LocalBlobStore
+from streams.infra.blobs import BlobNotFound, open_blob_store
 from streams.infra.topics import CLIPS_TOPIC, dead_letter, dlq_name
 from streams.settings import Settings
 
@@ -87,7 +88,7 @@ class InferenceWorker:
         self.session_factory = session_factory
         self.model_path = model_path
         self.engine = engine_factory(model_path)
-        self.blobs = LocalBlobStore(settings.blobs)
+        self.blobs = open_blob_store(settings)
         self.stopping = threading.Event()
         self.processed = 0
         self.restarts = 0
@@ -136,7 +137,8 @@ class InferenceWorker:
             self._dead_letter(record, "invalid_clip", str(err.errors()[0]["msg"]))
             return None
         try:
-            frames = load_frames(self.blobs.path(clip.frames_uri))
+            # The blob's bytes, from the directory or S3 (BlobUnavailable, the store's fault, is no dead letter).
+            frames = load_frames(io.BytesIO(self.blobs.get_bytes(clip.frames_uri)))  # type: ignore[arg-type]
         except (BlobNotFound, OSError, ValueError) as err:
             self._dead_letter(record, "unreadable_frames", str(err))
             return None

@@ -26,6 +26,13 @@ LOOP_LAG_MAX = Gauge(
     "drivecoach_event_loop_lag_max_seconds",
     "Longest delay of a periodic event-loop probe since start (heartbeats share this loop)",
 )
+INPUT_RECORDS = Counter(
+    "drivecoach_input_records", "Records a stage took from its input topics (its `_created` time: the first)"
+)
+LAST_RECORD = Gauge(
+    "drivecoach_last_record_seconds",
+    "Unix time this process last finished input records (a joiner batch, a built clip): a stalled stage stops it",
+)
 REBALANCES = Counter("drivecoach_rebalances", "Partition assignments this process received")
 INPUT_OFFSET_GAPS = Counter(
     "drivecoach_input_offset_gaps", "Input records the joiner was never handed (offset jumps)", ["topic"]

@@ -4,21 +4,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import multiprocessing
 import time
+import weakref
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
-from schemas.messages import ClipPlanMessage
+from schemas.messages import ClipPlanMessage, SegmentMessage
 from schemas.taxonomy import View
 from streams.errors import BadSegment
 from streams.infra import metrics
-from streams.infra.blobs import LocalBlobStore
+from streams.infra.blobs import BlobNotFound, open_blob_store, open_blob_store_at
 from streams.infra.topics import (
     CLIP_PLANS_TOPIC,
     DRIVER_TOPIC,
@@ -35,6 +35,7 @@ from streams.joiner.join import (
     JoinRules,
     Step,
     VehicleJoinState,
+    WindowManifest,
     is_expired,
     needs_tick,
     observe_tick,
@@ -50,11 +51,36 @@ log = logging.getLogger(__name__)
 install_seek_fix()  # faust-streaming 0.15.3 skips input records after a table recovery otherwise (faust_seek.py)
 
 LOOP_PROBE_S = 0.25
+READ_AHEAD = 256  # records the agent takes at once: their videos are probed together, then joined in order
+READ_AHEAD_WAIT_S = 0.02  # how long it waits for more records before it handles fewer (the latency it adds)
 
 
-def probe_blob(blob_root: str, uri: str) -> None:
-    """Runs in the process pool: raises BadSegment for a video that cannot be opened or decoded."""
-    probe_video(LocalBlobStore(Path(blob_root)).path(uri))
+def probe_blob(blob_spec: str, endpoint: str, uri: str) -> None:
+    """Runs in the process pool: raises BadSegment for a video that cannot be opened or decoded. The video is read
+    where it lies: a local file, or an S3 object through a presigned URL (OpenCV reads it with range requests)."""
+    blobs = open_blob_store_at(blob_spec, endpoint)
+    with blobs.video_source(uri) as video:
+        try:
+            probe_video(video)
+        except BadSegment:
+            try:  # an unreachable store (BlobUnavailable) is not a broken video: no dead letter for it
+                blobs.check(uri)
+            except BlobNotFound as err:
+                raise BadSegment("missing_blob", str(err)) from err
+            raise
+
+
+def probe_blobs(blob_spec: str, endpoint: str, uris: list[str]) -> list[BadSegment | None]:
+    """Runs in the process pool: each video probed in turn, and why it was refused (None: it plays)."""
+    refusals: list[BadSegment | None] = []
+    for uri in uris:
+        try:
+            probe_blob(blob_spec, endpoint, uri)
+        except BadSegment as err:
+            refusals.append(err)
+        else:
+            refusals.append(None)
+    return refusals
 
 
 RAW: dict[str, Any] = {
@@ -73,9 +99,10 @@ class Joiner:
         self.app, self.settings = app, settings
         self.rules = JoinRules.from_settings(settings)
         self.limits = TimeLimits.from_settings(settings)
-        self.blobs = LocalBlobStore(settings.blobs)
+        self.blobs = open_blob_store(settings)
         self.windows = WindowStore(self.blobs)
         self.offsets = OffsetWatch()
+        self.states: dict[str, VehicleJoinState | None] = {}
         self.inputs = app.topic(settings.topic(ROAD_TOPIC), settings.topic(DRIVER_TOPIC), **RAW)
         self.camera_topics = [
             app.topic(settings.topic(name), partitions=settings.partitions, **RAW)
@@ -94,19 +121,95 @@ class Joiner:
             max_workers=settings.clip_workers, mp_context=multiprocessing.get_context("spawn")
         )
 
-    async def handle(self, event: faust.EventT) -> None:
-        """One record of a camera topic: a tick of this joiner's timer, or an upload."""
+    def state(self, vehicle_id: str) -> VehicleJoinState | None:
+        """The vehicle's join state: parsed once from the table, then kept parsed (the table is written from here
+        only, and a rebalance clears the cache)."""
+        if vehicle_id not in self.states:
+            self.states[vehicle_id] = _load(self.table.get(vehicle_id))
+        return self.states[vehicle_id]
+
+    async def handle_batch(self, events: list[faust.EventT]) -> None:
+        """Records of the camera topics, in order: their videos are probed together in the pool, then each is
+        joined in turn; the batch's plans, manifests and table writes are made durable at its end, before the agent
+        acks any of its records (`Batch`)."""
+        metrics.INPUT_RECORDS.inc(len(events))
+        batch = Batch(self)
+        checked = [self._check(event) for event in events]
+        probes = await self._probe([c for c in checked if isinstance(c, SegmentMessage)])
+        for event, item in zip(events, checked, strict=True):
+            key, camera_topic = event.key, event.message.topic
+            base_topic = ROAD_TOPIC if camera_topic == self.settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
+            arrived = event.message.timestamp or time.time()  # the record's timestamp: when it was uploaded
+            if item is None:  # a tick of this joiner's timer
+                state = batch.state(key.decode() if key else "")
+                if state is not None:
+                    camera = View.ROAD if base_topic == ROAD_TOPIC else View.DRIVER
+                    await batch.apply(observe_tick(state, camera, arrived, self.rules), event)
+            elif isinstance(item, BadSegment):
+                await self.dead_letter(camera_topic, base_topic, item.reason, item.detail, key, event.value)
+            elif (refusal := probes.get(item.segment_id)) is not None:
+                await self.dead_letter(
+                    camera_topic, base_topic, refusal.reason, refusal.detail, key, event.value
+                )
+            else:
+                state = batch.state(item.vehicle_id) or VehicleJoinState(
+                    fleet_id=item.fleet_id, vehicle_id=item.vehicle_id
+                )
+                manifests = {
+                    w: batch.manifest(item.vehicle_id, w) for w in windows_to_load(state, item, self.rules)
+                }
+                await batch.apply(
+                    receive(state, item, arrived=arrived, rules=self.rules, manifests=manifests), event
+                )
+        await batch.commit()
+
+    def _check(self, event: faust.EventT) -> SegmentMessage | BadSegment | None:
+        """An upload validated and its claim check stored (or why not); None for a tick."""
         self._watch_offsets(event)
-        topic = event.message.topic
-        base_topic = ROAD_TOPIC if topic == self.settings.topic(ROAD_TOPIC) else DRIVER_TOPIC
-        camera = View.ROAD if base_topic == ROAD_TOPIC else View.DRIVER
-        arrived = event.message.timestamp or time.time()  # the record's timestamp: when it was uploaded
         if is_tick(event.headers):
-            state = _load(self.table.get(event.key.decode() if event.key else ""))
-            if state is not None:
-                await self.apply(observe_tick(state, camera, arrived, self.rules))
-            return
-        await self.admit(topic, base_topic, event.key, event.value, arrived)
+            return None
+        try:
+            segment = claim_check(
+                parse_segment(
+                    event.value or b"",
+                    max_bytes=self.settings.inline_max_bytes,
+                    now=time.time(),
+                    arrived=event.message.timestamp or time.time(),
+                    limits=self.limits,
+                ),
+                self.blobs,
+            )
+        except BadSegment as err:
+            return err
+        return segment
+
+    async def _probe(self, segments: list[SegmentMessage]) -> dict[str, BadSegment]:
+        """Every video of the batch probed in the pool, in as many chunks as it has processes: segment id -> why
+        its video was refused. One round trip per chunk, not per upload: per-upload round trips cost more joiner
+        CPU than the join itself."""
+        if not segments:
+            return {}
+        workers = self.settings.clip_workers
+        chunks = [segments[k::workers] for k in range(workers) if segments[k::workers]]
+        loop = asyncio.get_running_loop()
+        answers = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self.pool,
+                    probe_blobs,
+                    self.blobs.spec,
+                    self.blobs.endpoint,
+                    [s.video_uri or "" for s in chunk],
+                )
+                for chunk in chunks
+            )
+        )
+        return {
+            s.segment_id: refusal
+            for chunk, refusals in zip(chunks, answers, strict=True)
+            for s, refusal in zip(chunk, refusals, strict=True)
+            if refusal is not None
+        }
 
     def _watch_offsets(self, event: faust.EventT) -> None:
         """Log where each partition starts and count offsets never handed to this joiner (a Faust seek bug)."""
@@ -126,61 +229,9 @@ class Joiner:
             )
             metrics.INPUT_OFFSET_GAPS.labels(topic=topic).inc(gap.last_missing - gap.first_missing + 1)
 
-    async def admit(
-        self, topic: str, base_topic: str, key: bytes | None, value: bytes | None, arrived: float
-    ) -> None:
-        """Validate an upload and probe its video (a refusal is a dead letter), then join it."""
-        try:
-            segment = claim_check(
-                parse_segment(
-                    value or b"",
-                    max_bytes=self.settings.inline_max_bytes,
-                    now=time.time(),
-                    arrived=arrived,
-                    limits=self.limits,
-                ),
-                self.blobs,
-            )
-            assert segment.video_uri is not None
-            await asyncio.get_running_loop().run_in_executor(
-                self.pool, probe_blob, str(self.blobs.root), segment.video_uri
-            )
-        except BadSegment as err:
-            await self.dead_letter(topic, base_topic, err.reason, err.detail, key, value)
-            return
-        state = _load(self.table.get(segment.vehicle_id)) or VehicleJoinState(
-            fleet_id=segment.fleet_id, vehicle_id=segment.vehicle_id
-        )
-        manifests = {
-            w: self.windows.load(segment.vehicle_id, w) for w in windows_to_load(state, segment, self.rules)
-        }
-        await self.apply(receive(state, segment, arrived=arrived, rules=self.rules, manifests=manifests))
-
-    async def apply(self, step: Step) -> None:
-        """Emit the clips that became final, then store their windows' manifests, then keep (or drop) the state: in
-        this order, a crash anywhere re-emits the same revisions and loses nothing."""
-        for message, admission in step.outcomes:
-            metrics.SEGMENTS.labels(outcome=admission.value).inc()
-            if admission is Admission.REVISES:
-                log.info(
-                    "segment %s of %s lands in a window already emitted: its clip is revised",
-                    message.segment_id,
-                    message.vehicle_id,
-                )
-        for plan in step.plans:
-            await self.emit(plan)
-        for manifest in step.manifests:
-            self.windows.save(manifest)
-        if is_expired(step.state, self.rules):
-            self.table.pop(
-                step.state.vehicle_id, None
-            )  # a tombstone in the changelog: an idle vehicle holds no state
-        else:
-            self.table[step.state.vehicle_id] = _dump(step.state)
-
-    async def emit(self, plan: ClipPlan) -> None:
-        """Publish the plan for the clip builders and wait for the broker's ack, so the input offset is never
-        committed ahead of it. Building happens elsewhere: a slow decode never holds up the join."""
+    async def emit(self, plan: ClipPlan) -> Any:
+        """Publish the plan for the clip builders; the caller awaits the returned ack before the input is acked.
+        Building happens elsewhere: a slow decode never holds up the join."""
         message = ClipPlanMessage(
             clip_id=plan.clip_id,
             fleet_id=plan.fleet_id,
@@ -193,7 +244,7 @@ class Joiner:
             segments=list(plan.segments),
             revision=plan.revision,
         )
-        await (await self.plans.send(key=plan.vehicle_id.encode(), value=message.model_dump_json().encode()))
+        sent = await self.plans.send(key=plan.vehicle_id.encode(), value=message.model_dump_json().encode())
         metrics.CLIP_PLANS.inc()
         log.info(
             "clip plan %s %s %.1f-%.1f s revision %d",
@@ -203,6 +254,7 @@ class Joiner:
             plan.end_ts,
             plan.revision,
         )
+        return sent
 
     async def dead_letter(
         self, topic: str, dlq: str, reason: str, detail: str, key: bytes | None, value: bytes | None
@@ -216,22 +268,84 @@ class Joiner:
         behind any backlog on that topic, so when the agent reads it, every upload sent before it has been read: a
         silence it then sees is the fleet's, not this joiner's (docs/join.md, arrival order and idleness)."""
         now = time.time()
-        for vehicle, stored in list(self.table.items()):
-            state = _load(stored)
+        for vehicle in list(self.table.keys()):
+            state = self.state(vehicle)
             if state is not None and needs_tick(state, self.rules, now=now, quiet_s=self.settings.tick_s):
                 for camera_topic in self.camera_topics:
                     await camera_topic.send(key=vehicle.encode(), value=b"", headers={TICK_HEADER: b"1"})
 
 
+class Batch:
+    """What one batch of records changes, made durable at its end in the order that loses nothing: the clip plans
+    acknowledged by the broker, then the emitted windows' manifests, then the table (once per vehicle). A crash
+    anywhere before the records are acked replays the batch from the table as it was, re-emitting the same plan
+    revisions (ids and revisions are deterministic; writes downstream upsert)."""
+
+    def __init__(self, joiner: Joiner) -> None:
+        self.joiner = joiner
+        self.sent: list[Any] = []
+        self.manifests: dict[tuple[str, float], WindowManifest] = {}
+        self.states: dict[str, VehicleJoinState] = {}
+        self.sources: dict[str, faust.EventT] = {}  # the record each vehicle's table entry is written under
+
+    def state(self, vehicle_id: str) -> VehicleJoinState | None:
+        return self.states.get(vehicle_id) or self.joiner.state(vehicle_id)
+
+    def manifest(self, vehicle_id: str, start: float) -> WindowManifest | None:
+        """A window emitted earlier in this batch is read from here: its manifest is not stored yet."""
+        pending = self.manifests.get((vehicle_id, start))
+        return pending if pending is not None else self.joiner.windows.load(vehicle_id, start)
+
+    async def apply(self, step: Step, source: faust.EventT) -> None:
+        for message, admission in step.outcomes:
+            metrics.SEGMENTS.labels(outcome=admission.value).inc()
+            if admission is Admission.REVISES:
+                log.info(
+                    "segment %s of %s lands in a window already emitted: its clip is revised",
+                    message.segment_id,
+                    message.vehicle_id,
+                )
+        for plan in step.plans:
+            self.sent.append(await self.joiner.emit(plan))
+        for manifest in step.manifests:
+            self.manifests[(manifest.vehicle_id, manifest.start)] = manifest
+        self.states[step.state.vehicle_id] = step.state
+        self.sources[step.state.vehicle_id] = source
+
+    async def commit(self) -> None:
+        joiner = self.joiner
+        for sent in self.sent:
+            await sent  # the broker's ack of each plan
+        for manifest in self.manifests.values():
+            joiner.windows.save(manifest)
+        for vehicle_id, state in self.states.items():
+            # Faust writes a table entry to the changelog partition of "the current event", which it knows only
+            # inside its own per-event iteration; a batch names the record itself (faust.streams' context variable).
+            _current_event.set(weakref.ref(self.sources[vehicle_id]))
+            if is_expired(state, joiner.rules):
+                joiner.table.pop(
+                    vehicle_id, None
+                )  # a tombstone in the changelog: an idle vehicle holds no state
+                joiner.states[vehicle_id] = None
+            else:
+                joiner.table[vehicle_id] = _dump(state)
+                joiner.states[vehicle_id] = state
+        metrics.LAST_RECORD.set_to_current_time()
+
+
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
     """The Faust app: the join agent and the tick timer are thin loops around a `Joiner`."""
-    app = _faust_app(settings, bootstrap)
+    app = faust_app(settings, bootstrap, "drivecoach-joiner")
     joiner = Joiner(app, settings)
 
     @app.agent(joiner.inputs)
     async def join(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await joiner.handle(event)
+        # Acked by hand, after the batch is durable: Faust commits only the acked prefix of each partition.
+        manual = stream.noack()  # type: ignore[attr-defined]  # on faust.Stream, missing from StreamT
+        async for events in manual.take_events(READ_AHEAD, within=READ_AHEAD_WAIT_S):
+            await joiner.handle_batch(events)
+            for event in events:
+                await manual.ack(event)
 
     @app.timer(interval=settings.tick_s)
     async def grace_timer() -> None:
@@ -241,15 +355,17 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def count_assignment(*_: Any, **__: Any) -> None:
         metrics.REBALANCES.inc()
         joiner.offsets.reset()
+        joiner.states.clear()  # another joiner may have written these vehicles' table entries meanwhile
 
     _add_loop_lag_probe(app)
     return app
 
 
-def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
+def faust_app(settings: Settings, bootstrap: str, name: str) -> faust.App:
+    """A Faust app configured as the joiner's: the bench's baseline agent is built on the same one."""
     extra: dict[str, Any] = {"producer_max_batch_size": 1} if settings.one_record_per_batch else {}
     app = faust.App(
-        f"{settings.topic_prefix}drivecoach-joiner",
+        f"{settings.topic_prefix}{name}",
         broker=f"kafka://{bootstrap}",
         store="memory://",
         topic_partitions=settings.partitions,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from schemas.messages import SCHEMA_VERSION, SegmentMessage
 from streams.errors import BadSegment
-from streams.infra.blobs import BlobNotFound, LocalBlobStore, content_key
+from streams.infra.blobs import BlobNotFound, BlobStore, content_key
 from streams.settings import Settings
 
 SUFFIX_BY_CODEC = {"h264": ".mp4", "avc1": ".mp4", "mp4v": ".mp4", "mjpg": ".avi", "gif": ".gif"}
@@ -59,8 +59,11 @@ def parse_segment(
         raise BadSegment("malformed_json", str(err)) from err
     if not isinstance(data, dict):
         raise BadSegment("malformed_json", "the message is not a JSON object")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise BadSegment("unknown_schema_version", f"schema_version={data.get('schema_version')!r}")
+    version = data.get("schema_version")  # required: the version a producer writes is never guessed
+    if isinstance(version, bool) or version != SCHEMA_VERSION:  # JSON `true` is not the integer 1
+        raise BadSegment(
+            "unknown_schema_version", f"schema_version={version!r}: this receiver reads {SCHEMA_VERSION} only"
+        )
     for name in ("start_ts", "end_ts"):
         value = data.get(name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -83,21 +86,25 @@ def parse_segment(
     return segment
 
 
-def claim_check(segment: SegmentMessage, blobs: LocalBlobStore) -> SegmentMessage:
+def claim_check(segment: SegmentMessage, blobs: BlobStore) -> SegmentMessage:
     """Spill inline video to the blob store (join state only ever holds references) and check the claim: the upload
-    as it is kept, and dead-lettered if it comes too late."""
+    as it is kept, and dead-lettered if it comes too late. A store that cannot be reached raises BlobUnavailable,
+    which is no dead letter: the joiner stops and resumes from its committed offsets."""
     if segment.video_b64 is not None:
         try:
             data = base64.b64decode(segment.video_b64, validate=True)
         except binascii.Error as err:
             raise BadSegment("invalid_segment", f"video_b64 is not base64: {err}") from err
         suffix = SUFFIX_BY_CODEC.get(segment.codec.lower(), ".bin")
-        uri = blobs.put_bytes(content_key(f"segments/{segment.vehicle_id}", data, suffix), data)
+        # Content-addressed: the same video again is the same blob (a no-op), never a replacement.
+        uri = blobs.put_bytes(
+            content_key(f"segments/{segment.vehicle_id}", data, suffix), data, immutable=True
+        )
     else:
         assert segment.video_uri is not None
         uri = segment.video_uri
-        try:
-            blobs.path(uri)
+        try:  # a file:// or s3:// claim check; one of another scheme or bucket than the store's is missing here
+            blobs.check(uri)
         except BlobNotFound as err:
             raise BadSegment("missing_blob", str(err)) from err
     return segment.model_copy(update={"video_uri": uri, "video_b64": None})
@@ -107,8 +114,9 @@ def probe_video(path: Path) -> None:
     """Open the video and decode its first frame, so a broken upload is refused on arrival, not when its clip is
     built (where it would take the other camera's good frames down with it).
 
-    `corrupt_video`: no container can be read (garbage, or an MP4 cut before its index); `undecodable_video`: the
-    container opens but no frame decodes (an unreadable codec or a corrupt stream). Truncation after the first
+    `corrupt_video`: no video container can be read (garbage, an MP4 cut before its index, or a still image: FFmpeg
+    opens a PNG or JPEG under any name as a one-frame stream, so a second frame must follow); `undecodable_video`:
+    the container opens but no frame decodes (an unreadable codec or a corrupt stream). Truncation after the second
     frame is found while the clip is built (`truncated_video`): finding it here would cost a full decode.
     """
     cap = cv2.VideoCapture(str(path))
@@ -117,10 +125,15 @@ def probe_video(path: Path) -> None:
             raise BadSegment(
                 "corrupt_video", f"{path.name}: no readable video container (corrupt or truncated)"
             )
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode(errors="replace")
         if not (cap.grab() and cap.retrieve()[0]):
-            fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode(errors="replace")
             raise BadSegment(
                 "undecodable_video", f"{path.name}: container opens, but no frame decodes (codec {fourcc!r})"
+            )
+        if not cap.grab():
+            raise BadSegment(
+                "corrupt_video",
+                f"{path.name}: a single frame (codec {fourcc!r}), a still image or a cut stream, not a video",
             )
     finally:
         cap.release()

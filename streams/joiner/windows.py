@@ -10,15 +10,14 @@ revisions are deterministic, and writes downstream upsert).
 from __future__ import annotations
 
 import json
-import shutil
 
 from schemas.messages import SegmentRef
-from streams.infra.blobs import LocalBlobStore
+from streams.infra.blobs import BlobStore
 from streams.joiner.join import WindowManifest
 
 
 class WindowStore:
-    def __init__(self, blobs: LocalBlobStore) -> None:
+    def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
 
     @staticmethod
@@ -26,10 +25,10 @@ class WindowStore:
         return f"windows/{vehicle_id}/{round(start * 1000)}.json"
 
     def load(self, vehicle_id: str, start: float) -> WindowManifest | None:
-        path = self.blobs.root / self.key(vehicle_id, start)
-        if not path.is_file():
+        stored = self.blobs.get_key(self.key(vehicle_id, start))
+        if stored is None:
             return None
-        data = json.loads(path.read_bytes())
+        data = json.loads(stored)
         return WindowManifest(
             vehicle_id, start, tuple(SegmentRef.model_validate(s) for s in data["segments"])
         )
@@ -44,4 +43,4 @@ class WindowStore:
 
     def clear(self) -> None:
         """Forget every emitted window: only for a join whose table state is gone too (a memory-only broker)."""
-        shutil.rmtree(self.blobs.root / "windows", ignore_errors=True)
+        self.blobs.delete_prefix("windows/")

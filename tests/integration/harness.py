@@ -14,6 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.messages import SegmentMessage
+from streams.infra.processes import settings_env, start_command
 from streams.producer import make_producer, publish
 from streams.settings import Settings
 
@@ -49,14 +50,15 @@ def wait_for_clips(
     want: set[str],
     procs: dict[str, tuple[subprocess.Popen[bytes], Path]],
     timeout_s: float = 180.0,
+    topic: str = "clips",
 ) -> list[dict[str, Any]]:
-    """Clip messages on the clips topic once every wanted id is there (or the timeout passes); fails fast when a
-    process that should be running has died."""
+    """Clip messages on the clips topic (or the joiner's plans on `clip-plans`: a joiner-only test needs no builder)
+    once every wanted id is there (or the timeout passes); fails fast when a process that should run has died."""
     assert settings.kafka_bootstrap
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
-    consumer.assign([TopicPartition(settings.topic("clips"), p) for p in range(settings.partitions)])
+    consumer.assign([TopicPartition(settings.topic(topic), p) for p in range(settings.partitions)])
     clips: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -70,6 +72,31 @@ def wait_for_clips(
     finally:
         consumer.close()
     return clips
+
+
+def start_joiner_and_builder(
+    settings: Settings,
+    logs: Path,
+    *,
+    builder_metrics_port: int = 0,
+    builder_env: dict[str, str] | None = None,
+) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+    """A joiner and a clip builder, as `drivecoach` processes; the builder scrapes on its own port."""
+    env = settings_env(settings)
+    builder = env | {"DRIVECOACH_METRICS_PORT": str(builder_metrics_port)} | (builder_env or {})
+    return {
+        name: (start_command([name], e, logs / f"{name}.log"), logs / f"{name}.log")
+        for name, e in (("joiner", env), ("builder", builder))
+    }
+
+
+def scrape_all(ports: list[int]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The metrics pages of several processes (a joiner and its builders), each sample summed over them."""
+    total: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for port in ports:
+        for sample, value in scrape(port).items():
+            total[sample] = total.get(sample, 0.0) + value
+    return total
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -124,7 +124,11 @@ def test_through_the_broker_real_upload_patterns_give_the_oracles_clips(
     deadline, stable_since = time.monotonic() + 240, None
     while time.monotonic() < deadline:
         newest: dict[str, dict] = {}
-        ours = [c for c in wait_for_clips(settings_, set(), procs, timeout_s=0) if c["vehicle_id"] in footage]
+        ours = [
+            c
+            for c in wait_for_clips(settings_, set(), procs, timeout_s=0, topic="clip-plans")
+            if c["vehicle_id"] in footage
+        ]
         for c in ours:
             if (
                 c["vehicle_id"].startswith(f"veh-{run}-")

@@ -126,11 +126,11 @@ def _killed_and_restarted(broker, tmp_path: Path) -> tuple[list[dict], dict, Pat
     replay = Replay(settings, messages, speed=SPEED)
     replay.start()
     try:
-        early = wait_for_clips(settings, set(), first, timeout_s=0)
+        early = wait_for_clips(settings, set(), first, timeout_s=0, topic="clip-plans")
         deadline = time.monotonic() + 150
         while len(early) < 4 and time.monotonic() < deadline:  # some clips out: state and offsets are in play
             time.sleep(0.5)
-            early = wait_for_clips(settings, set(), first, timeout_s=0)
+            early = wait_for_clips(settings, set(), first, timeout_s=0, topic="clip-plans")
         assert len(early) >= 4, (logs / "first.log").read_text()[-2000:]
         first["first"][0].send_signal(signal.SIGKILL)
         first["first"][0].wait(10)
@@ -140,7 +140,7 @@ def _killed_and_restarted(broker, tmp_path: Path) -> tuple[list[dict], dict, Pat
     second = {"second": (start_command(["joiner"], env, logs / "second.log"), logs / "second.log")}
     try:
         replay.finish()
-        clips = wait_for_clips(settings, set(expected), second, timeout_s=240)
+        clips = wait_for_clips(settings, set(expected), second, timeout_s=240, topic="clip-plans")
     finally:
         stop_process(second["second"][0])
     assert len(early) < len(expected) and killed_at < len(messages)  # the kill really was mid-stream
@@ -164,7 +164,7 @@ def _two_joiners(broker, tmp_path: Path) -> tuple[list[dict], dict, Path]:
         procs["b"] = (start_command(["joiner"], env, logs / "b.log"), logs / "b.log")
         joined_at = replay.sent
         replay.finish()
-        clips = wait_for_clips(settings, set(expected), procs, timeout_s=240)
+        clips = wait_for_clips(settings, set(expected), procs, timeout_s=240, topic="clip-plans")
     finally:
         for proc, _ in procs.values():
             stop_process(proc)

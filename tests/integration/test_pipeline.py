@@ -3,7 +3,9 @@
 Simulated vehicles are uploaded as real video segments; the test asserts what lands in Postgres (one clip per
 trip, an inference with events and an instruction for each), that an upload arriving after its clip was answered
 revises that clip (a second answer, now the current one), that the worker committed every `clips` offset only
-after writing, and that malformed uploads went to the dead-letter topic while the rest kept flowing.
+after writing, and that malformed uploads went to the dead-letter topic while the rest kept flowing. It runs twice:
+with blobs in the local directory and in S3 (moto's S3 API server on loopback), and in both a claim check naming a
+missing object is dead-lettered `missing_blob` while the rest flows.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from schemas.registry import deploy
 from streams.demo import SIMULATED_FLEET_JOIN, expected_clip_extents, to_messages
 from streams.inference.engines.base import model_version_of
 from streams.inference.worker import committed_offsets
-from streams.infra.blobs import LocalBlobStore
+from streams.infra.blobs import open_blob_store
 from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import ensure_topics
 from streams.joiner.join import JoinRules, expected_fleet_clips
@@ -91,10 +93,26 @@ def _wait_for_answers(factory, revisions: dict[str, int], procs, logs: Path, tim
     )
 
 
+@pytest.fixture(params=["local", "s3"])
+def blob_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Where the run's blobs live: the local directory under its home, or a fresh bucket on the moto S3 server."""
+    if request.param == "local":
+        return {}
+    s3 = request.getfixturevalue("s3_server")
+    return {"blob_url": f"s3://{s3.bucket()}/pipeline", "s3_endpoint_url": s3.endpoint}
+
+
+def _fleet(blob_settings: dict[str, str]) -> dict:
+    """The S3 run's trips are another fleet's, a day later: its clip and segment ids are not the local run's (the
+    session's database is shared)."""
+    return {"fleet_id": "fleet-s3", "start_ts": 1_760_086_400.0} if blob_settings else {}
+
+
 def test_simulated_fleet_flows_from_kafka_to_postgres(
-    broker, database_url, trained_tiny_model: Path, tmp_path: Path
+    broker, database_url, trained_tiny_model: Path, tmp_path: Path, blob_settings: dict[str, str]
 ):
     settings = Settings(
+        **blob_settings,
         home=tmp_path / "home",
         kafka_bootstrap=broker.bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:6]}.",
@@ -118,8 +136,8 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
     builder = start_command(["builder"], env, logs / "builder.log")
     worker = start_command(["worker"], env, logs / "worker.log")
     try:
-        scenarios = make_scenarios(11, 4, vehicles=2, duration=12.0)
-        blobs = LocalBlobStore(settings.blobs)
+        scenarios = make_scenarios(11, 4, vehicles=2, duration=12.0, **_fleet(blob_settings))
+        blobs = open_blob_store(settings)
         messages = []
         for s in scenarios:
             messages += to_messages(write_segments(s, tmp_path / "sim" / s.scenario_id, segment_s=5.0), blobs)
@@ -135,8 +153,13 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
         producer.send(
             settings.topic("telematics.driver"), key=b"veh-000", value=json.dumps(bad).encode()
         ).get(10)
+        # A claim check of an object that was never put: dead-lettered on arrival, the rest flows.
+        road = next(m for m in messages if m.camera.value == "road")
+        missing = road.model_copy(
+            update={"segment_id": "missing", "video_uri": blobs.uri(f"uploads/{road.vehicle_id}/missing.mp4")}
+        )
         # Every segment is uploaded twice: duplicates must change nothing.
-        publish(producer, sorted(messages + messages, key=lambda m: m.end_ts), settings)
+        publish(producer, sorted([*messages, *messages, missing], key=lambda m: m.end_ts), settings)
         producer.flush()
 
         factory = sessionmaker(create_engine(database_url))
@@ -208,6 +231,7 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
                 pytest.approx(end),
             )
             assert set(clip.views) == {"road", "driver"} and clip.num_frames >= 2
+            assert clip.frames_uri.startswith(blobs.uri("clips"))  # the frames are in this run's store
 
         assert committed_offsets(broker.bootstrap, settings) == _end_offsets(broker.bootstrap, clips_topic, 2)
         assert (
@@ -224,9 +248,17 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
             for name in ("telematics.road", "telematics.driver", "clip-plans", "clips")
         }
         assert dead == {
-            "telematics.road": [
-                (settings.topic("telematics.road"), "malformed_json", "veh-000", "{not json")
-            ],
+            "telematics.road": sorted(
+                [
+                    (settings.topic("telematics.road"), "malformed_json", "veh-000", "{not json"),
+                    (
+                        settings.topic("telematics.road"),
+                        "missing_blob",
+                        road.vehicle_id,
+                        missing.model_dump_json(),
+                    ),
+                ]
+            ),
             "telematics.driver": [
                 (settings.topic("telematics.driver"), "invalid_segment", "veh-000", json.dumps(bad))
             ],

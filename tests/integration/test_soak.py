@@ -1,4 +1,4 @@
-"""`drivecoach bench recovery` in small: trials that SIGKILL the joiner or the worker while a fleet uploads in mixed
+"""`drivecoach bench recovery` in small: trials that SIGKILL the joiner, the clip builder or the worker while a fleet uploads in mixed
 cadences, checked against the oracle in Postgres (the closing note of issue 13 gives a run with N=100)."""
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def test_kills_during_mixed_cadences_lose_nothing_and_double_nothing(
         max_new_tokens=60,
     )
     engine = create_engine(database_url)
-    results = run_soak(settings, sessionmaker(engine), tmp_path, trials=2, seed=3, vehicles=5)
+    results = run_soak(settings, sessionmaker(engine), tmp_path, trials=3, seed=3, vehicles=5)
     engine.dispose()
-    assert [r.killed for r in results] == ["joiner", "worker"]
+    assert [r.killed for r in results] == ["joiner", "builder", "worker"]
     for r in results:
         assert r.ok, r
         assert r.expected_clips > 0 and r.dead_letters == 2  # the two wrong uploads, and nothing else

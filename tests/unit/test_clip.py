@@ -40,11 +40,11 @@ def test_stack_geometry_is_on_the_grid_within_budget(road, driver, budget):
 
 
 def test_paper_budget_gives_112_by_140_for_16_9_over_4_3():
-    assert stack_geometry((320, 180), (160, 120), 16384) == StackGeometry(112, 60, 80)
+    assert stack_geometry((320, 180), (160, 120), 16384) == StackGeometry(112, 60, 80, 320 / 180, 160 / 120)
 
 
 def test_stack_puts_road_on_top_and_blacks_out_a_missing_view():
-    g = StackGeometry(56, 28, 28)
+    g = StackGeometry(56, 28, 28, road_aspect=160 / 90, driver_aspect=160 / 120)  # shaped for these frames
     red = np.zeros((90, 160, 3), np.uint8)
     red[..., 0] = 255
     blue = np.zeros((120, 160, 3), np.uint8)
