@@ -30,6 +30,7 @@ from schemas.prompts import PROMPT_VERSION
 from schemas.registry import deploy
 from schemas.scoring import EventScores, score_events
 from schemas.taxonomy import EventType
+from streams.builder.clip import ClipFrames, sample_times, stack, stack_geometry
 from streams.errors import DrivecoachError
 from streams.inference.engines.base import model_version_of
 from streams.infra.blobs import BlobStore, open_blob_store
@@ -37,7 +38,6 @@ from streams.infra.broker import EmbeddedBroker
 from streams.infra.database import make_engine, migrate, resolve_database_url
 from streams.infra.processes import settings_env, start_command, stop_process
 from streams.infra.topics import ensure_topics
-from streams.joiner.clip import ClipFrames, sample_times, stack, stack_geometry
 from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.joiner.windows import WindowStore
 from streams.producer import make_producer, publish, upload

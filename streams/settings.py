@@ -72,7 +72,15 @@ class Settings(BaseSettings):
         ge=6,
         description="a joiner silent this long is presumed dead and its partitions move to the others",
     )
-    clip_workers: int = Field(1, ge=1, description="processes that probe videos and build clips")
+    clip_workers: int = Field(
+        1, ge=1, description="pool processes: a builder's clip-building processes, a joiner's video probes"
+    )
+    probe_on_arrival: bool = Field(
+        True,
+        description="the joiner opens and decodes the start of every upload's video and dead-letters one that "
+        "does not play; false leaves that to the builders (which dead-letter it while building the clip without "
+        "it), so large fleets decode each video once",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of the process; 0 = off"
     )

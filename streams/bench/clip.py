@@ -18,8 +18,8 @@ import cv2
 
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
+from streams.builder.clip import build_clip_frames, sample_times
 from streams.errors import DrivecoachError
-from streams.joiner.clip import build_clip_frames, sample_times
 from streams.joiner.join import ClipPlan, JoinRules, expected_clips
 from streams.settings import Settings
 from streams.simulate import SimSegment, make_scenarios, write_segments

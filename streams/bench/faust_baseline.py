@@ -25,7 +25,7 @@ def create_baseline_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.agent(inputs)
     async def store(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            metrics.INPUT_RECORDS.inc()
+            metrics.INPUT_RECORDS.labels(stage="baseline").inc()
             if not is_tick(event.headers):
                 table[event.key.decode() if event.key else ""] = event.value
                 metrics.SEGMENTS.labels(outcome="stored").inc()

@@ -37,16 +37,15 @@ class BrokerJoinBench:
     clips: int  # expected clip plans that reached `clip-plans`
     unexpected_clips: int  # other plans of the measured vehicles (0 when the join agrees with its oracle)
     joiner: BacklogRun  # the joiner's own CPU; its pool's CPU is the video probes
+    joiner_without_probes: BacklogRun  # DRIVECOACH_PROBE_ON_ARRIVAL=false: the builders find broken videos
     baseline: BacklogRun
 
-    @property
-    def ratio_to_baseline(self) -> float:
-        """The joiner's rate over the baseline agent's: what our code costs on top of the framework."""
-        return self.joiner.per_s / self.baseline.per_s
+    def ratio_to_baseline(self, run: BacklogRun) -> float:
+        """A joiner's rate over the baseline agent's: what our code costs on top of the framework."""
+        return run.per_s / self.baseline.per_s
 
-    @property
-    def vehicles_per_joiner_core(self) -> float | None:
-        per_cpu_s = self.joiner.per_cpu_s
+    def vehicles_per_core(self, run: BacklogRun) -> float | None:
+        per_cpu_s = run.per_cpu_s
         return per_cpu_s / SEGMENTS_PER_VEHICLE_S if per_cpu_s else None
 
 
@@ -94,11 +93,12 @@ def bench_join_broker(
     """The same workload as `bench_join`, through a real broker: one Faust joiner process, then the baseline agent.
 
     An embedded Tansu broker is started unless `settings.kafka_bootstrap` names one; the topics get a fresh prefix.
-    Every upload is published first; then the joiner starts and works through them as a backlog, timed from its
-    first counted upload to its last (startup and group join left out); then the baseline Faust agent
-    (`faust_baseline.py`: one table entry per upload) does the same on the same records. Each camera's segments all
-    claim one tiny video (64x36 road, 48x36 driver, 2 fps, 10 s), so the joiner's video probe is real but cheap.
-    Afterwards, untimed, every clip plan the oracle expects must be on `clip-plans`, and no other.
+    Every upload is published first; then the joiner starts and works through them as a backlog, timed by its own
+    clock from the first record it takes to the last it finishes (startup and group join left out); then a joiner
+    that leaves video probes to the builders; then the baseline Faust agent (`faust_baseline.py`: one table entry
+    per upload), each on its own copy of the records. Each camera's segments all claim one tiny video (64x36 road,
+    48x36 driver, 2 fps, 10 s), so the joiner's video probe is real but cheap. Afterwards, untimed, every clip plan
+    the oracle expects must be on `clip-plans`, and no other.
     """
     from streams.infra.broker import EmbeddedBroker, free_port
     from streams.infra.processes import settings_env, start_command, stop_process
@@ -114,52 +114,64 @@ def bench_join_broker(
         if not bootstrap:
             say("starting the embedded broker (Tansu)")
             bootstrap = stack.enter_context(EmbeddedBroker(log_path=logs / "broker.log")).bootstrap
-        run = _run_settings(
+        base = _run_settings(
             settings, work_dir, bootstrap, one_record=one_record, vehicle_idle_s=vehicle_idle_s
-        ).model_copy(update={"metrics_port": free_port()})
-        ensure_topics(bootstrap, run)
+        )
         say("writing the bench video")
-        uris = _bench_video(run, work_dir)
-        messages = _bench_messages(synthetic_segments(vehicles, per_vehicle), uris)
-        expected = expected_clip_extents(messages, run)
-        producer = make_producer(bootstrap, run)
-        stack.callback(producer.close)
-        say(f"publishing {len(messages)} segments of {vehicles} vehicles")
-        publish(producer, messages, run)
-        producer.flush()
-
-        env = settings_env(run)
+        uris = _bench_video(base, work_dir)
+        workload = synthetic_segments(vehicles, per_vehicle)
         timed: dict[str, BacklogRun] = {}
-        for name, command in (
-            ("joiner", ["joiner"]),
-            ("baseline", ["-m", "streams.bench.faust_baseline"]),
-        ):
+        plans: dict[str, tuple[set[str], int]] = {}
+        runs: tuple[
+            tuple[str, list[str], dict[str, bool]], ...
+        ] = (  # each on its own topics (a fresh prefix), so each reads the whole backlog from its start
+            ("joiner", ["joiner"], {"probe_on_arrival": True}),
+            ("joiner without probes", ["joiner"], {"probe_on_arrival": False}),
+            ("baseline", ["-m", "streams.bench.faust_baseline"], {}),
+        )
+        for k, (name, command, update) in enumerate(runs):
+            # Own vehicle ids too: the blob store keeps emitted windows' manifests, which would make a second run's
+            # uploads of the same vehicles duplicates.
+            messages = _bench_messages(workload, uris, vehicle_prefix=f"run{k}-")
+            expected = expected_clip_extents(messages, base)
+            run = base.model_copy(
+                update={
+                    **update,
+                    "topic_prefix": f"{settings.topic_prefix}bench{uuid.uuid4().hex[:6]}.",
+                    "metrics_port": free_port(),
+                }
+            )
+            ensure_topics(bootstrap, run)
+            producer = make_producer(bootstrap, run)
+            say(f"publishing {len(messages)} segments of {vehicles} vehicles")
+            publish(producer, messages, run)
+            producer.flush()
+            producer.close()
             say(f"the {name} works through the backlog (Faust group join ~30 s on Tansu first)")
-            log = logs / f"{name}.log"
-            proc = start_command(command, env, log) if name == "joiner" else _start_module(command, env, log)
+            log = logs / f"{name.replace(' ', '-')}.log"
+            env = settings_env(run)
+            proc = (
+                start_command(command, env, log)
+                if command == ["joiner"]
+                else _start_module(command, env, log)
+            )
             try:
                 timed[name] = time_backlog(
-                    proc,
-                    log,
-                    run.metrics_port,
-                    "drivecoach_segments",
-                    len(messages),
-                    timeout_s=timeout_s,
+                    proc, log, run.metrics_port, "drivecoach_segments", len(messages), timeout_s=timeout_s
                 )
-                if name == "joiner":
+                if command == ["joiner"]:
                     say("reading the clip plans back (untimed)")
-                    plans, unexpected = _read_plans(
-                        run, set(expected), {m.vehicle_id for m in messages}, timeout_s
-                    )
+                    plans[name] = _read_plans(run, set(expected), {m.vehicle_id for m in messages}, timeout_s)
             finally:
                 stop_process(proc)
     return BrokerJoinBench(
         segments=len(messages),
         vehicles=vehicles,
         expected_clips=len(expected),
-        clips=len(plans),
-        unexpected_clips=unexpected,
+        clips=min(len(seen) for seen, _ in plans.values()),
+        unexpected_clips=max(n for _, n in plans.values()),
         joiner=timed["joiner"],
+        joiner_without_probes=timed["joiner without probes"],
         baseline=timed["baseline"],
     )
 

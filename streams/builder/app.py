@@ -27,6 +27,7 @@ from schemas.messages import ClipMessage, ClipPlanMessage
 from schemas.taxonomy import View
 from streams.builder.build import Built, build_and_store
 from streams.infra import metrics
+from streams.infra.blobs import BlobUnavailable
 from streams.infra.topics import (
     CLIP_PLANS_TOPIC,
     CLIPS_TOPIC,
@@ -60,6 +61,7 @@ class ClipBuilder:
         self.stopping = threading.Event()
         self.built = 0
         self.capacity = settings.clip_workers * IN_FLIGHT_PER_PROCESS
+        self.store_backoff_s = 0.0
         self.jobs: dict[TopicPartition, deque[Job]] = {}
         self.pool = self._new_pool()
         # kafka-python groups on the embedded broker need api_version pinned (docs/knowledge.md: error 79 otherwise).
@@ -128,7 +130,7 @@ class ClipBuilder:
         return bool(got)
 
     def _submit(self, record: ConsumerRecord) -> None:
-        metrics.INPUT_RECORDS.inc()
+        metrics.INPUT_RECORDS.labels(stage="builder").inc()
         tp = TopicPartition(record.topic, record.partition)
         queue = self.jobs.setdefault(tp, deque())
         try:
@@ -153,13 +155,16 @@ class ClipBuilder:
 
     def _finish(self, jobs: list[Job]) -> None:
         """Publish each built clip (or dead-letter its plan) and wait for the acks before anything is committed."""
-        sends, handled, broken = [], [], False
+        sends, handled, broken, unavailable = [], [], False, []
         for job in jobs:
             assert job.future is not None and job.plan is not None
             try:
                 built = job.future.result()
             except BrokenProcessPool:
                 broken = True
+                continue
+            except BlobUnavailable as err:  # the store is down, not the input wrong: build it again later
+                unavailable.append((job, err))
                 continue
             except Exception as err:  # noqa: BLE001 - a plan that cannot be built goes to the DLQ with the reason
                 detail = f"{job.plan.clip_id}: {type(err).__name__}: {err}"
@@ -177,6 +182,10 @@ class ClipBuilder:
             metrics.LAST_RECORD.set_to_current_time()
         if broken:
             self._restart_pool()
+        if unavailable:
+            self._retry_later(unavailable)
+        elif handled:
+            self.store_backoff_s = 0.0
 
     def _publish(self, plan: ClipPlanMessage, built: Built) -> list[FutureRecordMetadata]:
         s = self.settings
@@ -233,6 +242,21 @@ class ClipBuilder:
             built.seconds,
         )
         return sends
+
+    def _retry_later(self, jobs: list[tuple[Job, BlobUnavailable]]) -> None:
+        """Wait (doubling up to 30 s while the store stays down) and submit the builds again; nothing is committed
+        past them meanwhile, and nothing is dead-lettered for an outage."""
+        self.store_backoff_s = min(30.0, max(0.5, self.store_backoff_s * 2))
+        log.warning(
+            "blob store unavailable (%s); retrying %d build(s) in %.1f s",
+            jobs[0][1],
+            len(jobs),
+            self.store_backoff_s,
+        )
+        time.sleep(self.store_backoff_s)
+        for job, _ in jobs:
+            assert job.plan is not None
+            job.future = self._start(job.plan)
 
     def _restart_pool(self) -> None:
         """A pool process died (killed, out of memory): a new pool, and every unfinished build submitted again."""

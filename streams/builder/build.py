@@ -7,9 +7,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from schemas.messages import ClipPlanMessage, SegmentRef
+from streams.builder.clip import build_clip_frames
 from streams.errors import VideoDecodeError
 from streams.infra.blobs import open_blob_store_at
-from streams.joiner.clip import build_clip_frames
 
 
 @dataclass(frozen=True)

@@ -161,23 +161,20 @@ def bench_join_command(
         except BenchError as err:
             console.print(f"[red]through the broker:[/] {err}")
             raise typer.Exit(1) from err
-    j, base = b.joiner, b.baseline
+    base = b.baseline
     console.print(
         f"through the broker: {b.segments} segments -> {b.clips}/{b.expected_clips} expected clip plans "
-        f"({b.unexpected_clips} others); the backlog worked through at [bold]{j.per_s:,.0f} segments/s[/] by the "
-        f"joiner, {base.per_s:,.0f}/s by the baseline Faust agent (one table entry per upload): "
-        f"[bold]{b.ratio_to_baseline:.2f}x[/] the baseline"
+        f"({b.unexpected_clips} others); a backlog worked through by the baseline Faust agent (one table entry per "
+        f"upload) at {base.per_s:,.0f} segments/s, {base.per_cpu_s or 0:,.0f} per CPU-s; by"
     )
-    if j.per_cpu_s is not None and base.per_cpu_s is not None and j.pool_cpu_s is not None:
+    for label, j in (("the joiner", b.joiner), ("the joiner without probes", b.joiner_without_probes)):
         console.print(
-            f"  joiner CPU: {j.cpu_s:.2f} s for {j.counted} segments = [bold]{j.per_cpu_s:,.0f} segments/CPU-s[/] "
-            f"= [bold]{b.vehicles_per_joiner_core:,.0f} driving vehicles per joiner core[/] (2 segments per 10 s); "
-            f"the baseline {base.per_cpu_s:,.0f}/CPU-s; the joiner's video probes {j.pool_cpu_s:.2f} s in its pool"
+            f"  {label}: [bold]{j.per_s:,.0f} segments/s = {b.ratio_to_baseline(j):.2f}x the baseline[/]; "
+            f"[bold]{j.per_cpu_s or 0:,.0f} segments per joiner CPU-s = {b.vehicles_per_core(j) or 0:,.0f} "
+            f"driving vehicles per joiner core[/] (2 segments per 10 s); video probes {j.pool_cpu_s or 0:.2f} CPU-s "
+            f"in its pool; startup and group join not counted ({j.startup_s:.0f} s)"
         )
-    console.print(
-        f"  not counted: startup and group join ({j.startup_s:.0f} s joiner, {base.startup_s:.0f} s baseline); "
-        f"the pure join above is {result.segments_per_s / j.per_s:,.0f}x the joiner's wall rate"
-    )
+
     footage = footage or next((p for p in (Path("../shared/videos"),) if p.is_dir()), None)
     if footage is None:
         console.print("builder scaling: skipped (no --footage folder)")

@@ -27,7 +27,9 @@ LOOP_LAG_MAX = Gauge(
     "Longest delay of a periodic event-loop probe since start (heartbeats share this loop)",
 )
 INPUT_RECORDS = Counter(
-    "drivecoach_input_records", "Records a stage took from its input topics (its `_created` time: the first)"
+    "drivecoach_input_records",
+    "Records a stage took from its input topics (a stage's `_created` time is when it took its first)",
+    ["stage"],
 )
 LAST_RECORD = Gauge(
     "drivecoach_last_record_seconds",

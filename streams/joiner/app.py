@@ -18,7 +18,7 @@ from schemas.messages import ClipPlanMessage, SegmentMessage
 from schemas.taxonomy import View
 from streams.errors import BadSegment
 from streams.infra import metrics
-from streams.infra.blobs import BlobNotFound, open_blob_store, open_blob_store_at
+from streams.infra.blobs import BlobNotFound, BlobUnavailable, open_blob_store, open_blob_store_at
 from streams.infra.topics import (
     CLIP_PLANS_TOPIC,
     DRIVER_TOPIC,
@@ -128,11 +128,26 @@ class Joiner:
             self.states[vehicle_id] = _load(self.table.get(vehicle_id))
         return self.states[vehicle_id]
 
+    async def handle_batch_until_done(self, events: list[faust.EventT]) -> None:
+        """A blob store that does not answer is an outage, not bad input: the batch is handled again (after a wait
+        that doubles up to 30 s) until it answers; nothing is acked meanwhile. A batch cut short and handled again
+        sees its own uploads as duplicates and re-emits the same plan revisions, which downstream upserts."""
+        delay = 0.5
+        while True:
+            try:
+                await self.handle_batch(events)
+                return
+            except BlobUnavailable as err:
+                log.warning("blob store unavailable (%s); handling the batch again in %.1f s", err, delay)
+                self.states.clear()
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+
     async def handle_batch(self, events: list[faust.EventT]) -> None:
         """Records of the camera topics, in order: their videos are probed together in the pool, then each is
         joined in turn; the batch's plans, manifests and table writes are made durable at its end, before the agent
         acks any of its records (`Batch`)."""
-        metrics.INPUT_RECORDS.inc(len(events))
+        metrics.INPUT_RECORDS.labels(stage="joiner").inc(len(events))
         batch = Batch(self)
         checked = [self._check(event) for event in events]
         probes = await self._probe([c for c in checked if isinstance(c, SegmentMessage)])
@@ -187,7 +202,7 @@ class Joiner:
         """Every video of the batch probed in the pool, in as many chunks as it has processes: segment id -> why
         its video was refused. One round trip per chunk, not per upload: per-upload round trips cost more joiner
         CPU than the join itself."""
-        if not segments:
+        if not segments or not self.settings.probe_on_arrival:
             return {}
         workers = self.settings.clip_workers
         chunks = [segments[k::workers] for k in range(workers) if segments[k::workers]]
@@ -343,7 +358,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         # Acked by hand, after the batch is durable: Faust commits only the acked prefix of each partition.
         manual = stream.noack()  # type: ignore[attr-defined]  # on faust.Stream, missing from StreamT
         async for events in manual.take_events(READ_AHEAD, within=READ_AHEAD_WAIT_S):
-            await joiner.handle_batch(events)
+            await joiner.handle_batch_until_done(events)
             for event in events:
                 await manual.ack(event)
 

@@ -19,7 +19,7 @@ from streams.bench.clip import (
     measure,
     view_of,
 )
-from streams.joiner.clip import build_clip_frames
+from streams.builder.clip import build_clip_frames
 from streams.settings import Settings
 from tests.conftest import SHARED_VIDEOS
 

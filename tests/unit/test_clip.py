@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streams.joiner.clip import GRID, StackGeometry, sample_times, stack, stack_geometry
+from streams.builder.clip import GRID, StackGeometry, sample_times, stack, stack_geometry
 
 
 def test_two_fps_sampling_centres_frames_in_their_slots():
@@ -56,8 +56,8 @@ def test_stack_puts_road_on_top_and_blacks_out_a_missing_view():
 
 
 def test_broken_video_is_a_clear_decode_error_not_a_crash(tmp_path) -> None:
+    from streams.builder.clip import decode_at
     from streams.errors import VideoDecodeError
-    from streams.joiner.clip import decode_at
     from streams.simulate import make_scenarios, write_segments
 
     s = make_scenarios(4, 1, duration=6.0)[0]
@@ -74,8 +74,8 @@ def test_broken_video_is_a_clear_decode_error_not_a_crash(tmp_path) -> None:
 
 def test_a_truncated_or_undecodable_segment_is_reported_and_the_rest_of_the_clip_is_built(tmp_path) -> None:
     from schemas.messages import SegmentRef
+    from streams.builder.clip import build_clip_frames
     from streams.errors import VideoDecodeError
-    from streams.joiner.clip import build_clip_frames
     from tests.broken_video import corrupt_stream, truncated, write_mjpg
 
     def ref(name: str, camera: str, start: float, end: float) -> SegmentRef:

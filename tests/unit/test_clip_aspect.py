@@ -10,7 +10,7 @@ import pytest
 
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
-from streams.joiner.clip import GRID, StackGeometry, build_clip_frames, stack, stack_geometry
+from streams.builder.clip import GRID, StackGeometry, build_clip_frames, stack, stack_geometry
 
 
 def bright(width: int, height: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
-from streams.joiner.clip import build_clip_frames, decode_at
+from streams.builder.clip import build_clip_frames, decode_at
 from tests.conftest import SHARED_VIDEOS
 
 VIDEOS = SHARED_VIDEOS

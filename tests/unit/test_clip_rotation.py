@@ -13,7 +13,7 @@ import pytest
 
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
-from streams.joiner.clip import build_clip_frames, decode_at, stack_geometry
+from streams.builder.clip import build_clip_frames, decode_at, stack_geometry
 from tests.conftest import SHARED_VIDEOS
 
 W, H = 64, 32  # the coded (stored) frame size of the synthetic file

@@ -358,6 +358,15 @@ def test_uploads_within_the_idle_time_emit_each_clip_once(fleet: Fleet):
     lag_beyond_idle = any(
         e[0] - e[2].end_ts > RULES.vehicle_idle_s for t in fleet.topics.values() for e in t if e[2]
     )
-    if in_order and not lag_beyond_idle:
+    # A camera silent for the idle time between two uploads whose footage shares a window (the next trip began in
+    # the window the last one ended in, and its first long segment arrived late) looks idle: its window is emitted,
+    # then revised. No rule can tell that silence from a trip's end, so such fleets are outside the property.
+    window = RULES.clip_max_s
+    silent_inside_a_window = any(
+        b[0] - a[0] >= RULES.vehicle_idle_s and b[2].start_ts // window <= a[2].end_ts // window
+        for t in fleet.topics.values()
+        for a, b in itertools.pairwise([e for e in t if e[2]])
+    )
+    if in_order and not lag_beyond_idle and not silent_inside_a_window:
         assert len(joiner.plans) == len(joiner.final())
     assert joiner.final() == oracle(fleet.segments)
