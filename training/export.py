@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import typer
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.claim_checks import claim_check_exists, read_claim_check
 from schemas.db import Clip, Inference, Review
 from schemas.model_io import encode_lossless
 from schemas.prompts import SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION, InvalidAnswer, parse_turn1
@@ -119,21 +119,6 @@ def assign_splits(vehicles: set[str], eval_fraction: float, seed: int) -> dict[s
     return split
 
 
-def frames_path(uri: str) -> Path:
-    """Local path of a `file://` frames blob (the clip builder's store)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise ValueError(f"only file:// frames can be exported, got {uri}")
-    return Path(unquote(parsed.path))
-
-
-def _frames_present(uri: str) -> bool:
-    try:
-        return frames_path(uri).is_file()
-    except ValueError:
-        return False
-
-
 def export_dataset(
     session_factory: Callable[[], Session],
     out: Path,
@@ -141,11 +126,12 @@ def export_dataset(
     cutoff: datetime | None = None,
     eval_fraction: float = 0.2,
     seed: int = 0,
+    s3_endpoint: str = "",
 ) -> ExportManifest:
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError("eval_fraction must be between 0 and 1")
     cutoff = cutoff or datetime.now(UTC)
-    examples, skipped = exportable_examples(session_factory, cutoff)
+    examples, skipped = exportable_examples(session_factory, cutoff, s3_endpoint)
     if out.exists():
         shutil.rmtree(out)
     (out / "frames").mkdir(parents=True)
@@ -158,7 +144,7 @@ def export_dataset(
     for example in examples:
         splits[split[example.vehicle_id]].append(example)
     for name, items in splits.items():
-        write_split(out, name, items)
+        write_split(out, name, items, s3_endpoint)
         manifest.counts[name] = len(items)
         manifest.vehicles[name] = sorted({e.vehicle_id for e in items})
         manifest.hashes[name] = hashlib.sha256((out / f"{name}.json").read_bytes()).hexdigest()
@@ -168,12 +154,13 @@ def export_dataset(
 
 
 def exportable_examples(
-    session_factory: Callable[[], Session], cutoff: datetime
+    session_factory: Callable[[], Session], cutoff: datetime, s3_endpoint: str = ""
 ) -> tuple[list[Example], dict[str, int]]:
-    """The reviewed labels whose frames are still in the blob store; and what was left out, by reason."""
+    """The reviewed labels whose frames are still in the blob store (`file://` or `s3://`, as the builders stored
+    them); and what was left out, by reason."""
     with session_factory() as session:
         examples, skipped = reviewed_examples(session, cutoff)
-    present = [e for e in examples if _frames_present(e.frames_uri)]
+    present = [e for e in examples if claim_check_exists(e.frames_uri, s3_endpoint=s3_endpoint)]
     # A blob gone (retention, another host) is not a label.
     skipped["missing_frames"] = len(examples) - len(present)
     if skipped["missing_frames"]:
@@ -183,12 +170,12 @@ def exportable_examples(
     return present, skipped
 
 
-def write_split(out: Path, name: str, items: list[Example]) -> None:
+def write_split(out: Path, name: str, items: list[Example], s3_endpoint: str = "") -> None:
     """One split's records (`NAME.json`, `frames/`) and their LLaMA-Factory view (`llamafactory/`)."""
     records, shared = [], []
     for e in items:
         frames_file = out / "frames" / f"{e.clip_id}.npz"
-        shutil.copyfile(frames_path(e.frames_uri), frames_file)
+        frames_file.write_bytes(read_claim_check(e.frames_uri, s3_endpoint=s3_endpoint))
         with np.load(frames_file) as data:
             video = encode_lossless(data["frames"])
         (out / "llamafactory" / "videos" / f"{e.clip_id}.mkv").write_bytes(video)
@@ -268,6 +255,7 @@ def export_command(
             cutoff=cutoff,
             eval_fraction=eval_fraction,
             seed=seed,
+            s3_endpoint=settings.s3_endpoint_url,
         )
     finally:
         engine.dispose()

@@ -148,14 +148,14 @@ def run(settings: TrainingSettings, job: RetrainJob) -> int:
                 log.info("another retraining run holds the lock; nothing to do")
                 return 0
             try:
-                return run_under_lock(job, factory)
+                return run_under_lock(job, factory, s3_endpoint=settings.s3_endpoint_url)
             finally:
                 lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
     finally:
         engine.dispose()
 
 
-def run_under_lock(job: RetrainJob, factory: sessionmaker[Session]) -> int:
+def run_under_lock(job: RetrainJob, factory: sessionmaker[Session], *, s3_endpoint: str = "") -> int:
     """The whole run, under the lock: record it, then skip it or export -> fine-tune -> evaluate -> decide.
 
     0 when the job did its work (promoted, rejected or skipped), 1 when it failed (recorded as failed)."""
@@ -171,7 +171,7 @@ def run_under_lock(job: RetrainJob, factory: sessionmaker[Session]) -> int:
     work = job.work / f"run-{run_id}"
     try:
         log.info("run %d: base %s, %d new labels; exporting", run_id, current.version, fresh)
-        manifest = export_step(factory, job, run_id, work / "data", new_labels=fresh)
+        manifest = export_step(factory, job, run_id, work / "data", new_labels=fresh, s3_endpoint=s3_endpoint)
         started = time.monotonic()
         out = fine_tune_step(job, run_id, work, current.path)
         log.info(
@@ -203,10 +203,18 @@ def open_run(factory: sessionmaker[Session], current: ModelVersion) -> tuple[int
 
 
 def export_step(
-    factory: sessionmaker[Session], job: RetrainJob, run_id: int, data: Path, *, new_labels: int
+    factory: sessionmaker[Session],
+    job: RetrainJob,
+    run_id: int,
+    data: Path,
+    *,
+    new_labels: int,
+    s3_endpoint: str = "",
 ) -> ExportManifest:
     """The reviewed data, split by vehicle, into `data`; its manifest recorded with the run."""
-    manifest = export_dataset(factory, data, eval_fraction=job.eval_fraction, seed=job.recipe.seed)
+    manifest = export_dataset(
+        factory, data, eval_fraction=job.eval_fraction, seed=job.recipe.seed, s3_endpoint=s3_endpoint
+    )
     _update(factory, run_id, manifest={**asdict(manifest), "new_labels": new_labels})
     if not manifest.counts.get("train") or not manifest.counts.get("eval"):
         raise RetrainError(f"need examples in both splits, got {manifest.counts}")

@@ -1,6 +1,6 @@
 """The training jobs' one frozen settings object: DRIVECOACH_* environment variables, with flags over them.
 
-Only what the jobs read from the environment lives here (today: the database URL). The job's own knobs
+Only what the jobs read from the environment lives here (the database URL, and where S3 claim checks are served). The job's own knobs
 (`--min-new-reviews`, the fine-tuning recipe, ...) are flags of the command that runs it.
 """
 
@@ -16,6 +16,11 @@ class TrainingSettings(BaseSettings):
     # Secret-ish (it may carry a password): from DRIVECOACH_DATABASE_URL or --database-url, never printed.
     database_url: str = Field(
         "", repr=False, description="SQLAlchemy URL of the drivecoach database, e.g. postgresql+psycopg://..."
+    )
+
+    s3_endpoint_url: str = Field(
+        "",
+        description="S3-API endpoint of s3:// frames blobs (MinIO, Ceph, ...); empty = AWS; as the pipeline's",
     )
 
     @field_validator("database_url")

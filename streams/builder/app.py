@@ -27,7 +27,7 @@ from schemas.messages import ClipMessage, ClipPlanMessage
 from schemas.taxonomy import View
 from streams.builder.build import Built, build_and_store
 from streams.infra import metrics
-from streams.infra.blobs import BlobUnavailable
+from streams.infra.blobs import BlobUnavailable, blob_spec
 from streams.infra.topics import (
     CLIP_PLANS_TOPIC,
     CLIPS_TOPIC,
@@ -144,7 +144,9 @@ class ClipBuilder:
 
     def _start(self, plan: ClipPlanMessage) -> Future[Built]:
         s = self.settings
-        return self.pool.submit(build_and_store, plan, str(s.blobs), s.sample_fps, s.max_frames, s.max_pixels)
+        return self.pool.submit(
+            build_and_store, plan, blob_spec(s), s.sample_fps, s.max_frames, s.max_pixels, s.s3_endpoint_url
+        )
 
     def _wait_for_builds(self, timeout_s: float) -> list[Job]:
         pending = {j.future: j for q in self.jobs.values() for j in q if j.future is not None and not j.acked}

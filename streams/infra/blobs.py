@@ -39,6 +39,7 @@ from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlparse
 
+from schemas.claim_checks import s3_client
 from streams.errors import DrivecoachError
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ class S3BlobStore(BlobStore):
         self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
         self.endpoint = endpoint
         self.spec = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        self.client = _s3_client(endpoint)
+        self.client = s3_client(endpoint)
 
     def __repr__(self) -> str:
         return f"S3BlobStore({self.spec!r}, endpoint={self.endpoint or 'AWS'!r})"
@@ -388,36 +389,6 @@ _CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict")
 
 def _code(err: Any) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _s3_client(endpoint: str) -> Any:
-    """One client per store; botocore retries connection errors, throttling and 5xx with backoff (~30 s in all)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        signature_version="s3v4",
-        connect_timeout=5,
-        read_timeout=60,
-        retries={"mode": "standard", "max_attempts": 8},
-        # A custom endpoint (MinIO, Ceph, a test server) is addressed by path: bucket.host needs wildcard DNS.
-        # boto3 1.36+ sends CRC trailers by default, which several S3-compatible stores refuse: only when required.
-        **(
-            {
-                "s3": {"addressing_style": "path"},
-                "request_checksum_calculation": "when_required",
-                "response_checksum_validation": "when_required",
-            }
-            if endpoint
-            else {}
-        ),
-    )
-    region = (
-        os.environ.get("AWS_REGION") or None
-    )  # else boto3's own chain (AWS_DEFAULT_REGION, ~/.aws/config)
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint or None, region_name=region, config=config
-    )
 
 
 # --- which store -------------------------------------------------------------------------------------------------

@@ -155,3 +155,42 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
         )
         assert not set(unreviewed) & set(labels)
     engine.dispose()
+
+
+def test_the_export_reads_frames_blobs_from_s3(database_url: str, s3_server, tmp_path: Path) -> None:
+    """Builders on S3 store `s3://` frames: the export reads them through the S3 API (a real HTTP server), and a
+    frames object that is gone leaves its label out, as a missing file does."""
+    factory = sessionmaker(create_engine(database_url))
+    run, bucket = uuid.uuid4().hex[:6], s3_server.bucket()
+    clips, stored = {}, {}
+    for v, k in (("s", 0), ("s", 1), ("t", 0), ("t", 1), ("u", 0)):
+        local = _clip(tmp_path, run, v, k)
+        key = f"clips/{local.vehicle_id}/{local.clip_id}.r1.npz"
+        data = Path(local.frames_uri.removeprefix("file://")).read_bytes()
+        if (v, k) != ("u", 0):  # its object never reached the store
+            s3_server.client().put_object(Bucket=bucket, Key=key, Body=data)
+            stored[local.clip_id] = data
+        clips[(v, k)] = local.model_copy(update={"frames_uri": f"s3://{bucket}/{key}"})
+    ids = {key: _infer(factory, clip, format_turn1([])) for key, clip in clips.items()}
+    now = datetime.now(UTC)
+    with factory() as session, session.begin():
+        for key in clips:
+            session.add(
+                Review(
+                    fleet_id="fleet-x",
+                    inference_id=ids[key],
+                    reviewer="manager@fleet-x",
+                    verdict="accepted",
+                    created_at=now - timedelta(minutes=5),
+                )
+            )
+    out = tmp_path / "s3-data"
+    manifest = export_dataset(
+        factory, out, cutoff=now, eval_fraction=0.5, seed=3, s3_endpoint=s3_server.endpoint
+    )
+    records = json.loads((out / "train.json").read_text()) + json.loads((out / "eval.json").read_text())
+    ours = {r["id"]: r for r in records if r["vehicle_id"].startswith(run)}
+    assert set(ours) == set(stored)
+    for clip_id, data in stored.items():
+        assert (out / ours[clip_id]["frames"]).read_bytes() == data  # the very object, not a re-encoding
+    assert manifest.skipped["missing_frames"] >= 1

