@@ -55,6 +55,15 @@ class Job:
     acked: bool = False
 
 
+def pop_acked_prefix(queue: deque[Job]) -> int | None:
+    """Drop the partition's jobs acknowledged in a row from the oldest, and return the offset to commit (one past
+    the last of them); None when the oldest is still in flight. A job acked behind one in flight waits for it."""
+    end = None
+    while queue and queue[0].acked:
+        end = queue.popleft().record.offset + 1
+    return end
+
+
 class ClipBuilder:
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
@@ -276,9 +285,7 @@ class ClipBuilder:
         for tp, queue in self.jobs.items():
             if partitions is not None and tp not in partitions:
                 continue
-            end = None
-            while queue and queue[0].acked:
-                end = queue.popleft().record.offset + 1
+            end = pop_acked_prefix(queue)
             if end is not None:
                 offsets[tp] = OffsetAndMetadata(end, "", -1)
         if offsets:
