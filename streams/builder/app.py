@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from schemas.messages import ClipMessage, ClipPlanMessage
 from schemas.taxonomy import View
 from streams.builder.build import Built, build_and_store
+from streams.builder.clip import single_threaded
 from streams.infra import metrics
 from streams.infra.blobs import BlobUnavailable, blob_spec
 from streams.infra.topics import (
@@ -90,7 +91,9 @@ class ClipBuilder:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.settings.clip_workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self.settings.clip_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=single_threaded,
         )
 
     # --- the loop ---------------------------------------------------------------------------------------------

@@ -18,6 +18,19 @@ from schemas.taxonomy import View
 from streams.errors import VideoDecodeError
 
 GRID = 28  # Qwen2.5-VL: 14-px patches merged 2x2
+_decode_threads = 0  # FFmpeg's own choice unless `single_threaded` was called (builder pool processes)
+
+
+def single_threaded() -> None:
+    """Decode and resize on one thread in this process. A builder scales by processes, one per core (its CPU limit):
+    FFmpeg's frame threads and OpenCV's on top only oversubscribe them. Measured on 960x540 H.264: threaded, two
+    processes built 1.24x the clips of one; one thread each, a process decodes 0.38 s of wall per 8.8-s file
+    against 0.27 s threaded, but they add up (docs/benchmarks.md, bench join)."""
+    global _decode_threads
+    _decode_threads = 1
+    cv2.setNumThreads(1)
+
+
 TRUNCATION_SLACK_S = (
     0.5  # a segment's video may end this much before its claimed end without counting as truncated
 )
@@ -113,7 +126,11 @@ def decode_at(path: Path, segment_start: float, times: list[float]) -> dict[floa
     frame gap seen so far: exact for constant frame rates, and at worst one frame late after an unusually
     long gap in a variable-rate file. Retrieving every frame instead cost a third of clip building.
     """
-    cap = cv2.VideoCapture(str(path))
+    cap = (
+        cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, _decode_threads])
+        if _decode_threads
+        else cv2.VideoCapture(str(path))
+    )
     if not cap.isOpened():
         raise VideoDecodeError(f"cannot open {path.name}")
     # Sideways-mounted cameras write a display matrix: decode upright as players do (explicit, not a default).

@@ -109,7 +109,12 @@ def _fleet(blob_settings: dict[str, str]) -> dict:
 
 
 def test_simulated_fleet_flows_from_kafka_to_postgres(
-    broker, database_url, trained_tiny_model: Path, tmp_path: Path, blob_settings: dict[str, str]
+    broker,
+    database_url,
+    trained_tiny_model: Path,
+    tmp_path: Path,
+    blob_settings: dict[str, str],
+    request: pytest.FixtureRequest,
 ):
     settings = Settings(
         **blob_settings,
@@ -168,7 +173,23 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
         # new revision under the same id, answered again, and the newer answer becomes the clip's current one.
         first_road = next(m for m in messages if m.camera.value == "road" and m.vehicle_id == "veh-000")
         late = first_road.model_copy(update={"segment_id": "late-recut", "end_ts": first_road.start_ts + 3})
-        publish(producer, [late], settings)
+        if blob_settings:
+            # On S3, the late upload arrives while the store refuses the pipeline's credential (moto enforcing
+            # IAM: the key is unknown), and then the store restarts: an outage, not bad input. The joiner and the
+            # builder say so, retry, and nothing is dead-lettered or lost.
+            s3 = request.getfixturevalue("s3_server")
+            with s3.enforcing_iam():
+                publish(producer, [late], settings)
+                wait_until(
+                    lambda: "blob store unavailable" in (logs / "joiner.log").read_text(),
+                    timeout_s=60,
+                    what="the joiner to report the refused credential",
+                )
+            s3.stop()
+            time.sleep(2)
+            s3.start()
+        else:
+            publish(producer, [late], settings)
         producer.close()
         revisions = _revisions([*messages, late], settings)
         (revised,) = [c for c, r in revisions.items() if r != _revisions(messages, settings)[c]]
