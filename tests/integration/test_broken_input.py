@@ -232,3 +232,40 @@ def test_building_heavy_clips_stalls_neither_joiner_nor_builder(joiner, tmp_path
     assert (
         after[("drivecoach_rebalances_total", ())] == before[("drivecoach_rebalances_total", ())] == 2
     )  # one each
+
+
+def test_without_arrival_probes_the_builders_dead_letter_broken_videos(broker, tmp_path: Path) -> None:
+    """DRIVECOACH_PROBE_ON_ARRIVAL=false: the joiner plans with every upload, and the builder, which decodes each
+    video anyway, dead-letters the ones that do not decode and builds the clip without them."""
+    settings = Settings(
+        home=tmp_path,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"n{uuid.uuid4().hex[:6]}.",
+        one_record_per_batch=True,
+        probe_on_arrival=False,
+        **SIMULATED_FLEET_JOIN,
+    )
+    ensure_topics(broker.bootstrap, settings)
+    blobs = LocalBlobStore(settings.blobs)
+    road12 = write_mjpg(tmp_path / "road12.avi", seconds=12.0)
+    messages = [
+        _message(blobs, "veh-noprobe", View.ROAD, "np-road", T0, T0 + 12, road12),
+        _message(blobs, "veh-noprobe", View.DRIVER, "np-garbage", T0, T0 + 12, garbage(tmp_path / "g.avi")),
+    ]
+    procs = start_joiner_and_builder(settings, tmp_path)
+    try:
+        producer = make_producer(broker.bootstrap, settings)
+        publish(producer, messages, settings)
+        producer.close()
+        expected = expected_clip_extents(messages, settings)
+        clips = wait_for_clips(settings, set(expected), procs)
+    finally:
+        for proc, _ in procs.values():
+            stop_process(proc)
+    (clip,) = [c for c in clips if c["vehicle_id"] == "veh-noprobe"]
+    assert clip["clip_id"] in expected and clip["num_frames"] >= 2
+    driver_dlq = read_topic(broker.bootstrap, settings.topic("telematics.driver.dlq"), settings.partitions)
+    assert [(json.loads(d["payload"])["segment_id"], d["reason"]) for d in driver_dlq] == [
+        ("np-garbage", "undecodable_video")
+    ]
+    assert read_topic(broker.bootstrap, settings.topic("telematics.road.dlq"), settings.partitions) == []
