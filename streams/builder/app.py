@@ -221,17 +221,8 @@ class ClipBuilder:
             sends.append(self.producer.send(dlq_name(camera_topic), key=key, value=value))
             metrics.DEAD_LETTERS.labels(topic=dlq_name(camera_topic), reason=reason).inc()
         message = ClipMessage(
-            clip_id=plan.clip_id,
-            fleet_id=plan.fleet_id,
-            vehicle_id=plan.vehicle_id,
-            driver_id=plan.driver_id,
-            start_ts=plan.start_ts,
-            end_ts=plan.end_ts,
-            views=plan.views,
-            segments=plan.segments,
+            **plan.model_dump(exclude={"schema_version"}),
             sample_fps=s.sample_fps,
-            window_start=plan.window_start,
-            revision=plan.revision,
             frames_uri=built.frames_uri,
             num_frames=built.num_frames,
             frame_width=built.frame_width,

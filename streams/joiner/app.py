@@ -247,18 +247,7 @@ class Joiner:
     async def emit(self, plan: ClipPlan) -> Any:
         """Publish the plan for the clip builders; the caller awaits the returned ack before the input is acked.
         Building happens elsewhere: a slow decode never holds up the join."""
-        message = ClipPlanMessage(
-            clip_id=plan.clip_id,
-            fleet_id=plan.fleet_id,
-            vehicle_id=plan.vehicle_id,
-            driver_id=plan.driver_id,
-            window_start=plan.window_start,
-            start_ts=plan.start_ts,
-            end_ts=plan.end_ts,
-            views=list(plan.views),
-            segments=list(plan.segments),
-            revision=plan.revision,
-        )
+        message = ClipPlanMessage(**vars(plan))
         sent = await self.plans.send(key=plan.vehicle_id.encode(), value=message.model_dump_json().encode())
         metrics.CLIP_PLANS.inc()
         log.info(
