@@ -66,6 +66,7 @@ class BlobStore(ABC):
 
     spec: str  # with `endpoint`, what `open_blob_store_at` reopens this store from (in a pool process)
     endpoint: str = ""
+    remote = False  # each call a network round trip: callers with many run them side by side
 
     @abstractmethod
     def uri(self, key: str) -> str:
@@ -216,6 +217,8 @@ class PresignedVideo(PosixPath):
 
 class S3BlobStore(BlobStore):
     """A bucket and key prefix of an S3-API store (`s3://bucket/prefix`), through boto3."""
+
+    remote = True
 
     def __init__(self, url: str, endpoint: str = "") -> None:
         parsed = urlparse(url)
