@@ -221,7 +221,8 @@ class ClipBuilder:
             sends.append(self.producer.send(dlq_name(camera_topic), key=key, value=value))
             metrics.DEAD_LETTERS.labels(topic=dlq_name(camera_topic), reason=reason).inc()
         message = ClipMessage(
-            **plan.model_dump(exclude={"schema_version"}),
+            **plan.model_dump(exclude={"schema_version", "views"}),
+            views=[v for v in plan.views if v in built.views],
             sample_fps=s.sample_fps,
             frames_uri=built.frames_uri,
             num_frames=built.num_frames,
@@ -231,7 +232,7 @@ class ClipBuilder:
         sends.append(
             self.producer.send(s.topic(CLIPS_TOPIC), key=key, value=message.model_dump_json().encode())
         )
-        metrics.CLIPS.labels(views="+".join(plan.views)).inc()
+        metrics.CLIPS.labels(views="+".join(message.views)).inc()
         metrics.CLIP_BUILD_SECONDS.observe(built.seconds)
         if plan.revision > 1:
             metrics.CLIP_REVISIONS.inc()

@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from schemas.messages import ClipPlanMessage, SegmentRef
+from schemas.taxonomy import View
 from streams.builder.clip import build_clip_frames
 from streams.errors import VideoDecodeError
 from streams.infra.blobs import open_blob_store_at
@@ -22,6 +23,7 @@ class Built:
     frame_height: int
     faults: list[tuple[SegmentRef, str, str]]  # (segment, dead-letter reason, detail)
     seconds: float  # wall time in the pool process: decode, stack, store
+    views: list[View]  # the views that gave frames: a view whose every video failed is black, not claimed
 
 
 def build_and_store(
@@ -60,4 +62,5 @@ def build_and_store(
         frame_height=h,
         faults=[(f.segment, f.reason, f.detail) for f in clip.faults],
         seconds=time.monotonic() - started,
+        views=list(clip.views),
     )

@@ -236,6 +236,7 @@ class ClipFrames:
     faults: tuple[
         SegmentFault, ...
     ] = ()  # segments that could not give all their frames (black panels instead)
+    views: tuple[View, ...] = (View.ROAD, View.DRIVER)  # the views at least one frame of which decoded
 
     def to_npz(self) -> bytes:
         return encode_frames(self.frames, self.times)
@@ -267,4 +268,9 @@ def build_clip_frames(
         frames=stacked,
         times=np.asarray([t - start for t in times], dtype=np.float32),
         faults=tuple(road_faults + driver_faults),
+        views=tuple(
+            view
+            for view, frames in ((View.ROAD, road_frames), (View.DRIVER, driver_frames))
+            if any(f is not None for f in frames)
+        ),
     )

@@ -264,6 +264,7 @@ def test_without_arrival_probes_the_builders_dead_letter_broken_videos(broker, t
             stop_process(proc)
     (clip,) = [c for c in clips if c["vehicle_id"] == "veh-noprobe"]
     assert clip["clip_id"] in expected and clip["num_frames"] >= 2
+    assert clip["views"] == ["road"]  # the driver panel is black: the clip does not claim that view
     driver_dlq = read_topic(broker.bootstrap, settings.topic("telematics.driver.dlq"), settings.partitions)
     assert [(json.loads(d["payload"])["segment_id"], d["reason"]) for d in driver_dlq] == [
         ("np-garbage", "undecodable_video")
