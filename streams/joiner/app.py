@@ -305,11 +305,14 @@ class Batch:
         self.joiner = joiner
         self.sent: list[Any] = []
         self.manifests: dict[tuple[str, float], WindowManifest] = {}
-        self.states: dict[str, VehicleJoinState] = {}
+        # None: the vehicle's state expired in this batch (its next upload starts afresh, as after a table delete).
+        self.states: dict[str, VehicleJoinState | None] = {}
         self.sources: dict[str, faust.EventT] = {}  # the record each vehicle's table entry is written under
 
     def state(self, vehicle_id: str) -> VehicleJoinState | None:
-        return self.states.get(vehicle_id) or self.joiner.state(vehicle_id)
+        if vehicle_id in self.states:
+            return self.states[vehicle_id]
+        return self.joiner.state(vehicle_id)
 
     def manifest(self, vehicle_id: str, start: float) -> WindowManifest | None:
         """A window emitted earlier in this batch is read from here: its manifest is not stored yet."""
@@ -329,7 +332,8 @@ class Batch:
             self.sent.append(await self.joiner.emit(plan))
         for manifest in step.manifests:
             self.manifests[(manifest.vehicle_id, manifest.start)] = manifest
-        self.states[step.state.vehicle_id] = step.state
+        expired = is_expired(step.state, self.joiner.rules)
+        self.states[step.state.vehicle_id] = None if expired else step.state
         self.sources[step.state.vehicle_id] = source
 
     async def commit(self) -> None:
@@ -342,14 +346,13 @@ class Batch:
             # Faust writes a table entry to the changelog partition of "the current event", which it knows only
             # inside its own per-event iteration; a batch names the record itself (faust.streams' context variable).
             _current_event.set(weakref.ref(self.sources[vehicle_id]))
-            if is_expired(state, joiner.rules):
+            if state is None:
                 joiner.table.pop(
                     vehicle_id, None
                 )  # a tombstone in the changelog: an idle vehicle holds no state
-                joiner.states[vehicle_id] = None
             else:
                 joiner.table[vehicle_id] = _dump(state)
-                joiner.states[vehicle_id] = state
+            joiner.states[vehicle_id] = state
         metrics.LAST_RECORD.set_to_current_time()
 
 
