@@ -20,6 +20,7 @@ from schemas.messages import ClipMessage, DetectedEvent, InferenceResult
 from schemas.prompts import PROMPT_VERSION, format_turn1
 from schemas.taxonomy import TAXONOMY, EventType
 from streams.inference.sink import write_result
+from tests.conftest import fresh_database
 from training.export import assign_splits, export_dataset
 
 pytestmark = pytest.mark.integration
@@ -157,10 +158,19 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
     engine.dispose()
 
 
-def test_the_export_reads_frames_blobs_from_s3(database_url: str, s3_server, tmp_path: Path) -> None:
+def test_the_export_reads_frames_blobs_from_s3(s3_server, tmp_path: Path) -> None:
     """Builders on S3 store `s3://` frames: the export reads them through the S3 API (a real HTTP server), and a
-    frames object that is gone leaves its label out, as a missing file does."""
-    factory = sessionmaker(create_engine(database_url))
+    frames object that is gone leaves its label out, as a missing file does. Its own database: the session's is
+    exported by the retrain test, which has no S3 endpoint."""
+    with fresh_database() as url:
+        engine = create_engine(url)
+        try:
+            _export_from_s3(sessionmaker(engine), s3_server, tmp_path)
+        finally:
+            engine.dispose()
+
+
+def _export_from_s3(factory, s3_server, tmp_path: Path) -> None:
     run, bucket = uuid.uuid4().hex[:6], s3_server.bucket()
     clips, stored = {}, {}
     for v, k in (("s", 0), ("s", 1), ("t", 0), ("t", 1), ("u", 0)):
