@@ -58,7 +58,7 @@ def read_claim_check(uri: str, *, s3_endpoint: str = "") -> bytes:
         try:
             answer = _reader(s3_endpoint).get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if _not_found(err):
                 raise FileNotFoundError(uri) from err
             raise
         return bytes(answer["Body"].read())
@@ -76,8 +76,13 @@ def claim_check_exists(uri: str, *, s3_endpoint: str = "") -> bool:
         try:
             _reader(s3_endpoint).head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if _not_found(err):
                 return False
             raise
         return True
     return False
+
+
+def _not_found(err: Any) -> bool:
+    """A GET answers NoSuchKey, a HEAD (which has no body) only 404."""
+    return err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")

@@ -363,12 +363,10 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     @app.agent(joiner.inputs)
     async def join(stream: faust.StreamT) -> None:
-        # Acked by hand, after the batch is durable: Faust commits only the acked prefix of each partition.
-        manual = stream.noack()  # type: ignore[attr-defined]  # on faust.Stream, missing from StreamT
-        async for events in manual.take_events(READ_AHEAD, within=READ_AHEAD_WAIT_S):
+        # take_events acks a batch's records when the loop asks for the next batch, i.e. once this one is durable;
+        # Faust commits only the acked prefix of each partition.
+        async for events in stream.take_events(READ_AHEAD, within=READ_AHEAD_WAIT_S):  # type: ignore[attr-defined]
             await joiner.handle_batch_until_done(events)
-            for event in events:
-                await manual.ack(event)
 
     @app.timer(interval=settings.tick_s)
     async def grace_timer() -> None:
