@@ -168,6 +168,7 @@ def processor_kwargs(frame_h: int, frame_w: int) -> dict[str, Any]:
     pixels = frame_h * frame_w
     return {
         "size": {"shortest_edge": pixels, "longest_edge": pixels},
+        "do_resize": False,  # already on the 28-px grid at their own size: resizing would copy them for nothing
         "do_sample_frames": False,  # frames arrive already sampled at 2 FPS
         "cap_pixels_per_frame": False,  # no total-video budget: the clip builder already fits the pixel budget
     }

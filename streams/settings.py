@@ -76,10 +76,12 @@ class Settings(BaseSettings):
         1, ge=1, description="pool processes: a builder's clip-building processes, a joiner's video probes"
     )
     probe_on_arrival: bool = Field(
-        True,
-        description="the joiner opens and decodes the start of every upload's video and dead-letters one that "
-        "does not play; false leaves that to the builders (which dead-letter it while building the clip without "
-        "it), so large fleets decode each video once",
+        False,
+        description="true: the joiner opens and decodes the start of every upload's video and dead-letters one "
+        "that does not play (corrupt_video, undecodable_video) before it is joined; false (the default): each video "
+        "is decoded once, by the builders, which dead-letter a broken one for the same reasons while building the "
+        "clip without it (docs/benchmarks.md, bench join: with probes the joiner ran at 0.27-0.29x a baseline Faust "
+        "agent, without them 0.85-1.01x)",
     )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of the process; 0 = off"
@@ -97,13 +99,43 @@ class Settings(BaseSettings):
     )
     openai_api_key: str = Field("", description="secret, from DRIVECOACH_OPENAI_API_KEY only")
     max_new_tokens: int = Field(160, ge=1)
-    batch_size: int = Field(8, ge=1, description="clips the worker submits to the engine together")
-    batch_wait_ms: int = Field(200, ge=0, description="how long the worker waits for a batch to fill")
+    inference_mode: Literal["continuous", "batch"] = Field(
+        "continuous",
+        description="continuous: each clip goes to the engine as soon as its frames are loaded and its turn 2 as "
+        "soon as its turn 1 is done (up to max_in_flight at once); batch: batches of batch_size, turn 1 for the "
+        "whole batch, then turn 2 (the worker before issue 16, kept as the benchmark's baseline)",
+    )
+    max_in_flight: int = Field(
+        64, ge=1, description="clips the worker has in the engine at once in continuous mode"
+    )
+    batch_size: int = Field(
+        8, ge=1, description="clips per engine batch in batch mode; answers per database transaction in both"
+    )
+    batch_wait_ms: int = Field(
+        200,
+        ge=0,
+        description="how long a batch (of clips for the engine, or of answers to write) waits to fill",
+    )
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1_000,
+        description="the worker leaves its group if it does not poll for this long; it keeps polling (partitions "
+        "paused) while Postgres is down or an engine loads, so only a hung process hits it",
+    )
     max_attempts: int = Field(3, ge=1, description="engine attempts per clip before it goes to clips.dlq")
     model_poll_s: float = Field(
         10.0, gt=0, description="how often the worker checks which model is in production"
     )
     vllm_max_model_len: int = Field(8192, ge=256)
+    vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="vLLM's weights and activations: auto = the checkpoint's own (bf16 for Qwen2.5-VL)",
+    )
+    vllm_enforce_eager: bool = Field(
+        True,
+        description="true: no CUDA graphs (engine start ~18 s on CPU instead of ~47 s); false on GPUs, where the "
+        "graphs pay for their capture",
+    )
     # The safety managers' console.
     console_host: str = Field("127.0.0.1", description="address the console listens on")
     console_port: int = Field(8080, ge=0, le=65535, description="the console's port (0 = any free port)")

@@ -36,8 +36,8 @@ class BrokerJoinBench:
     expected_clips: int  # the join oracle (`streams.demo.expected_clip_extents`) on the same messages
     clips: int  # expected clip plans that reached `clip-plans`
     unexpected_clips: int  # other plans of the measured vehicles (0 when the join agrees with its oracle)
-    joiner: BacklogRun  # the joiner's own CPU; its pool's CPU is the video probes
-    joiner_without_probes: BacklogRun  # DRIVECOACH_PROBE_ON_ARRIVAL=false: the builders find broken videos
+    joiner: BacklogRun  # the default: no arrival probes, the builders find broken videos while decoding them
+    joiner_with_probes: BacklogRun  # DRIVECOACH_PROBE_ON_ARRIVAL=true: its pool's CPU is the video probes
     baseline: BacklogRun
 
     def ratio_to_baseline(self, run: BacklogRun) -> float:
@@ -93,12 +93,13 @@ def bench_join_broker(
     """The same workload as `bench_join`, through a real broker: one Faust joiner process, then the baseline agent.
 
     An embedded Tansu broker is started unless `settings.kafka_bootstrap` names one; the topics get a fresh prefix.
-    Every upload is published first; then the joiner starts and works through them as a backlog, timed by its own
-    clock from the first record it takes to the last it finishes (startup and group join left out); then a joiner
-    that leaves video probes to the builders; then the baseline Faust agent (`faust_baseline.py`: one table entry
-    per upload), each on its own copy of the records. Each camera's segments all claim one tiny video (64x36 road,
-    48x36 driver, 2 fps, 10 s), so the joiner's video probe is real but cheap. Afterwards, untimed, every clip plan
-    the oracle expects must be on `clip-plans`, and no other.
+    Every upload is published first; then the joiner (the default: no arrival probes, the builders decode each
+    video) starts and works through them as a backlog, timed by its own clock from the first record it takes to the
+    last it finishes (startup and group join left out); then a joiner with arrival probes
+    (DRIVECOACH_PROBE_ON_ARRIVAL=true); then the baseline Faust agent (`faust_baseline.py`: one table entry per
+    upload), each on its own copy of the records. Each camera's segments all claim one tiny video (64x36 road,
+    48x36 driver, 2 fps, 10 s), so the second joiner's video probe is real but cheap. Afterwards, untimed, every
+    clip plan the oracle expects must be on `clip-plans`, and no other.
     """
     from streams.infra.broker import EmbeddedBroker, free_port
     from streams.infra.processes import settings_env, start_command, stop_process
@@ -125,8 +126,8 @@ def bench_join_broker(
         runs: tuple[
             tuple[str, list[str], dict[str, bool]], ...
         ] = (  # each on its own topics (a fresh prefix), so each reads the whole backlog from its start
-            ("joiner", ["joiner"], {"probe_on_arrival": True}),
-            ("joiner without probes", ["joiner"], {"probe_on_arrival": False}),
+            ("joiner", ["joiner"], {"probe_on_arrival": False}),
+            ("joiner with arrival probes", ["joiner"], {"probe_on_arrival": True}),
             ("baseline", ["-m", "streams.bench.faust_baseline"], {}),
         )
         for k, (name, command, update) in enumerate(runs):
@@ -171,7 +172,7 @@ def bench_join_broker(
         clips=min(len(seen) for seen, _ in plans.values()),
         unexpected_clips=max(n for _, n in plans.values()),
         joiner=timed["joiner"],
-        joiner_without_probes=timed["joiner without probes"],
+        joiner_with_probes=timed["joiner with arrival probes"],
         baseline=timed["baseline"],
     )
 

@@ -15,7 +15,8 @@ import numpy as np
 from schemas.frames import encode_frames
 from schemas.messages import SegmentRef
 from schemas.taxonomy import View
-from streams.errors import VideoDecodeError
+from streams.errors import BadSegment, VideoDecodeError
+from streams.infra.video import probe_video
 
 GRID = 28  # Qwen2.5-VL: 14-px patches merged 2x2
 _decode_threads = 0  # FFmpeg's own choice unless `single_threaded` was called (builder pool processes)
@@ -191,8 +192,22 @@ class SegmentFault:
     """A segment whose video failed while its clip was built; the clip is built without the missing frames."""
 
     segment: SegmentRef
-    reason: str  # dead-letter reason: truncated_video | undecodable_video
+    reason: str  # dead-letter reason: corrupt_video | undecodable_video | truncated_video
     detail: str
+
+
+def classify_fault(ref: SegmentRef, path: Path, reason: str, detail: str) -> SegmentFault:
+    """A video that failed while its clip was built, named as the joiner's arrival probe names it: `corrupt_video`
+    (no video container: garbage, an MP4 cut before its index, a still image) or `undecodable_video` (it opens, but
+    no frame decodes), so a broken upload gets one reason whether or not the joiner probed it
+    (DRIVECOACH_PROBE_ON_ARRIVAL). Only a failed video is probed again: a good one is decoded once. A video the
+    probe passes failed further in, and keeps the builder's own `reason` (`truncated_video`, or `undecodable_video`
+    for frames that stop decoding part-way)."""
+    try:
+        probe_video(path)
+    except BadSegment as refusal:
+        return SegmentFault(ref, refusal.reason, refusal.detail)
+    return SegmentFault(ref, reason, detail)
 
 
 def _view_frames(
@@ -207,19 +222,21 @@ def _view_frames(
         try:
             got = decode_at(path, ref.start_ts, inside)
         except VideoDecodeError as err:
-            faults.append(SegmentFault(ref, "undecodable_video", str(err)))
+            faults.append(classify_fault(ref, path, "undecodable_video", str(err)))
             continue
-        frames.update(got)
         if len(got) < len(inside):
             shown_until = max(got, default=ref.start_ts) - ref.start_ts
-            faults.append(
-                SegmentFault(
-                    ref,
-                    "truncated_video",
-                    f"{path.name}: frames stop near {shown_until:.2f} s "
-                    f"of a {ref.end_ts - ref.start_ts:.2f}-s segment",
-                )
+            fault = classify_fault(
+                ref,
+                path,
+                "truncated_video",
+                f"{path.name}: frames stop near {shown_until:.2f} s "
+                f"of a {ref.end_ts - ref.start_ts:.2f}-s segment",
             )
+            faults.append(fault)
+            if fault.reason != "truncated_video":
+                continue  # not a video at all (a still image, one frame): left out, as the arrival probe leaves it
+        frames.update(got)
     return [frames.get(t) for t in times], faults
 
 

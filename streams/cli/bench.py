@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from streams.cli.options import Model, build_settings, console
+
+if TYPE_CHECKING:
+    from streams.bench.worker import WorkerBench
 
 app = typer.Typer(
     add_completion=False,
@@ -167,7 +170,7 @@ def bench_join_command(
         f"({b.unexpected_clips} others); a backlog worked through by the baseline Faust agent (one table entry per "
         f"upload) at {base.per_s:,.0f} segments/s, {base.per_cpu_s or 0:,.0f} per CPU-s; by"
     )
-    for label, j in (("the joiner", b.joiner), ("the joiner without probes", b.joiner_without_probes)):
+    for label, j in (("the joiner", b.joiner), ("the joiner with arrival probes", b.joiner_with_probes)):
         console.print(
             f"  {label}: [bold]{j.per_s:,.0f} segments/s = {b.ratio_to_baseline(j):.2f}x the baseline[/]; "
             f"[bold]{j.per_cpu_s or 0:,.0f} segments per joiner CPU-s = {b.vehicles_per_core(j) or 0:,.0f} "
@@ -209,9 +212,74 @@ def bench_infer_command(
     batch: Annotated[int, typer.Option(min=1, help="clips per vLLM batch")] = 8,
     model: Model = None,
     engines: Annotated[str, typer.Option(help="comma-separated: transformers,vllm")] = "transformers,vllm",
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="tiny, qwen2.5-vl-3b or qwen2.5-vl-7b: that architecture built from its published configuration "
+            "with random weights, through vLLM (with --random-weights; the options below are for it)"
+        ),
+    ] = None,
+    random_weights: Annotated[
+        bool, typer.Option(help="--arch: random weights, no download (speed depends on shapes)")
+    ] = False,
+    frames: Annotated[
+        int | None, typer.Option(min=2, help="--arch: frames per clip (default 128; tiny 24)")
+    ] = None,
+    tokens_per_turn: Annotated[
+        int | None,
+        typer.Option(min=1, help="--arch: tokens generated per turn, EOS ignored (default max_new_tokens)"),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="--arch and --worker: clips in flight (default all)")
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option(help="--arch: auto (bfloat16 on a GPU, float32 on CPU), bfloat16, float16, float32")
+    ] = "auto",
+    cuda_graphs: Annotated[
+        bool | None,
+        typer.Option(
+            "--cuda-graphs/--enforce-eager", help="--arch: default CUDA graphs on a GPU, eager on CPU"
+        ),
+    ] = None,
+    prefix_caching: Annotated[
+        bool, typer.Option(help="--arch: vLLM prefix caching (turn 2 reuses turn 1's video prefix)")
+    ] = True,
+    mm_encoder_tp_mode: Annotated[
+        str | None,
+        typer.Option(help="--arch: vLLM's weights or data (applies with --tensor-parallel-size > 1)"),
+    ] = None,
+    tensor_parallel_size: Annotated[int, typer.Option(min=1, help="--arch: GPUs per vLLM engine")] = 1,
+    gpu_memory_utilization: Annotated[
+        float | None, typer.Option(min=0.05, max=1.0, help="--arch: vLLM's share of GPU memory (default 0.9)")
+    ] = None,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            help="also the inference worker end to end (Kafka in, Postgres out) on vLLM, against the engine alone, "
+            "continuous and in batches of --batch (--concurrency: clips in flight, default all)"
+        ),
+    ] = True,
 ) -> None:
-    """Clips per second and p50/p95 latency per engine on the same model and clips, and the ratio to transformers."""
+    """Clips per second and p50/p95 latency per engine on the same model and clips, and the ratio to transformers;
+    then the worker against the engine alone (--no-worker skips it). With --arch and --random-weights: a real-size
+    architecture with random weights through vLLM instead."""
     import tempfile
+
+    if arch is not None or random_weights:
+        return _bench_infer_arch(
+            arch=arch,
+            random_weights=random_weights,
+            clips=clips,
+            frames=frames,
+            tokens_per_turn=tokens_per_turn,
+            concurrency=concurrency,
+            dtype=dtype,
+            cuda_graphs=cuda_graphs,
+            prefix_caching=prefix_caching,
+            mm_encoder_tp_mode=mm_encoder_tp_mode,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
 
     from rich.table import Table
 
@@ -230,6 +298,25 @@ def bench_infer_command(
             model=model,
             engines=[e.strip() for e in engines.split(",") if e.strip()],
         )
+        if worker:
+            from streams.bench.worker import bench_worker
+            from streams.inference.engines.vllm import VllmEngine
+
+            path = model or str(Path(work) / "tiny")  # bench_infer built the tiny model there
+            engine = VllmEngine(path, max_new_tokens=settings.max_new_tokens)
+            try:
+                pipelined = bench_worker(
+                    settings,
+                    Path(work),
+                    engine,
+                    model=path,
+                    clips=clips,
+                    concurrency=concurrency or clips,
+                    batch=batch,
+                    say=lambda line: console.log(line),
+                )
+            finally:
+                engine.close()
     table = Table(title=f"inference: {clips} clips of {results[0].frames} frames, {results[0].model}")
     for col in ("engine", "batch", "clips/s", "p50 ms", "p95 ms", "generated tok/s", "vs transformers"):
         table.add_column(col)
@@ -250,6 +337,70 @@ def bench_infer_command(
         "latency = submit to answer for each clip (a clip waits for its whole batch); greedy answers "
         + ("[green]identical across engines[/]" if same else "[red]differ between engines[/]")
     )
+    if worker:
+        _print_worker_bench(pipelined)
+
+
+def _print_worker_bench(b: WorkerBench) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"the worker on vLLM: {b.engine_continuous.clips} clips of {b.frames} frames, up to "
+        f"{b.concurrency} in flight, batches of {b.batch}"
+    )
+    for col in ("run", "clips/s", "p50 ms", "p95 ms", "vs the engine alone in the same mode"):
+        table.add_column(col)
+    for run, alone in (
+        (b.engine_continuous, b.engine_continuous),
+        (b.worker_continuous, b.engine_continuous),
+        (b.engine_batch, b.engine_batch),
+        (b.worker_batch, b.engine_batch),
+    ):
+        ratio = f"[bold]{run.clips_per_s / alone.clips_per_s:.2f}x[/]" if run is not alone else ""
+        table.add_row(run.label, f"{run.clips_per_s:.2f}", f"{run.p50_ms:.0f}", f"{run.p95_ms:.0f}", ratio)
+    console.print(table)
+    pre = b.preprocessing
+    per_clip_ms = b.worker_continuous.wall_s / b.worker_continuous.clips * 1000.0
+    console.print(
+        f"worker continuous vs batches: [bold]{b.continuous_over_batch:.2f}x[/]; worker vs engine alone (continuous): "
+        f"[bold]{b.worker_ratio:.2f}x[/]. Latency: engine alone from submit, worker from poll, to the answer "
+        "(engine) or its durable write (worker).\n"
+        f"CPU preprocessing per clip, measured alone: frames loaded {pre.load_ms:.1f} ms + processor (both turns) "
+        f"{pre.processor_ms:.1f} ms = {pre.total_ms:.1f} ms, {pre.total_ms / per_clip_ms:.0%} of the worker's "
+        f"{per_clip_ms:.0f} ms per clip. Worker rows "
+        + (
+            "[green]hold the engine-alone answers[/]"
+            if b.same_answers
+            else "[red]differ from the engine alone[/]"
+        )
+    )
+
+
+def _bench_infer_arch(*, arch: str | None, random_weights: bool, **options: Any) -> None:
+    """`bench infer --arch ARCH --random-weights`: streams/bench/arch.py, printed."""
+    import tempfile
+
+    from streams.bench.arch import ARCHS, bench_arch, report
+
+    if arch is None:
+        raise typer.BadParameter("--random-weights goes with --arch (which architecture to build)")
+    if arch not in ARCHS:
+        raise typer.BadParameter(f"{arch!r} is not one of {', '.join(ARCHS)}", param_hint="--arch")
+    if not random_weights:
+        raise typer.BadParameter(
+            "--arch needs --random-weights, since no checkpoint can be downloaded here (--model PATH "
+            "benchmarks real weights)",
+            param_hint="--arch",
+        )
+    settings = build_settings()
+    options["tokens_per_turn"] = options["tokens_per_turn"] or settings.max_new_tokens
+    with (
+        tempfile.TemporaryDirectory(prefix="drivecoach-bench-") as work,
+        console.status(f"{arch} with random weights") as status,
+    ):
+        result = bench_arch(settings, Path(work), arch=arch, progress=status.update, **options)
+    for part in report(result):
+        console.print(part)
 
 
 @app.command("train")

@@ -263,7 +263,13 @@ def serve_model(
 
     settings = build_settings()
     args = serve_args(
-        model, port=port, host=host, max_model_len=settings.vllm_max_model_len, max_pixels=settings.max_pixels
+        model,
+        port=port,
+        host=host,
+        max_model_len=settings.vllm_max_model_len,
+        max_pixels=settings.max_pixels,
+        enforce_eager=settings.vllm_enforce_eager,
+        dtype=settings.vllm_dtype,
     )
     os.execvpe(args[0], args, server_env())
 

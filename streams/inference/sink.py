@@ -1,6 +1,6 @@
 """Writing an inference to Postgres: clip, inference, events and instruction in one transaction, idempotently.
 
-The worker commits its Kafka offset only after `write_result` returns, so a crash in between replays the clip;
+The worker commits its Kafka offset only after `write_results` returns, so a crash in between replays the clip;
 the upserts (clip by id, inference by clip id, model version and clip revision, events and instruction replaced)
 make that replay change nothing. Once a manager has reviewed an answer, a replay leaves its events and instruction
 alone. A newer revision of a clip (a late upload rebuilt it) updates the clip row and adds an answer, which becomes
@@ -44,18 +44,34 @@ def _insert_missing(session: Session, model: type, rows: list[dict[str, Any]]) -
 
 def write_result(session_factory: SessionFactory, *, clip: ClipMessage, result: InferenceResult) -> int:
     """Upsert everything one clip's inference produced, in one transaction; returns the inference id."""
+    return write_results(session_factory, [(clip, result)])[0]
+
+
+def write_results(
+    session_factory: SessionFactory, answers: list[tuple[ClipMessage, InferenceResult]]
+) -> list[int]:
+    """Several clips' answers in one transaction (one commit, one fsync, for a batch of answers); their inference
+    ids, in order. Clips are written in id order, so two workers writing overlapping batches take row locks in the
+    same order instead of deadlocking."""
+    ids: dict[int, int] = {}
     with session_factory() as session, session.begin():
-        _insert_parents(session, clip, result)
-        if not _upsert_clip(session, clip):
-            # An older revision than the one stored (a replay after the newer one was written): the newer answer
-            # stands, and this one is not written.
-            return _current_inference(session, clip.clip_id)
-        inference_id = _upsert_inference(session, clip, result)
-        if session.execute(select(Review.id).where(Review.inference_id == inference_id).limit(1)).first():
-            # A manager has reviewed this answer: its events and instruction are theirs now (a correction, coaching
-            # status); a replay of the clip must not put the model's back.
-            return inference_id
-        _replace_answer(session, clip.fleet_id, inference_id, result)
+        for k in sorted(range(len(answers)), key=lambda k: answers[k][0].clip_id):
+            ids[k] = _write_one(session, *answers[k])
+    return [ids[k] for k in range(len(answers))]
+
+
+def _write_one(session: Session, clip: ClipMessage, result: InferenceResult) -> int:
+    _insert_parents(session, clip, result)
+    if not _upsert_clip(session, clip):
+        # An older revision than the one stored (a replay after the newer one was written): the newer answer
+        # stands, and this one is not written.
+        return _current_inference(session, clip.clip_id)
+    inference_id = _upsert_inference(session, clip, result)
+    if session.execute(select(Review.id).where(Review.inference_id == inference_id).limit(1)).first():
+        # A manager has reviewed this answer: its events and instruction are theirs now (a correction, coaching
+        # status); a replay of the clip must not put the model's back.
+        return inference_id
+    _replace_answer(session, clip.fleet_id, inference_id, result)
     return inference_id
 
 
@@ -189,4 +205,4 @@ def _replace_answer(session: Session, fleet: str, inference_id: int, result: Inf
     )
 
 
-__all__ = ["write_result"]
+__all__ = ["write_result", "write_results"]

@@ -28,6 +28,7 @@ from streams.infra.topics import (
     dlq_name,
     is_tick,
 )
+from streams.infra.video import probe_video
 from streams.joiner.faust_seek import install as install_seek_fix
 from streams.joiner.join import (
     Admission,
@@ -43,7 +44,7 @@ from streams.joiner.join import (
     windows_to_load,
 )
 from streams.joiner.offsets import OffsetWatch
-from streams.joiner.segments import TimeLimits, claim_check, parse_segment, probe_video
+from streams.joiner.segments import TimeLimits, claim_check, parse_segment
 from streams.joiner.windows import WindowStore
 from streams.settings import Settings
 

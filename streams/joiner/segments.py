@@ -7,9 +7,7 @@ import binascii
 import json
 import math
 from dataclasses import dataclass, fields
-from pathlib import Path
 
-import cv2
 from pydantic import ValidationError
 
 from schemas.messages import SCHEMA_VERSION, SegmentMessage
@@ -108,32 +106,3 @@ def claim_check(segment: SegmentMessage, blobs: BlobStore) -> SegmentMessage:
         except BlobNotFound as err:
             raise BadSegment("missing_blob", str(err)) from err
     return segment.model_copy(update={"video_uri": uri, "video_b64": None})
-
-
-def probe_video(path: Path) -> None:
-    """Open the video and decode its first frame, so a broken upload is refused on arrival, not when its clip is
-    built (where it would take the other camera's good frames down with it).
-
-    `corrupt_video`: no video container can be read (garbage, an MP4 cut before its index, or a still image: FFmpeg
-    opens a PNG or JPEG under any name as a one-frame stream, so a second frame must follow); `undecodable_video`:
-    the container opens but no frame decodes (an unreadable codec or a corrupt stream). Truncation after the second
-    frame is found while the clip is built (`truncated_video`): finding it here would cost a full decode.
-    """
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise BadSegment(
-                "corrupt_video", f"{path.name}: no readable video container (corrupt or truncated)"
-            )
-        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode(errors="replace")
-        if not (cap.grab() and cap.retrieve()[0]):
-            raise BadSegment(
-                "undecodable_video", f"{path.name}: container opens, but no frame decodes (codec {fourcc!r})"
-            )
-        if not cap.grab():
-            raise BadSegment(
-                "corrupt_video",
-                f"{path.name}: a single frame (codec {fourcc!r}), a still image or a cut stream, not a video",
-            )
-    finally:
-        cap.release()

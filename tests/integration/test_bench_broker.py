@@ -22,7 +22,7 @@ def test_broker_join_bench_gets_back_every_clip_the_oracle_expects(broker, tmp_p
     assert result.clips == result.expected_clips and result.unexpected_clips == 0
     for run in (
         result.joiner,
-        result.joiner_without_probes,
+        result.joiner_with_probes,
         result.baseline,
     ):  # each timed over the backlog by its own clock
         assert run.counted == result.segments and run.wall_s > 0 and run.cpu_s is not None  # Linux /proc

@@ -1,6 +1,8 @@
 """Bad uploads through the real broker, a real joiner and a real clip builder: each goes to its dead-letter topic with
 its reason and is counted in the Prometheus metrics, while the good segments around it still make exactly the
-oracle's clips. The same builder builds heavy clips from real footage while neither process stalls."""
+oracle's clips. A broken video gets the same reason whether the joiner probes it on arrival
+(DRIVECOACH_PROBE_ON_ARRIVAL=true) or, by default, the builder finds it while building its clip. The same builder
+builds heavy clips from real footage while neither process stalls."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,9 +36,12 @@ pytestmark = pytest.mark.integration
 T0 = 1_760_100_000.0
 
 
-@pytest.fixture(scope="module")
-def joiner(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict, list[int]]]:
-    home = tmp_path_factory.mktemp("broken-input")
+@contextmanager
+def _joiner_and_builder(
+    broker, home: Path, **overrides: object
+) -> Iterator[tuple[Settings, dict, list[int]]]:
+    """A joiner and a builder on fresh topics, each scraped on its own metrics port."""
+    home.mkdir(parents=True, exist_ok=True)
     settings = Settings(
         home=home,
         kafka_bootstrap=broker.bootstrap,
@@ -44,6 +50,7 @@ def joiner(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
         metrics_port=free_port(),
         inline_max_bytes=200_000,
         **SIMULATED_FLEET_JOIN,
+        **overrides,
     )
     ensure_topics(broker.bootstrap, settings)
     ports = [settings.metrics_port, free_port()]
@@ -53,6 +60,14 @@ def joiner(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     finally:
         for proc, _ in procs.values():
             stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def joiner(broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict, list[int]]]:
+    """The default settings: no arrival probes, each video is decoded once, by the builder."""
+    with _joiner_and_builder(broker, tmp_path_factory.mktemp("broken-input")) as started:
+        assert not started[0].probe_on_arrival
+        yield started
 
 
 def _message(
@@ -82,7 +97,23 @@ def _message(
 
 
 def test_each_bad_upload_is_dead_lettered_with_its_reason_and_counted(joiner, tmp_path: Path) -> None:
-    settings, procs, ports = joiner
+    """The default: the joiner plans with every upload that passes the message checks, and the builder, which decodes
+    each video anyway, dead-letters a broken one with the reason the arrival probe would have given."""
+    _bad_uploads_are_dead_lettered_with_their_reasons(*joiner, tmp_path)
+
+
+def test_with_arrival_probes_each_bad_upload_is_dead_lettered_with_the_same_reason(
+    broker, tmp_path: Path
+) -> None:
+    """DRIVECOACH_PROBE_ON_ARRIVAL=true: the joiner refuses a video that does not play before it is joined (only the
+    truncated one, which plays at first, reaches the builder), with the same reasons as the default's builder."""
+    with _joiner_and_builder(broker, tmp_path / "home", probe_on_arrival=True) as started:
+        _bad_uploads_are_dead_lettered_with_their_reasons(*started, tmp_path)
+
+
+def _bad_uploads_are_dead_lettered_with_their_reasons(
+    settings: Settings, procs: dict, ports: list[int], tmp_path: Path
+) -> None:
     blobs = LocalBlobStore(settings.blobs)
     good = []
     for s in make_scenarios(21, 3, fleet_id="fleet-b", vehicles=3, duration=12.0):
@@ -155,7 +186,9 @@ def test_each_bad_upload_is_dead_lettered_with_its_reason_and_counted(joiner, tm
     publish(producer, good[half:], settings)
     producer.close()
 
-    admitted = good + [broken[0]] + trunc
+    # With probes, the join never sees a video that does not play; without them it plans with it, and the builder
+    # leaves it out of the clip.
+    admitted = good + (broken[:1] if settings.probe_on_arrival else broken) + trunc
     expected = expected_clip_extents(admitted, settings)
     clips = wait_for_clips(settings, set(expected), procs)
     ours = [c for c in clips if c["vehicle_id"] in {m.vehicle_id for m in admitted}]
@@ -177,6 +210,11 @@ def test_each_bad_upload_is_dead_lettered_with_its_reason_and_counted(joiner, tm
         "bad-stream": "undecodable_video",
         "trunc-driver": "truncated_video",
     }
+    # Who found each: the joiner on arrival (the upload itself as payload), or the builder (the clip's segment).
+    by_builder = {
+        json.loads(d["payload"])["segment_id"] for d in driver_dlq if "built without it" in d["detail"]
+    }
+    assert by_builder == ({"trunc-driver"} if settings.probe_on_arrival else set(by_segment))
 
     counted = scrape_all(ports)
     for topic, records in (("telematics.road.dlq", road_dlq), ("telematics.driver.dlq", driver_dlq)):
@@ -232,41 +270,3 @@ def test_building_heavy_clips_stalls_neither_joiner_nor_builder(joiner, tmp_path
     assert (
         after[("drivecoach_rebalances_total", ())] == before[("drivecoach_rebalances_total", ())] == 2
     )  # one each
-
-
-def test_without_arrival_probes_the_builders_dead_letter_broken_videos(broker, tmp_path: Path) -> None:
-    """DRIVECOACH_PROBE_ON_ARRIVAL=false: the joiner plans with every upload, and the builder, which decodes each
-    video anyway, dead-letters the ones that do not decode and builds the clip without them."""
-    settings = Settings(
-        home=tmp_path,
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=f"n{uuid.uuid4().hex[:6]}.",
-        one_record_per_batch=True,
-        probe_on_arrival=False,
-        **SIMULATED_FLEET_JOIN,
-    )
-    ensure_topics(broker.bootstrap, settings)
-    blobs = LocalBlobStore(settings.blobs)
-    road12 = write_mjpg(tmp_path / "road12.avi", seconds=12.0)
-    messages = [
-        _message(blobs, "veh-noprobe", View.ROAD, "np-road", T0, T0 + 12, road12),
-        _message(blobs, "veh-noprobe", View.DRIVER, "np-garbage", T0, T0 + 12, garbage(tmp_path / "g.avi")),
-    ]
-    procs = start_joiner_and_builder(settings, tmp_path)
-    try:
-        producer = make_producer(broker.bootstrap, settings)
-        publish(producer, messages, settings)
-        producer.close()
-        expected = expected_clip_extents(messages, settings)
-        clips = wait_for_clips(settings, set(expected), procs)
-    finally:
-        for proc, _ in procs.values():
-            stop_process(proc)
-    (clip,) = [c for c in clips if c["vehicle_id"] == "veh-noprobe"]
-    assert clip["clip_id"] in expected and clip["num_frames"] >= 2
-    assert clip["views"] == ["road"]  # the driver panel is black: the clip does not claim that view
-    driver_dlq = read_topic(broker.bootstrap, settings.topic("telematics.driver.dlq"), settings.partitions)
-    assert [(json.loads(d["payload"])["segment_id"], d["reason"]) for d in driver_dlq] == [
-        ("np-garbage", "undecodable_video")
-    ]
-    assert read_topic(broker.bootstrap, settings.topic("telematics.road.dlq"), settings.partitions) == []

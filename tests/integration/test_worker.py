@@ -10,6 +10,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Self
 
@@ -63,11 +64,11 @@ def setup(
     engine.dispose()
 
 
-def publish_clips(settings: Settings, count: int, seed: int) -> list[ClipMessage]:
+def publish_clips(settings: Settings, count: int, seed: int, vehicles: int = 3) -> list[ClipMessage]:
     blobs = LocalBlobStore(settings.blobs)
     producer = make_producer(settings.kafka_bootstrap, settings)
     out = []
-    for s in make_scenarios(seed, count, fleet_id="fleet-w", vehicles=3, duration=12.0):
+    for s in make_scenarios(seed, count, fleet_id="fleet-w", vehicles=vehicles, duration=12.0):
         frames = scenario_frames(s, settings)
         clip_id = f"{s.scenario_id}-{uuid.uuid4().hex[:8]}"
         uri = blobs.put_bytes(f"clips/{s.vehicle_id}/{clip_id}.npz", frames.to_npz())
@@ -160,6 +161,9 @@ class Borrowed:
 
     def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
         return self.engine.run_batch(clips)
+
+    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
+        return self.engine.submit(frames)
 
 
 @pytest.fixture(params=["transformers", "vllm", "openai"])
@@ -279,9 +283,12 @@ def test_engine_failures_restart_the_engine_and_only_the_poison_clip_is_dead_let
 def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, engines, database_url: str) -> None:
     """The worker meets the outage (its writes fail and are retried: logged), commits no offset while Postgres is
     unreachable, and once it is back writes every clip (after the outage: the rows' write times say so) and commits
-    the topic's end."""
+    the topic's end. The outage outlasts `max_poll_interval_ms`: the worker keeps polling (its partitions paused),
+    so the group keeps it: no second assignment, no failed commit."""
     settings, factory = setup
+    settings = settings.model_copy(update={"max_poll_interval_ms": 4_000})
     name = database_url.rsplit("/", 1)[1]
+    assignments = sample("drivecoach_rebalances_total")
     worker = InferenceWorker(settings, settings.kafka_bootstrap, engines, factory, model_path=settings.model)
     admin = create_engine(database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     thread = start(worker)
@@ -308,7 +315,9 @@ def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, engines, datab
 
             def retried_while_nothing_committed() -> bool:
                 seen.append(committed_offsets(settings.kafka_bootstrap, settings))
-                return len(_write_retries(logged)) >= 3  # failed, backed off, failed again (0.5 s, 1 s, 2 s)
+                return (
+                    len(_write_retries(logged)) >= 4
+                )  # backed off 0.5, 1, 2, 4 s: longer than max_poll_interval
 
             wait_until(retried_while_nothing_committed, what="the worker's writes failing and being retried")
             assert thread.is_alive()
@@ -322,6 +331,8 @@ def test_a_postgres_outage_stops_commits_and_loses_nothing(setup, engines, datab
                 what="every offset committed",
             )
         assert sum(_ends(settings).values()) == 8
+        assert sample("drivecoach_rebalances_total") - assignments == 1  # the first assignment, and no other
+        assert not [m for m in logged.messages if m.startswith("commit failed")]
         with factory() as session:
             written = session.scalars(
                 select(Inference.updated_at).where(Inference.clip_id.in_([c.clip_id for c in more]))
@@ -458,3 +469,38 @@ def test_an_invalid_answer_is_asked_once_more_then_stored_invalid_with_its_raw_t
     assert all(
         not r.valid and r.error and r.raw_turn1.startswith("{") and len(r.raw_turn1) < 40 for r in rows
     )
+
+
+def test_data_parallel_workers_share_the_partitions_and_each_clip_lands_once(setup) -> None:
+    """Two workers (one per GPU in production) in one consumer group: once the group has settled each owns one of
+    the two partitions, every clip is answered by the owner of its partition, and the group's offsets reach the
+    topic's end. More workers than partitions would idle: the partition count bounds the worker count."""
+    settings, factory = setup
+    workers = [
+        InferenceWorker(
+            settings,
+            settings.kafka_bootstrap,
+            lambda path: TransformersEngine(path, max_new_tokens=120),
+            factory,
+            model_path=settings.model,
+        )
+        for _ in range(2)
+    ]
+    threads = [start(w) for w in workers]
+    try:
+        wait_until(
+            lambda: [len(w.consumer.assignment()) for w in workers] == [1, 1], 120, what="one partition each"
+        )
+        clips = publish_clips(settings, 8, seed=49, vehicles=8)
+        ends = _ends(settings)
+        assert all(n > 0 for n in ends.values()), "the clips should fall on both partitions"
+        wait_until(lambda: committed_offsets(settings.kafka_bootstrap, settings) == ends, 300)
+    finally:
+        for w in workers:
+            w.stop()
+        for t in threads:
+            t.join(60)
+    assert set(landed(factory, clips)) == {c.clip_id for c in clips}
+    assert sorted(w.processed for w in workers) == sorted(
+        ends.values()
+    )  # each its own partition's clips, once

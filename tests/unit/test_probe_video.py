@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streams.errors import BadSegment
-from streams.joiner.segments import probe_video
+from streams.infra.video import probe_video
 from tests.conftest import SHARED_VIDEOS
 
 

@@ -95,7 +95,7 @@ def test_claim_checks_are_verified_and_inline_video_is_spilled(tmp_path: Path) -
 
 
 def test_the_video_probe_refuses_what_cannot_be_opened_or_decoded(tmp_path: Path) -> None:
-    from streams.joiner.segments import probe_video
+    from streams.infra.video import probe_video
     from streams.simulate import make_scenarios, write_segments
     from tests.broken_video import corrupt_stream, garbage, truncated, write_mjpg
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,4 +22,41 @@ class Engine(Protocol):
         ...
 
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "CotOutput", "Engine", "model_version_of"]
+@runtime_checkable
+class ConcurrentEngine(Protocol):
+    """An engine that takes clips one by one while others are in flight (continuous batching): vLLM's async engine
+    or concurrent requests to a server. Each clip's turn 2 is submitted the moment its own turn 1 is done."""
+
+    model_version: str
+
+    def submit(self, frames: np.ndarray) -> Future[CotOutput]: ...
+
+
+class OneAtATime:
+    """A batch-only engine (the transformers reference, test doubles) behind `submit`: clips run one after another
+    on one thread, so the worker's pipeline is the same whatever the engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.model_version = engine, engine.model_version
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+
+    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
+        return self._thread.submit(lambda: self.engine.run_batch([frames])[0])
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+def concurrent(engine: Engine | ConcurrentEngine) -> ConcurrentEngine:
+    return engine if isinstance(engine, ConcurrentEngine) else OneAtATime(engine)
+
+
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
+    "ConcurrentEngine",
+    "CotOutput",
+    "Engine",
+    "OneAtATime",
+    "concurrent",
+    "model_version_of",
+]

@@ -12,7 +12,11 @@ def load_engine(settings: Settings, model_path: str) -> Engine:
         from streams.inference.engines.vllm import VllmEngine
 
         return VllmEngine(
-            model_path, max_new_tokens=settings.max_new_tokens, max_model_len=settings.vllm_max_model_len
+            model_path,
+            max_new_tokens=settings.max_new_tokens,
+            max_model_len=settings.vllm_max_model_len,
+            dtype=settings.vllm_dtype,
+            enforce_eager=settings.vllm_enforce_eager,
         )
     if settings.engine == "openai":
         from streams.inference.engines.openai import OpenAIEngine
@@ -22,5 +26,6 @@ def load_engine(settings: Settings, model_path: str) -> Engine:
             model_path,
             max_new_tokens=settings.max_new_tokens,
             api_key=settings.openai_api_key or None,
+            concurrency=settings.max_in_flight,
         )
     return TransformersEngine(model_path, max_new_tokens=settings.max_new_tokens)

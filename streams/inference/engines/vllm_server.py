@@ -29,6 +29,7 @@ def serve_args(
     max_model_len: int = 8192,
     max_pixels: int = 16384,
     enforce_eager: bool = True,
+    dtype: str = "auto",
 ) -> list[str]:
     """Server-wide video processing that leaves clip frames as built: any grid-aligned frame up to `max_pixels` keeps
     its size (per-request processor kwargs would need --trust-request-mm-kwargs)."""
@@ -50,7 +51,7 @@ def serve_args(
         "--port",
         str(port),
         "--dtype",
-        "float32",
+        dtype,
         "--seed",
         "0",
         "--max-model-len",
