@@ -259,6 +259,7 @@ def serve_model(
 ) -> None:
     """Run a vLLM OpenAI-compatible server for a checkpoint, configured as the worker's `openai` engine expects
     (point DRIVECOACH_OPENAI_BASE_URL at http://HOST:PORT/v1). Replaces this process."""
+    from streams.inference.engines.vllm import checkpoint_dtype
     from streams.inference.engines.vllm_server import serve_args, server_env
 
     settings = build_settings()
@@ -269,7 +270,7 @@ def serve_model(
         max_model_len=settings.vllm_max_model_len,
         max_pixels=settings.max_pixels,
         enforce_eager=settings.vllm_enforce_eager,
-        dtype=settings.vllm_dtype,
+        dtype=checkpoint_dtype(model, settings.vllm_dtype),
     )
     os.execvpe(args[0], args, server_env())
 

@@ -52,7 +52,7 @@ from streams.inference.engines.base import ConcurrentEngine, CotOutput, Engine, 
 from streams.inference.progress import CommitPoints
 from streams.inference.sink import write_results
 from streams.infra import metrics
-from streams.infra.blobs import BlobNotFound, open_blob_store
+from streams.infra.blobs import BlobNotFound, BlobUnavailable, open_blob_store
 from streams.infra.topics import CLIPS_TOPIC, dead_letter, dlq_name
 from streams.settings import Settings
 
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[str], Engine]  # model path -> a loaded engine
 LOADERS = 4  # threads loading frames ahead of the engine: enough to hide blob reads and npz decoding
+SETTLE_S = 0.1  # longest the loop waits on the pipeline before it polls for records again
 LATENCIES_KEPT = 10_000  # per-clip latencies kept for `bench infer` (polled -> durable)
 
 
@@ -99,6 +100,7 @@ class Job:
     failures: int = 0  # engine failures, counted afresh once the clip is isolated
     isolated: bool = False  # failed `max_attempts` times among others: now tried alone
     result: InferenceResult | None = None
+    answered: float = 0.0  # when its answer was ready to write
     refusal: tuple[str, str] | None = (
         None  # (dead-letter reason, detail) when the record is not a readable clip
     )
@@ -233,14 +235,20 @@ class InferenceWorker:
         return len(records)
 
     def _settle(self) -> None:
-        """Wait briefly for any loader, engine or engine-load future, then move what finished along."""
+        """Wait for any loader, engine or engine-load future (the first to finish wakes the loop at once; at most
+        `SETTLE_S`, so new records are polled), then move what finished along. The loop sleeps rather than spins:
+        on a CPU host every wake-up takes a core from the engine."""
         waiting: list[Future] = [*self._loading, *self._in_engine]
         if self._engine_load is not None:
             waiting.append(self._engine_load)
         if waiting:
-            wait(waiting, timeout=0.02, return_when=FIRST_COMPLETED)
+            wait(waiting, timeout=SETTLE_S, return_when=FIRST_COMPLETED)
         for future in [f for f in self._loading if f.done()]:
             job = self._loading.pop(future)
+            if (
+                future.exception() is not None
+            ):  # stopping while the store was down: replayed by the next owner
+                continue
             if job.refusal is not None:
                 self._dead_letter(job, *job.refusal)
             else:
@@ -264,15 +272,16 @@ class InferenceWorker:
                 data = self.blobs.get_bytes(job.clip.frames_uri)
                 job.frames = load_frames(io.BytesIO(data))  # type: ignore[arg-type]
                 return
-            except (BlobNotFound, OSError, ValueError) as err:
-                # BlobUnavailable (the store's fault, not the clip's) is neither of these: it is retried below.
-                job.refusal = ("unreadable_frames", str(err))
-                return
-            except Exception as err:  # noqa: BLE001 - the store is down: wait for it, never drop the clip
+            except (
+                BlobUnavailable
+            ) as err:  # the store's fault, not the clip's: wait for it, never drop the clip
                 if self.stopping.is_set():
                     raise
-                log.warning("frames of %s unavailable (%r); retrying in 2 s", job.clip.clip_id[:12], err)
+                log.warning("frames of %s unavailable (%s); retrying in 2 s", job.clip.clip_id[:12], err)
                 time.sleep(2.0)
+            except (BlobNotFound, Exception) as err:  # noqa: BLE001 - missing, or not an npz of frames
+                job.refusal = ("unreadable_frames", str(err) or repr(err))
+                return
 
     # --- the engine -------------------------------------------------------------------------------------------
 
@@ -331,7 +340,7 @@ class InferenceWorker:
                 continue
             assert job.clip is not None
             job.result = to_result(job.clip, cot, self.engine.model_version)
-            job.failures = 0
+            job.failures, job.answered = 0, time.monotonic()
             self._answered.append(job)
 
     def _engine_failed(self, jobs: list[Job], err: BaseException) -> None:
@@ -446,15 +455,15 @@ class InferenceWorker:
 
     # --- durability -------------------------------------------------------------------------------------------
 
-    def _write(self) -> None:
+    def _write(self, *, now: bool = False) -> None:
         """Answers in transactions of up to `batch_size`, once a batch is full, has waited, or nothing else can
-        join it. Postgres down: back off and keep polling (paused); nothing is committed meanwhile."""
+        join it (or `now`). Postgres down: back off and keep polling (paused); nothing is committed meanwhile."""
         if not self._answered or time.monotonic() < self._write_again_at:
             return
-        oldest = min(j.polled for j in self._answered)
+        oldest = min(j.answered for j in self._answered)
         full = len(self._answered) >= self.settings.batch_size
         waited = time.monotonic() - oldest >= self.settings.batch_wait_ms / 1000.0
-        if not (full or waited or not (self._in_engine or self._loading or self._ready)):
+        if not (now or full or waited or not (self._in_engine or self._loading or self._ready)):
             return
         while self._answered:
             batch = self._answered[: self.settings.batch_size]
@@ -479,8 +488,6 @@ class InferenceWorker:
         except OperationalError:
             raise
         except SQLAlchemyError:
-            if len(batch) == 1:
-                raise
             for job in batch:  # find the answer the database refuses: each alone
                 try:
                     write_results(self.session_factory, [(job.clip, job.result)])  # type: ignore[list-item]
@@ -546,7 +553,7 @@ class InferenceWorker:
     def _close(self) -> None:
         try:
             if self._answered and time.monotonic() >= self._write_again_at:
-                self._write()
+                self._write(now=True)
             self._commit()
         except Exception as err:  # noqa: BLE001 - stopping: what is not committed is replayed
             log.warning("final write or commit failed (%r)", err)

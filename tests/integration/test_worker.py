@@ -504,3 +504,32 @@ def test_data_parallel_workers_share_the_partitions_and_each_clip_lands_once(set
     assert sorted(w.processed for w in workers) == sorted(
         ends.values()
     )  # each its own partition's clips, once
+
+
+def test_an_answer_the_database_refuses_is_dead_lettered_and_its_batch_still_lands(setup) -> None:
+    """Not an outage: Postgres refuses one clip's rows (a NUL byte in a text field). The batch is written again
+    clip by clip, the refused one goes to clips.dlq as `unwritable_result`, and the worker goes on (before the
+    pipelined worker, the exception ended it, and a restart met the same clip again)."""
+    settings, factory = setup
+    settings = settings.model_copy(
+        update={"batch_size": 8, "batch_wait_ms": 2_000}
+    )  # the answers share a batch
+    clips = publish_clips(settings, 3, seed=50)
+    bad = clips[1].model_copy(update={"clip_id": f"{clips[1].clip_id}-nul", "driver_id": "drv\x00nul"})
+    producer = make_producer(settings.kafka_bootstrap, settings)
+    producer.send(settings.topic("clips"), key=b"veh-nul", value=bad.model_dump_json().encode()).get(10)
+    producer.close()
+    worker = InferenceWorker(
+        settings,
+        settings.kafka_bootstrap,
+        lambda path: TransformersEngine(path, max_new_tokens=120),
+        factory,
+        model_path=settings.model,
+    )
+    run_until(worker, lambda: committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings))
+    assert set(landed(factory, clips + [bad])) == {c.clip_id for c in clips}
+    dead = read_topic(settings.kafka_bootstrap, settings.topic("clips.dlq"), settings.partitions)
+    assert [(json.loads(d["payload"])["clip_id"], d["reason"]) for d in dead] == [
+        (bad.clip_id, "unwritable_result")
+    ]
+    assert "NUL" in dead[0]["detail"] or "0x00" in dead[0]["detail"]

@@ -9,6 +9,7 @@ free text; prompts are rendered by the checkpoint's own chat template, as for th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -49,6 +50,20 @@ VLLM_ENV_DEFAULTS = {
 STARTUP_DIR = Path(schemas.__file__).resolve().parent / "startup"  # the torchvision shim's sitecustomize
 
 
+def checkpoint_dtype(model_path: str | Path, dtype: str = "auto") -> str:
+    """`auto` as the checkpoint's own dtype. vLLM's own `auto` serves a float32 checkpoint in 16 bits, which would
+    make its greedy answers differ from the transformers reference on the float32 test and demo models."""
+    if dtype != "auto":
+        return dtype
+    config = Path(model_path) / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        found = data.get("dtype") or data.get("torch_dtype")
+        if isinstance(found, str):
+            return found
+    return "auto"
+
+
 def with_startup_shim(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Put the torchvision shim's `sitecustomize` on PYTHONPATH for every process started with `env`."""
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -69,7 +84,7 @@ class VllmEngine:
         max_model_len: int = 8192,
         enforce_eager: bool = True,
         seed: int = 0,
-        dtype: str = "auto",  # the checkpoint's own: float32 for the tiny test models, bf16 for Qwen2.5-VL
+        dtype: str = "auto",  # the checkpoint's own (`checkpoint_dtype`): float32 for the tiny models, bf16 for Qwen
         enable_prefix_caching: bool | None = None,
     ) -> None:
         if max_new_tokens < 1:
@@ -94,7 +109,7 @@ class VllmEngine:
         eos = sorted(i for i in {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id} if i is not None)
         args = AsyncEngineArgs(
             model=str(path),
-            dtype=dtype,  # type: ignore[arg-type]
+            dtype=checkpoint_dtype(path, dtype),  # type: ignore[arg-type]
             seed=seed,
             enforce_eager=enforce_eager,
             max_model_len=max_model_len,

@@ -29,7 +29,7 @@ def serve_args(
     max_model_len: int = 8192,
     max_pixels: int = 16384,
     enforce_eager: bool = True,
-    dtype: str = "auto",
+    dtype: str = "float32",
 ) -> list[str]:
     """Server-wide video processing that leaves clip frames as built: any grid-aligned frame up to `max_pixels` keeps
     its size (per-request processor kwargs would need --trust-request-mm-kwargs)."""
