@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -66,6 +67,7 @@ class Segment(_Created, Base):
             "segment_id",
             postgresql_include=["camera", "start_ts", "end_ts", "distance_km"],
         ),
+        UniqueConstraint("segment_id", "fleet_id", name="uq_segments_segment_fleet"),  # for clip_segments
     )
 
     segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -88,6 +90,7 @@ class Clip(_Created, Base):
             postgresql_include=["clip_id", "vehicle_id", "driver_id", "end_ts", "distance_km"],
         ),
         Index("ix_clips_vehicle_start", "vehicle_id", "start_ts"),
+        UniqueConstraint("clip_id", "fleet_id", name="uq_clips_clip_fleet"),  # for inferences, clip_segments
     )
 
     clip_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -115,10 +118,21 @@ class ClipSegment(Base):
     __tablename__ = "clip_segments"
     __table_args__ = (
         Index("ix_clip_segments_fleet_clip", "fleet_id", "clip_id", postgresql_include=["segment_id"]),
+        ForeignKeyConstraint(
+            ["clip_id", "fleet_id"],
+            ["clips.clip_id", "clips.fleet_id"],
+            name="fk_clip_segments_clip_fleet",
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["segment_id", "fleet_id"],
+            ["segments.segment_id", "segments.fleet_id"],
+            name="fk_clip_segments_segment_fleet",
+        ),
     )
 
-    clip_id: Mapped[str] = mapped_column(ForeignKey("clips.clip_id", ondelete="CASCADE"), primary_key=True)
-    segment_id: Mapped[str] = mapped_column(ForeignKey("segments.segment_id"), primary_key=True)
+    clip_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    segment_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
 
     clip: Mapped[Clip] = relationship(back_populates="segments")
@@ -149,6 +163,11 @@ class Inference(_Created, Base):
         UniqueConstraint(
             "clip_id", "model_version", "clip_revision", name="uq_inference_clip_model_revision"
         ),
+        # what events, reviews, instructions and answer_facts point at: a row names its own fleet's answers only
+        UniqueConstraint("id", "fleet_id", name="uq_inferences_id_fleet"),
+        ForeignKeyConstraint(
+            ["clip_id", "fleet_id"], ["clips.clip_id", "clips.fleet_id"], name="fk_inferences_clip_fleet"
+        ),
         Index(
             "ix_inferences_fleet_current",
             "fleet_id",
@@ -168,7 +187,7 @@ class Inference(_Created, Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
-    clip_id: Mapped[str] = mapped_column(ForeignKey("clips.clip_id"), index=True)
+    clip_id: Mapped[str] = mapped_column(String(64), index=True)
     model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
     prompt_version: Mapped[str] = mapped_column(String(32))
     valid: Mapped[bool] = mapped_column(Boolean)
@@ -223,11 +242,17 @@ class Event(Base):
             "fleet_id",
             postgresql_where=text("NOT (start_s >= 0 AND start_s < 3600)"),
         ),
+        ForeignKeyConstraint(
+            ["inference_id", "fleet_id"],
+            ["inferences.id", "inferences.fleet_id"],
+            name="fk_events_inference_fleet",
+            ondelete="CASCADE",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
-    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id", ondelete="CASCADE"), index=True)
+    inference_id: Mapped[int] = mapped_column(BigInteger, index=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
     view: Mapped[str] = mapped_column(String(16))
     start_s: Mapped[float] = mapped_column(Double)
@@ -288,11 +313,15 @@ class AnswerFact(Base):
             postgresql_where=text("NOT reviewed"),
         ),
         Index("ix_answer_facts_clip", "clip_id"),
+        ForeignKeyConstraint(
+            ["inference_id", "fleet_id"],
+            ["inferences.id", "inferences.fleet_id"],
+            name="fk_answer_facts_inference_fleet",
+            ondelete="CASCADE",
+        ),
     )
 
-    inference_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("inferences.id", ondelete="CASCADE"), primary_key=True
-    )
+    inference_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     fleet_id: Mapped[str] = mapped_column(String(64))
     clip_id: Mapped[str] = mapped_column(String(64))
     vehicle_id: Mapped[str] = mapped_column(String(64))
@@ -306,10 +335,16 @@ class AnswerFact(Base):
 
 class Instruction(Base):
     __tablename__ = "instructions"
-
-    inference_id: Mapped[int] = mapped_column(
-        ForeignKey("inferences.id", ondelete="CASCADE"), primary_key=True
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["inference_id", "fleet_id"],
+            ["inferences.id", "inferences.fleet_id"],
+            name="fk_instructions_inference_fleet",
+            ondelete="CASCADE",
+        ),
     )
+
+    inference_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
     text: Mapped[str] = mapped_column(Text)
 
@@ -320,11 +355,18 @@ class Review(_Created, Base):
     """A safety manager's verdict on an inference: accepted as is, or corrected (the training labels)."""
 
     __tablename__ = "reviews"
-    __table_args__ = (Index("ix_reviews_fleet_inference", "fleet_id", "inference_id"),)
+    __table_args__ = (
+        Index("ix_reviews_fleet_inference", "fleet_id", "inference_id"),
+        ForeignKeyConstraint(
+            ["inference_id", "fleet_id"],
+            ["inferences.id", "inferences.fleet_id"],
+            name="fk_reviews_inference_fleet",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
-    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id"), index=True)
+    inference_id: Mapped[int] = mapped_column(BigInteger, index=True)
     reviewer: Mapped[str] = mapped_column(String(200))
     verdict: Mapped[str] = mapped_column(String(16))  # accepted | corrected | rejected
     corrected_turn1: Mapped[str | None] = mapped_column(Text)
@@ -401,3 +443,18 @@ __all__ = [
     "TrainingRun",
     "Vehicle",
 ]
+
+
+class SignInFailures(Base):
+    """Recent failed console sign-ins per client address, per username and per both, and the addresses a manager
+    signed in from (kind `trusted`), shared by every console replica (migration 0010, `streams.console.throttle`).
+    The key is a SHA-256 of the kind and value, never a typed username (people type passwords there); rows past
+    `expires_at` are purged."""
+
+    __tablename__ = "console_signin_throttle"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    blocked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

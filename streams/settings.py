@@ -143,6 +143,17 @@ class Settings(BaseSettings):
     console_secure_cookies: bool = Field(
         False, description="mark cookies Secure: set it when served over HTTPS"
     )
+    console_idle_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="a sign-in unused this long ends (any sign-in ends after console_session_hours)",
+    )
+    console_signin_memory_mib: int = Field(
+        256,
+        ge=64,
+        description="memory for password checks at once: each argon2 check takes 64 MiB, so 256 lets 4 run "
+        "together; further sign-ins wait for one (10 s at most, then a 503)",
+    )
     # Embedded-broker quirk (Tansu 0.6 ListOffsets bug): one record per batch keeps table recovery correct.
     one_record_per_batch: bool = False
 

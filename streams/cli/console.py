@@ -45,14 +45,22 @@ def console_serve(
 @app.command("add-manager")
 def console_add_manager(
     username: Annotated[str, typer.Argument(help="sign-in name")],
-    fleet: Annotated[str, typer.Option(help="the one fleet this manager sees")],
+    fleet: Annotated[str, typer.Option(help="the one fleet this manager sees (it must exist)")],
     name: Annotated[str, typer.Option(help="display name")] = "",
+    create_fleet: Annotated[
+        bool,
+        typer.Option(
+            "--create-fleet",
+            help="create the fleet if it does not exist (without it, a mistyped fleet is an error)",
+        ),
+    ] = False,
     password_env: Annotated[
         str | None,
         typer.Option(help="read the password from this environment variable (default: ask for it)"),
     ] = None,
 ) -> None:
-    """Create a safety manager (or set a new password, which ends their sessions)."""
+    """Create a safety manager (or set a new password, which ends their sessions). The fleet must exist already
+    (it does once its clips arrive); --create-fleet creates a new one."""
     from sqlalchemy.orm import Session
 
     from streams.console.auth import ManagerError, add_manager
@@ -74,7 +82,14 @@ def console_add_manager(
     engine = make_engine(database.url)
     try:
         with Session(engine) as session, session.begin():
-            add_manager(session, username=username, fleet_id=fleet, password=password, display_name=name)
+            add_manager(
+                session,
+                username=username,
+                fleet_id=fleet,
+                password=password,
+                display_name=name,
+                create_fleet=create_fleet,
+            )
     except (ManagerError, FleetAccessError) as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(1) from err

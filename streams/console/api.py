@@ -1,10 +1,12 @@
-"""The console's JSON API (`/api/v1`, OpenAPI at /api/openapi.json): the same reads and reviews as the pages,
-for the fleets' other systems. Writes carry the session's CSRF token in the `X-CSRF-Token` header."""
+"""The console's JSON API (`/api/v1`, OpenAPI at /api/openapi.json for signed-in managers): the same reads and
+reviews as the pages, for the fleets' other systems. Writes carry the session's CSRF token in the `X-CSRF-Token`
+header."""
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 
 from schemas.taxonomy import EventType
 from streams.console.deps import Api, ClipId, CsrfChecked, Day, State, review_clip
@@ -29,6 +31,12 @@ router = APIRouter()
 # 422 stays FastAPI's own (request validation); a well-formed review that does not fit the clip's state (times
 # past its end, nothing waiting for coaching) is a 409 with a sentence.
 err: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}}
+
+
+@router.get("/api/openapi.json", include_in_schema=False)
+def api_openapi(request: Request, _: Api) -> JSONResponse:
+    """This API's OpenAPI document, for a signed-in manager's tools (not for strangers: it maps the API)."""
+    return JSONResponse(request.app.openapi())
 
 
 @router.get("/api/v1/me", response_model=MeOut, tags=["session"], responses=err)

@@ -6,12 +6,11 @@ at once; the cookie carries a random token and the table only its SHA-256.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import secrets
-import time
-from collections import deque
-from collections.abc import Callable
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from schemas.db import ConsoleSession, Manager
+from schemas.db import ConsoleSession, Fleet, Manager
 from streams.errors import DrivecoachError
 from streams.infra.tenancy import ensure_fleet_role
 
@@ -29,6 +28,8 @@ _hasher = PasswordHasher()
 # Verified against when the username is unknown, so a wrong name costs the same time as a wrong password.
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 MIN_PASSWORD_LENGTH = 8
+MAX_USERNAME_LENGTH = 200
+HASH_MEMORY_MIB = max(1, _hasher.memory_cost // 1024)  # what one password check takes (argon2's memory_cost)
 
 
 class ManagerError(DrivecoachError):
@@ -45,33 +46,6 @@ class SignedIn:
     csrf_token: str
 
 
-class SignInThrottle:
-    """Slows password guessing: after `limit` failed sign-ins for one username within `window_s`, that username is
-    refused until the window passes. Per console process (in memory): enough for one console; several replicas
-    behind a balancer each count their own."""
-
-    def __init__(
-        self, limit: int = 5, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.limit, self.window_s, self.clock = limit, window_s, clock
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, username: str) -> deque[float]:
-        failures = self._failures.setdefault(username.lower(), deque())
-        while failures and failures[0] <= self.clock() - self.window_s:
-            failures.popleft()
-        return failures
-
-    def blocked(self, username: str) -> bool:
-        return len(self._recent(username)) >= self.limit
-
-    def failed(self, username: str) -> None:
-        self._recent(username).append(self.clock())
-
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(username.lower(), None)
-
-
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -79,8 +53,24 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
+    except (VerificationError, InvalidHashError, UnicodeEncodeError):  # a lone surrogate is no one's password
         return False
+
+
+def username_problem(username: str) -> str | None:
+    """Why no manager can have this username (a sentence), or None: the sign-in form refuses such a name before
+    it reaches the database (Postgres text cannot hold NUL), and `add_manager` never creates one."""
+    if not username:
+        return "it is empty"
+    if len(username) > MAX_USERNAME_LENGTH:
+        return f"it is longer than {MAX_USERNAME_LENGTH} characters"
+    if "\0" in username:
+        return "it holds a NUL character"
+    if any("\ud800" <= c <= "\udfff" for c in username):
+        return "it is not valid Unicode text"
+    if any(unicodedata.category(c) == "Cc" for c in username):
+        return "it holds a control character"
+    return None
 
 
 def token_digest(token: str) -> str:
@@ -92,11 +82,28 @@ def same_token(expected: str, given: str | None) -> bool:
 
 
 def add_manager(
-    session: Session, *, username: str, fleet_id: str, password: str, display_name: str = ""
+    session: Session,
+    *,
+    username: str,
+    fleet_id: str,
+    password: str,
+    display_name: str = "",
+    create_fleet: bool = False,
 ) -> None:
-    """Create or update a manager (and the fleet's Postgres role); updating a password ends their sessions."""
+    """Create or update a manager (and the fleet's Postgres role); updating a password ends their sessions. The
+    fleet must exist unless `create_fleet` (a mistyped fleet would otherwise become a new, empty one)."""
+    problem = username_problem(username)
+    if problem is not None:
+        raise ManagerError(f"{username!r} cannot be a username: {problem}")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ManagerError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if not create_fleet and session.get(Fleet, fleet_id) is None:
+        known = list(session.scalars(select(Fleet.fleet_id)))
+        close = difflib.get_close_matches(fleet_id, known, n=3)
+        hint = f" (did you mean {', '.join(repr(f) for f in close)}?)" if close else ""
+        raise ManagerError(
+            f"there is no fleet {fleet_id!r}{hint}; check its spelling, or pass --create-fleet to create it"
+        )
     ensure_fleet_role(session.connection(), fleet_id)
     values = {
         "username": username,
@@ -114,8 +121,11 @@ def add_manager(
     session.execute(delete(ConsoleSession).where(ConsoleSession.username == username))
 
 
-def sign_in(session: Session, username: str, password: str, *, lifetime: timedelta) -> str | None:
-    """A new session token for the right password of an enabled manager, else None."""
+def sign_in(
+    session: Session, username: str, password: str, *, lifetime: timedelta, idle: timedelta | None = None
+) -> str | None:
+    """A new session token for the right password of an enabled manager, else None. The session ends after
+    `lifetime`, or earlier when unused for `idle`."""
     manager = session.get(Manager, username)
     if manager is None or manager.disabled:
         verify_password(_DUMMY_HASH, password)
@@ -125,19 +135,28 @@ def sign_in(session: Session, username: str, password: str, *, lifetime: timedel
     if _hasher.check_needs_rehash(manager.password_hash):
         manager.password_hash = hash_password(password)
     token = secrets.token_urlsafe(32)
-    session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= datetime.now(UTC)))
+    now = datetime.now(UTC)
     session.add(
         ConsoleSession(
             token_hash=token_digest(token),
             username=username,
             csrf_token=secrets.token_urlsafe(32),
-            expires_at=datetime.now(UTC) + lifetime,
+            expires_at=now + (lifetime if idle is None else min(lifetime, idle)),
         )
     )
     return token
 
 
-def signed_in(session: Session, token: str | None) -> SignedIn | None:
+def signed_in(
+    session: Session,
+    token: str | None,
+    *,
+    idle: timedelta | None = None,
+    lifetime: timedelta | None = None,
+) -> SignedIn | None:
+    """Who holds this session token, if it is still valid. With `idle`, using the session moves its end to `idle`
+    from now (never past `created_at + lifetime`): a session unused for `idle` ends. The move is written only when
+    it gains more than a tenth of `idle` (a minute at most), not on every request; it needs a transaction."""
     if not token:
         return None
     row = session.execute(
@@ -148,8 +167,15 @@ def signed_in(session: Session, token: str | None) -> SignedIn | None:
     if row is None:
         return None
     console_session, manager = row
-    if manager.disabled or console_session.expires_at <= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if manager.disabled or console_session.expires_at <= now:
         return None
+    if idle is not None:
+        moved = now + idle
+        if lifetime is not None:
+            moved = min(moved, console_session.created_at + lifetime)
+        if moved - console_session.expires_at > min(idle / 10, timedelta(minutes=1)):
+            console_session.expires_at = moved
     return SignedIn(manager.username, manager.display_name, manager.fleet_id, console_session.csrf_token)
 
 
@@ -158,17 +184,26 @@ def sign_out(session: Session, token: str | None) -> None:
         session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == token_digest(token)))
 
 
+def purge_expired_sessions(session: Session) -> int:
+    """Delete sessions past their end (the console's housekeeping does, every few minutes); how many."""
+    gone = session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= datetime.now(UTC)))
+    return int(getattr(gone, "rowcount", 0) or 0)
+
+
 __all__ = [
+    "HASH_MEMORY_MIB",
+    "MAX_USERNAME_LENGTH",
     "MIN_PASSWORD_LENGTH",
     "ManagerError",
-    "SignInThrottle",
     "SignedIn",
     "add_manager",
     "hash_password",
+    "purge_expired_sessions",
     "same_token",
     "sign_in",
     "sign_out",
     "signed_in",
     "token_digest",
+    "username_problem",
     "verify_password",
 ]

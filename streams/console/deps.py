@@ -1,5 +1,6 @@
-"""What the console's routes depend on: its state (database, templates, blobs, sign-in throttle), the signed-in
-manager (API: 401; pages: a redirect to the sign-in page), CSRF checks, and the shared parameter types."""
+"""What the console's routes depend on: its state (database, templates, blobs, sign-in throttle and password-check
+slots), the signed-in manager (API: 401; pages: a redirect to the sign-in page), CSRF checks, and the shared
+parameter types."""
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
 import re
@@ -19,6 +20,7 @@ from streams.console import auth
 from streams.console.models import ReviewResultOut
 from streams.console.queries import current_answer
 from streams.console.review import ReviewError, ReviewIn, apply_review
+from streams.console.throttle import HashSlots, SignInThrottle
 from streams.infra.blobs import BlobStore
 from streams.infra.tenancy import fleet_connection
 from streams.settings import Settings
@@ -49,7 +51,9 @@ class ConsoleState:
     templates: Jinja2Templates
     blobs: BlobStore
     lifetime: timedelta  # of a sign-in
-    throttle: auth.SignInThrottle
+    idle: timedelta  # a sign-in unused this long ends
+    throttle: SignInThrottle
+    hash_slots: HashSlots
 
 
 def console_state(request: Request) -> ConsoleState:
@@ -67,8 +71,13 @@ class SignInRequired(Exception):
 
 
 def session_of(request: Request) -> auth.SignedIn | None:
-    with console_state(request).sessions() as session:
-        return auth.signed_in(session, request.cookies.get(SESSION_COOKIE))
+    """The request's manager; using the session moves its idle end forward (a write now and then)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    ctx = console_state(request)
+    with ctx.sessions() as session, session.begin():
+        return auth.signed_in(session, token, idle=ctx.idle, lifetime=ctx.lifetime)
 
 
 def api_manager(request: Request) -> auth.SignedIn:

@@ -2,12 +2,14 @@
 frames), the review form. Server-rendered; every form carries the session's CSRF token."""
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
+import logging
 import secrets
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from streams.console import auth
 from streams.console.deps import (
@@ -15,6 +17,7 @@ from streams.console.deps import (
     SESSION_COOKIE,
     Api,
     ClipId,
+    ConsoleState,
     Page,
     State,
     local_path,
@@ -22,15 +25,17 @@ from streams.console.deps import (
     review_clip,
     set_cookie,
 )
-from streams.console.frames import frame_jpeg
+from streams.console.frames import FramesUnreadable, frame_jpeg
 from streams.console.models import ErrorOut
 from streams.console.queries import clip_detail, clip_frames, coaching_list, dashboard
 from streams.console.reports import Filters, review_queue
-from streams.console.review import ReviewError, ReviewIn, form_events
-from streams.infra.blobs import BlobNotFound
+from streams.console.review import ReviewError, review_from_form
+from streams.console.throttle import SignInBusy
+from streams.infra.blobs import BlobNotFound, BlobUnavailable
 from streams.infra.tenancy import fleet_connection
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 @router.get("/login", include_in_schema=False)
@@ -41,8 +46,13 @@ def login_page(request: Request, next: str = "/") -> HTMLResponse:
     return response
 
 
+def _sign_in(ctx: ConsoleState, username: str, password: str) -> str | None:
+    with ctx.sessions() as session, session.begin():
+        return auth.sign_in(session, username, password, lifetime=ctx.lifetime, idle=ctx.idle)
+
+
 @router.post("/login", include_in_schema=False)
-def login(
+async def login(
     ctx: State,
     request: Request,
     username: Annotated[str, Form(max_length=200)],
@@ -50,38 +60,50 @@ def login(
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
+    """Async, so that a sign-in waiting for a password-check slot holds no thread; the database work and the
+    argon2 check itself run in the thread pool."""
+
+    def page(status: int, error: str, retry_after: int | None = None) -> Response:
+        response = render(
+            request, "login.html", status, csrf_token=csrf_token, next=local_path(next), error=error
+        )
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
     if not auth.same_token(request.cookies.get(LOGIN_COOKIE, ""), csrf_token) or not csrf_token:
-        return render(
-            request,
-            "login.html",
-            403,
-            csrf_token=csrf_token,
-            next=local_path(next),
-            error="The sign-in form expired; please try again.",
-        )
+        return page(403, "The sign-in form expired; please try again.")
     username = username.strip()
-    if ctx.throttle.blocked(username):
-        return render(
-            request,
-            "login.html",
+    problem = auth.username_problem(username)
+    if problem is not None:
+        return page(400, f"That cannot be a username: {problem}.")
+    address = request.client.host if request.client else None
+    wait = await run_in_threadpool(ctx.throttle.wait, address, username)
+    if wait is not None:
+        log.info(
+            "sign-in as %r from %s refused for %.0f s (%s rule)",
+            username[:64],
+            address,
+            wait.seconds,
+            wait.rule,
+        )
+        return page(
             429,
-            csrf_token=csrf_token,
-            next=local_path(next),
-            error="Too many failed sign-ins for this user; try again in a few minutes.",
+            f"Too many failed sign-ins; try again in {wait.retry_after} s.",
+            retry_after=wait.retry_after,
         )
-    with ctx.sessions() as session, session.begin():
-        token = auth.sign_in(session, username, password, lifetime=ctx.lifetime)
+    try:
+        async with ctx.hash_slots.slot():
+            token = await run_in_threadpool(_sign_in, ctx, username, password)
+    except SignInBusy as busy:
+        log.warning("sign-in as %r from %s turned away: %s", username[:64], address, busy)
+        return page(
+            503, "The console is busy signing others in; please try again in a moment.", retry_after=2
+        )
     if token is None:
-        ctx.throttle.failed(username)
-        return render(
-            request,
-            "login.html",
-            401,
-            csrf_token=csrf_token,
-            next=local_path(next),
-            error="Wrong username or password.",
-        )
-    ctx.throttle.succeeded(username)
+        await run_in_threadpool(ctx.throttle.failed, address, username)
+        return page(401, "Wrong username or password.")
+    await run_in_threadpool(ctx.throttle.succeeded, address, username)
     response = RedirectResponse(local_path(next), status_code=303)
     set_cookie(request, response, SESSION_COOKIE, token, int(ctx.lifetime.total_seconds()))
     response.delete_cookie(LOGIN_COOKIE, path="/")
@@ -161,11 +183,7 @@ def review_form(
     if not auth.same_token(who.csrf_token, csrf_token):
         raise HTTPException(403, "missing or wrong CSRF token; reload the page")
     try:
-        review = ReviewIn(
-            action=action,
-            instruction=instruction or None,
-            events=form_events(event_type, event_start, event_end) if action == "correct" else None,
-        )
+        review = review_from_form(action, instruction, event_type, event_start, event_end)
         review_clip(ctx.engine, who, clip_id, review)
     except ReviewError as err:
         with fleet_connection(ctx.engine, who.fleet_id) as conn:
@@ -182,7 +200,9 @@ def review_form(
     tags=["clips"],
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "one stacked frame (road over driver)"},
-        404: {"model": ErrorOut},
+        404: {"model": ErrorOut, "description": "no such clip or frame, or the clip's frames are gone"},
+        409: {"model": ErrorOut, "description": "the clip's frames file is damaged"},
+        503: {"model": ErrorOut, "description": "the blob store does not answer"},
     },
 )
 def clip_frame(
@@ -196,8 +216,15 @@ def clip_frame(
     frames_uri, num_frames = found
     try:
         data = frame_jpeg(ctx.blobs, frames_uri, index)
-    except BlobNotFound as err:
-        raise HTTPException(404, f"the clip's frames are gone: {err}") from err
+    except BlobNotFound as err:  # the blob's URI names a server path or bucket: for the log, not the page
+        log.warning("clip %s: its frames are gone: %s", clip_id, err)
+        raise HTTPException(404, "the clip's frames are gone from the blob store") from err
+    except FramesUnreadable as err:
+        log.warning("clip %s: %s", clip_id, err)
+        raise HTTPException(409, "the clip's frames file is damaged and cannot be shown") from err
+    except BlobUnavailable as err:
+        log.warning("clip %s: the blob store does not answer: %s", clip_id, err)
+        raise HTTPException(503, "the blob store does not answer; try again later") from err
     if data is None:
         raise HTTPException(404, f"the clip has {num_frames} frames")
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

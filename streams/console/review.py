@@ -14,9 +14,9 @@ Every write runs on a fleet connection (`streams.infra.tenancy`), so row-level s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
@@ -35,8 +35,21 @@ class ReviewError(DrivecoachError):
     """A review that cannot be applied (unknown clip, nothing to correct, an event outside the clip, ...)."""
 
 
+def _storable(text: str) -> str:
+    """Text Postgres can store: no NUL character, no lone UTF-16 surrogate (JSON's "\\ud800")."""
+    if "\0" in text:
+        raise ValueError("the text holds a NUL character")
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise ValueError("the text is not valid Unicode (a lone surrogate)")
+    return text
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
+
+
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Finite numbers only: NaN, Infinity and 1e400 (which JSON parsing turns into Infinity) are refused.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: EventType
     start: float = Field(ge=0, le=86_400)
@@ -52,7 +65,9 @@ class ReviewIn(BaseModel):
     events: list[EventIn] | None = Field(
         None, max_length=64, description="correct: the right events (all of them)"
     )
-    instruction: str | None = Field(None, max_length=2000, description="correct: the right instruction")
+    instruction: StorableText | None = Field(
+        None, max_length=2000, description="correct: the right instruction"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,16 +100,45 @@ def corrected_events(items: list[EventIn], duration: float) -> list[DetectedEven
 
 
 def form_events(types: list[str], starts: list[str], ends: list[str]) -> list[EventIn]:
-    """The clip page's event rows: a row whose type is empty is removed; a bad number is a ReviewError."""
+    """The clip page's event rows: a row whose type is empty is removed; a bad row is a ReviewError."""
     items = []
     for i, kind in enumerate(types):
         if not kind:
             continue
         try:
-            items.append(EventIn(type=EventType(kind), start=float(starts[i]), end=float(ends[i])))
+            event_type = EventType(kind)
+        except ValueError as err:
+            raise ReviewError(f"event row {i + 1}: there is no event type {kind!r}") from err
+        try:
+            items.append(EventIn(type=event_type, start=float(starts[i]), end=float(ends[i])))
         except (ValueError, IndexError, ValidationError) as err:
-            raise ReviewError(f"event row {i + 1} ({kind}): give a start and end in seconds") from err
+            raise ReviewError(
+                f"event row {i + 1} ({kind}): give a start and an end in seconds (0 to 86400)"
+            ) from err
     return items
+
+
+def validation_sentence(error: ValidationError) -> str:
+    """The first problem of a validation error as a sentence for a page ("events: List should have at most 64
+    items after validation, not 65")."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def review_from_form(
+    action: Action, instruction: str, types: list[str], starts: list[str], ends: list[str]
+) -> ReviewIn:
+    """The clip page's review form as a ReviewIn; a ReviewError (a sentence for the page) when it is not one."""
+    try:
+        return ReviewIn(
+            action=action,
+            instruction=instruction or None,
+            events=form_events(types, starts, ends) if action == "correct" else None,
+        )
+    except ValidationError as err:
+        raise ReviewError(validation_sentence(err)) from err
 
 
 def apply_review(
@@ -175,7 +219,10 @@ __all__ = [
     "ReviewError",
     "ReviewIn",
     "ReviewOutcome",
+    "StorableText",
     "apply_review",
     "corrected_events",
     "form_events",
+    "review_from_form",
+    "validation_sentence",
 ]

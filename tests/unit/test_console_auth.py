@@ -1,8 +1,9 @@
-"""Pure parts of the console's sign-in: password hashes, token comparison and the sign-in throttle."""
+"""Pure parts of the console's sign-in: password hashes, token comparison and usernames (the throttle's pure parts
+are in test_console_throttle.py)."""
 
 from __future__ import annotations
 
-from streams.console.auth import SignInThrottle, hash_password, same_token, verify_password
+from streams.console.auth import hash_password, same_token, username_problem, verify_password
 
 
 def test_password_hashes_are_salted_argon2_and_verify() -> None:
@@ -16,15 +17,8 @@ def test_tokens_compare_exactly() -> None:
     assert same_token("abc", "abc") and not same_token("abc", "abd") and not same_token("abc", None)
 
 
-def test_throttle_blocks_after_the_limit_and_forgets_after_the_window() -> None:
-    now = [1000.0]
-    throttle = SignInThrottle(limit=3, window_s=60, clock=lambda: now[0])
-    for _ in range(3):
-        assert not throttle.blocked("Kim")
-        throttle.failed("kim")
-    assert throttle.blocked("KIM") and not throttle.blocked("lee")
-    now[0] += 61
-    assert not throttle.blocked("kim")
-    throttle.failed("kim")
-    throttle.succeeded("kim")
-    assert not throttle.blocked("kim")
+def test_usernames_that_no_manager_can_have_are_named() -> None:
+    assert username_problem("kim") is None and username_problem("kim@fleet-a") is None
+    assert "NUL" in (username_problem("kim\x00") or "")
+    assert username_problem("\ud800") and username_problem("a\nb") and username_problem("")
+    assert username_problem("x" * 201)
