@@ -181,8 +181,16 @@ def _start_module(args: list[str], env: dict[str, str], log_path: Path) -> subpr
     import subprocess
     import sys
 
+    from streams.infra.processes import die_with_parent
+
     with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call
+        )
 
 
 def _read_plans(run: Settings, want: set[str], vehicles: set[str], timeout_s: float) -> tuple[set[str], int]:

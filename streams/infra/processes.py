@@ -3,7 +3,9 @@ benchmarks and the tests, configured through the environment so each builds the 
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +25,26 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for every child the project starts: the kernel sends it SIGTERM when its parent dies, even of
+    a SIGKILL, so no broker or pipeline process outlives what started it (Linux; elsewhere a no-op). The signal
+    follows the parent *thread*: start children from a thread that lives as long as they should."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def start_command(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`drivecoach ARGS...` in a child process, its output to `log_path`."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "streams.cli", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only async-signal-safe work: one prctl call
         )
 
 

@@ -15,6 +15,7 @@ import httpx
 from schemas.model_io import GRID
 from streams.errors import DrivecoachError
 from streams.inference.engines.vllm import VLLM_ENV_DEFAULTS, with_startup_shim
+from streams.infra.processes import die_with_parent
 
 
 class ServerStartError(DrivecoachError):
@@ -89,6 +90,7 @@ def start_server(
             env=server_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call: the server dies with its parent
         )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
