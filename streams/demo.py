@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction
 from schemas.generation import is_demo_model
-from schemas.messages import SegmentMessage
+from schemas.messages import ClipMessage, SegmentMessage
 from schemas.prompts import PROMPT_VERSION
 from schemas.registry import deploy
 from schemas.scoring import EventScores, score_events
@@ -96,6 +96,29 @@ def scenario_frames(s: Scenario, settings: Settings) -> ClipFrames:
         [stack(render_road(s, t, ROAD_SIZE), render_driver(s, t, DRIVER_SIZE), geometry) for t in times]
     )
     return ClipFrames(frames=frames, times=np.asarray(times, dtype=np.float32))
+
+
+def scenario_clip(
+    s: Scenario, frames: ClipFrames, *, clip_id: str, frames_uri: str, sample_fps: float = 2.0
+) -> ClipMessage:
+    """The `clips` message of a whole simulated trip whose stacked frames are stored at `frames_uri`: what the
+    benchmarks and tests publish to the worker without the joiner and builders in front of it."""
+    t, h, w, _ = frames.frames.shape
+    return ClipMessage(
+        clip_id=clip_id,
+        fleet_id=s.fleet_id,
+        vehicle_id=s.vehicle_id,
+        driver_id=s.driver_id,
+        start_ts=s.start_ts,
+        end_ts=s.start_ts + s.duration,
+        views=["road", "driver"],
+        segments=[],
+        frames_uri=frames_uri,
+        num_frames=t,
+        frame_width=w,
+        frame_height=h,
+        sample_fps=sample_fps,
+    )
 
 
 def write_training_set(scenarios: list[Scenario], out: Path, settings: Settings) -> Path:

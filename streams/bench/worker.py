@@ -209,7 +209,7 @@ def bench_worker(
     rows go to a database of their own, dropped at the end."""
     from sqlalchemy.orm import sessionmaker
 
-    from streams.demo import scenario_frames
+    from streams.demo import scenario_clip, scenario_frames
     from streams.infra.blobs import LocalBlobStore
     from streams.infra.broker import EmbeddedBroker
     from streams.infra.database import drop_scratch_database, make_engine, migrate, scratch_database
@@ -224,24 +224,8 @@ def bench_worker(
         data = r.to_npz()
         blob_bytes.append(data)
         clip_id = f"{s.scenario_id}-{uuid.uuid4().hex[:8]}"
-        t, h, w, _ = r.frames.shape
-        messages.append(
-            ClipMessage(
-                clip_id=clip_id,
-                fleet_id=s.fleet_id,
-                vehicle_id=s.vehicle_id,
-                driver_id=s.driver_id,
-                start_ts=s.start_ts,
-                end_ts=s.start_ts + s.duration,
-                views=["road", "driver"],
-                segments=[],
-                frames_uri=blobs.put_bytes(f"clips/{clip_id}.npz", data),
-                num_frames=t,
-                frame_width=w,
-                frame_height=h,
-                sample_fps=settings.sample_fps,
-            )
-        )
+        uri = blobs.put_bytes(f"clips/{clip_id}.npz", data)
+        messages.append(scenario_clip(s, r, clip_id=clip_id, frames_uri=uri, sample_fps=settings.sample_fps))
     say("warming the engine up")
     engine.run_batch(frames[:1])
     with ExitStack() as stack:

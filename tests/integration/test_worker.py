@@ -25,7 +25,7 @@ from schemas.db import Inference, Instruction
 from schemas.generation import TransformersEngine
 from schemas.messages import ClipMessage
 from schemas.registry import deploy
-from streams.demo import scenario_frames
+from streams.demo import scenario_clip, scenario_frames
 from streams.inference.engines.base import CotOutput, Engine, model_version_of
 from streams.inference.worker import InferenceWorker, committed_offsets, inference_group
 from streams.infra.blobs import LocalBlobStore
@@ -72,22 +72,7 @@ def publish_clips(settings: Settings, count: int, seed: int, vehicles: int = 3) 
         frames = scenario_frames(s, settings)
         clip_id = f"{s.scenario_id}-{uuid.uuid4().hex[:8]}"
         uri = blobs.put_bytes(f"clips/{s.vehicle_id}/{clip_id}.npz", frames.to_npz())
-        t, h, w, _ = frames.frames.shape
-        clip = ClipMessage(
-            clip_id=clip_id,
-            fleet_id=s.fleet_id,
-            vehicle_id=s.vehicle_id,
-            driver_id=s.driver_id,
-            start_ts=s.start_ts,
-            end_ts=s.start_ts + s.duration,
-            views=["road", "driver"],
-            segments=[],
-            frames_uri=uri,
-            num_frames=t,
-            frame_width=w,
-            frame_height=h,
-            sample_fps=2.0,
-        )
+        clip = scenario_clip(s, frames, clip_id=clip_id, frames_uri=uri)
         producer.send(
             settings.topic("clips"), key=s.vehicle_id.encode(), value=clip.model_dump_json().encode()
         ).get(10)
