@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 from typing import Annotated, Any
 
 import typer
@@ -32,4 +34,7 @@ def build_settings(**overrides: Any) -> Settings:
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """Log lines to stderr; `kill -USR1 <pid>` writes every thread's stack there too (a stalled stage says where
+    it waits, without a debugger on a production host)."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -522,6 +522,14 @@ class InferenceWorker:
     def _dead_letter(self, job: Job, reason: str, detail: str) -> None:
         """Sent and acknowledged before the record counts as handled."""
         record = job.record
+        log.warning(
+            "dead letter from %s[%d]@%d: %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            detail,
+        )
         value = dead_letter(record.topic, reason, detail, record.key, record.value)
         self.producer.send(dlq_name(record.topic), key=record.key, value=value).get(timeout=30)
         metrics.INFERENCE_DEAD_LETTERS.labels(reason=reason).inc()

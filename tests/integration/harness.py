@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -43,6 +44,20 @@ def wait_until(condition, timeout_s: float = 120.0, what: str = "") -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
         time.sleep(0.5)
+
+
+def stalled_report(procs: list[subprocess.Popen[bytes]], logs: Path, lines: int = 40) -> str:
+    """What a test prints when stages stall: each process writes its threads' stacks to its log (SIGUSR1, see
+    `configure_logging`), then the tail of every log, so a CI failure says where each stage waits."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+    time.sleep(1.0)
+    parts = []
+    for log in sorted(logs.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        parts.append(f"--- {log.name} (last {len(tail)} lines) ---\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def wait_for_clips(
