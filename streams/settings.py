@@ -23,6 +23,16 @@ class Settings(BaseSettings):
     # Postgres: empty means DRIVECOACH_DATABASE_URL unset -> local 127.0.0.1:5432 if reachable -> embedded.
     database_url: str = ""
     database_name: str = "drivecoach"
+    pipeline_db_password: str = Field(
+        "",
+        description="secret, from DRIVECOACH_PIPELINE_DB_PASSWORD only: the password `drivecoach migrate "
+        "--pipeline-login NAME` gives the worker's least-privilege login",
+    )
+    console_db_password: str = Field(
+        "",
+        description="secret, from DRIVECOACH_CONSOLE_DB_PASSWORD only: the password `drivecoach migrate "
+        "--console-login NAME` gives the console server's least-privilege login",
+    )
     local_postgres: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
     blob_dir: Path | None = None
     # Blobs in an S3-API store instead: s3://bucket/prefix (credentials from the AWS chain, never from here).

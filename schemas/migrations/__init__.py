@@ -22,4 +22,20 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-__all__ = ["alembic_config", "upgrade"]
+def at_head(url: str) -> bool:
+    """Whether the database's schema is this package's newest revision (reads only `alembic_version`, which a
+    service's own login may: migration 0011)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+    return current == set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+
+
+__all__ = ["alembic_config", "at_head", "upgrade"]

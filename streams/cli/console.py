@@ -23,14 +23,20 @@ def console_serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="port; default DRIVECOACH_CONSOLE_PORT (8080)")] = None,
 ) -> None:
-    """Serve the console on the database's current data (migrating it first)."""
+    """Serve the console on the database's current data (migrating it first when it is behind and this login may;
+    the console's own login, `drivecoach migrate --console-login`, may not)."""
     from streams.console.server import PortInUse, serve
-    from streams.infra.database import make_engine, migrate, resolve_database_url
+    from streams.infra.database import SchemaBehind, make_engine, migrate_unless_current, resolve_database_url
 
     configure_logging("WARNING")
     settings = build_settings(console_host=host, console_port=port)
     database = resolve_database_url(settings)
-    migrate(database.url)
+    try:
+        migrate_unless_current(database.url)
+    except SchemaBehind as err:
+        console.print(f"[red]error:[/] {err}")
+        database.close()
+        raise typer.Exit(2) from err
     engine = make_engine(database.url, pool_size=8)
     try:
         serve(settings, engine, ready=lambda url: console.print(f"console: [bold]{url}[/] (Ctrl-C stops it)"))

@@ -153,15 +153,58 @@ def worker(
 
 
 @app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema (Alembic) on the configured Postgres."""
+def migrate(
+    pipeline_login: Annotated[
+        str | None,
+        typer.Option(
+            help="also create (or reset the password of) this Postgres login for the inference worker, with only "
+            "the grants it uses; its password from DRIVECOACH_PIPELINE_DB_PASSWORD"
+        ),
+    ] = None,
+    console_login: Annotated[
+        str | None,
+        typer.Option(
+            help="likewise for the console server (its own tables; fleet data only as the fleet's role); its "
+            "password from DRIVECOACH_CONSOLE_DB_PASSWORD"
+        ),
+    ] = None,
+) -> None:
+    """Create or upgrade the database schema (Alembic) on the configured Postgres, as its owner; with the login
+    options, the services' own least-privilege logins too (deploy/README.md, "Database roles")."""
+    from streams.infra.database import make_engine, resolve_database_url
     from streams.infra.database import migrate as run_migrations
-    from streams.infra.database import resolve_database_url
+    from streams.infra.roles import CONSOLE_GROUP, PIPELINE_GROUP, ensure_login
 
     configure_logging()
-    database = resolve_database_url(build_settings())
+    settings = build_settings()
+    logins = [
+        (login, password, group, variable)
+        for login, password, group, variable in (
+            (
+                pipeline_login,
+                settings.pipeline_db_password,
+                PIPELINE_GROUP,
+                "DRIVECOACH_PIPELINE_DB_PASSWORD",
+            ),
+            (console_login, settings.console_db_password, CONSOLE_GROUP, "DRIVECOACH_CONSOLE_DB_PASSWORD"),
+        )
+        if login is not None
+    ]
+    for login, password, _, variable in logins:
+        if not password:
+            console.print(f"[red]configuration error:[/] the login {login} needs {variable} set.")
+            raise typer.Exit(2)
+    database = resolve_database_url(settings)
     run_migrations(database.url)
     console.print(f"schema at head on {database.url.render_as_string(hide_password=True)}")
+    if logins:
+        engine = make_engine(database.url)
+        try:
+            for login, password, group, _ in logins:
+                ensure_login(engine, login, password, group)
+                console.print(f"login {login} may connect as a member of {group}")
+        finally:
+            engine.dispose()
     database.close()
 
 

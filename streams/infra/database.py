@@ -19,7 +19,7 @@ from psycopg import sql
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 
-from schemas.migrations import upgrade
+from schemas.migrations import at_head, upgrade
 from streams.errors import DrivecoachError
 from streams.settings import Settings
 
@@ -108,12 +108,34 @@ def migrate(url: URL | str) -> None:
     upgrade(url)
 
 
+class SchemaBehind(DrivecoachError):
+    """The schema is older than this release and the connecting login may not change it."""
+
+
+def migrate_unless_current(url: URL | str) -> None:
+    """Migrate only a schema that is behind: a service's own login (migration 0011) may read the revision but not
+    change the schema, so it starts on a migrated database and says what to do on one that is not."""
+    from sqlalchemy.exc import ProgrammingError
+
+    text_url = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    try:
+        if not at_head(text_url):
+            upgrade(text_url)
+    except ProgrammingError as err:  # a login without the rights to read the revision or to migrate
+        raise SchemaBehind(
+            "the database schema is older than this release and this login may not migrate it "
+            f"({str(err.orig).splitlines()[0]}); run `drivecoach migrate` as the database owner first"
+        ) from err
+
+
 __all__ = [
     "DatabaseUnavailable",
     "ResolvedDatabase",
+    "SchemaBehind",
     "ensure_database",
     "make_engine",
     "migrate",
+    "migrate_unless_current",
     "resolve_database_url",
 ]
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from schemas.db import Fleet, FleetRole
 from streams.errors import DrivecoachError
+from streams.infra.roles import CONSOLE_GROUP
 
 GROUP_ROLE = "drivecoach_console"
 
@@ -45,8 +46,15 @@ def ensure_fleet_role(conn: Connection, fleet_id: str) -> str:
                 CREATE ROLE "{role}" NOLOGIN NOBYPASSRLS IN ROLE {GROUP_ROLE};
                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$""")
             )
-            # The connecting role must be a member to SET ROLE to it (a superuser already may).
+            # The connecting role must be a member to SET ROLE to it (a superuser already may); so must the console
+            # server's own role (migration 0011), whose login is not the one creating fleets.
             conn.execute(text(f'GRANT "{role}" TO CURRENT_USER'))
+            conn.execute(
+                text(f"""DO $$ BEGIN
+                IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{CONSOLE_GROUP}') THEN
+                    GRANT "{role}" TO {CONSOLE_GROUP};
+                END IF; END $$""")
+            )
     except Exception as err:
         raise FleetAccessError(
             f"cannot create the Postgres role of fleet {fleet_id!r} ({err.__class__.__name__}: "

@@ -92,14 +92,27 @@ def seed_fleet(
 
 @contextmanager
 def running_console(settings: Settings, engine: Engine) -> Iterator[str]:
-    """The console on a free loopback port, served by uvicorn in a thread as `drivecoach console serve` does."""
-    import uvicorn
+    """The console on a free loopback port, served by uvicorn in a thread as `drivecoach console serve` does, and
+    connected as deployments connect it: through a login of its own in `drivecoach_web` (migration 0011), not as
+    `engine`'s owner, so every console test also tests that role's grants."""
+    from sqlalchemy import create_engine
 
     from streams.console.app import create_app
+    from streams.infra.roles import CONSOLE_GROUP
+    from tests.integration.harness import service_login
 
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=0, log_level="warning")
-    )
+    with service_login(engine.url.render_as_string(hide_password=False), CONSOLE_GROUP) as url:
+        own = create_engine(url, pool_size=8, max_overflow=8)
+        try:
+            yield from _serve(create_app(settings, own))
+        finally:
+            own.dispose()
+
+
+def _serve(app) -> Iterator[str]:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -1,4 +1,5 @@
-"""Helpers for tests that run joiner processes against the real broker: read topics, wait for clips, scrape metrics."""
+"""Helpers for tests that run pipeline processes against the real broker: read topics, wait for clips, scrape
+metrics, connect as the worker's own login, report where stalled stages wait."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,32 @@ def wait_until(condition, timeout_s: float = 120.0, what: str = "") -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
         time.sleep(0.5)
+
+
+@contextmanager
+def service_login(database_url: str, group: str) -> Iterator[str]:
+    """A new login in a service's group role (`drivecoach_pipeline`, the worker's; `drivecoach_web`, the console's:
+    migration 0011) and the URL that connects as it; dropped afterwards. The test server trusts loopback: the
+    password is set but not checked here."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from streams.infra.roles import ensure_login
+
+    login = f"dc_{group.removeprefix('drivecoach_')}_{uuid.uuid4().hex[:8]}"
+    owner = create_engine(database_url)
+    ensure_login(owner, login, "s3cret", group)
+    try:
+        yield (
+            make_url(database_url)
+            .set(username=login, password="s3cret")
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with owner.connect() as conn:
+            conn.execute(text(f'DROP ROLE IF EXISTS "{login}"'))
+            conn.commit()
+        owner.dispose()
 
 
 def stalled_report(procs: list[subprocess.Popen[bytes]], logs: Path, lines: int = 40) -> str:

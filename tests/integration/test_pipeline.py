@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,13 @@ from streams.inference.engines.base import model_version_of
 from streams.inference.worker import committed_offsets
 from streams.infra.blobs import open_blob_store
 from streams.infra.processes import settings_env, start_command, stop_process
+from streams.infra.roles import PIPELINE_GROUP
 from streams.infra.topics import ensure_topics
 from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.producer import make_producer, publish
 from streams.settings import Settings
 from streams.simulate import make_scenarios, write_segments
-from tests.integration.harness import stalled_report, wait_until
+from tests.integration.harness import service_login, stalled_report, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +106,12 @@ def blob_settings(request: pytest.FixtureRequest) -> dict[str, str]:
     return {"blob_url": f"s3://{s3.bucket()}/pipeline", "s3_endpoint_url": s3.endpoint}
 
 
+@pytest.fixture
+def worker_database_url(database_url: str) -> Iterator[str]:
+    with service_login(database_url, PIPELINE_GROUP) as url:
+        yield url
+
+
 def _fleet(blob_settings: dict[str, str]) -> dict:
     """The S3 run's trips are another fleet's, a day later: its clip and segment ids are not the local run's (the
     session's database is shared)."""
@@ -116,6 +124,7 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
     trained_tiny_model: Path,
     tmp_path: Path,
     blob_settings: dict[str, str],
+    worker_database_url: str,
     request: pytest.FixtureRequest,
 ):
     settings = Settings(
@@ -141,7 +150,12 @@ def test_simulated_fleet_flows_from_kafka_to_postgres(
     logs.mkdir()
     joiner = start_command(["joiner"], env, logs / "joiner.log")
     builder = start_command(["builder"], env, logs / "builder.log")
-    worker = start_command(["worker"], env, logs / "worker.log")
+    # The worker connects as its own least-privilege login, as deploy/ runs it (issue 17, finding 7).
+    worker = start_command(
+        ["worker"],
+        settings_env(settings.model_copy(update={"database_url": worker_database_url})),
+        logs / "worker.log",
+    )
     try:
         scenarios = make_scenarios(11, 4, vehicles=2, duration=12.0, **_fleet(blob_settings))
         blobs = open_blob_store(settings)

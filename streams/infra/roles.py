@@ -1,0 +1,43 @@
+"""Service logins: who connects to Postgres as what, so no running stage holds the owner's rights.
+
+Migration 0011 creates the group roles and their grants: `drivecoach_pipeline`, what the inference worker writes,
+and `drivecoach_web`, what the console server reads and writes itself (fleet data only as a fleet's role). A login is a role of the operator's naming with a password from
+the environment, made a member of one group; the services' URLs name it. Created here rather than in a migration:
+a migration must not hold a password, and a login is per deployment, not per schema version.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+from sqlalchemy import Engine
+
+from streams.errors import ConfigurationError
+
+PIPELINE_GROUP = "drivecoach_pipeline"
+CONSOLE_GROUP = "drivecoach_web"
+
+
+def ensure_login(engine: Engine, login: str, password: str, group: str) -> None:
+    """Create `login` (or reset its password) as a member of `group`, unable to bypass row-level security or to
+    create anything beyond what the group grants. Needs CREATEROLE. Idempotent."""
+    if not password:
+        raise ConfigurationError(
+            f"a password for the Postgres login {login!r} is required (from the environment)"
+        )
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,))
+            verb = sql.SQL("ALTER") if cur.fetchone() else sql.SQL("CREATE")
+            cur.execute(
+                sql.SQL(
+                    "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}"
+                ).format(verb, sql.Identifier(login), sql.Literal(password))
+            )
+            cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))
+        raw.commit()
+    finally:
+        raw.close()
+
+
+__all__ = ["CONSOLE_GROUP", "PIPELINE_GROUP", "ensure_login"]
