@@ -38,5 +38,8 @@ def test_the_worker_bench_runs_each_mode_on_the_same_clips(
     # A batch's clips all wait for the batch: in batch mode the engine alone reports one latency per batch.
     assert len(set(result.engine_batch.latencies_s)) == 2
     assert result.same_answers  # the worker wrote what the engine alone answers, in both modes
+    # ... after the same work: an answer that fails validation is asked for once more by the worker and the baseline
+    assert result.engine_continuous.asks == result.worker_continuous.asks >= 6
+    assert result.engine_batch.asks == result.worker_batch.asks >= 6
     assert result.frames == 24 and result.preprocessing.load_ms > 0 and result.preprocessing.processor_ms > 0
     assert result.worker_ratio > 0 and result.continuous_over_batch > 0
