@@ -1,9 +1,10 @@
 """Service logins: who connects to Postgres as what, so no running stage holds the owner's rights.
 
 Migration 0011 creates the group roles and their grants: `drivecoach_pipeline`, what the inference worker writes,
-and `drivecoach_web`, what the console server reads and writes itself (fleet data only as a fleet's role). A login is a role of the operator's naming with a password from
-the environment, made a member of one group; the services' URLs name it. Created here rather than in a migration:
-a migration must not hold a password, and a login is per deployment, not per schema version.
+and `drivecoach_web`, what the console server reads and writes itself (fleet data only as a fleet's role). A login
+is a role of the operator's naming with a password from the environment, made a member of one group; the services'
+URLs name it. Created here rather than in a migration: a migration must not hold a password, and a login is per
+deployment, not per schema version.
 """
 
 from __future__ import annotations
