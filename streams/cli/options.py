@@ -38,7 +38,6 @@ def configure_logging(level: str = "INFO") -> None:
     """Log lines to stderr; `kill -USR1 <pid>` writes every thread's stack there too (a stalled stage says where
     it waits, without a debugger on a production host)."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if (
-        sys.__stderr__ is not None
-    ):  # the process's own stderr (fd 2), even where a test runner swapped sys.stderr
+    # The process's own stderr (fd 2), even where a test runner swapped sys.stderr.
+    if sys.__stderr__ is not None:
         faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)

@@ -177,19 +177,11 @@ def migrate(
 
     configure_logging()
     settings = build_settings()
-    logins = [
-        (login, password, group, variable)
-        for login, password, group, variable in (
-            (
-                pipeline_login,
-                settings.pipeline_db_password,
-                PIPELINE_GROUP,
-                "DRIVECOACH_PIPELINE_DB_PASSWORD",
-            ),
-            (console_login, settings.console_db_password, CONSOLE_GROUP, "DRIVECOACH_CONSOLE_DB_PASSWORD"),
-        )
-        if login is not None
+    requested = [
+        (pipeline_login, settings.pipeline_db_password, PIPELINE_GROUP, "DRIVECOACH_PIPELINE_DB_PASSWORD"),
+        (console_login, settings.console_db_password, CONSOLE_GROUP, "DRIVECOACH_CONSOLE_DB_PASSWORD"),
     ]
+    logins = [(login, *rest) for login, *rest in requested if login is not None]
     for login, password, _, variable in logins:
         if not password:
             console.print(f"[red]configuration error:[/] the login {login} needs {variable} set.")

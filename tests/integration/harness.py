@@ -82,6 +82,7 @@ def stalled_report(procs: list[subprocess.Popen[bytes]], logs: Path, lines: int 
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGUSR1)
+    # Only called once the test has already failed: a moment for the signalled processes to write their dumps.
     time.sleep(1.0)
     parts = []
     for log in sorted(logs.glob("*.log")):
