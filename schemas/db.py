@@ -4,6 +4,7 @@ exported or deleted on its own. Schema changes go through Alembic (`schemas/migr
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from typing import Any, ClassVar
 
@@ -165,6 +166,7 @@ class Inference(_Created, Base):
         ),
         # what events, reviews, instructions and answer_facts point at: a row names its own fleet's answers only
         UniqueConstraint("id", "fleet_id", name="uq_inferences_id_fleet"),
+        UniqueConstraint("public_id", name="uq_inferences_public_id"),
         ForeignKeyConstraint(
             ["clip_id", "fleet_id"], ["clips.clip_id", "clips.fleet_id"], name="fk_inferences_clip_fleet"
         ),
@@ -186,6 +188,8 @@ class Inference(_Created, Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # What the console shows instead of the key, which comes from a sequence shared by every fleet (migration 0014).
+    public_id: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
     clip_id: Mapped[str] = mapped_column(String(64), index=True)
     model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
@@ -248,9 +252,12 @@ class Event(Base):
             name="fk_events_inference_fleet",
             ondelete="CASCADE",
         ),
+        UniqueConstraint("public_id", name="uq_events_public_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # What the console shows instead of the key, which comes from a sequence shared by every fleet (migration 0014).
+    public_id: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
     inference_id: Mapped[int] = mapped_column(BigInteger, index=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
@@ -362,9 +369,12 @@ class Review(_Created, Base):
             ["inferences.id", "inferences.fleet_id"],
             name="fk_reviews_inference_fleet",
         ),
+        UniqueConstraint("public_id", name="uq_reviews_public_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # What the console shows instead of the key, which comes from a sequence shared by every fleet (migration 0014).
+    public_id: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
     inference_id: Mapped[int] = mapped_column(BigInteger, index=True)
     reviewer: Mapped[str] = mapped_column(String(200))

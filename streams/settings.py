@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         description="secret, from DRIVECOACH_CONSOLE_DB_PASSWORD only: the password `drivecoach migrate "
         "--console-login NAME` gives the console server's least-privilege login",
     )
+    training_db_password: str = Field(
+        "",
+        description="secret, from DRIVECOACH_TRAINING_DB_PASSWORD only: the password `drivecoach migrate "
+        "--training-login NAME` gives the retraining job's least-privilege login",
+    )
     local_postgres: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
     blob_dir: Path | None = None
     # Blobs in an S3-API store instead: s3://bucket/prefix (credentials from the AWS chain, never from here).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +31,10 @@ def _admin_conninfo() -> str:
 @contextmanager
 def fresh_database(revision: str | None = "head") -> Iterator[str]:
     """A new database on the machine's Postgres (CI runs against it), migrated to `revision` (None: left empty, for
-    migration tests), dropped afterwards."""
+    migration tests), dropped afterwards with the fleet roles it bound (roles are cluster-wide, and each fleet role
+    has a random name: migration 0013)."""
     import psycopg
+    from psycopg import sql
 
     name = f"drivecoach_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
@@ -44,8 +47,17 @@ def fresh_database(revision: str | None = "head") -> Iterator[str]:
             upgrade(url, revision)
         yield url
     finally:
+        with psycopg.connect(f"{LOCAL_PG}/{name}", autocommit=True) as conn:
+            bound = conn.execute("SELECT to_regclass('fleet_roles') IS NOT NULL").fetchone()
+            roles = (
+                [r for (r,) in conn.execute("SELECT role_name FROM fleet_roles")]
+                if bound and bound[0]
+                else []
+            )
         with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for role in roles:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture(scope="session")
@@ -208,3 +220,36 @@ def vllm_server(trained_tiny_model: Path, tmp_path_factory: pytest.TempPathFacto
     )
     yield f"http://127.0.0.1:{port}/v1"
     stop_process(proc)
+
+
+# Issue 17's attack categories: `@pytest.mark.attack(CATEGORY)` on each test that plays one (a parametrized test counts
+# once per case); `pytest -m attack` runs them, and every run's summary counts them per category.
+ATTACK_CATEGORIES = (
+    "idor",
+    "traversal",
+    "injection",
+    "csrf",
+    "sessions",
+    "brute_force",
+    "hostile_input",
+    "direct_sql",
+)
+_ATTACKS: Counter[str] = Counter()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _ATTACKS.clear()
+    for item in items:
+        for mark in item.iter_markers("attack"):
+            category = mark.args[0] if mark.args else None
+            if category not in ATTACK_CATEGORIES:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: attack category {category!r} is not one of {ATTACK_CATEGORIES}"
+                )
+            _ATTACKS[category] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _ATTACKS:
+        counts = ", ".join(f"{c} {_ATTACKS[c]}" for c in ATTACK_CATEGORIES)
+        terminalreporter.write_line(f"attack tests by category (issue 17): {counts}")

@@ -48,6 +48,7 @@ class ReportsBench:
     database: str  # the scratch database (dropped at the end unless kept)
     fleet_id: str  # the fleet whose manager is simulated: the median fleet by events
     fleet_events: int
+    fleet_role: str  # its Postgres role (dropped with the database)
     end_day: date  # the newest day of data; windows end there
     rows: dict[str, int]  # rows generated per table
     generate_s: float  # wall: every INSERT ... SELECT
@@ -197,6 +198,7 @@ def bench_reports(
         database=str(database.url.database),
         fleet_id=fleet,
         fleet_events=int(fleet_events),
+        fleet_role=str(role),
         end_day=end_day,
         rows=rows,
         generate_s=generate_s,

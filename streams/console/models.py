@@ -1,9 +1,12 @@
-"""The JSON API's response models: what `/api/openapi.json` documents and the schemathesis run checks."""
+"""The JSON API's response models: what `/api/openapi.json` documents and the schemathesis run checks. Answers,
+events and reviews go out by their random public ids (migration 0014), never by their keys: those come from
+sequences every fleet shares, and would tell a manager how busy the other fleets are."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date, datetime
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -17,7 +20,7 @@ class MeOut(BaseModel):
 
 
 class QueueItemOut(BaseModel):
-    inference_id: int
+    answer_id: UUID
     clip_id: str
     vehicle_id: str
     driver_id: str | None
@@ -57,7 +60,7 @@ class TrendRowOut(BaseModel):
 
 
 class EventOut(BaseModel):
-    id: int
+    id: UUID
     type: str
     view: str
     start_s: float
@@ -67,7 +70,7 @@ class EventOut(BaseModel):
 
 
 class ReviewRowOut(BaseModel):
-    id: int
+    id: UUID
     reviewer: str
     verdict: str
     corrected_turn1: str | None
@@ -87,7 +90,7 @@ class ClipOut(BaseModel):
     num_frames: int
     sample_fps: float
     revision: int
-    inference_id: int | None
+    answer_id: UUID | None
     model_version: str | None
     valid: bool | None
     description: str
@@ -97,9 +100,9 @@ class ClipOut(BaseModel):
 
 
 class ReviewResultOut(BaseModel):
-    inference_id: int
+    answer_id: UUID
     action: str
-    review_id: int | None
+    review_id: UUID | None
     events: int
 
 

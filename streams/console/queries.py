@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -27,7 +28,8 @@ class ClipDetail:
     sample_fps: float
     frames_uri: str
     revision: int
-    inference_id: int | None
+    inference_id: int | None  # the key, for the queries here; never shown (answer_id is)
+    answer_id: UUID | None
     model_version: str | None
     valid: bool | None
     description: str
@@ -63,7 +65,8 @@ def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
             text("""
         SELECT c.clip_id, c.fleet_id, c.vehicle_id, c.driver_id, to_timestamp(c.start_ts) AS start,
                c.end_ts - c.start_ts AS duration_s, c.num_frames, c.sample_fps, c.frames_uri, c.revision,
-               i.id AS inference_id, i.model_version, i.valid, coalesce(i.description, '') AS description,
+               i.id AS inference_id, (SELECT public_id FROM inferences p WHERE p.id = i.id) AS answer_id,
+               i.model_version, i.valid, coalesce(i.description, '') AS description,
                coalesce(n.text, '') AS instruction
         FROM clips c
         LEFT JOIN current_inferences i ON i.clip_id = c.clip_id
@@ -80,7 +83,7 @@ def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
         dict(r)
         for r in conn.execute(
             text("""
-        SELECT e.id, e.type, e.view, e.start_s, e.end_s, e.coaching_status, coalesce(t.severity, 0) AS severity
+        SELECT e.public_id AS id, e.type, e.view, e.start_s, e.end_s, e.coaching_status, coalesce(t.severity, 0) AS severity
         FROM events e LEFT JOIN event_types t ON t.type = e.type
         WHERE e.inference_id = :inf ORDER BY e.start_s, e.type"""),
             {"inf": row["inference_id"]},
@@ -92,7 +95,7 @@ def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
         dict(r)
         for r in conn.execute(
             text("""
-        SELECT r.id, r.reviewer, r.verdict, r.corrected_turn1, r.corrected_instruction, r.created_at,
+        SELECT r.public_id AS id, r.reviewer, r.verdict, r.corrected_turn1, r.corrected_instruction, r.created_at,
                i.clip_revision, i.model_version, i.id IS NOT DISTINCT FROM :inf AS current
         FROM reviews r JOIN inferences i ON i.id = r.inference_id
         WHERE i.clip_id = :clip ORDER BY r.created_at DESC, r.id DESC"""),

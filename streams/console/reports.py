@@ -97,9 +97,13 @@ def review_queue(conn: Connection, filters: Filters, *, limit: int = 50) -> list
     """Unreviewed answers, most severe and most recent first."""
     unfiltered_by_day = Filters(fleet=filters.fleet, vehicle=filters.vehicle, driver=filters.driver)
     where, params = unfiltered_by_day.where(events=False)
-    sql = f"""SELECT inference_id, clip_id, fleet_id, vehicle_id, driver_id, occurred_at, events, max_severity
-              FROM review_queue WHERE {where}
-              ORDER BY max_severity DESC, occurred_at DESC LIMIT :limit"""
+    # The answer's public id (migration 0014) for the page rows only: looked up after the limit.
+    sql = f"""SELECT (SELECT public_id FROM inferences i WHERE i.id = q.inference_id) AS answer_id,
+                     clip_id, fleet_id, vehicle_id, driver_id, occurred_at, events, max_severity
+              FROM (SELECT inference_id, clip_id, fleet_id, vehicle_id, driver_id, occurred_at, events, max_severity
+                    FROM review_queue WHERE {where}
+                    ORDER BY max_severity DESC, occurred_at DESC LIMIT :limit) q
+              ORDER BY max_severity DESC, occurred_at DESC"""
     return [dict(r._mapping) for r in conn.execute(text(sql), {**params, "limit": limit})]
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Literal
+from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from schemas.db import Event, Instruction, Review
+from schemas.db import Event, Inference, Instruction, Review
 from schemas.messages import DetectedEvent
 from schemas.prompts import format_turn1
 from schemas.taxonomy import TAXONOMY, EventType
@@ -72,9 +73,9 @@ class ReviewIn(BaseModel):
 
 @dataclass(frozen=True)
 class ReviewOutcome:
-    inference_id: int
+    answer_id: UUID  # public ids (migration 0014): the keys come from sequences every fleet shares
     action: Action
-    review_id: int | None
+    review_id: UUID | None
     events: int
 
 
@@ -158,7 +159,7 @@ def apply_review(
         ).rowcount
         if not moved:
             raise ReviewError("no event of this clip is waiting for coaching (accept or correct it first)")
-        return ReviewOutcome(inference_id, review.action, None, moved)
+        return ReviewOutcome(_public_id(conn, inference_id), review.action, None, moved)
     corrected_turn1 = corrected_instruction = None
     if review.action == "correct":
         if review.events is None and not (review.instruction or "").strip():
@@ -207,10 +208,14 @@ def apply_review(
             corrected_turn1=corrected_turn1,
             corrected_instruction=corrected_instruction,
         )
-        .returning(Review.id)
+        .returning(Review.public_id)
     ).scalar_one()
     count = conn.execute(select(Event.id).where(Event.inference_id == inference_id)).all()
-    return ReviewOutcome(inference_id, review.action, int(review_id), len(count))
+    return ReviewOutcome(_public_id(conn, inference_id), review.action, review_id, len(count))
+
+
+def _public_id(conn: Connection, inference_id: int) -> UUID:
+    return conn.execute(select(Inference.public_id).where(Inference.id == inference_id)).scalar_one()
 
 
 __all__ = [

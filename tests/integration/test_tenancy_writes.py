@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
-from streams.infra.tenancy import GROUP_ROLE, fleet_role_name
+from streams.infra.tenancy import GROUP_ROLE, fleet_role
 from streams.settings import Settings
 from tests.integration.console_data import SeededFleet, seed_fleet
 
@@ -108,7 +108,7 @@ def _as_role(
     try:
         with engine.begin() as conn:
             if fleet_id is not None:
-                conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(fleet_id)}"'))
+                conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, fleet_id)}"'))
             conn.execute(text(statement), params)
     except DBAPIError as err:
         return err
@@ -128,6 +128,7 @@ FLEET_ROLE_WRITES = {
 }
 
 
+@pytest.mark.attack("direct_sql")
 @pytest.mark.parametrize("row", list(FLEET_ROLE_WRITES))
 def test_a_fleet_role_cannot_attach_a_row_to_another_fleets_answer(fleets: Fleets, row: str) -> None:
     """The attack of finding 1: the row carries the attacker's own fleet (so the policy admits it) and B's answer.
@@ -163,6 +164,7 @@ OWNER_WRITES = {
 }
 
 
+@pytest.mark.attack("direct_sql")
 @pytest.mark.parametrize("row", list(OWNER_WRITES))
 def test_no_writer_can_point_a_row_at_another_fleets_parent(fleets: Fleets, row: str) -> None:
     """Fleet roles may not write these tables at all; the references hold for the owner too (the sink, bulk
@@ -178,7 +180,7 @@ def test_rows_of_the_own_fleet_are_still_taken(fleets: Fleets) -> None:
         conn.execute(
             text("INSERT INTO clip_segments VALUES (:a_clip, :a_segment, :a)"), {"a": a.fleet_id, **ids}
         )
-        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, a.fleet_id)}"'))
         conn.execute(
             text(FLEET_ROLE_WRITES["event"].replace(":b_inference", ":a_inference")), {"a": a.fleet_id, **ids}
         )
@@ -199,17 +201,19 @@ def _our_functions(conn: Connection, where: str, params: dict[str, Any] | None =
     return {name: config for name, config in rows}
 
 
+@pytest.mark.attack("direct_sql")
 def test_fleet_roles_execute_only_the_expected_functions(fleets: Fleets) -> None:
     """Every function outside the system schemas that a fleet's role (or the group role it inherits from) may
     execute. Functions are executable by PUBLIC unless revoked: a new one must be revoked, or added here."""
     with fleets.engine.connect() as conn:
-        for role in (fleet_role_name(fleets.a.fleet_id), fleet_role_name(fleets.b.fleet_id), GROUP_ROLE):
+        for role in (fleet_role(conn, fleets.a.fleet_id), fleet_role(conn, fleets.b.fleet_id), GROUP_ROLE):
             executable = _our_functions(conn, "has_function_privilege(:r, p.oid, 'EXECUTE')", {"r": role})
             assert set(executable) == EXPECTED_EXECUTABLE, role
             # invoker's rights, and a body that a temporary table cannot redirect
             assert all(c and "search_path=pg_catalog, public, pg_temp" in c for c in executable.values())
 
 
+@pytest.mark.attack("direct_sql")
 def test_security_definer_functions_are_the_owners_alone(fleets: Fleets) -> None:
     """Finding 2: `drivecoach_refresh_event_facts` was executable by PUBLIC; a fleet's role called it on another
     fleet's clips and held their row locks until it committed."""
@@ -225,13 +229,14 @@ def test_security_definer_functions_are_the_owners_alone(fleets: Fleets) -> None
         assert isinstance(err, ProgrammingError) and "permission denied for function" in str(err), (name, err)
 
 
+@pytest.mark.attack("direct_sql")
 def test_a_temporary_table_cannot_stand_in_for_fleet_roles(fleets: Fleets) -> None:
     """`drivecoach_current_fleet()` runs with the caller's rights; with the caller's search_path its body read a
     temporary table named `fleet_roles` (pg_temp comes first) before the real one, and the role passed every policy
     as the fleet that table named. Its search_path is pinned with pg_temp last, and the table qualified."""
     engine, a, b = fleets.engine, fleets.a, fleets.b
     with engine.connect() as conn, conn.begin() as transaction:
-        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, a.fleet_id)}"'))
         conn.execute(
             text("CREATE TEMPORARY TABLE fleet_roles (role_name text, fleet_id text) ON COMMIT DROP")
         )
@@ -247,7 +252,7 @@ def test_fleet_role_writes_still_keep_the_facts_current(fleets: Fleets) -> None:
     answer off its queue, in the same transaction."""
     engine, a, ids = fleets.engine, fleets.a, fleets.ids
     with engine.connect() as conn, conn.begin() as transaction:
-        conn.execute(text(f'SET LOCAL ROLE "{fleet_role_name(a.fleet_id)}"'))
+        conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, a.fleet_id)}"'))
         queued = "SELECT count(*) FROM review_queue WHERE inference_id = :a_inference"
         assert conn.execute(text(queued), ids).scalar_one() == 1
         conn.execute(

@@ -3,9 +3,12 @@ are in test_console_throttle.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from streams.console.auth import hash_password, same_token, username_problem, verify_password
 
 
+@pytest.mark.attack("brute_force")
 def test_password_hashes_are_salted_argon2_and_verify() -> None:
     first, second = hash_password("correct horse"), hash_password("correct horse")
     assert first.startswith("$argon2id$") and first != second
@@ -13,10 +16,12 @@ def test_password_hashes_are_salted_argon2_and_verify() -> None:
     assert not verify_password("not a hash", "correct horse")
 
 
+@pytest.mark.attack("sessions")
 def test_tokens_compare_exactly() -> None:
     assert same_token("abc", "abc") and not same_token("abc", "abd") and not same_token("abc", None)
 
 
+@pytest.mark.attack("hostile_input")
 def test_usernames_that_no_manager_can_have_are_named() -> None:
     assert username_problem("kim") is None and username_problem("kim@fleet-a") is None
     assert "NUL" in (username_problem("kim\x00") or "")

@@ -20,12 +20,14 @@ from streams.console.throttle import (
 )
 
 
+@pytest.mark.attack("brute_force")
 def test_delays_grow_exponentially_up_to_a_cap() -> None:
     rule = Rule("pair", free=3, base_s=2, cap_s=60, forget_s=900)
     assert [rule.delay(n) for n in range(1, 10)] == [0, 0, 2, 4, 8, 16, 32, 60, 60]
     assert rule.delay(10**6) == 60
 
 
+@pytest.mark.attack("brute_force")
 def test_no_rule_on_a_username_locks_it_for_long() -> None:
     """A third party can slow a manager's sign-in down for a minute at most, never lock it (finding 5); the one
     address it guesses from waits longer."""
@@ -34,6 +36,7 @@ def test_no_rule_on_a_username_locks_it_for_long() -> None:
     assert all(r.forget_s > r.cap_s for r in (PAIR, ADDRESS, USERNAME))
 
 
+@pytest.mark.attack("brute_force")
 def test_clients_are_keyed_by_address_and_ipv6_clients_by_their_64() -> None:
     assert client_key("192.0.2.7") == "192.0.2.7" != client_key("192.0.2.8")
     assert client_key("2001:db8::1") == client_key("2001:db8::ffff:1") == "2001:db8::/64"
@@ -47,6 +50,7 @@ def test_slots_are_sized_to_memory() -> None:
     assert slots_for_memory(100, per_check_mib=64) == 1 and slots_for_memory(1, per_check_mib=64) == 1
 
 
+@pytest.mark.attack("brute_force")
 def test_hash_slots_bound_concurrent_checks() -> None:
     slots, running, peak = HashSlots(2, wait_s=5, max_waiting=20), [0], [0]
 
@@ -64,6 +68,7 @@ def test_hash_slots_bound_concurrent_checks() -> None:
     assert peak[0] == 2
 
 
+@pytest.mark.attack("brute_force")
 def test_a_sign_in_waits_briefly_for_a_slot_then_is_busy() -> None:
     async def main() -> None:
         slots = HashSlots(1, wait_s=0.05, max_waiting=1)

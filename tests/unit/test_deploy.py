@@ -55,6 +55,9 @@ NOT_SETTINGS = {
 # Values that must come from a Secret wherever they are set (a literal `value:` would put them in git).
 SECRET_VARIABLES = {
     "DRIVECOACH_DATABASE_URL",
+    "DRIVECOACH_PIPELINE_DB_PASSWORD",
+    "DRIVECOACH_CONSOLE_DB_PASSWORD",
+    "DRIVECOACH_TRAINING_DB_PASSWORD",
     "DRIVECOACH_OPENAI_API_KEY",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -266,6 +269,39 @@ def test_secrets_come_only_from_secret_objects(
                 assert (ref["name"], ref["key"]) in documented, (
                     f"{where}: {ref} is not in secret.example.yaml"
                 )
+
+
+# Whose Postgres login each component connects as (deploy/README.md, "Database roles"): only the migration has the
+# owner's rights; joiner and builder never connect.
+DATABASE_LOGINS = {
+    "migrate": "drivecoach-database",
+    "worker": "drivecoach-pipeline-database",
+    "console": "drivecoach-console-database",
+    "retrain": "drivecoach-training-database",
+    "joiner": None,
+    "builder": None,
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_component_connects_as_its_own_login(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    seen = set()
+    for obj, container in _containers(rendered[overlay]):
+        if not _is_drivecoach(container):
+            continue
+        component = obj["metadata"]["labels"]["app.kubernetes.io/component"]
+        url = [i for i in container.get("env", []) if i["name"] == "DRIVECOACH_DATABASE_URL"]
+        secret = url[0]["valueFrom"]["secretKeyRef"]["name"] if url else None
+        if component in DATABASE_LOGINS:
+            seen.add(component)
+            assert secret == DATABASE_LOGINS[component], (
+                f"{overlay}: {obj['metadata']['name']} connects with {secret}"
+            )
+        else:
+            assert secret != "drivecoach-database", f"{overlay}: {obj['metadata']['name']} as the owner"
+    assert {"migrate", "worker", "console", "retrain"} <= seen
 
 
 # --- the processes ----------------------------------------------------------------------------------------------
