@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Double,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -424,6 +426,26 @@ class ConsoleSession(_Created, Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class FleetScoreSettings(Base):
+    """A fleet's own weights and penalties for the driver safety score (streams/console/safety_score.py); a fleet
+    without a row gets the defaults there."""
+
+    __tablename__ = "fleet_score_settings"
+    __table_args__ = (
+        CheckConstraint("jsonb_typeof(weights) = 'object'", name="ck_score_weights_object"),
+        CheckConstraint("penalty_per_100km IS NULL OR penalty_per_100km >= 0", name="ck_score_penalty_100km"),
+        CheckConstraint("penalty_per_hour IS NULL OR penalty_per_hour >= 0", name="ck_score_penalty_hour"),
+    )
+
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), primary_key=True)
+    weights: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    penalty_per_100km: Mapped[float | None] = mapped_column(Double)
+    penalty_per_hour: Mapped[float | None] = mapped_column(Double)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
 class FleetRole(Base):
     """The Postgres role whose queries see only this fleet's rows (row-level security, migration 0004)."""
 
@@ -444,6 +466,7 @@ __all__ = [
     "EventTypeInfo",
     "Fleet",
     "FleetRole",
+    "FleetScoreSettings",
     "Inference",
     "Instruction",
     "Manager",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -220,6 +221,33 @@ def vllm_server(trained_tiny_model: Path, tmp_path_factory: pytest.TempPathFacto
     )
     yield f"http://127.0.0.1:{port}/v1"
     stop_process(proc)
+
+
+CHROMIUM = os.environ.get("DRIVECOACH_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+# As the machine's browser checks do: no background traffic to hosts this closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"no chromium at {CHROMIUM}: `make` installs Debian's chromium (or set DRIVECOACH_CHROMIUM)"
+        )
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
 # Issue 17's attack categories: `@pytest.mark.attack(CATEGORY)` on each test that plays one (a parametrized test counts

@@ -84,7 +84,14 @@ def time_report_queries(
     from sqlalchemy import text
 
     from streams.console.queries import clip_detail, dashboard
-    from streams.console.reports import Filters, event_rates, review_queue, trend
+    from streams.console.reports import (
+        Filters,
+        event_rates,
+        review_queue,
+        safety_scores,
+        score_settings,
+        trend,
+    )
     from streams.infra.tenancy import fleet_connection
 
     say = progress or (lambda _msg: None)
@@ -97,6 +104,7 @@ def time_report_queries(
     picks = [clip_ids[int(k)] for k in np.random.default_rng(7).integers(0, len(clip_ids), repeat + 1)]
     month = Filters(fleet=fleet_id, since=end_day - timedelta(days=27), until=end_day + timedelta(days=1))
     week = Filters(fleet=fleet_id, since=end_day - timedelta(days=6), until=end_day + timedelta(days=1))
+    weeks8 = Filters(fleet=fleet_id, since=end_day - timedelta(days=55), until=end_day + timedelta(days=1))
     clips = iter(picks)
 
     def detail(conn: Connection) -> int:
@@ -105,7 +113,7 @@ def time_report_queries(
 
     def board(conn: Connection) -> int:
         b = dashboard(conn, fleet_id)
-        return len(b.days) + len(b.types) + len(b.drivers) + len(b.statuses) + len(b.queue)
+        return len(b.days) + len(b.types) + len(b.drivers) + len(b.statuses) + len(b.queue) + len(b.scores)
 
     suite: list[tuple[str, Callable[[Connection], int]]] = [
         (
@@ -115,6 +123,10 @@ def time_report_queries(
         ("event_rates fleet/day, 28 days", lambda c: len(event_rates(c, month, group="fleet", period="day"))),
         ("trend driver, 7 days vs previous 7", lambda c: len(trend(c, week, group="driver"))),
         ("review_queue, 50", lambda c: len(review_queue(c, Filters(fleet=fleet_id), limit=50))),
+        (
+            "safety scores, 8 weeks",
+            lambda c: len(safety_scores(c, weeks8, score_settings(c, fleet_id))),
+        ),
         ("console dashboard (28 days)", board),
         ("console clip_detail (random clip)", detail),
     ]

@@ -6,6 +6,7 @@ import os
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from streams.cli.options import build_settings, configure_logging, console
 
@@ -103,3 +104,70 @@ def console_add_manager(
         engine.dispose()
         database.close()
     console.print(f"manager [bold]{username}[/] signs in to fleet [bold]{fleet}[/]")
+
+
+@app.command("score-settings")
+def console_score_settings(
+    fleet: Annotated[str, typer.Argument(help="the fleet whose driver safety score this sets")],
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(help="TYPE=WEIGHT, e.g. phone_use=4 (repeat it); other types keep theirs"),
+    ] = None,
+    per_100km: Annotated[
+        float | None, typer.Option("--per-100km", min=0, help="penalty per weighted event per 100 km")
+    ] = None,
+    per_hour: Annotated[
+        float | None, typer.Option("--per-hour", min=0, help="penalty per weighted event per driving hour")
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="back to the defaults")] = False,
+) -> None:
+    """Set (or show) a fleet's weights and penalties for the driver safety score (README "Driver safety score"),
+    as the database's owner; with no option it shows them."""
+    from sqlalchemy import delete, select
+    from sqlalchemy.dialects.postgresql import insert
+    from sqlalchemy.orm import Session
+
+    from schemas.db import Fleet, FleetScoreSettings
+    from streams.console.reports import score_settings
+    from streams.console.safety_score import parse_weights
+    from streams.infra.database import make_engine, migrate, resolve_database_url
+
+    try:
+        weights = parse_weights(weight or [])
+    except ValueError as err:
+        console.print(f"[red]configuration error:[/] {err}")
+        raise typer.Exit(2) from err
+    database = resolve_database_url(build_settings())
+    migrate(database.url)
+    engine = make_engine(database.url)
+    try:
+        with Session(engine) as session, session.begin():
+            if session.scalar(select(Fleet.fleet_id).where(Fleet.fleet_id == fleet)) is None:
+                console.print(f"[red]error:[/] there is no fleet {fleet!r} in this database")
+                raise typer.Exit(1)
+            row = session.get(FleetScoreSettings, fleet)
+            if reset:
+                session.execute(delete(FleetScoreSettings).where(FleetScoreSettings.fleet_id == fleet))
+            elif weights or per_100km is not None or per_hour is not None:
+                values = {
+                    "weights": {**(row.weights if row else {}), **weights},
+                    "penalty_per_100km": per_100km
+                    if per_100km is not None
+                    else (row and row.penalty_per_100km),
+                    "penalty_per_hour": per_hour if per_hour is not None else (row and row.penalty_per_hour),
+                }
+                upsert = insert(FleetScoreSettings).values(fleet_id=fleet, **values)
+                session.execute(upsert.on_conflict_do_update(index_elements=["fleet_id"], set_=values))
+        with engine.connect() as conn:
+            effective = score_settings(conn, fleet)
+    finally:
+        engine.dispose()
+        database.close()
+    table = Table(title=f"safety score of fleet {fleet}")
+    table.add_column("setting")
+    table.add_column("value", justify="right")
+    for name, value in sorted(effective.weights.items()):
+        table.add_row(f"weight {name}", f"{value:g}")
+    table.add_row("penalty per 100 km", f"{effective.penalty_per_100km:g}")
+    table.add_row("penalty per driving hour", f"{effective.penalty_per_hour:g}")
+    console.print(table)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from datetime import date
+from dataclasses import replace
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -24,7 +25,8 @@ def report(
     kind: Annotated[
         str,
         typer.Argument(
-            help="events (per group and period, with rates per driving hour and per 100 km) | trend | queue"
+            help="events (per group and period, with rates per driving hour and per 100 km) | trend | queue | "
+            "scores (each driver's safety score per week, with its formula)"
         ),
     ] = "events",
     fleet: Annotated[str | None, typer.Option(help="fleet id")] = None,
@@ -39,7 +41,8 @@ def report(
     period: Annotated[str, typer.Option(help="day | week")] = "week",
     output: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
 ) -> None:
-    """Safety reports from Postgres (the views of migrations 0002 and 0003), as rich tables, CSV or JSON."""
+    """Safety reports from Postgres (the views of migrations 0002 and 0003), as rich tables, CSV or JSON. `scores`
+    covers the weeks that overlap --since/--until (default: the 28 days up to the fleet's last day of driving)."""
     from datetime import UTC, datetime
 
     from streams.console.reports import Filters, default_window
@@ -60,7 +63,7 @@ def report(
 
 
 CHOICES = {
-    "kind": ("events", "trend", "queue"),
+    "kind": ("events", "trend", "queue", "scores"),
     "group": ("fleet", "vehicle", "driver"),
     "period": ("day", "week"),
     "format": ("table", "csv", "json"),
@@ -89,7 +92,15 @@ def fetch_rows(kind: str, fleet: str, filters: Filters, *, group: str, period: s
     """The report's rows, read under the fleet's role (created if this database has none yet)."""
     from sqlalchemy import create_engine, text
 
-    from streams.console.reports import event_rates, review_queue, trend
+    from streams.console.queries import latest_day
+    from streams.console.reports import (
+        event_rates,
+        review_queue,
+        safety_scores,
+        score_rows,
+        score_settings,
+        trend,
+    )
     from streams.infra.database import resolve_database_url
     from streams.infra.tenancy import ensure_fleet_role, fleet_connection
 
@@ -111,6 +122,13 @@ def fetch_rows(kind: str, fleet: str, filters: Filters, *, group: str, period: s
                 return event_rates(conn, filters, group=group, period=period)  # type: ignore[arg-type]
             if kind == "trend":
                 return trend(conn, filters, group=group)  # type: ignore[arg-type]
+            if kind == "scores":
+                if (
+                    filters.since is None or filters.until is None
+                ):  # the 4 weeks up to the fleet's last driving
+                    end = (latest_day(conn, fleet) or date.today()) + timedelta(days=1)
+                    filters = replace(filters, since=end - timedelta(days=28), until=end)
+                return score_rows(safety_scores(conn, filters, score_settings(conn, fleet)))
             return review_queue(conn, filters)
     finally:
         engine.dispose()

@@ -10,19 +10,31 @@ from fastapi.responses import JSONResponse
 
 from schemas.taxonomy import EventType
 from streams.console.deps import Api, ClipId, CsrfChecked, Day, State, review_clip
+from streams.console.footage import plan
 from streams.console.models import (
     ClipOut,
     CoachingItemOut,
     ErrorOut,
+    FootageOut,
     MeOut,
     QueueItemOut,
     RateRowOut,
     ReviewResultOut,
+    ScoreRowOut,
     TrendRowOut,
     clip_out,
+    footage_out,
 )
-from streams.console.queries import clip_detail, coaching_list
-from streams.console.reports import Filters, event_rates, review_queue, trend
+from streams.console.queries import clip_detail, clip_footage, coaching_list
+from streams.console.reports import (
+    Filters,
+    event_rates,
+    review_queue,
+    safety_scores,
+    score_rows,
+    score_settings,
+    trend,
+)
 from streams.console.review import ReviewError, ReviewIn
 from streams.infra.tenancy import fleet_connection
 
@@ -74,6 +86,24 @@ def api_clip(ctx: State, who: Api, clip_id: ClipId) -> ClipOut:
     return clip_out(detail)
 
 
+@router.get(
+    "/api/v1/clips/{clip_id}/footage",
+    response_model=FootageOut,
+    tags=["clips"],
+    responses={**err, 404: {"model": ErrorOut}},
+)
+def api_footage(ctx: State, who: Api, clip_id: ClipId) -> FootageOut:
+    """What the clip page plays: each camera's uploads laid on the clip's timeline, trimmed to its window (`at`:
+    where a piece starts on the clip's timeline; `offset`: where in its video; `length`: for how long), each with
+    the URL of its video (range requests)."""
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        found = clip_footage(conn, clip_id)
+    if found is None:
+        raise HTTPException(404, "no such clip")
+    start, end, stretches = found
+    return footage_out(clip_id, start, end, plan(start, end, stretches))
+
+
 @router.post(
     "/api/v1/clips/{clip_id}/review",
     response_model=ReviewResultOut,
@@ -110,6 +140,15 @@ def api_events(
     )  # [since, until): an empty or backward window has no rows
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
         return event_rates(conn, filters, group=group, period=period)
+
+
+@router.get("/api/v1/reports/scores", response_model=list[ScoreRowOut], tags=["reports"], responses=err)
+def api_scores(ctx: State, who: Api, since: Day, until: Day) -> list[dict[str, Any]]:
+    """Each driver's safety score per week overlapping [since, until), with its change against the week before,
+    the events it counted (type, count x weight) and its formula (README "Driver safety score")."""
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        filters = Filters(fleet=who.fleet_id, since=since, until=until)
+        return score_rows(safety_scores(conn, filters, score_settings(conn, who.fleet_id)))
 
 
 @router.get("/api/v1/reports/trend", response_model=list[TrendRowOut], tags=["reports"], responses=err)

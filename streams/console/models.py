@@ -5,11 +5,12 @@ sequences every fleet shares, and would tell a manager how busy the other fleets
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from uuid import UUID
 
 from pydantic import BaseModel
 
+from streams.console.footage import Piece
 from streams.console.queries import ClipDetail
 
 
@@ -49,6 +50,20 @@ class RateRowOut(BaseModel):
     per_hour: float | None
     km: float | None = None
     per_100km: float | None = None
+
+
+class ScoreRowOut(BaseModel):
+    driver: str
+    week: date  # its Monday (UTC)
+    score: int  # 0..100
+    change: int | None  # against the driver's week before; None: no driving then
+    points: float
+    per: str  # "100 km" | "hour"
+    rate: float  # points per 100 km or per driving hour
+    km: float | None
+    hours: float
+    events: str  # "type count x weight, ..."
+    formula: str
 
 
 class TrendRowOut(BaseModel):
@@ -106,6 +121,20 @@ class ReviewResultOut(BaseModel):
     events: int
 
 
+class PieceOut(BaseModel):
+    url: str
+    at: float  # s from the clip's start
+    offset: float  # s into the video
+    length: float  # s
+
+
+class FootageOut(BaseModel):
+    clip_id: str
+    start: datetime
+    duration_s: float
+    cameras: dict[str, list[PieceOut]]  # "road", "driver": each camera's pieces in time order
+
+
 class ErrorOut(BaseModel):
     detail: str
 
@@ -113,3 +142,23 @@ class ErrorOut(BaseModel):
 def clip_out(detail: ClipDetail) -> ClipOut:
     fields = {k: v for k, v in asdict(detail).items() if k in ClipOut.model_fields}
     return ClipOut(**fields)
+
+
+def footage_out(clip_id: str, start: float, end: float, pieces: dict[str, list[Piece]]) -> FootageOut:
+    return FootageOut(
+        clip_id=clip_id,
+        start=datetime.fromtimestamp(start, UTC),
+        duration_s=end - start,
+        cameras={
+            camera: [
+                PieceOut(
+                    url=f"/clips/{clip_id}/footage/{camera}/{p.index}",
+                    at=round(p.at, 3),
+                    offset=round(p.offset, 3),
+                    length=round(p.length, 3),
+                )
+                for p in mine
+            ]
+            for camera, mine in pieces.items()
+        },
+    )

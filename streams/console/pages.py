@@ -1,14 +1,14 @@
-"""The console's pages for people: sign-in and out, dashboard, review queue, coaching list, clip page (and its
-frames), the review form. Server-rendered; every form carries the session's CSRF token."""
+"""The console's pages for people: sign-in and out, dashboard, safety scores (and what is behind each), review
+queue, coaching list, clip page (and its frames), the review form. Server-rendered; every form carries the session's CSRF token."""
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
 import logging
 import secrets
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Form, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from streams.console import auth
@@ -18,6 +18,7 @@ from streams.console.deps import (
     Api,
     ClipId,
     ConsoleState,
+    Day,
     Page,
     State,
     local_path,
@@ -25,12 +26,23 @@ from streams.console.deps import (
     review_clip,
     set_cookie,
 )
+from streams.console.footage import RangeNotSatisfiable, byte_range, plan
 from streams.console.frames import FramesUnreadable, frame_jpeg
 from streams.console.models import ErrorOut
-from streams.console.queries import clip_detail, clip_frames, coaching_list, dashboard
+from streams.console.queries import (
+    clip_detail,
+    clip_footage,
+    clip_frames,
+    coaching_list,
+    dashboard,
+    explain_score,
+    recent_scores,
+)
 from streams.console.reports import Filters, review_queue
 from streams.console.review import ReviewError, review_from_form
+from streams.console.safety_score import MIN_HOURS, MIN_KM
 from streams.console.throttle import SignInBusy
+from streams.console.video import FootageUnreadable, playable
 from streams.infra.blobs import BlobNotFound, BlobUnavailable
 from streams.infra.tenancy import fleet_connection
 
@@ -142,6 +154,33 @@ def dashboard_page(
     )
 
 
+@router.get("/scores", include_in_schema=False)
+def scores_page(
+    ctx: State, request: Request, who: Page, weeks: Annotated[int, Query(ge=1, le=52)] = 8
+) -> HTMLResponse:
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        rows = recent_scores(conn, who.fleet_id, weeks=weeks)
+    return render(request, "scores.html", who=who, rows=rows, weeks=weeks)
+
+
+@router.get("/scores/explain", include_in_schema=False)
+def score_page(
+    ctx: State,
+    request: Request,
+    who: Page,
+    driver: Annotated[str, Query(min_length=1, max_length=64)],
+    week: Day,
+) -> HTMLResponse:
+    """Every number behind one score: the formula, the points per type, and the events with their clips."""
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        found = explain_score(conn, who.fleet_id, driver, week)
+    if found is None:
+        return render(
+            request, "missing.html", 404, who=who, what=f"a score of driver {driver} in the week of {week}"
+        )
+    return render(request, "score.html", who=who, found=found, min_km=MIN_KM, min_hours=MIN_HOURS)
+
+
 @router.get("/queue", include_in_schema=False)
 def queue_page(ctx: State, request: Request, who: Page) -> HTMLResponse:
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
@@ -228,3 +267,55 @@ def clip_frame(
     if data is None:
         raise HTTPException(404, f"the clip has {num_frames} frames")
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/clips/{clip_id}/footage/{camera}/{index}",
+    response_class=Response,
+    tags=["clips"],
+    responses={
+        200: {"content": {"video/mp4": {}, "video/webm": {}}, "description": "the camera's video"},
+        206: {"content": {"video/mp4": {}, "video/webm": {}}, "description": "the requested bytes of it"},
+        404: {"model": ErrorOut, "description": "no such clip or piece, or the video is gone"},
+        409: {"model": ErrorOut, "description": "the camera's video cannot be decoded"},
+        416: {"model": ErrorOut, "description": "the range asks for no byte of the video"},
+        503: {"model": ErrorOut, "description": "the blob store does not answer"},
+    },
+)
+def clip_footage_video(
+    ctx: State,
+    who: Api,
+    clip_id: ClipId,
+    camera: Literal["road", "driver"],
+    index: Annotated[int, PathParam(ge=0, le=1000)],
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:
+    """One piece of a camera's own video for the clip page's players (the plan: `/api/v1/clips/{id}/footage`),
+    with HTTP range requests: the original upload when the browser plays its codec, else its WebM transcoding."""
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        found = clip_footage(conn, clip_id)
+    pieces = plan(*found).get(camera, []) if found else []
+    if index >= len(pieces):
+        raise HTTPException(404, "no such clip or piece of its footage")
+    try:
+        uri, kind = playable(ctx.blobs, pieces[index].video_uri)
+        size = ctx.blobs.size(uri)
+        wanted = byte_range(range_header, size)
+        start, end = wanted if wanted is not None else (0, size - 1)
+        data = ctx.blobs.read_range(uri, start, end - start + 1)
+    except RangeNotSatisfiable as err:
+        return JSONResponse({"detail": str(err)}, 416, headers={"Content-Range": f"bytes */{size}"})
+    except BlobNotFound as err:  # the URI names a server path or bucket: for the log, not the page
+        log.warning("clip %s: its %s video is gone: %s", clip_id, camera, err)
+        raise HTTPException(404, "the camera's video is gone from the blob store") from err
+    except FootageUnreadable as err:
+        log.warning("clip %s: %s", clip_id, err)
+        raise HTTPException(409, "the camera's video cannot be decoded") from err
+    except BlobUnavailable as err:
+        log.warning("clip %s: the blob store does not answer: %s", clip_id, err)
+        raise HTTPException(503, "the blob store does not answer; try again later") from err
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    if wanted is None:
+        return Response(data, media_type=kind, headers=headers)
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return Response(data, status_code=206, media_type=kind, headers=headers)

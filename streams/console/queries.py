@@ -13,7 +13,17 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from streams.console.reports import Filters, review_queue, trend
+from streams.console.footage import Stretch
+from streams.console.reports import (
+    Filters,
+    review_queue,
+    safety_scores,
+    score_events,
+    score_rows,
+    score_settings,
+    trend,
+)
+from streams.console.safety_score import WeekScore
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ class Dashboard:
     drivers: list[dict[str, Any]]  # per driver: events, hours, per hour, change against the previous window
     statuses: dict[str, int]
     queue: list[dict[str, Any]]
+    scores: list[dict[str, Any]]  # each driver's safety score of the newest week, lowest first
 
 
 def coaching_list(conn: Connection, fleet_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
@@ -144,8 +155,9 @@ def latest_day(conn: Connection, fleet_id: str) -> date | None:
 
 
 def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | None = None) -> Dashboard:
-    """Five queries: the newest day, one pass over the window's driving and one over its events (the rules of
-    `streams.console.reports.event_rates`), the drivers' trend, and the top of the review queue."""
+    """Eight queries: the newest day, one pass over the window's driving and one over its events (the rules of
+    `streams.console.reports.event_rates`), the drivers' trend, the top of the review queue, and the newest week's
+    safety scores (the fleet's settings, its reviewed events and driving)."""
     end = (until or latest_day(conn, fleet_id) or date.today()) + timedelta(days=1)
     start = end - timedelta(days=days)
     window = Filters(fleet=fleet_id, since=start, until=end)
@@ -203,7 +215,21 @@ def dashboard(conn: Connection, fleet_id: str, *, days: int = 28, until: date | 
         _drivers(conn, window, driver_hours),
         statuses,
         review_queue(conn, Filters(fleet=fleet_id), limit=10),
+        _newest_scores(conn, fleet_id, end),
     )
+
+
+def _newest_scores(conn: Connection, fleet_id: str, end: date) -> list[dict[str, Any]]:
+    """The newest week's scores (with the change against the week before: two weeks read)."""
+    rows = score_rows(
+        safety_scores(
+            conn,
+            Filters(fleet=fleet_id, since=end - timedelta(days=8), until=end),
+            score_settings(conn, fleet_id),
+        )
+    )
+    newest = max((r["week"] for r in rows), default=None)
+    return [r for r in rows if r["week"] == newest]
 
 
 def _drivers(conn: Connection, window: Filters, hours: dict[str | None, float]) -> list[dict[str, Any]]:
@@ -236,3 +262,51 @@ __all__ = [
     "dashboard",
     "latest_day",
 ]
+
+
+def recent_scores(conn: Connection, fleet_id: str, *, weeks: int = 8) -> list[dict[str, Any]]:
+    """Every driver's score for each of the `weeks` weeks up to the fleet's latest driving, newest week and lowest
+    score first, each with its change against the driver's week before."""
+    end = (latest_day(conn, fleet_id) or date.today()) + timedelta(days=1)
+    window = Filters(fleet=fleet_id, since=end - timedelta(days=7 * weeks), until=end)
+    return score_rows(safety_scores(conn, window, score_settings(conn, fleet_id)))
+
+
+@dataclass(frozen=True)
+class ScoreExplanation:
+    score: WeekScore
+    previous: int | None  # the driver's score the week before (None: no driving then)
+    events: list[dict[str, Any]]  # the counted events, with their clips
+
+
+def explain_score(conn: Connection, fleet_id: str, driver_id: str, week: date) -> ScoreExplanation | None:
+    """Everything behind one driver's score of one week: the formula's numbers and the events it counted."""
+    monday = week - timedelta(days=week.weekday())
+    window = Filters(
+        fleet=fleet_id, driver=driver_id, since=monday - timedelta(days=7), until=monday + timedelta(days=7)
+    )
+    scores = {s.week: s for s in safety_scores(conn, window, score_settings(conn, fleet_id))}
+    if monday not in scores:
+        return None
+    before = scores.get(monday - timedelta(days=7))
+    return ScoreExplanation(
+        scores[monday],
+        None if before is None else before.score,
+        score_events(conn, fleet_id, driver_id, monday),
+    )
+
+
+def clip_footage(conn: Connection, clip_id: str) -> tuple[float, float, list[Stretch]] | None:
+    """A clip's window and the camera uploads it was built from (none for a clip stored without them)."""
+    rows = conn.execute(
+        text("""SELECT c.start_ts AS clip_start, c.end_ts AS clip_end, s.camera, s.start_ts, s.end_ts, s.video_uri
+                FROM clips c
+                LEFT JOIN clip_segments cs ON cs.clip_id = c.clip_id
+                LEFT JOIN segments s ON s.segment_id = cs.segment_id
+                WHERE c.clip_id = :clip"""),
+        {"clip": clip_id},
+    ).all()
+    if not rows:
+        return None
+    stretches = [Stretch(r.camera, r.start_ts, r.end_ts, r.video_uri) for r in rows if r.camera is not None]
+    return rows[0].clip_start, rows[0].clip_end, stretches

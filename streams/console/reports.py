@@ -1,5 +1,6 @@
 """Safety managers' reports over the views of migrations 0002 and 0003: events per group and period with rates per
-driving hour and per 100 km, the trend against the previous period, and the review queue. Plain SQL over the views, so the README's example
+driving hour and per 100 km, the trend against the previous period, the review queue, and the drivers' safety
+scores (the formula in safety_score.py). Plain SQL over the views, so the README's example
 queries and these are the same thing."""
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
+
+from streams.console.safety_score import COUNTED_STATUSES, ScoreSettings, WeekScore, week_score
 
 Group = Literal["fleet", "vehicle", "driver"]
 Period = Literal["day", "week"]
@@ -109,3 +112,98 @@ def review_queue(conn: Connection, filters: Filters, *, limit: int = 50) -> list
 
 def default_window(today: date, days: int = 7) -> tuple[date, date]:
     return today - timedelta(days=days - 1), today + timedelta(days=1)
+
+
+def score_settings(conn: Connection, fleet_id: str) -> ScoreSettings:
+    """The fleet's weights and penalties (migration 0015), the defaults where it set none."""
+    row = conn.execute(
+        text(
+            "SELECT weights, penalty_per_100km, penalty_per_hour FROM fleet_score_settings WHERE fleet_id = :f"
+        ),
+        {"f": fleet_id},
+    ).first()
+    if row is None:
+        return ScoreSettings()
+    weights = {str(k): float(v) for k, v in (row.weights or {}).items()}
+    return ScoreSettings.with_overrides(weights, row.penalty_per_100km, row.penalty_per_hour)
+
+
+def score_weeks(filters: Filters) -> Filters:
+    """The window widened to whole weeks (Monday to Monday, UTC): a score is a week's."""
+    since = filters.since - timedelta(days=filters.since.weekday()) if filters.since else None
+    until = filters.until + timedelta(days=(7 - filters.until.weekday()) % 7) if filters.until else None
+    return Filters(**{**filters.__dict__, "since": since, "until": until, "event_type": None})
+
+
+def safety_scores(conn: Connection, filters: Filters, settings: ScoreSettings) -> list[WeekScore]:
+    """Every driver's score per week of the window (safety_score.py's formula): two grouped reads, one over the
+    reviewed events (event_facts' fleet/day index) and one over the driving (clips' fleet/start index)."""
+    weeks = score_weeks(filters)
+    where_events, params = weeks.where()
+    where_driving, _ = weeks.where(events=False)
+    counts: dict[tuple[str, date], dict[str, int]] = {}
+    for r in conn.execute(
+        text(f"""SELECT driver_id, week, type, count(*) AS events FROM report_events
+                 WHERE {where_events} AND driver_id IS NOT NULL AND coaching_status IN :counted
+                 GROUP BY 1, 2, 3""").bindparams(bindparam("counted", expanding=True)),
+        {**params, "counted": list(COUNTED_STATUSES)},
+    ):
+        counts.setdefault((r.driver_id, r.week), {})[r.type] = int(r.events)
+    scores = []
+    for r in conn.execute(
+        text(f"""SELECT driver_id, date_trunc('week', day)::date AS week, sum(seconds) / 3600.0 AS hours,
+                        CASE WHEN count(km) = count(*) THEN sum(km) END AS km
+                 FROM report_driving WHERE {where_driving} AND driver_id IS NOT NULL GROUP BY 1, 2"""),
+        params,
+    ):
+        km = None if r.km is None else float(r.km)
+        score = week_score(
+            r.driver_id,
+            r.week,
+            counts.get((r.driver_id, r.week), {}),
+            km=km,
+            hours=float(r.hours),
+            settings=settings,
+        )
+        if score is not None:
+            scores.append(score)
+    return sorted(
+        scores, key=lambda s: (-s.week.toordinal(), s.score, s.driver_id or "")
+    )  # newest, worst first
+
+
+def score_events(conn: Connection, fleet_id: str, driver_id: str, week: date) -> list[dict[str, Any]]:
+    """The counted events behind a driver's score of `week`, oldest first, with their clips."""
+    return [
+        dict(r)
+        for r in conn.execute(
+            text("""SELECT clip_id, type, severity, coaching_status, occurred_at FROM report_events
+                    WHERE fleet_id = :f AND driver_id = :d AND week = :w AND coaching_status IN :counted
+                    ORDER BY occurred_at, type""").bindparams(bindparam("counted", expanding=True)),
+            {"f": fleet_id, "d": driver_id, "w": week, "counted": list(COUNTED_STATUSES)},
+        ).mappings()
+    ]
+
+
+def score_rows(scores: list[WeekScore]) -> list[dict[str, Any]]:
+    """Scores as report rows, each with its change against the driver's previous week (None when that week had no
+    driving) and its explanation."""
+    by_week = {(s.driver_id, s.week): s.score for s in scores}
+    return [
+        {
+            "driver": s.driver_id,
+            "week": s.week,
+            "score": s.score,
+            "change": None
+            if (previous := by_week.get((s.driver_id, s.week - timedelta(days=7)))) is None
+            else s.score - previous,
+            "points": s.points,
+            "per": s.per,
+            "rate": round(s.rate, 3),
+            "km": None if s.km is None else round(s.km, 1),
+            "hours": round(s.hours, 2),
+            "events": ", ".join(f"{line.type} {line.events} x {line.weight:g}" for line in s.lines),
+            "formula": s.formula,
+        }
+        for s in scores
+    ]

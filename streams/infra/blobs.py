@@ -94,6 +94,15 @@ class BlobStore(ABC):
         """A token that changes when the blob is rewritten (a cache key); BlobNotFound when it is not there."""
 
     @abstractmethod
+    def size(self, uri: str) -> int:
+        """The blob's length in bytes; BlobNotFound when it is not there."""
+
+    @abstractmethod
+    def read_range(self, uri: str, start: int, length: int) -> bytes:
+        """`length` bytes from `start` (fewer at the end): what an HTTP range request of a video asks for, so a
+        player never downloads a whole segment to show a few seconds of it."""
+
+    @abstractmethod
     def video_source(self, uri: str) -> AbstractContextManager[Path]:
         """A context manager giving a Path that `cv2.VideoCapture(str(path))` opens: the file itself, or a
         presigned URL dressed as a path (OpenCV streams it with range requests). Existence is not checked."""
@@ -170,6 +179,17 @@ class LocalBlobStore(BlobStore):
     def version(self, uri: str) -> str:
         stat = self.path(uri).stat()
         return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+    def size(self, uri: str) -> int:
+        return self.path(uri).stat().st_size
+
+    def read_range(self, uri: str, start: int, length: int) -> bytes:
+        try:
+            with self.path(uri).open("rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except FileNotFoundError as err:
+            raise BlobNotFound(f"blob {uri} does not exist") from err
 
     @contextmanager
     def video_source(self, uri: str) -> Iterator[Path]:
@@ -325,6 +345,24 @@ class S3BlobStore(BlobStore):
         with self._errors(uri):
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         return f"{head.get('ETag', '')}-{head.get('LastModified', '')}"
+
+    def size(self, uri: str) -> int:
+        key = self._key_of(uri)
+        with self._errors(uri):
+            return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+
+    def read_range(self, uri: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        key = self._key_of(uri)
+        with self._errors(uri):
+            body = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+            )["Body"]
+            try:
+                return body.read()
+            finally:
+                body.close()
 
     def presign_get(self, uri: str, expires_s: int = VIDEO_URL_EXPIRES_S) -> str:
         """A GET URL anyone holding it can read the blob with until it expires (no request is made here)."""

@@ -26,6 +26,7 @@ QUERIES = {
     "event_rates fleet/day, 28 days",
     "trend driver, 7 days vs previous 7",
     "review_queue, 50",
+    "safety scores, 8 weeks",
     "console dashboard (28 days)",
     "console clip_detail (random clip)",
 }
@@ -51,6 +52,7 @@ def test_bench_reports_times_every_query_and_drops_its_database(tmp_path) -> Non
         "event_rates fleet/day, 28 days",
         "trend driver, 7 days vs previous 7",
         "review_queue, 50",
+        "safety scores, 8 weeks",
     ):
         assert rows[(name, True)] == rows[(name, False)], (
             name

@@ -1,12 +1,11 @@
 """A safety manager's path through the console in a real browser (Debian's chromium, driven by Playwright):
-sign in, open the review queue, open a clip and play it, correct an event, mark the driver coached, and find the
-correction in Postgres.
+sign in, open the review queue, open a clip and play it, correct an event, mark the driver coached, see the events
+count in the driver's safety score and follow the score back to the clip, and find the correction in Postgres.
 A screenshot of each page is kept under $DRIVECOACH_TEST_ARTIFACTS (default test-artifacts/) for people to look at."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -20,34 +19,9 @@ from streams.settings import Settings
 from tests.integration.console_data import PASSWORD, running_console, seed_fleet
 
 pytestmark = pytest.mark.integration
-CHROMIUM = os.environ.get("DRIVECOACH_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = Path(
     os.environ.get("DRIVECOACH_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
 )
-# As the machine's browser checks do: no background traffic to hosts this closed network refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"no chromium at {CHROMIUM}: `make` installs Debian's chromium (or set DRIVECOACH_CHROMIUM)"
-        )
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def test_manager_reviews_and_corrects_a_clip_in_the_browser(
@@ -124,6 +98,22 @@ def test_manager_reviews_and_corrects_a_clip_in_the_browser(
         page.click("text=Coaching")
         assert page.locator(f'a[href="/clips/{clip_id}"]').count() == 0
         page.screenshot(path=shots / "7-coaching.png", full_page=True)
+
+        # The corrected, coached events now count in the driver's safety score: open it and what is behind it.
+        page.click("text=Scores")
+        page.wait_for_url(f"{url}/scores")
+        scored = page.locator("#scores tbody tr").filter(has_text="distraction")
+        assert scored.count() >= 1
+        score = int(scored.first.locator(".score").inner_text())
+        page.screenshot(path=shots / "8-scores.png", full_page=True)
+        scored.first.locator("a.explain").click()
+        page.wait_for_url(f"{url}/scores/explain**")
+        assert page.inner_text("#score") == str(score)
+        assert page.inner_text("#formula").endswith(f"= {score}")
+        assert "distraction" in page.inner_text("#score-lines")
+        page.screenshot(path=shots / "9-score-explained.png", full_page=True)
+        page.locator(f'#score-events a[href="/clips/{clip_id}"]').first.click()
+        page.wait_for_url(f"{url}/clips/{clip_id}")
         page.close()
     with engine.connect() as conn:
         review = conn.execute(
