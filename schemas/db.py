@@ -446,6 +446,58 @@ class FleetScoreSettings(Base):
     )
 
 
+class CoachingSession(Base):
+    """A coaching session a manager assigned a driver on some of their clips; the driver acknowledges it through a
+    signed link (streams/console/links.py)."""
+
+    __tablename__ = "coaching_sessions"
+    __table_args__ = (
+        UniqueConstraint("public_id", name="uq_coaching_sessions_public_id"),
+        UniqueConstraint("id", "fleet_id", name="uq_coaching_sessions_id_fleet"),
+        Index("ix_coaching_sessions_fleet_due", "fleet_id", "due_on"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    public_id: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"))
+    driver_id: Mapped[str] = mapped_column(ForeignKey("drivers.driver_id"))
+    coach: Mapped[str] = mapped_column(String(200))
+    due_on: Mapped[date] = mapped_column(Date)
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CoachingSessionClip(Base):
+    __tablename__ = "coaching_session_clips"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["session_id", "fleet_id"],
+            ["coaching_sessions.id", "coaching_sessions.fleet_id"],
+            name="fk_session_clips_session_fleet",
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["clip_id", "fleet_id"], ["clips.clip_id", "clips.fleet_id"], name="fk_session_clips_clip_fleet"
+        ),
+    )
+
+    session_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    clip_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(String(64))
+
+
+class ConsoleLinkKey(Base):
+    """The secret the console signs drivers' links with (made at random by migration 0016)."""
+
+    __tablename__ = "console_link_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class FleetRole(Base):
     """The Postgres role whose queries see only this fleet's rows (row-level security, migration 0004)."""
 
@@ -457,6 +509,9 @@ class FleetRole(Base):
 
 __all__ = [
     "COACHING_STATUSES",
+    "CoachingSession",
+    "CoachingSessionClip",
+    "ConsoleLinkKey",
     "Base",
     "Clip",
     "ClipSegment",

@@ -223,6 +223,9 @@ def vllm_server(trained_tiny_model: Path, tmp_path_factory: pytest.TempPathFacto
     stop_process(proc)
 
 
+ARTIFACTS = Path(
+    os.environ.get("DRIVECOACH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")
+)
 CHROMIUM = os.environ.get("DRIVECOACH_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 # As the machine's browser checks do: no background traffic to hosts this closed network refuses.
 CHROMIUM_ARGS = [

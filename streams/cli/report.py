@@ -26,7 +26,8 @@ def report(
         str,
         typer.Argument(
             help="events (per group and period, with rates per driving hour and per 100 km) | trend | queue | "
-            "scores (each driver's safety score per week, with its formula)"
+            "scores (each driver's safety score per week, with its formula) | coaching (each acknowledged session's "
+            "effect: the driver's event rate before and after)"
         ),
     ] = "events",
     fleet: Annotated[str | None, typer.Option(help="fleet id")] = None,
@@ -63,7 +64,7 @@ def report(
 
 
 CHOICES = {
-    "kind": ("events", "trend", "queue", "scores"),
+    "kind": ("events", "trend", "queue", "scores", "coaching"),
     "group": ("fleet", "vehicle", "driver"),
     "period": ("day", "week"),
     "format": ("table", "csv", "json"),
@@ -92,6 +93,7 @@ def fetch_rows(kind: str, fleet: str, filters: Filters, *, group: str, period: s
     """The report's rows, read under the fleet's role (created if this database has none yet)."""
     from sqlalchemy import create_engine, text
 
+    from streams.console.coaching import effectiveness
     from streams.console.queries import latest_day
     from streams.console.reports import (
         event_rates,
@@ -122,6 +124,8 @@ def fetch_rows(kind: str, fleet: str, filters: Filters, *, group: str, period: s
                 return event_rates(conn, filters, group=group, period=period)  # type: ignore[arg-type]
             if kind == "trend":
                 return trend(conn, filters, group=group)  # type: ignore[arg-type]
+            if kind == "coaching":
+                return effectiveness(conn)
             if kind == "scores":
                 if (
                     filters.since is None or filters.until is None

@@ -13,7 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BeforeValidator
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from streams.console import auth
@@ -54,6 +54,12 @@ class ConsoleState:
     idle: timedelta  # a sign-in unused this long ends
     throttle: SignInThrottle
     hash_slots: HashSlots
+
+    def link_secret(self) -> str:
+        """The key drivers' links are signed with (migration 0016), read as the console's own login: fleet roles
+        may not read it."""
+        with self.engine.connect() as conn:
+            return str(conn.execute(text("SELECT secret FROM console_link_keys WHERE id = 1")).scalar_one())
 
 
 def console_state(request: Request) -> ConsoleState:

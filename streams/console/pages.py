@@ -4,6 +4,7 @@ queue, coaching list, clip page (and its frames), the review form. Server-render
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
 import logging
 import secrets
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Header, HTTPException, Query, Request
@@ -11,7 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from streams.console import auth
+from streams.console import auth, coaching, links
 from streams.console.deps import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -44,7 +45,7 @@ from streams.console.safety_score import MIN_HOURS, MIN_KM
 from streams.console.throttle import SignInBusy
 from streams.console.video import FootageUnreadable, playable
 from streams.infra.blobs import BlobNotFound, BlobUnavailable
-from streams.infra.tenancy import fleet_connection
+from streams.infra.tenancy import FleetAccessError, fleet_connection
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -189,10 +190,130 @@ def queue_page(ctx: State, request: Request, who: Page) -> HTMLResponse:
 
 
 @router.get("/coaching", include_in_schema=False)
-def coaching_page(ctx: State, request: Request, who: Page) -> HTMLResponse:
+def coaching_page(ctx: State, request: Request, who: Page, created: str | None = None) -> HTMLResponse:
+    """Events waiting for coaching, the sessions (overdue first) with each driver's link, and their effect."""
+    today = datetime.now(UTC).date()
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
         items = coaching_list(conn, who.fleet_id)
-    return render(request, "coaching.html", who=who, items=items)
+        assigned = coaching.sessions(conn, today)
+        effect = coaching.effectiveness(conn)
+    secret = ctx.link_secret()
+    for row in assigned:
+        row["link"] = "/driver/" + links.sign(
+            secret, links.Link(who.fleet_id, row["public_id"], coaching.link_expiry(row["due_on"]))
+        )
+    return render(
+        request, "coaching.html", who=who, items=items, sessions=assigned, effect=effect, created=created
+    )
+
+
+@router.get("/coaching/new", include_in_schema=False)
+def new_session_page(
+    ctx: State, request: Request, who: Page, driver: Annotated[str, Query(min_length=1, max_length=64)]
+) -> HTMLResponse:
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        clips = coaching.waiting_clips(conn, driver)
+    due = datetime.now(UTC).date() + timedelta(days=7)
+    return render(request, "coaching_new.html", who=who, driver=driver, clips=clips, due=due, error=None)
+
+
+@router.post("/coaching/sessions", include_in_schema=False)
+def create_session_form(
+    ctx: State,
+    request: Request,
+    who: Page,
+    driver: Annotated[str, Form(min_length=1, max_length=64)],
+    coach: Annotated[str, Form(max_length=200)] = "",
+    due_on: Annotated[str, Form(max_length=10)] = "",
+    notes: Annotated[str, Form(max_length=2000)] = "",
+    clip: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI form lists)
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    if not auth.same_token(who.csrf_token, csrf_token):
+        raise HTTPException(403, "missing or wrong CSRF token; reload the page")
+    try:
+        try:
+            due = date.fromisoformat(due_on)
+        except ValueError as err:
+            raise coaching.CoachingError("give the due day as YYYY-MM-DD") from err
+        if "\x00" in coach + notes:
+            raise coaching.CoachingError("the coach and the notes may not hold a NUL character")
+        with fleet_connection(ctx.engine, who.fleet_id) as conn:
+            public_id = coaching.create_session(
+                conn,
+                fleet_id=who.fleet_id,
+                manager=who.username,
+                driver_id=driver,
+                coach=coach,
+                due_on=due,
+                notes=notes,
+                clip_ids=clip,
+            )
+    except coaching.CoachingError as err:
+        with fleet_connection(ctx.engine, who.fleet_id) as conn:
+            clips = coaching.waiting_clips(conn, driver)
+        return render(
+            request, "coaching_new.html", 400, who=who, driver=driver, clips=clips, due=due_on, error=str(err)
+        )
+    log.info("%s assigned coaching session %s to driver %s", who.username, public_id, driver)
+    return RedirectResponse(f"/coaching?created={public_id}", status_code=303)
+
+
+def _driver_session(ctx: ConsoleState, token: str) -> tuple[links.Link, coaching.SessionView]:
+    """The session a driver's link opens; 404 for a link that is not ours or names nothing, 410 once it expired."""
+    try:
+        link = links.verify(ctx.link_secret(), token, datetime.now(UTC))
+    except links.LinkExpired as err:
+        raise HTTPException(410, f"{err}: ask your safety manager for a new one") from err
+    except links.LinkInvalid as err:
+        raise HTTPException(404, "no such coaching session") from err
+    try:
+        with fleet_connection(ctx.engine, link.fleet_id) as conn:
+            view = coaching.session_view(conn, link.session)
+    except FleetAccessError as err:
+        raise HTTPException(404, "no such coaching session") from err
+    if view is None:
+        raise HTTPException(404, "no such coaching session")
+    return link, view
+
+
+@router.get("/driver/{token}", include_in_schema=False)
+def driver_page(
+    ctx: State, request: Request, token: Annotated[str, PathParam(max_length=400)], done: str | None = None
+) -> HTMLResponse:
+    """A driver's self-coaching page: no account, the signed link is the key."""
+    try:
+        _, view = _driver_session(ctx, token)
+    except HTTPException as err:
+        return render(request, "driver.html", err.status_code, who=None, view=None, error=err.detail)
+    return render(request, "driver.html", who=None, view=view, token=token, done=done, error=None)
+
+
+@router.post("/driver/{token}/acknowledge", include_in_schema=False)
+def driver_acknowledge(ctx: State, token: Annotated[str, PathParam(max_length=400)]) -> Response:
+    link, view = _driver_session(ctx, token)
+    with fleet_connection(ctx.engine, link.fleet_id) as conn:
+        marked = coaching.acknowledge(conn, link.session)
+    log.info(
+        "driver %s acknowledged coaching session %s (%d events coached)", view.driver_id, link.session, marked
+    )
+    return RedirectResponse(f"/driver/{token}?done=1", status_code=303)
+
+
+@router.get("/driver/{token}/clips/{clip_id}/frames/{index}", include_in_schema=False)
+def driver_frame(
+    ctx: State,
+    token: Annotated[str, PathParam(max_length=400)],
+    clip_id: ClipId,
+    index: Annotated[int, PathParam(ge=0, le=10_000)],
+) -> Response:
+    """A frame of one of the session's clips, for the driver's page (no other clip)."""
+    link, _ = _driver_session(ctx, token)
+    with fleet_connection(ctx.engine, link.fleet_id) as conn:
+        found = clip_frames(conn, clip_id) if coaching.session_clip(conn, link.session, clip_id) else None
+    if found is None:
+        raise HTTPException(404, "no such clip in this session")
+    return _frame_response(ctx, clip_id, *found, index)
 
 
 @router.get("/clips/{clip_id}", include_in_schema=False)
@@ -252,7 +373,12 @@ def clip_frame(
         found = clip_frames(conn, clip_id)
     if found is None:
         raise HTTPException(404, "no such clip")
-    frames_uri, num_frames = found
+    return _frame_response(ctx, clip_id, *found, index)
+
+
+def _frame_response(
+    ctx: ConsoleState, clip_id: str, frames_uri: str, num_frames: int, index: int
+) -> Response:
     try:
         data = frame_jpeg(ctx.blobs, frames_uri, index)
     except BlobNotFound as err:  # the blob's URI names a server path or bucket: for the log, not the page

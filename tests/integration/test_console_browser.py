@@ -5,9 +5,7 @@ A screenshot of each page is kept under $DRIVECOACH_TEST_ARTIFACTS (default test
 
 from __future__ import annotations
 
-import os
 import uuid
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -16,12 +14,10 @@ from sqlalchemy.orm import sessionmaker
 
 from schemas.prompts import parse_turn1
 from streams.settings import Settings
+from tests.conftest import ARTIFACTS
 from tests.integration.console_data import PASSWORD, running_console, seed_fleet
 
 pytestmark = pytest.mark.integration
-ARTIFACTS = Path(
-    os.environ.get("DRIVECOACH_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
-)
 
 
 def test_manager_reviews_and_corrects_a_clip_in_the_browser(
