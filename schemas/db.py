@@ -412,6 +412,7 @@ class Manager(_Created, Base):
     display_name: Mapped[str] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(Text)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    is_admin: Mapped[bool] = mapped_column(Boolean, server_default="false")  # reads the audit log
 
 
 class ConsoleSession(_Created, Base):
@@ -498,6 +499,22 @@ class ConsoleLinkKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class AuditEntry(Base):
+    """One thing a manager (or a driver's link) did in the console (migration 0017): append-only for the services."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_fleet_at", "fleet_id", text("at DESC")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"))
+    username: Mapped[str | None] = mapped_column(String(200))  # None: not a manager (a driver's link)
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(200), server_default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    address: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class FleetRole(Base):
     """The Postgres role whose queries see only this fleet's rows (row-level security, migration 0004)."""
 
@@ -512,6 +529,7 @@ __all__ = [
     "CoachingSession",
     "CoachingSessionClip",
     "ConsoleLinkKey",
+    "AuditEntry",
     "Base",
     "Clip",
     "ClipSegment",

@@ -65,6 +65,14 @@ def console_add_manager(
         str | None,
         typer.Option(help="read the password from this environment variable (default: ask for it)"),
     ] = None,
+    admin: Annotated[
+        bool | None,
+        typer.Option(
+            "--admin/--not-admin",
+            help="an admin of the fleet reads its audit log in the console (default: a new manager is not; an "
+            "existing one stays as they were)",
+        ),
+    ] = None,
 ) -> None:
     """Create a safety manager (or set a new password, which ends their sessions). The fleet must exist already
     (it does once its clips arrive); --create-fleet creates a new one."""
@@ -96,6 +104,7 @@ def console_add_manager(
                 password=password,
                 display_name=name,
                 create_fleet=create_fleet,
+                is_admin=admin,
             )
     except (ManagerError, FleetAccessError) as err:
         console.print(f"[red]error:[/] {err}")

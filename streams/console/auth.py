@@ -44,6 +44,7 @@ class SignedIn:
     display_name: str
     fleet_id: str
     csrf_token: str
+    is_admin: bool = False  # reads the fleet's audit log
 
 
 def hash_password(password: str) -> str:
@@ -89,9 +90,11 @@ def add_manager(
     password: str,
     display_name: str = "",
     create_fleet: bool = False,
+    is_admin: bool | None = None,
 ) -> None:
     """Create or update a manager (and the fleet's Postgres role); updating a password ends their sessions. The
-    fleet must exist unless `create_fleet` (a mistyped fleet would otherwise become a new, empty one)."""
+    fleet must exist unless `create_fleet` (a mistyped fleet would otherwise become a new, empty one). `is_admin`:
+    whether they read the fleet's audit log (None: unchanged)."""
     problem = username_problem(username)
     if problem is not None:
         raise ManagerError(f"{username!r} cannot be a username: {problem}")
@@ -112,6 +115,8 @@ def add_manager(
         "password_hash": hash_password(password),
         "disabled": False,
     }
+    if is_admin is not None:  # None: a new manager is not an admin, an existing one keeps what they were
+        values["is_admin"] = is_admin
     stmt = insert(Manager).values(values)
     session.execute(
         stmt.on_conflict_do_update(
@@ -176,7 +181,9 @@ def signed_in(
             moved = min(moved, console_session.created_at + lifetime)
         if moved - console_session.expires_at > min(idle / 10, timedelta(minutes=1)):
             console_session.expires_at = moved
-    return SignedIn(manager.username, manager.display_name, manager.fleet_id, console_session.csrf_token)
+    return SignedIn(
+        manager.username, manager.display_name, manager.fleet_id, console_session.csrf_token, manager.is_admin
+    )
 
 
 def sign_out(session: Session, token: str | None) -> None:

@@ -16,7 +16,7 @@ from pydantic import BeforeValidator
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from streams.console import auth
+from streams.console import audit, auth
 from streams.console.models import ReviewResultOut
 from streams.console.queries import current_answer
 from streams.console.review import ReviewError, ReviewIn, apply_review
@@ -146,6 +146,14 @@ def review_clip(engine: Engine, who: auth.SignedIn, clip_id: str, review: Review
             inference_id=inference_id,
             clip_duration=duration_s,
             review=review,
+        )
+        audit.record(
+            conn,
+            fleet_id=who.fleet_id,
+            username=who.username,
+            action="review",
+            subject=clip_id,
+            detail={"action": review.action, "events": outcome.events},
         )
     return ReviewResultOut(**asdict(outcome))
 

@@ -10,9 +10,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Form, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from streams.console import auth, coaching, links
+from schemas.db import Manager
+from streams.console import audit, auth, coaching, links
 from streams.console.deps import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -59,9 +61,20 @@ def login_page(request: Request, next: str = "/") -> HTMLResponse:
     return response
 
 
-def _sign_in(ctx: ConsoleState, username: str, password: str) -> str | None:
+def _sign_in(ctx: ConsoleState, username: str, password: str, address: str | None) -> str | None:
+    """A session token for the right password, its sign-in recorded in the audit log in the same transaction."""
     with ctx.sessions() as session, session.begin():
-        return auth.sign_in(session, username, password, lifetime=ctx.lifetime, idle=ctx.idle)
+        token = auth.sign_in(session, username, password, lifetime=ctx.lifetime, idle=ctx.idle)
+        if token is not None:
+            fleet_id = session.scalar(select(Manager.fleet_id).where(Manager.username == username))
+            audit.record(
+                session.connection(),
+                fleet_id=str(fleet_id),
+                username=username,
+                action="sign_in",
+                address=address,
+            )
+        return token
 
 
 @router.post("/login", include_in_schema=False)
@@ -107,7 +120,7 @@ async def login(
         )
     try:
         async with ctx.hash_slots.slot():
-            token = await run_in_threadpool(_sign_in, ctx, username, password)
+            token = await run_in_threadpool(_sign_in, ctx, username, password, address)
     except SignInBusy as busy:
         log.warning("sign-in as %r from %s turned away: %s", username[:64], address, busy)
         return page(
@@ -182,6 +195,18 @@ def score_page(
     return render(request, "score.html", who=who, found=found, min_km=MIN_KM, min_hours=MIN_HOURS)
 
 
+@router.get("/audit", include_in_schema=False)
+def audit_page(ctx: State, request: Request, who: Page) -> HTMLResponse:
+    """The fleet's audit log, for its admins only."""
+    if not who.is_admin:
+        return render(
+            request, "forbidden.html", 403, who=who, what="the audit log: it is for the fleet's admins"
+        )
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        entries = audit.recent(conn)
+    return render(request, "audit.html", who=who, entries=entries)
+
+
 @router.get("/queue", include_in_schema=False)
 def queue_page(ctx: State, request: Request, who: Page) -> HTMLResponse:
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
@@ -249,6 +274,14 @@ def create_session_form(
                 notes=notes,
                 clip_ids=clip,
             )
+            audit.record(
+                conn,
+                fleet_id=who.fleet_id,
+                username=who.username,
+                action="coaching_assigned",
+                subject=str(public_id),
+                detail={"driver": driver, "clips": sorted(set(clip)), "due_on": str(due)},
+            )
     except coaching.CoachingError as err:
         with fleet_connection(ctx.engine, who.fleet_id) as conn:
             clips = coaching.waiting_clips(conn, driver)
@@ -294,6 +327,14 @@ def driver_acknowledge(ctx: State, token: Annotated[str, PathParam(max_length=40
     link, view = _driver_session(ctx, token)
     with fleet_connection(ctx.engine, link.fleet_id) as conn:
         marked = coaching.acknowledge(conn, link.session)
+        audit.record(
+            conn,
+            fleet_id=link.fleet_id,
+            username=None,
+            action="coaching_acknowledged",
+            subject=str(link.session),
+            detail={"driver": view.driver_id, "events_coached": marked},
+        )
     log.info(
         "driver %s acknowledged coaching session %s (%d events coached)", view.driver_id, link.session, marked
     )
