@@ -6,7 +6,7 @@ queries and these are the same thing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import bindparam, text
@@ -136,26 +136,47 @@ def score_weeks(filters: Filters) -> Filters:
 
 
 def safety_scores(conn: Connection, filters: Filters, settings: ScoreSettings) -> list[WeekScore]:
-    """Every driver's score per week of the window (safety_score.py's formula): two grouped reads, one over the
-    reviewed events (event_facts' fleet/day index) and one over the driving (clips' fleet/start index)."""
+    """Every driver's score per week of the window (safety_score.py's formula): two grouped index-only reads, the
+    reviewed events from event_facts' (fleet_id, day) index and the driving from the clips' (fleet_id, start_ts)
+    index. Not through report_events and report_driving: the first joins every event to its severity, unused here,
+    and the second's `day` is an expression, so a window on it reads the fleet's whole history (`bench reports`)."""
     weeks = score_weeks(filters)
-    where_events, params = weeks.where()
-    where_driving, _ = weeks.where(events=False)
+    if weeks.fleet is None or weeks.since is None or weeks.until is None:
+        raise ValueError("scores need a fleet and a window")
+    params: dict[str, Any] = {
+        "fleet": weeks.fleet,
+        "since": weeks.since,
+        "until": weeks.until,
+        "since_ts": datetime.combine(weeks.since, time(), UTC).timestamp(),
+        "until_ts": datetime.combine(weeks.until, time(), UTC).timestamp(),
+        "counted": list(COUNTED_STATUSES),
+    }
+    narrow = ""
+    for column, value in (("driver_id", weeks.driver), ("vehicle_id", weeks.vehicle)):
+        if value is not None:
+            narrow += f" AND {column} = :{column}"
+            params[column] = value
     counts: dict[tuple[str, date], dict[str, int]] = {}
     for r in conn.execute(
-        text(f"""SELECT driver_id, week, type, count(*) AS events FROM report_events
-                 WHERE {where_events} AND driver_id IS NOT NULL AND coaching_status IN :counted
+        text(f"""SELECT driver_id, date_trunc('week', day)::date AS week, type, count(*) AS events FROM event_facts
+                 WHERE fleet_id = :fleet AND day >= :since AND day < :until AND driver_id IS NOT NULL
+                       AND coaching_status IN :counted{narrow}
                  GROUP BY 1, 2, 3""").bindparams(bindparam("counted", expanding=True)),
-        {**params, "counted": list(COUNTED_STATUSES)},
-    ):
-        counts.setdefault((r.driver_id, r.week), {})[r.type] = int(r.events)
-    scores = []
-    for r in conn.execute(
-        text(f"""SELECT driver_id, date_trunc('week', day)::date AS week, sum(seconds) / 3600.0 AS hours,
-                        CASE WHEN count(km) = count(*) THEN sum(km) END AS km
-                 FROM report_driving WHERE {where_driving} AND driver_id IS NOT NULL GROUP BY 1, 2"""),
         params,
     ):
+        counts.setdefault((r.driver_id, r.week), {})[r.type] = int(r.events)
+    driving = conn.execute(
+        text(f"""SELECT driver_id, date_trunc('week', to_timestamp(start_ts) AT TIME ZONE 'UTC')::date AS week,
+                        sum(end_ts - start_ts) / 3600.0 AS hours,
+                        CASE WHEN count(distance_km) = count(*) THEN sum(distance_km) END AS km
+                 FROM clips
+                 WHERE fleet_id = :fleet AND start_ts >= :since_ts AND start_ts < :until_ts
+                       AND driver_id IS NOT NULL{narrow}
+                 GROUP BY 1, 2"""),
+        params,
+    )
+    scores = []
+    for r in driving:
         km = None if r.km is None else float(r.km)
         score = week_score(
             r.driver_id,
