@@ -283,11 +283,14 @@ def test_0009_upgrades_a_database_with_data_and_downgrades(tmp_path: Path) -> No
 
         def state() -> tuple[set[str], bool]:
             with engine.connect() as conn:
-                names = set(
-                    conn.execute(
-                        text("SELECT conname FROM pg_constraint WHERE conname LIKE 'fk\\_%\\_fleet'")
-                    ).scalars()
-                ) - LATER_FLEET_KEYS
+                names = (
+                    set(
+                        conn.execute(
+                            text("SELECT conname FROM pg_constraint WHERE conname LIKE 'fk\\_%\\_fleet'")
+                        ).scalars()
+                    )
+                    - LATER_FLEET_KEYS
+                )
                 public = conn.execute(
                     text(
                         "SELECT has_function_privilege('public', 'drivecoach_refresh_event_facts(text[])', "
