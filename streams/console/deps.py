@@ -4,7 +4,7 @@ parameter types."""
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Annotated, Any
 
@@ -54,12 +54,16 @@ class ConsoleState:
     idle: timedelta  # a sign-in unused this long ends
     throttle: SignInThrottle
     hash_slots: HashSlots
+    _link_key: list[str] = field(default_factory=list, repr=False, compare=False)  # read once, then kept
 
     def link_secret(self) -> str:
-        """The key drivers' links are signed with (migration 0016), read as the console's own login: fleet roles
-        may not read it."""
-        with self.engine.connect() as conn:
-            return str(conn.execute(text("SELECT secret FROM console_link_keys WHERE id = 1")).scalar_one())
+        """The key drivers' links are signed with (migration 0016), read once as the console's own login (fleet
+        roles may not read it): a driver's page asks for it on every frame, and the key never changes."""
+        if not self._link_key:
+            with self.engine.connect() as conn:
+                key = conn.execute(text("SELECT secret FROM console_link_keys WHERE id = 1")).scalar_one()
+            self._link_key.append(str(key))
+        return self._link_key[0]
 
 
 def console_state(request: Request) -> ConsoleState:

@@ -4,6 +4,8 @@ queue, coaching list, clip page (and its frames), the review form. Server-render
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -417,20 +419,33 @@ def clip_frame(
     return _frame_response(ctx, clip_id, *found, index)
 
 
-def _frame_response(
-    ctx: ConsoleState, clip_id: str, frames_uri: str, num_frames: int, index: int
-) -> Response:
+@contextmanager
+def _blob_errors(clip_id: str, what: str, gone: str, damaged: str) -> Iterator[None]:
+    """A blob store's failures as the clip's pages answer them: 404 gone, 409 damaged, 503 unreachable. The
+    blob's URI names a server path or bucket: for the log, not the page."""
     try:
-        data = frame_jpeg(ctx.blobs, frames_uri, index)
-    except BlobNotFound as err:  # the blob's URI names a server path or bucket: for the log, not the page
-        log.warning("clip %s: its frames are gone: %s", clip_id, err)
-        raise HTTPException(404, "the clip's frames are gone from the blob store") from err
-    except FramesUnreadable as err:
+        yield
+    except BlobNotFound as err:
+        log.warning("clip %s: its %s is gone: %s", clip_id, what, err)
+        raise HTTPException(404, gone) from err
+    except (FramesUnreadable, FootageUnreadable) as err:
         log.warning("clip %s: %s", clip_id, err)
-        raise HTTPException(409, "the clip's frames file is damaged and cannot be shown") from err
+        raise HTTPException(409, damaged) from err
     except BlobUnavailable as err:
         log.warning("clip %s: the blob store does not answer: %s", clip_id, err)
         raise HTTPException(503, "the blob store does not answer; try again later") from err
+
+
+def _frame_response(
+    ctx: ConsoleState, clip_id: str, frames_uri: str, num_frames: int, index: int
+) -> Response:
+    with _blob_errors(
+        clip_id,
+        "frames",
+        "the clip's frames are gone from the blob store",
+        "the clip's frames file is damaged and cannot be shown",
+    ):
+        data = frame_jpeg(ctx.blobs, frames_uri, index)
     if data is None:
         raise HTTPException(404, f"the clip has {num_frames} frames")
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -464,23 +479,20 @@ def clip_footage_video(
     pieces = plan(*found).get(camera, []) if found else []
     if index >= len(pieces):
         raise HTTPException(404, "no such clip or piece of its footage")
-    try:
+    with _blob_errors(
+        clip_id,
+        f"{camera} video",
+        "the camera's video is gone from the blob store",
+        "the camera's video cannot be decoded",
+    ):
         uri, kind = playable(ctx.blobs, pieces[index].video_uri)
         size = ctx.blobs.size(uri)
-        wanted = byte_range(range_header, size)
+        try:
+            wanted = byte_range(range_header, size)
+        except RangeNotSatisfiable as err:
+            return JSONResponse({"detail": str(err)}, 416, headers={"Content-Range": f"bytes */{size}"})
         start, end = wanted if wanted is not None else (0, size - 1)
         data = ctx.blobs.read_range(uri, start, end - start + 1)
-    except RangeNotSatisfiable as err:
-        return JSONResponse({"detail": str(err)}, 416, headers={"Content-Range": f"bytes */{size}"})
-    except BlobNotFound as err:  # the URI names a server path or bucket: for the log, not the page
-        log.warning("clip %s: its %s video is gone: %s", clip_id, camera, err)
-        raise HTTPException(404, "the camera's video is gone from the blob store") from err
-    except FootageUnreadable as err:
-        log.warning("clip %s: %s", clip_id, err)
-        raise HTTPException(409, "the camera's video cannot be decoded") from err
-    except BlobUnavailable as err:
-        log.warning("clip %s: the blob store does not answer: %s", clip_id, err)
-        raise HTTPException(503, "the blob store does not answer; try again later") from err
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
     if wanted is None:
         return Response(data, media_type=kind, headers=headers)
