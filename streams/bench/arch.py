@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-import schemas
 from schemas.model_io import (
     TEMPORAL_PATCH,
     build_inputs,
@@ -42,6 +41,7 @@ from schemas.model_io import (
     video_tokens,
 )
 from schemas.prompts import conversation
+from streams.inference.engines.vllm import VLLM_ENV_DEFAULTS, with_startup_shim
 from streams.settings import Settings
 
 # Qwen2.5-VL-3B-Instruct's config.json as published (huggingface.co/Qwen/Qwen2.5-VL-3B-Instruct, file config.json;
@@ -160,16 +160,6 @@ TOKEN_ID_FIELDS = {
 }
 # What a checkpoint directory needs besides config.json and weights: tokenizer, processor, chat template.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja")
-
-# vLLM reads these at import: a 1-GiB CPU KV cache, loopback only, no telemetry, no hub.
-VLLM_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_HOST_IP": "127.0.0.1",
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-}
-STARTUP_DIR = Path(schemas.__file__).resolve().parent / "startup"  # the torchvision shim's sitecustomize
 
 
 @dataclass(frozen=True)
@@ -431,11 +421,9 @@ class GpuMemoryPeak:
 
 
 def _vllm_environment() -> None:
-    for name, value in VLLM_ENV.items():
+    for name, value in VLLM_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(STARTUP_DIR) not in parts:  # vLLM starts fresh interpreters: they need the shim too
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(STARTUP_DIR), *parts])
+    with_startup_shim(os.environ)  # vLLM starts fresh interpreters: they need the shim too
     install_torchvision_shim()
 
 

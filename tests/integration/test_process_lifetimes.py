@@ -130,3 +130,49 @@ def test_a_killed_process_takes_its_embedded_postgres_with_it(tmp_path: Path) ->
             proc.kill()
         if postmaster.is_running():
             postmaster.terminate()
+
+
+VLLM_HOLDER = """
+import sys, time
+import numpy as np
+from streams.inference.engines.vllm import VllmEngine
+
+if __name__ == "__main__":
+    engine = VllmEngine(sys.argv[1], max_new_tokens=8)
+    answer = engine.run_cot(np.zeros((4, 56, 56, 3), dtype=np.uint8))  # generation works with the signal set
+    print("READY", answer.generated_tokens, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_process_takes_its_vllm_engine_with_it(trained_tiny_model: Path, tmp_path: Path) -> None:
+    """A worker (or a test) killed with SIGKILL left vLLM's EngineCore and model worker running, a core pinned
+    each, for hours (seen after a killed CI run): vLLM ignores the death of the process that started it. The
+    startup shim now gives every vLLM process a parent-death signal (schemas/startup/sitecustomize.py)."""
+    script = tmp_path / "holder.py"
+    script.write_text(VLLM_HOLDER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(trained_tiny_model)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    engine_processes: list[psutil.Process] = []
+    try:
+        ready = next((line.split() for line in proc.stdout if line.startswith("READY")), [])  # vLLM logs too
+        assert ready[:1] == ["READY"] and int(ready[1]) > 0, "the engine did not start and answer"
+        engine_processes = psutil.Process(proc.pid).children(recursive=True)
+        names = {p.name() for p in engine_processes}
+        assert {"VLLM::EngineCore", "VLLM::Worker"} <= names, names
+        proc.kill()
+        proc.wait(10)
+        assert _wait(
+            lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine_processes),
+            60,
+        ), "vLLM's processes outlived the process that started them"
+    finally:
+        proc.kill()
+        for p in engine_processes:
+            if p.is_running():
+                p.kill()

@@ -65,10 +65,12 @@ def checkpoint_dtype(model_path: str | Path, dtype: str = "auto") -> str:
 
 
 def with_startup_shim(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
-    """Put the torchvision shim's `sitecustomize` on PYTHONPATH for every process started with `env`."""
+    """Put the startup `sitecustomize` on PYTHONPATH for every process started with `env`: the torchvision shim,
+    and a parent-death signal, so no vLLM process outlives the one that started it (schemas/startup explains)."""
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(STARTUP_DIR) not in parts:
         env["PYTHONPATH"] = os.pathsep.join([str(STARTUP_DIR), *parts])
+    env["DRIVECOACH_DIE_WITH_PARENT"] = "1"
     return env
 
 
