@@ -26,7 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -413,6 +413,8 @@ class Manager(_Created, Base):
     password_hash: Mapped[str] = mapped_column(Text)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     is_admin: Mapped[bool] = mapped_column(Boolean, server_default="false")  # reads the audit log
+    # Sees faces unblurred in the console and exports, each time written to the audit log (migration 0018).
+    view_unblurred: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class ConsoleSession(_Created, Base):
@@ -564,3 +566,122 @@ class SignInFailures(Base):
     failures: Mapped[int] = mapped_column(Integer, server_default="0")
     blocked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class FleetRetention(Base):
+    """A fleet's retention periods in days from a clip's end (migration 0019, streams/retention/); None, or no row:
+    kept forever."""
+
+    __tablename__ = "fleet_retention"
+    __table_args__ = (
+        CheckConstraint("video_days IS NULL OR video_days >= 0", name="ck_retention_video_days"),
+        CheckConstraint("results_days IS NULL OR results_days >= 0", name="ck_retention_results_days"),
+    )
+
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), primary_key=True)
+    video_days: Mapped[int | None] = mapped_column(Integer)  # uploads, stacked frames, transcoded footage
+    results_days: Mapped[int | None] = mapped_column(Integer)  # answers, events, instructions, reviews
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class LegalHold(Base):
+    """A clip retention must keep whole while the hold is active (`released_at` None)."""
+
+    __tablename__ = "legal_holds"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["clip_id", "fleet_id"],
+            ["clips.clip_id", "clips.fleet_id"],
+            name="fk_legal_holds_clip_fleet",
+            ondelete="CASCADE",
+        ),
+        Index("ix_legal_holds_active", "fleet_id", "clip_id", postgresql_where=text("released_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    clip_id: Mapped[str] = mapped_column(String(64))
+    fleet_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    held_by: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    released_by: Mapped[str | None] = mapped_column(String(200))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RetentionDeletion(Base):
+    """What `drivecoach retention run` deleted: a blob (frames, video, footage) or a clip's rows (results, clip).
+    A blob's row is its intent until `deleted_at` is set; each blob URI is logged once."""
+
+    __tablename__ = "retention_deletions"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('frames', 'video', 'footage', 'results', 'clip')", name="ck_retention_deletions_kind"
+        ),
+        Index(
+            "uq_retention_deletions_blob", "blob_uri", unique=True, postgresql_where=text("blob_uri <> ''")
+        ),
+        Index("ix_retention_deletions_pending", "id", postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_retention_deletions_fleet_at", "fleet_id", "planned_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID]
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(128))  # the clip's id, or the segment's for video and footage
+    blob_uri: Mapped[str] = mapped_column(Text, server_default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    planned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookEndpoint(Base):
+    """A fleet's URL for signed deliveries of the kinds it chose (migration 0020); `secret` signs them
+    (streams/webhooks/signing.py), so it is kept, and only the owner and the delivery process read it."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        UniqueConstraint("id", "fleet_id", name="uq_webhook_endpoints_id_fleet"),  # for webhook_outbox
+        Index("ix_webhook_endpoints_fleet", "fleet_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    # severe_event | review_done | coaching_acknowledged
+    kinds: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    min_severity: Mapped[int] = mapped_column(Integer, server_default="3")  # of a severe_event's type
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookDelivery(Base):
+    """One change for one endpoint, written by triggers in the change's own transaction (migration 0020); `id` is
+    the event id every attempt carries. pending -> delivered, or dead after the last attempt."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["endpoint_id", "fleet_id"],
+            ["webhook_endpoints.id", "webhook_endpoints.fleet_id"],
+            name="fk_webhook_outbox_endpoint_fleet",
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("endpoint_id", "kind", "subject", name="uq_webhook_outbox_subject"),
+        Index("ix_webhook_outbox_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    fleet_id: Mapped[str] = mapped_column(String(64))
+    endpoint_id: Mapped[uuid.UUID]
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(300))  # the change: a change written twice is delivered once
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

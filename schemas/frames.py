@@ -1,22 +1,27 @@
 """The clip frames file (`clips/<vehicle>/<clip>.r<revision>.npz`): written by the clip builder, read by the worker,
-the console and the training export. A standard .npz that `np.load` reads: `frames` (T, H, W, 3) uint8 RGB and
-`times` (T,) seconds from the clip start."""
+the console and the training export. A standard .npz that `np.load` reads: `frames` (T, H, W, 3) uint8 RGB,
+`times` (T,) seconds from the clip start and, in files written since issue 18, `driver_top` (the first row of the
+driver view, below the road view: where the console blurs faces). Files without it are read as before."""
 
 from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 
-def encode_frames(frames: np.ndarray, times: np.ndarray) -> bytes:
+def encode_frames(frames: np.ndarray, times: np.ndarray, driver_top: int | None = None) -> bytes:
     """Deflated at level 1: np.savez_compressed's fixed level took a third of clip building for a few percent
     smaller files (measured with `drivecoach bench clip`)."""
     buf = io.BytesIO()
+    arrays = [("frames", frames), ("times", times)]
+    if driver_top is not None:
+        arrays.append(("driver_top", np.asarray(driver_top, dtype=np.int32)))
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for name, array in (("frames", frames), ("times", times)):
+        for name, array in arrays:
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     return buf.getvalue()
@@ -26,3 +31,19 @@ def load_frames(path: Path) -> np.ndarray:
     """The frames (T, H, W, 3) uint8 of a clip frames file."""
     with np.load(path) as data:
         return np.asarray(data["frames"])
+
+
+@dataclass(frozen=True)
+class FramesFile:
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    times: np.ndarray  # (T,) seconds from the clip start
+    driver_top: int | None  # the driver view's first row; None: not recorded (files written before issue 18)
+
+
+def load_frames_file(path: Path) -> FramesFile:
+    """Everything in a clip frames file: what the console needs to blur the driver view."""
+    with np.load(path) as data:
+        frames = np.asarray(data["frames"])
+        times = np.asarray(data["times"]) if "times" in data else np.arange(len(frames), dtype=np.float32)
+        top = int(data["driver_top"]) if "driver_top" in data else None
+    return FramesFile(frames, times, top)

@@ -95,7 +95,9 @@ def scenario_frames(s: Scenario, settings: Settings) -> ClipFrames:
     frames = np.stack(
         [stack(render_road(s, t, ROAD_SIZE), render_driver(s, t, DRIVER_SIZE), geometry) for t in times]
     )
-    return ClipFrames(frames=frames, times=np.asarray(times, dtype=np.float32))
+    return ClipFrames(
+        frames=frames, times=np.asarray(times, dtype=np.float32), driver_top=geometry.road_height
+    )
 
 
 def scenario_clip(

@@ -38,6 +38,22 @@ class Settings(BaseSettings):
         description="secret, from DRIVECOACH_TRAINING_DB_PASSWORD only: the password `drivecoach migrate "
         "--training-login NAME` gives the retraining job's least-privilege login",
     )
+    webhooks_db_password: str = Field(
+        "",
+        description="secret, from DRIVECOACH_WEBHOOKS_DB_PASSWORD only: the password `drivecoach migrate "
+        "--webhooks-login NAME` gives the webhook delivery process's least-privilege login",
+    )
+    retention_db_password: str = Field(
+        "",
+        description="secret, from DRIVECOACH_RETENTION_DB_PASSWORD only: the password `drivecoach migrate "
+        "--retention-login NAME` gives the retention job's least-privilege login",
+    )
+    retention_pause_ms: int = Field(
+        0,
+        ge=0,
+        description="`drivecoach retention run` waits this long after each deletion, to spare a busy blob store "
+        "and database",
+    )
     local_postgres: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
     blob_dir: Path | None = None
     # Blobs in an S3-API store instead: s3://bucket/prefix (credentials from the AWS chain, never from here).
@@ -169,6 +185,30 @@ class Settings(BaseSettings):
         description="memory for password checks at once: each argon2 check takes 64 MiB, so 256 lets 4 run "
         "together; further sign-ins wait for one (10 s at most, then a 503)",
     )
+    # Webhook deliveries (`drivecoach webhooks deliver`, streams/webhooks/delivery.py).
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="seconds an endpoint has to connect and to answer; longer is a failed attempt"
+    )
+    webhook_max_attempts: int = Field(
+        12,
+        ge=1,
+        description="attempts per delivery before it is dead (with the default backoff, the last comes 7 to 15 "
+        "hours after the first)",
+    )
+    webhook_backoff_s: float = Field(
+        30.0, gt=0, description="wait after a delivery's first failed attempt; it doubles per further failure"
+    )
+    webhook_backoff_max_s: float = Field(
+        21600.0,
+        gt=0,
+        description="the longest wait between two attempts (6 hours); each wait is jittered to 50-100%",
+    )
+    webhook_poll_s: float = Field(
+        1.0, gt=0, description="how often an idle delivery process looks for due rows"
+    )
+    webhook_concurrency: int = Field(
+        4, ge=1, description="requests one delivery process has in flight at once"
+    )
     # Embedded-broker quirk (Tansu 0.6 ListOffsets bug): one record per batch keeps table recovery correct.
     one_record_per_batch: bool = False
 
@@ -198,6 +238,8 @@ class Settings(BaseSettings):
             )
         if self.max_clock_ahead_s >= self.max_segment_age_s:
             raise ValueError("max_clock_ahead_s must be shorter than max_segment_age_s")
+        if self.webhook_backoff_max_s < self.webhook_backoff_s:
+            raise ValueError("webhook_backoff_max_s must not be shorter than webhook_backoff_s")
         if self.engine == "openai" and not self.openai_base_url:
             raise ValueError(
                 "engine openai needs DRIVECOACH_OPENAI_BASE_URL (the vllm serve server's /v1 URL)"

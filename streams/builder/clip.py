@@ -254,9 +254,10 @@ class ClipFrames:
         SegmentFault, ...
     ] = ()  # segments that could not give all their frames (black panels instead)
     views: tuple[View, ...] = (View.ROAD, View.DRIVER)  # the views at least one frame of which decoded
+    driver_top: int | None = None  # the driver view's first row (the road view's height)
 
     def to_npz(self) -> bytes:
-        return encode_frames(self.frames, self.times)
+        return encode_frames(self.frames, self.times, self.driver_top)
 
 
 def build_clip_frames(
@@ -290,4 +291,5 @@ def build_clip_frames(
             for view, frames in ((View.ROAD, road_frames), (View.DRIVER, driver_frames))
             if any(f is not None for f in frames)
         ),
+        driver_top=geometry.road_height,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import bench, blobs, console, model, pipeline, report, schema
+from streams.cli import bench, blobs, console, model, pipeline, report, retention, schema, webhooks
 
 app = typer.Typer(
     add_completion=False,
@@ -19,6 +19,8 @@ app.add_typer(model.app, name="model")
 app.add_typer(bench.app, name="bench")
 app.add_typer(blobs.app, name="blobs")
 app.add_typer(schema.app, name="schema")
+app.add_typer(retention.app, name="retention")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def main() -> None:

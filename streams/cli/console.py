@@ -73,6 +73,14 @@ def console_add_manager(
             "existing one stays as they were)",
         ),
     ] = None,
+    view_unblurred: Annotated[
+        bool | None,
+        typer.Option(
+            "--view-unblurred/--no-view-unblurred",
+            help="may see faces in the driver view unblurred, each time written to the audit log (default: a "
+            "new manager may not; an existing one stays as they were)",
+        ),
+    ] = None,
 ) -> None:
     """Create a safety manager (or set a new password, which ends their sessions). The fleet must exist already
     (it does once its clips arrive); --create-fleet creates a new one."""
@@ -105,6 +113,7 @@ def console_add_manager(
                 display_name=name,
                 create_fleet=create_fleet,
                 is_admin=admin,
+                view_unblurred=view_unblurred,
             )
     except (ManagerError, FleetAccessError) as err:
         console.print(f"[red]error:[/] {err}")

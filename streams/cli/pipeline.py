@@ -168,6 +168,13 @@ def migrate(
             "password from DRIVECOACH_CONSOLE_DB_PASSWORD"
         ),
     ] = None,
+    retention_login: Annotated[
+        str | None,
+        typer.Option(
+            help="likewise for the retention job (deletes expired answers, clips and blobs, logs what it deleted); "
+            "its password from DRIVECOACH_RETENTION_DB_PASSWORD"
+        ),
+    ] = None,
     training_login: Annotated[
         str | None,
         typer.Option(
@@ -175,12 +182,26 @@ def migrate(
             "password from DRIVECOACH_TRAINING_DB_PASSWORD"
         ),
     ] = None,
+    webhooks_login: Annotated[
+        str | None,
+        typer.Option(
+            help="likewise for the webhook delivery process (reads endpoints and due deliveries, records attempts); "
+            "its password from DRIVECOACH_WEBHOOKS_DB_PASSWORD"
+        ),
+    ] = None,
 ) -> None:
     """Create or upgrade the database schema (Alembic) on the configured Postgres, as its owner; with the login
     options, the services' own least-privilege logins too (deploy/README.md, "Database roles")."""
     from streams.infra.database import make_engine, resolve_database_url
     from streams.infra.database import migrate as run_migrations
-    from streams.infra.roles import CONSOLE_GROUP, PIPELINE_GROUP, TRAINING_GROUP, ensure_login
+    from streams.infra.roles import (
+        CONSOLE_GROUP,
+        PIPELINE_GROUP,
+        RETENTION_GROUP,
+        TRAINING_GROUP,
+        WEBHOOKS_GROUP,
+        ensure_login,
+    )
 
     configure_logging()
     settings = build_settings()
@@ -188,6 +209,13 @@ def migrate(
         (pipeline_login, settings.pipeline_db_password, PIPELINE_GROUP, "DRIVECOACH_PIPELINE_DB_PASSWORD"),
         (console_login, settings.console_db_password, CONSOLE_GROUP, "DRIVECOACH_CONSOLE_DB_PASSWORD"),
         (training_login, settings.training_db_password, TRAINING_GROUP, "DRIVECOACH_TRAINING_DB_PASSWORD"),
+        (
+            retention_login,
+            settings.retention_db_password,
+            RETENTION_GROUP,
+            "DRIVECOACH_RETENTION_DB_PASSWORD",
+        ),
+        (webhooks_login, settings.webhooks_db_password, WEBHOOKS_GROUP, "DRIVECOACH_WEBHOOKS_DB_PASSWORD"),
     ]
     logins = [(login, *rest) for login, *rest in requested if login is not None]
     for login, password, _, variable in logins:

@@ -92,16 +92,25 @@ def api_clip(ctx: State, who: Api, clip_id: ClipId) -> ClipOut:
     tags=["clips"],
     responses={**err, 404: {"model": ErrorOut}},
 )
-def api_footage(ctx: State, who: Api, clip_id: ClipId) -> FootageOut:
+def api_footage(
+    ctx: State,
+    who: Api,
+    clip_id: ClipId,
+    unblurred: Annotated[
+        bool, Query(description="URLs of the driver camera's unblurred video (needs view_unblurred; audited)")
+    ] = False,
+) -> FootageOut:
     """What the clip page plays: each camera's uploads laid on the clip's timeline, trimmed to its window (`at`:
     where a piece starts on the clip's timeline; `offset`: where in its video; `length`: for how long), each with
-    the URL of its video (range requests)."""
+    the URL of its video (range requests; the driver camera's with faces blurred unless `unblurred`)."""
+    if unblurred and not who.view_unblurred:
+        raise HTTPException(403, "your role may not see faces unblurred (the view_unblurred permission)")
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
         found = clip_footage(conn, clip_id)
     if found is None:
         raise HTTPException(404, "no such clip")
     start, end, stretches = found
-    return footage_out(clip_id, start, end, plan(start, end, stretches))
+    return footage_out(clip_id, start, end, plan(start, end, stretches), unblurred=unblurred)
 
 
 @router.post(

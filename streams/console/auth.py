@@ -45,6 +45,7 @@ class SignedIn:
     fleet_id: str
     csrf_token: str
     is_admin: bool = False  # reads the fleet's audit log
+    view_unblurred: bool = False  # may see faces unblurred (migration 0018), each time audited
 
 
 def hash_password(password: str) -> str:
@@ -91,10 +92,12 @@ def add_manager(
     display_name: str = "",
     create_fleet: bool = False,
     is_admin: bool | None = None,
+    view_unblurred: bool | None = None,
 ) -> None:
     """Create or update a manager (and the fleet's Postgres role); updating a password ends their sessions. The
     fleet must exist unless `create_fleet` (a mistyped fleet would otherwise become a new, empty one). `is_admin`:
-    whether they read the fleet's audit log (None: unchanged)."""
+    whether they read the fleet's audit log; `view_unblurred`: whether they may see faces unblurred (None: each
+    unchanged)."""
     problem = username_problem(username)
     if problem is not None:
         raise ManagerError(f"{username!r} cannot be a username: {problem}")
@@ -117,6 +120,8 @@ def add_manager(
     }
     if is_admin is not None:  # None: a new manager is not an admin, an existing one keeps what they were
         values["is_admin"] = is_admin
+    if view_unblurred is not None:
+        values["view_unblurred"] = view_unblurred
     stmt = insert(Manager).values(values)
     session.execute(
         stmt.on_conflict_do_update(
@@ -182,7 +187,12 @@ def signed_in(
         if moved - console_session.expires_at > min(idle / 10, timedelta(minutes=1)):
             console_session.expires_at = moved
     return SignedIn(
-        manager.username, manager.display_name, manager.fleet_id, console_session.csrf_token, manager.is_admin
+        manager.username,
+        manager.display_name,
+        manager.fleet_id,
+        console_session.csrf_token,
+        manager.is_admin,
+        manager.view_unblurred,
     )
 
 

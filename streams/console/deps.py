@@ -4,6 +4,7 @@ parameter types."""
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Annotated, Any
@@ -55,6 +56,9 @@ class ConsoleState:
     throttle: SignInThrottle
     hash_slots: HashSlots
     _link_key: list[str] = field(default_factory=list, repr=False, compare=False)  # read once, then kept
+    # (manager, clip) -> when an unblurred view of it was last written to the audit log (pages._unblurred)
+    unblurred_audited: dict[tuple[str, str], float] = field(default_factory=dict, repr=False, compare=False)
+    audit_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def link_secret(self) -> str:
         """The key drivers' links are signed with (migration 0016), read once as the console's own login (fleet

@@ -144,7 +144,10 @@ def clip_out(detail: ClipDetail) -> ClipOut:
     return ClipOut(**fields)
 
 
-def footage_out(clip_id: str, start: float, end: float, pieces: dict[str, list[Piece]]) -> FootageOut:
+def footage_out(
+    clip_id: str, start: float, end: float, pieces: dict[str, list[Piece]], *, unblurred: bool = False
+) -> FootageOut:
+    suffix = {"driver": "?unblurred=1"} if unblurred else {}
     return FootageOut(
         clip_id=clip_id,
         start=datetime.fromtimestamp(start, UTC),
@@ -152,7 +155,7 @@ def footage_out(clip_id: str, start: float, end: float, pieces: dict[str, list[P
         cameras={
             camera: [
                 PieceOut(
-                    url=f"/clips/{clip_id}/footage/{camera}/{p.index}",
+                    url=f"/clips/{clip_id}/footage/{camera}/{p.index}{suffix.get(camera, '')}",
                     at=round(p.at, 3),
                     offset=round(p.offset, 3),
                     length=round(p.length, 3),

@@ -4,6 +4,7 @@ queue, coaching list, clip page (and its frames), the review form. Server-render
 # No `from __future__ import annotations`: FastAPI resolves the routes' Annotated dependencies at import.
 import logging
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -359,15 +360,53 @@ def driver_frame(
     return _frame_response(ctx, clip_id, *found, index)
 
 
+UNBLURRED_AUDIT_EVERY_S = (
+    600.0  # a manager's frame and footage requests this soon after a logged view are that view
+)
+
+
+def _unblurred(ctx: ConsoleState, request: Request, who: auth.SignedIn, clip_id: str, what: str) -> None:
+    """Let `who` see `clip_id` unblurred, and write it to the audit log, or refuse (403) without `view_unblurred`.
+    A clip page viewed unblurred is logged each time; its frames and footage then come in bursts, logged again
+    only UNBLURRED_AUDIT_EVERY_S after the last entry for that manager and clip (so a direct request is logged
+    too)."""
+    if not who.view_unblurred:
+        raise HTTPException(403, "your role may not see faces unblurred (the view_unblurred permission)")
+    key, now = (who.username, clip_id), time.monotonic()
+    with ctx.audit_lock:
+        last = ctx.unblurred_audited.get(key)
+        if what != "clip page" and last is not None and now - last < UNBLURRED_AUDIT_EVERY_S:
+            return
+        ctx.unblurred_audited[key] = now
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        audit.record(
+            conn,
+            fleet_id=who.fleet_id,
+            username=who.username,
+            action="unblurred_view",
+            subject=clip_id,
+            detail={"what": what},
+            address=request.client.host if request.client else None,
+        )
+    log.info("%s viewed clip %s unblurred (%s)", who.username, clip_id, what)
+
+
 @router.get("/clips/{clip_id}", include_in_schema=False)
 def clip_page(
-    ctx: State, request: Request, who: Page, clip_id: ClipId, done: str | None = None
+    ctx: State,
+    request: Request,
+    who: Page,
+    clip_id: ClipId,
+    done: str | None = None,
+    unblurred: Annotated[bool, Query()] = False,
 ) -> HTMLResponse:
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
         detail = clip_detail(conn, clip_id)
     if detail is None:
         return render(request, "missing.html", 404, who=who, what=f"clip {clip_id}")
-    return render(request, "clip.html", who=who, clip=detail, done=done, error=None)
+    if unblurred:
+        _unblurred(ctx, request, who, clip_id, "clip page")
+    return render(request, "clip.html", who=who, clip=detail, done=done, error=None, unblurred=unblurred)
 
 
 @router.post("/clips/{clip_id}/review", include_in_schema=False)
@@ -403,20 +442,30 @@ def review_form(
     tags=["clips"],
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "one stacked frame (road over driver)"},
+        403: {"model": ErrorOut, "description": "unblurred without the view_unblurred permission"},
         404: {"model": ErrorOut, "description": "no such clip or frame, or the clip's frames are gone"},
         409: {"model": ErrorOut, "description": "the clip's frames file is damaged"},
         503: {"model": ErrorOut, "description": "the blob store does not answer"},
     },
 )
 def clip_frame(
-    ctx: State, who: Api, clip_id: ClipId, index: Annotated[int, PathParam(ge=0, le=10_000)]
+    ctx: State,
+    request: Request,
+    who: Api,
+    clip_id: ClipId,
+    index: Annotated[int, PathParam(ge=0, le=10_000)],
+    unblurred: Annotated[
+        bool, Query(description="faces unblurred: needs the view_unblurred permission; audited")
+    ] = False,
 ) -> Response:
-    """One frame of the clip as JPEG (the clip page plays them in order)."""
+    """One frame of the clip as JPEG (the clip page plays them in order), faces in the driver view blurred."""
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
         found = clip_frames(conn, clip_id)
     if found is None:
         raise HTTPException(404, "no such clip")
-    return _frame_response(ctx, clip_id, *found, index)
+    if unblurred:
+        _unblurred(ctx, request, who, clip_id, "frames")
+    return _frame_response(ctx, clip_id, *found, index, blurred=not unblurred)
 
 
 @contextmanager
@@ -437,7 +486,7 @@ def _blob_errors(clip_id: str, what: str, gone: str, damaged: str) -> Iterator[N
 
 
 def _frame_response(
-    ctx: ConsoleState, clip_id: str, frames_uri: str, num_frames: int, index: int
+    ctx: ConsoleState, clip_id: str, frames_uri: str, num_frames: int, index: int, *, blurred: bool = True
 ) -> Response:
     with _blob_errors(
         clip_id,
@@ -445,7 +494,7 @@ def _frame_response(
         "the clip's frames are gone from the blob store",
         "the clip's frames file is damaged and cannot be shown",
     ):
-        data = frame_jpeg(ctx.blobs, frames_uri, index)
+        data = frame_jpeg(ctx.blobs, frames_uri, index, blurred=blurred)
     if data is None:
         raise HTTPException(404, f"the clip has {num_frames} frames")
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -458,6 +507,7 @@ def _frame_response(
     responses={
         200: {"content": {"video/mp4": {}, "video/webm": {}}, "description": "the camera's video"},
         206: {"content": {"video/mp4": {}, "video/webm": {}}, "description": "the requested bytes of it"},
+        403: {"model": ErrorOut, "description": "unblurred without the view_unblurred permission"},
         404: {"model": ErrorOut, "description": "no such clip or piece, or the video is gone"},
         409: {"model": ErrorOut, "description": "the camera's video cannot be decoded"},
         416: {"model": ErrorOut, "description": "the range asks for no byte of the video"},
@@ -466,26 +516,33 @@ def _frame_response(
 )
 def clip_footage_video(
     ctx: State,
+    request: Request,
     who: Api,
     clip_id: ClipId,
     camera: Literal["road", "driver"],
     index: Annotated[int, PathParam(ge=0, le=1000)],
     range_header: Annotated[str | None, Header(alias="Range")] = None,
+    unblurred: Annotated[
+        bool, Query(description="the driver camera's faces unblurred: needs view_unblurred; audited")
+    ] = False,
 ) -> Response:
     """One piece of a camera's own video for the clip page's players (the plan: `/api/v1/clips/{id}/footage`),
-    with HTTP range requests: the original upload when the browser plays its codec, else its WebM transcoding."""
+    with HTTP range requests: the original upload when the browser plays its codec, else its WebM transcoding;
+    the driver camera's always a transcoding with the faces blurred, unless `unblurred` (and permitted)."""
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
         found = clip_footage(conn, clip_id)
     pieces = plan(*found).get(camera, []) if found else []
     if index >= len(pieces):
         raise HTTPException(404, "no such clip or piece of its footage")
+    if unblurred and camera == "driver":
+        _unblurred(ctx, request, who, clip_id, "driver footage")
     with _blob_errors(
         clip_id,
         f"{camera} video",
         "the camera's video is gone from the blob store",
         "the camera's video cannot be decoded",
     ):
-        uri, kind = playable(ctx.blobs, pieces[index].video_uri)
+        uri, kind = playable(ctx.blobs, pieces[index].video_uri, blurred=camera == "driver" and not unblurred)
         size = ctx.blobs.size(uri)
         try:
             wanted = byte_range(range_header, size)

@@ -180,7 +180,25 @@ def _upsert_inference(session: Session, clip: ClipMessage, result: InferenceResu
 
 
 def _replace_answer(session: Session, fleet: str, inference_id: int, result: InferenceResult) -> None:
-    """The answer's events and instruction, replaced by the model's."""
+    """The answer's events and instruction, replaced by the model's. Events equal to the stored ones stay as they
+    are, so a replay changes no event's public id (the console's and webhooks' name for it, migration 0020)."""
+    stored = session.execute(
+        select(Event.type, Event.view, Event.start_s, Event.end_s).where(Event.inference_id == inference_id)
+    ).all()
+    answered = [(e.type.value, e.view.value, e.start, e.end) for e in result.events]
+    if sorted(tuple(row) for row in stored) != sorted(answered):
+        _replace_events(session, fleet, inference_id, result)
+    instruction = insert(Instruction).values(
+        inference_id=inference_id, fleet_id=fleet, text=result.instruction
+    )
+    session.execute(
+        instruction.on_conflict_do_update(
+            index_elements=[Instruction.inference_id], set_={"text": instruction.excluded.text}
+        )
+    )
+
+
+def _replace_events(session: Session, fleet: str, inference_id: int, result: InferenceResult) -> None:
     session.execute(delete(Event).where(Event.inference_id == inference_id))
     if result.events:
         events = [
@@ -195,14 +213,6 @@ def _replace_answer(session: Session, fleet: str, inference_id: int, result: Inf
             for e in result.events
         ]
         session.execute(insert(Event).values(events))
-    instruction = insert(Instruction).values(
-        inference_id=inference_id, fleet_id=fleet, text=result.instruction
-    )
-    session.execute(
-        instruction.on_conflict_do_update(
-            index_elements=[Instruction.inference_id], set_={"text": instruction.excluded.text}
-        )
-    )
 
 
 __all__ = ["write_result", "write_results"]

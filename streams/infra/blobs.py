@@ -111,6 +111,15 @@ class BlobStore(ABC):
     def delete_prefix(self, prefix: str) -> int:
         """Delete every blob whose key starts with `prefix` (e.g. `windows/`); returns how many."""
 
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]:
+        """The keys of every blob whose key starts with `prefix`, sorted (one listing; a directory's entries)."""
+
+    @abstractmethod
+    def delete(self, uri: str) -> bool:
+        """Delete the blob `uri` names; False when it was not there (deleted before: retention re-runs rely on it).
+        A URI of another store (scheme, bucket, or a path outside the directory) raises BlobNotFound."""
+
     def get_key(self, key: str) -> bytes | None:
         """The blob under `key`, or None when there is none."""
         try:
@@ -197,6 +206,31 @@ class LocalBlobStore(BlobStore):
         if parsed.scheme != "file":
             self.path(uri)  # raises, naming the scheme
         yield Path(parsed.path)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        directory, _, start = prefix.rpartition("/")
+        top = self.root / directory
+        if not top.is_dir():
+            return []
+        found = []
+        for entry in top.iterdir():
+            # `.name.pid.tmp` is a write under way (put_bytes), not a blob yet
+            if not entry.name.startswith(start) or entry.name.startswith("."):
+                continue
+            files = [p for p in entry.rglob("*") if p.is_file()] if entry.is_dir() else [entry]
+            found += [p.relative_to(self.root).as_posix() for p in files]
+        return sorted(found)
+
+    def delete(self, uri: str) -> bool:
+        parsed = urlparse(uri)
+        path = Path(parsed.path).resolve() if parsed.scheme == "file" else None
+        if path is None or not path.is_relative_to(self.root):
+            raise BlobNotFound(f"blob {uri} is not in this store (the directory {self.root})")
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def delete_prefix(self, prefix: str) -> int:
         top = self.root / prefix.rpartition("/")[0]  # the deepest directory the prefix covers whole
@@ -383,6 +417,26 @@ class S3BlobStore(BlobStore):
             "put_object", Params={"Bucket": self.bucket, "Key": self.object_key(key)}, ExpiresIn=expires_s
         )
         return url, self.uri(key)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        strip = len(self.object_key(""))
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._errors(self.uri(prefix)):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.object_key(prefix)):
+                keys += [o["Key"][strip:] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def delete(self, uri: str) -> bool:
+        """HEAD, then DELETE (which answers 204 whether or not the object was there)."""
+        key = self._key_of(uri)
+        try:
+            self.check(uri)
+        except BlobNotFound:
+            return False
+        with self._errors(uri):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        return True
 
     def delete_prefix(self, prefix: str) -> int:
         count = 0

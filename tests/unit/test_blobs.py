@@ -71,6 +71,38 @@ def test_delete_prefix_takes_exactly_the_prefix(tmp_path: Path) -> None:
     assert store.delete_prefix("uploads/veh-") == 1 and store.root.is_dir()
 
 
+def test_list_keys_takes_exactly_the_prefix(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    for key in (
+        "footage/ab12.webm",
+        "footage/ab12.faces-v1.webm",
+        "footage/ab123.webm",
+        "footage/ab1/x.webm",
+    ):
+        store.put_bytes(key, b"v")
+    (store.root / "footage/.ab12.webm.7.tmp").write_bytes(b"half")  # a write under way
+    assert store.list_keys("footage/ab12.") == ["footage/ab12.faces-v1.webm", "footage/ab12.webm"]
+    assert store.list_keys("footage/ab1") == [
+        "footage/ab1/x.webm",
+        "footage/ab12.faces-v1.webm",
+        "footage/ab12.webm",
+        "footage/ab123.webm",
+    ]
+    assert store.list_keys("nothing/here") == []
+
+
+def test_delete_says_whether_the_blob_was_there_and_stays_in_its_directory(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    uri = store.put_bytes("uploads/v/a.mp4", b"video")
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"keep")
+    assert store.delete(uri) and not store.delete(uri)  # a re-run finds it gone
+    for foreign in (outside.as_uri(), store.uri("../secret.txt"), "s3://bucket/uploads/v/a.mp4"):
+        with pytest.raises(BlobNotFound, match="not in this store"):
+            store.delete(foreign)
+    assert outside.read_bytes() == b"keep"
+
+
 def test_a_local_video_is_decoded_where_it_lies(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     uri = store.put_bytes("uploads/v/a.mp4", b"video")

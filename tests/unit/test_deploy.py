@@ -58,6 +58,7 @@ SECRET_VARIABLES = {
     "DRIVECOACH_PIPELINE_DB_PASSWORD",
     "DRIVECOACH_CONSOLE_DB_PASSWORD",
     "DRIVECOACH_TRAINING_DB_PASSWORD",
+    "DRIVECOACH_WEBHOOKS_DB_PASSWORD",
     "DRIVECOACH_OPENAI_API_KEY",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -278,6 +279,8 @@ DATABASE_LOGINS = {
     "worker": "drivecoach-pipeline-database",
     "console": "drivecoach-console-database",
     "retrain": "drivecoach-training-database",
+    "webhooks": "drivecoach-webhooks-database",
+    "retention": "drivecoach-retention-database",
     "joiner": None,
     "builder": None,
 }
@@ -301,7 +304,24 @@ def test_each_component_connects_as_its_own_login(
             )
         else:
             assert secret != "drivecoach-database", f"{overlay}: {obj['metadata']['name']} as the owner"
-    assert {"migrate", "worker", "console", "retrain"} <= seen
+    assert {"migrate", "worker", "console", "retrain", "retention", "webhooks"} <= seen
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_webhook_sender_connects_as_the_login_the_migration_makes(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """`migrate --webhooks-login NAME` gets its password from the secret whose URL names NAME, and the delivery
+    process connects with that URL."""
+    migrate = _pod_spec(_objects(rendered[overlay], "Job")["drivecoach-migrate"])["containers"][0]
+    login = migrate["args"][migrate["args"].index("--webhooks-login") + 1]
+    password = {e["name"]: e for e in migrate["env"]}["DRIVECOACH_WEBHOOKS_DB_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"]["name"] == "drivecoach-webhooks-database"
+    (sender,) = _pod_spec(_objects(rendered[overlay], "Deployment")["drivecoach-webhooks"])["containers"]
+    assert sender["args"] == ["webhooks", "deliver"]
+    example = yaml.safe_load_all(SECRET_EXAMPLE.read_text())
+    (secret,) = [d for d in example if d["metadata"]["name"] == "drivecoach-webhooks-database"]
+    assert secret["stringData"]["url"].startswith(f"postgresql+psycopg://{login}:")
 
 
 # --- the processes ----------------------------------------------------------------------------------------------
@@ -513,6 +533,23 @@ def test_the_setup_stage_holds_what_the_migration_needs(
     assert not {name for kind, name in setup if kind == "Deployment" and name.startswith("drivecoach-")}
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_retention_job_runs_alone_as_the_login_the_migration_makes(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """One run at a time (it also holds an advisory lock), as the login `migrate --retention-login` creates with the
+    password of the secret whose URL the job connects with."""
+    job = _objects(rendered[overlay], "CronJob")["drivecoach-retention"]
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert _pod_spec(job)["containers"][0]["args"][:2] == ["retention", "run"]
+    migrate = _pod_spec(_objects(rendered[overlay], "Job")["drivecoach-migrate"])["containers"][0]
+    login = migrate["args"][migrate["args"].index("--retention-login") + 1]
+    password = {e["name"]: e for e in migrate["env"]}["DRIVECOACH_RETENTION_DB_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"]["name"] == "drivecoach-retention-database"
+    example = SECRET_EXAMPLE.read_text()
+    assert f"postgresql+psycopg://{login}:" in example
+
+
 # --- the console, the GPUs --------------------------------------------------------------------------------------
 
 
@@ -594,7 +631,7 @@ def test_compose_services_get_only_settings_and_use_the_s3_store() -> None:
     ours = {
         name: s for name, s in services.items() if s.get("build", {}).get("dockerfile") == "deploy/Dockerfile"
     }
-    assert {"migrate", "joiner", "builder", "worker", "console"} <= set(ours)
+    assert {"migrate", "joiner", "builder", "worker", "console", "webhooks"} <= set(ours)
     known = _settings_names() | set(NOT_SETTINGS)
     for name, service in ours.items():
         env = service["environment"]
@@ -607,7 +644,7 @@ def test_compose_services_get_only_settings_and_use_the_s3_store() -> None:
     assert int(services["builder"]["environment"]["DRIVECOACH_CLIP_WORKERS"]) >= 1
     bucket = _bucket(ours["joiner"]["environment"]["DRIVECOACH_BLOB_URL"])
     assert f"mc mb --ignore-existing local/{bucket}" in " ".join(services["create-bucket"]["command"])
-    for name in ("joiner", "builder", "worker", "console"):
+    for name in ("joiner", "builder", "worker", "console", "webhooks"):
         after = ours[name]["depends_on"]
         assert after["create-bucket"]["condition"] == "service_completed_successfully", name
         assert after["migrate"]["condition"] == "service_completed_successfully", name

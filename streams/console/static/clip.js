@@ -9,7 +9,8 @@
   const clock = document.getElementById("clock"), head = document.getElementById("playhead");
   const button = document.getElementById("play");
   const cache = [];
-  for (let i = 0; i < count; i++) { const im = new Image(); im.src = base + i; cache.push(im); }
+  const query = player.dataset.query || "";
+  for (let i = 0; i < count; i++) { const im = new Image(); im.src = base + i + query; cache.push(im); }
   let index = 0, timer = null;
   function show(i) {
     index = (i + count) % count;
