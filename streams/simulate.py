@@ -290,6 +290,18 @@ def render_road(s: Scenario, t: float, size: tuple[int, int] = ROAD_SIZE) -> np.
 # --- driver view -----------------------------------------------------------------------------------------------
 
 
+def driver_head(s: Scenario, t: float) -> tuple[int, int]:
+    """The centre of the driver's head in the 160x120 drawing at trip time t: turned aside in a distraction,
+    drooping when drowsy. Also the truth the face-blur benchmark scores against (`bench faces`)."""
+    turned = s.active(EventType.DISTRACTION, t) is not None
+    drowsy = s.active(EventType.DROWSINESS, t)
+    nod = int(16 + 3 * math.sin(6 * math.pi * drowsy)) if drowsy is not None else 0  # the head droops
+    return 80 + (20 * s.look.side if turned else 0), 52 + nod
+
+
+HEAD_HALF_AXES = (22, 28)  # the head's ellipse, facing the camera, in the 160x120 drawing
+
+
 def render_driver(s: Scenario, t: float, size: tuple[int, int] = DRIVER_SIZE) -> np.ndarray:
     """One RGB frame of the in-cabin camera at trip time t (drawn at 160x120 and scaled)."""
     look, side = s.look, s.look.side
@@ -305,15 +317,14 @@ def render_driver(s: Scenario, t: float, size: tuple[int, int] = DRIVER_SIZE) ->
 
     turned = s.active(EventType.DISTRACTION, t) is not None
     drowsy = s.active(EventType.DROWSINESS, t)
-    nod = int(16 + 3 * math.sin(6 * math.pi * drowsy)) if drowsy is not None else 0  # the head droops
-    head = (80 + (20 * side if turned else 0), 52 + nod)
+    head = driver_head(s, t)
     cv2.ellipse(img, (head[0], head[1] + 26), (11, 10), 0, 0, 360, look.skin, -1)  # neck
     if turned:
         cv2.ellipse(img, head, (19, 27), 0, 0, 360, look.skin, -1)
         cv2.ellipse(img, (head[0] - 7 * side, head[1] - 3), (17, 27), 0, 0, 360, look.hair, -1)
         cv2.circle(img, (head[0] + 12 * side, head[1] - 4), 3, (255, 255, 255), -1)
     else:
-        cv2.ellipse(img, head, (22, 28), 0, 0, 360, look.skin, -1)
+        cv2.ellipse(img, head, HEAD_HALF_AXES, 0, 0, 360, look.skin, -1)
         cv2.ellipse(img, (head[0], head[1] - 18), (23, 13), 0, 180, 360, look.hair, -1)
         blink = (t % 4.0) < 0.15
         closed = drowsy is not None or blink

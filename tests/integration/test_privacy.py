@@ -5,10 +5,12 @@ view_unblurred permission, refused without it, audited with it; the page in a re
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import cv2
@@ -18,9 +20,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
-from schemas.messages import ClipMessage, InferenceResult, SegmentRef
+from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
 from schemas.prompts import PROMPT_VERSION, format_turn1
-from schemas.taxonomy import View
+from schemas.taxonomy import EventType, View
 from streams.builder.clip import build_clip_frames
 from streams.console.auth import add_manager
 from streams.console.privacy import detect_faces
@@ -86,6 +88,7 @@ def site(
         frame_height=built.frames.shape[1],
         sample_fps=4.0,
     )
+    phone = [DetectedEvent(type=EventType.PHONE_USE, view=View.DRIVER, start=0.5, end=3.5)]
     write_result(
         factory,
         clip=clip,
@@ -93,10 +96,10 @@ def site(
             clip_id=clip.clip_id,
             model_version="model-privacy",
             prompt_version=PROMPT_VERSION,
-            events=[],
+            events=phone,
             description="",
             instruction="Keep both hands on the wheel.",
-            raw_turn1=format_turn1([]),
+            raw_turn1=format_turn1(phone),
             raw_turn2="Keep both hands on the wheel.",
             valid=True,
             latency_ms=1.0,
@@ -240,6 +243,37 @@ def test_a_permitted_manager_sees_the_original_and_each_view_is_audited(site: Si
         client.get(f"/clips/{site.clip_id}?unblurred=1")  # a second look: a second entry
     entries = _audit(site)[before:]
     assert entries == [(site.trusted, "unblurred_view", "clip page")] * 2, entries
+
+
+def test_the_drivers_own_link_shows_the_face_blurred(site: Site) -> None:
+    with _client(site, site.plain) as manager:
+        csrf = sign_in(manager, site.plain)
+        accepted = manager.post(
+            f"/clips/{site.clip_id}/review", data={"csrf_token": csrf, "action": "accept"}
+        )
+        assert accepted.status_code == 303
+        made = manager.post(
+            "/coaching/sessions",
+            data={
+                "csrf_token": csrf,
+                "driver": f"{site.fleet_id}-drv",
+                "coach": "Sam",
+                "due_on": str(date.today() + timedelta(days=3)),
+                "notes": "",
+                "clip": [site.clip_id],
+            },
+        )
+        assert made.status_code == 303, made.text
+        link = re.search(r'<a class="driver-link" href="([^"]+)"', manager.get("/coaching").text)
+    assert link is not None
+    with httpx.Client(base_url=site.url, timeout=180) as driver:  # no account
+        page = driver.get(link.group(1))
+        frame = re.search(r'src="(/driver/[^"]+/frames/)0"', page.text)
+        assert frame is not None
+        for index in range(0, len(site.frames), 4):
+            image = _jpeg(driver.get(f"{frame.group(1)}{index}").content)
+            assert detect_faces(site.frames[index, site.driver_top :]), "the stored frame shows the face"
+            assert detect_faces(image[site.driver_top :]) == [], f"the driver's link shows the face ({index})"
 
 
 def test_the_clip_page_offers_unblurred_only_to_the_permitted(browser, site: Site) -> None:
