@@ -20,6 +20,7 @@ from streams.console.auth import add_manager
 from streams.infra.roles import CONSOLE_GROUP
 from streams.infra.tenancy import fleet_role
 from streams.settings import Settings
+from tests.conftest import ARTIFACTS
 from tests.integration.console_data import PASSWORD, SeededFleet, running_console, seed_fleet, sign_in
 from tests.integration.harness import service_login
 
@@ -106,6 +107,24 @@ def test_actions_are_recorded_and_only_the_fleets_admins_read_them(site: Site) -
         sign_in(other, site.b_admin)
         theirs = _rows(other)
     assert {r[1] for r in theirs} == {site.b_admin}  # fleet B's admin sees fleet B's sign-in only
+
+
+def test_an_admin_reads_the_log_in_the_browser(browser, site: Site) -> None:
+    context = browser.new_context(base_url=site.url, viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto("/login")
+        page.fill("input[name=username]", site.admin)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.click("text=Audit log")
+        page.wait_for_url("**/audit")
+        actions = page.locator("#audit tbody tr td:nth-child(3)").all_inner_texts()
+        assert "sign in" in actions and "review" in actions, actions
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "audit-log.png"), full_page=True)
+    finally:
+        context.close()
 
 
 @pytest.mark.attack("direct_sql")
