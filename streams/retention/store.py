@@ -216,7 +216,7 @@ def _log_rows(
 
 
 def delete_results(conn: Connection, run_id: uuid.UUID, fleet_id: str, clip_id: str) -> dict[str, int] | None:
-    """Delete the clip's answers with their events, instructions and reviews, and log it, in the caller's
+    """Delete the clip's answers with their events, instructions, reviews and webhook deliveries, and log it, in the caller's
     transaction (the report facts follow by migration 0007's triggers); None when the clip is protected by now."""
     if protected_clips(conn, [clip_id]):
         return None
@@ -229,6 +229,13 @@ def delete_results(conn: Connection, run_id: uuid.UUID, fleet_id: str, clip_id: 
         ).rowcount
     counts["inferences"] = conn.execute(
         text("DELETE FROM inferences WHERE clip_id = :c AND fleet_id = :f"), {"c": clip_id, "f": fleet_id}
+    ).rowcount
+    # Webhook deliveries name the clip, its vehicle and driver in their payload (migration 0020): whatever their
+    # state, they go with the results, so an expired clip is never sent afterwards either.
+    counts["webhook_outbox"] = conn.execute(
+        text("""DELETE FROM webhook_outbox WHERE fleet_id = :f
+                AND (payload->>'clip_id' = :c OR coalesce(payload->'clip_ids', '[]'::jsonb) ? :c)"""),
+        {"c": clip_id, "f": fleet_id},
     ).rowcount
     _log_rows(conn, run_id, fleet_id, "results", clip_id, counts)
     return counts

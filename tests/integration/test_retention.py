@@ -5,6 +5,7 @@ cut short at any point, then run again, ends exactly where an uninterrupted run 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from streams.infra.roles import RETENTION_GROUP
 from streams.retention.admin import place_hold, release_hold, set_periods
 from streams.retention.job import RetentionJob, RunSummary
 from streams.retention.policy import DAY_S, Periods, footage_prefix
+from streams.webhooks.endpoints import add_endpoint
 from tests.conftest import MotoS3, fresh_database
 from tests.integration.harness import service_login
 from tests.integration.test_sink import _result
@@ -328,6 +330,36 @@ def test_results_expire_on_their_own_period(owner: Engine, job_engine: Engine, b
         conn.rollback()
 
 
+def test_webhook_deliveries_naming_an_expired_clip_go_with_its_results(
+    owner: Engine, job_engine: Engine, blobs: LocalBlobStore
+) -> None:
+    """A delivery's payload names the clip, its vehicle and driver (migration 0020): delivered, dead or still
+    pending, it goes with the clip's results; those of kept clips stay."""
+    site = build(owner, blobs, Periods(video_days=None, results_days=30))
+    old, coached, new = (_clip_id(site.fleet, n) for n in ("old", "coached", "new"))
+    with owner.begin() as conn:
+        endpoint, _ = add_endpoint(
+            conn, fleet_id=site.fleet, url="http://127.0.0.1:9/hook", kinds=["review_done"]
+        )
+        for subject, status, payload in (
+            ("a", "delivered", {"clip_id": old}),
+            ("b", "pending", {"clip_id": old}),
+            ("c", "dead", {"clip_ids": [coached, new]}),
+            ("d", "delivered", {"clip_id": new}),
+        ):
+            conn.execute(
+                text("""INSERT INTO webhook_outbox (fleet_id, endpoint_id, kind, subject, payload, status)
+                        VALUES (:f, :e, 'review_done', :s, CAST(:p AS jsonb), :st)"""),
+                {"f": site.fleet, "e": endpoint, "s": subject, "p": json.dumps(payload), "st": status},
+            )
+    run(job_engine, blobs, site)
+    with owner.connect() as conn:
+        left = conn.execute(
+            text("SELECT subject FROM webhook_outbox WHERE fleet_id = :f ORDER BY subject"), {"f": site.fleet}
+        ).scalars()
+        assert list(left) == ["d"]
+
+
 def test_a_released_hold_lets_the_clip_go(owner: Engine, job_engine: Engine, blobs: LocalBlobStore) -> None:
     site = build(owner, blobs)
     run(job_engine, blobs, site)
@@ -604,10 +636,10 @@ def test_0019_downgrades_and_upgrades_again() -> None:
             return tables, policies, grants
 
         try:
-            assert state() == (3, 12, True)
+            assert state() == (3, 13, True)  # 12 policies of 0019's, and 0020's on webhook_outbox
             command.downgrade(alembic_config(url), "0018")
             assert state() == (0, 0, False)
             upgrade(url)
-            assert state() == (3, 12, True)
+            assert state() == (3, 13, True)
         finally:
             engine.dispose()

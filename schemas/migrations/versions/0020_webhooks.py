@@ -40,6 +40,7 @@ branch_labels = None
 depends_on = None
 
 WEBHOOKS_ROLE = "drivecoach_webhooks"
+RETENTION_ROLE = "drivecoach_retention"  # migration 0019: deletes a clip's deliveries with its results
 KINDS = ("severe_event", "review_done", "coaching_acknowledged")
 DEFINER = "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp"
 ADD = """INSERT INTO webhook_outbox (fleet_id, endpoint_id, kind, subject, payload)"""
@@ -193,6 +194,9 @@ def upgrade() -> None:
         f"TO {WEBHOOKS_ROLE}"
     )
     op.execute(f"GRANT SELECT ON alembic_version TO {WEBHOOKS_ROLE}")  # the revision check at start
+    # A delivery's payload names its clip, vehicle and driver: it expires with the clip's results.
+    op.execute(f"CREATE POLICY retention_job ON webhook_outbox TO {RETENTION_ROLE} USING (true)")
+    op.execute(f"GRANT SELECT, DELETE ON webhook_outbox TO {RETENTION_ROLE}")
 
 
 def downgrade() -> None:
