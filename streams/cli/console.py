@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streams.cli.options import build_settings, configure_logging, console
+from streams.cli.options import build_settings, configure_logging, console, database_engine
 
 app = typer.Typer(
     add_completion=False,
@@ -87,7 +87,6 @@ def console_add_manager(
     from sqlalchemy.orm import Session
 
     from streams.console.auth import ManagerError, add_manager
-    from streams.infra.database import make_engine, migrate, resolve_database_url
     from streams.infra.tenancy import FleetAccessError
 
     if password_env:
@@ -99,28 +98,21 @@ def console_add_manager(
             raise typer.Exit(2)
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    settings = build_settings()
-    database = resolve_database_url(settings)
-    migrate(database.url)
-    engine = make_engine(database.url)
-    try:
-        with Session(engine) as session, session.begin():
-            add_manager(
-                session,
-                username=username,
-                fleet_id=fleet,
-                password=password,
-                display_name=name,
-                create_fleet=create_fleet,
-                is_admin=admin,
-                view_unblurred=view_unblurred,
-            )
-    except (ManagerError, FleetAccessError) as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(1) from err
-    finally:
-        engine.dispose()
-        database.close()
+    with (
+        database_engine(migrate=True, errors=(ManagerError, FleetAccessError)) as engine,
+        Session(engine) as session,
+        session.begin(),
+    ):
+        add_manager(
+            session,
+            username=username,
+            fleet_id=fleet,
+            password=password,
+            display_name=name,
+            create_fleet=create_fleet,
+            is_admin=admin,
+            view_unblurred=view_unblurred,
+        )
     console.print(f"manager [bold]{username}[/] signs in to fleet [bold]{fleet}[/]")
 
 
@@ -148,17 +140,13 @@ def console_score_settings(
     from schemas.db import Fleet, FleetScoreSettings
     from streams.console.reports import score_settings
     from streams.console.safety_score import parse_weights
-    from streams.infra.database import make_engine, migrate, resolve_database_url
 
     try:
         weights = parse_weights(weight or [])
     except ValueError as err:
         console.print(f"[red]configuration error:[/] {err}")
         raise typer.Exit(2) from err
-    database = resolve_database_url(build_settings())
-    migrate(database.url)
-    engine = make_engine(database.url)
-    try:
+    with database_engine(migrate=True) as engine:
         with Session(engine) as session, session.begin():
             if session.scalar(select(Fleet.fleet_id).where(Fleet.fleet_id == fleet)) is None:
                 console.print(f"[red]error:[/] there is no fleet {fleet!r} in this database")
@@ -178,9 +166,6 @@ def console_score_settings(
                 session.execute(upsert.on_conflict_do_update(index_elements=["fleet_id"], set_=values))
         with engine.connect() as conn:
             effective = score_settings(conn, fleet)
-    finally:
-        engine.dispose()
-        database.close()
     table = Table(title=f"safety score of fleet {fleet}")
     table.add_column("setting")
     table.add_column("value", justify="right")

@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from streams.cli.options import build_settings, configure_logging, console
+from streams.cli.options import build_settings, configure_logging, console, database_engine
 
 app = typer.Typer(no_args_is_help=True, help="retention periods, legal holds, and deleting what expired")
 
@@ -35,15 +35,12 @@ def run(
     open coaching, and log each deletion (table retention_deletions). Safe to interrupt: the next run finishes what
     this one began. Connects as DRIVECOACH_DATABASE_URL (in a deployment, the retention login)."""
     from streams.infra.blobs import open_blob_store
-    from streams.infra.database import make_engine, resolve_database_url
     from streams.retention.exceptions import RunInProgress
     from streams.retention.job import RetentionJob
 
     configure_logging("WARNING")
     settings = build_settings(retention_pause_ms=pause_ms)
-    database = resolve_database_url(settings)
-    engine = make_engine(database.url)
-    try:
+    with database_engine(settings, errors=(RunInProgress,)) as engine:
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
         ) as bar:
@@ -62,12 +59,6 @@ def run(
                 report=report,
             )
             summary = job.run()
-    except RunInProgress as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(1) from err
-    finally:
-        engine.dispose()
-        database.close()
     table = Table(title=f"retention run {summary.run_id}")
     table.add_column("deleted")
     table.add_column("would be" if dry_run else "count", justify="right")
@@ -101,7 +92,6 @@ def settings(
     """Set (or, with no option, show) a fleet's retention periods, as the database's owner."""
     from sqlalchemy.orm import Session
 
-    from streams.infra.database import make_engine, migrate, resolve_database_url
     from streams.retention.admin import periods, set_periods
     from streams.retention.exceptions import RetentionError
     from streams.retention.policy import Periods
@@ -109,24 +99,18 @@ def settings(
     if (keep_video and video_days is not None) or (keep_results and results_days is not None):
         console.print("[red]configuration error:[/] give a period or --keep-..., not both")
         raise typer.Exit(2)
-    database = resolve_database_url(build_settings())
-    migrate(database.url)
-    engine = make_engine(database.url)
-    try:
-        with Session(engine) as session, session.begin():
-            now = periods(session, fleet)
-            wanted = Periods(
-                None if keep_video else video_days if video_days is not None else now.video_days,
-                None if keep_results else results_days if results_days is not None else now.results_days,
-            )
-            if wanted != now:
-                set_periods(session, fleet, wanted)
-    except RetentionError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(1) from err
-    finally:
-        engine.dispose()
-        database.close()
+    with (
+        database_engine(migrate=True, errors=(RetentionError,)) as engine,
+        Session(engine) as session,
+        session.begin(),
+    ):
+        now = periods(session, fleet)
+        wanted = Periods(
+            None if keep_video else video_days if video_days is not None else now.video_days,
+            None if keep_results else results_days if results_days is not None else now.results_days,
+        )
+        if wanted != now:
+            set_periods(session, fleet, wanted)
     forever = "forever"
     console.print(
         f"fleet {fleet}: video kept {forever if wanted.video_days is None else f'{wanted.video_days} days'}, "
@@ -144,24 +128,17 @@ def hold(
     """Place a legal hold on a clip: retention keeps its video, results and row until the hold is released."""
     from sqlalchemy.orm import Session
 
-    from streams.infra.database import make_engine, migrate, resolve_database_url
     from streams.retention.admin import place_hold
     from streams.retention.exceptions import RetentionError
 
-    database = resolve_database_url(build_settings())
-    migrate(database.url)
-    engine = make_engine(database.url)
-    try:
-        with Session(engine) as session, session.begin():
-            result = place_hold(
-                session, fleet_id=fleet, clip_id=clip, reason=reason, held_by=by or getpass.getuser()
-            )
-    except RetentionError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(1) from err
-    finally:
-        engine.dispose()
-        database.close()
+    with (
+        database_engine(migrate=True, errors=(RetentionError,)) as engine,
+        Session(engine) as session,
+        session.begin(),
+    ):
+        result = place_hold(
+            session, fleet_id=fleet, clip_id=clip, reason=reason, held_by=by or getpass.getuser()
+        )
     console.print(f"clip {clip} of fleet {fleet} is held (hold {result.hold_id})")
     if result.already_deleted:
         console.print(
@@ -178,24 +155,12 @@ def release(
     """Release a clip's legal holds: retention treats it as any other clip again."""
     from sqlalchemy.orm import Session
 
-    from streams.infra.database import make_engine, migrate, resolve_database_url
     from streams.retention.admin import release_hold
 
-    database = resolve_database_url(build_settings())
-    migrate(database.url)
-    engine = make_engine(database.url)
-    try:
-        with Session(engine) as session, session.begin():
-            released = release_hold(
-                session,
-                fleet_id=fleet,
-                clip_id=clip,
-                released_by=by or getpass.getuser(),
-                at=datetime.now(UTC),
-            )
-    finally:
-        engine.dispose()
-        database.close()
+    with database_engine(migrate=True) as engine, Session(engine) as session, session.begin():
+        released = release_hold(
+            session, fleet_id=fleet, clip_id=clip, released_by=by or getpass.getuser(), at=datetime.now(UTC)
+        )
     if not released:
         console.print(f"[red]error:[/] clip {clip} of fleet {fleet} has no active hold")
         raise typer.Exit(1)

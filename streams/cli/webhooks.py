@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streams.cli.options import build_settings, configure_logging, console
+from streams.cli.options import build_settings, configure_logging, console, database_engine
 
 app = typer.Typer(
     add_completion=False,
@@ -32,25 +32,13 @@ def webhooks_add(
     ] = 3,
 ) -> None:
     """Register an endpoint and print its signing secret, this once."""
-    from streams.infra.database import make_engine, migrate, resolve_database_url
     from streams.webhooks.endpoints import add_endpoint, parse_kinds
     from streams.webhooks.exceptions import EndpointError
 
-    settings = build_settings()
-    database = resolve_database_url(settings)
-    migrate(database.url)
-    engine = make_engine(database.url)
-    try:
-        with engine.begin() as conn:
-            endpoint_id, secret = add_endpoint(
-                conn, fleet_id=fleet, url=url, kinds=parse_kinds(kinds), min_severity=min_severity
-            )
-    except EndpointError as err:
-        console.print(f"[red]error:[/] {err}")
-        raise typer.Exit(1) from err
-    finally:
-        engine.dispose()
-        database.close()
+    with database_engine(migrate=True, errors=(EndpointError,)) as engine, engine.begin() as conn:
+        endpoint_id, secret = add_endpoint(
+            conn, fleet_id=fleet, url=url, kinds=parse_kinds(kinds), min_severity=min_severity
+        )
     console.print(f"endpoint {endpoint_id} gets fleet {fleet}'s {kinds}")
     console.print("its signing secret (shown only now; keep it where the receiver reads it):")
     typer.echo(secret)
@@ -61,18 +49,10 @@ def webhooks_list(
     fleet: Annotated[str | None, typer.Option(help="only this fleet's endpoints")] = None,
 ) -> None:
     """Endpoints with their deliveries counted by status (never their secrets)."""
-    from streams.infra.database import make_engine, resolve_database_url
     from streams.webhooks.endpoints import endpoints
 
-    settings = build_settings()
-    database = resolve_database_url(settings)
-    engine = make_engine(database.url)
-    try:
-        with engine.connect() as conn:
-            rows = endpoints(conn, fleet_id=fleet)
-    finally:
-        engine.dispose()
-        database.close()
+    with database_engine() as engine, engine.connect() as conn:
+        rows = endpoints(conn, fleet_id=fleet)
     table = Table("endpoint", "fleet", "url", "kinds", "min severity", "pending", "delivered", "dead")
     for r in rows:
         table.add_row(
@@ -93,18 +73,10 @@ def webhooks_remove(
     endpoint: Annotated[uuid.UUID, typer.Argument(help="the endpoint's id (`webhooks list`)")],
 ) -> None:
     """Delete an endpoint and its deliveries, pending ones included."""
-    from streams.infra.database import make_engine, resolve_database_url
     from streams.webhooks.endpoints import remove_endpoint
 
-    settings = build_settings()
-    database = resolve_database_url(settings)
-    engine = make_engine(database.url)
-    try:
-        with engine.begin() as conn:
-            removed = remove_endpoint(conn, endpoint)
-    finally:
-        engine.dispose()
-        database.close()
+    with database_engine() as engine, engine.begin() as conn:
+        removed = remove_endpoint(conn, endpoint)
     if not removed:
         console.print(f"[red]error:[/] no endpoint {endpoint}")
         raise typer.Exit(1)
@@ -118,18 +90,10 @@ def webhooks_redeliver(
     event: Annotated[uuid.UUID | None, typer.Option(help="only the delivery of this event id")] = None,
 ) -> None:
     """Make dead deliveries pending again (every attempt anew, same event ids); the delivery process sends them."""
-    from streams.infra.database import make_engine, resolve_database_url
     from streams.webhooks.endpoints import redeliver
 
-    settings = build_settings()
-    database = resolve_database_url(settings)
-    engine = make_engine(database.url)
-    try:
-        with engine.begin() as conn:
-            revived = redeliver(conn, endpoint_id=endpoint, fleet_id=fleet, event_id=event)
-    finally:
-        engine.dispose()
-        database.close()
+    with database_engine() as engine, engine.begin() as conn:
+        revived = redeliver(conn, endpoint_id=endpoint, fleet_id=fleet, event_id=event)
     console.print(f"{revived} dead deliveries pending again")
 
 
