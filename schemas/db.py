@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -20,6 +21,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -685,3 +687,21 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DriverWeekFact(Base):
+    """One fleet's driving and counted events (reviewed and kept) per ISO week, driver and vehicle: the safety
+    scores read it (streams/console/reports.py), with the fleet's weights applied when read. Written only by the
+    triggers of migration 0021 on clips and event_facts, by exact numeric deltas."""
+
+    __tablename__ = "driver_week_facts"
+
+    fleet_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    week: Mapped[date] = mapped_column(Date, primary_key=True)
+    driver_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vehicle_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    clips: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    seconds: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
+    km_clips: Mapped[int] = mapped_column(BigInteger, server_default="0")  # clips of known distance
+    km: Mapped[Decimal] = mapped_column(Numeric, server_default="0")  # their distance
+    events: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))  # type -> count

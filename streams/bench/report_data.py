@@ -237,6 +237,7 @@ _TABLES = [
     "reviews",
     "event_facts",
     "answer_facts",
+    "driver_week_facts",
 ]
 
 

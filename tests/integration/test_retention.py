@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from tests.integration.harness import service_login
 from tests.integration.test_sink import _result
 
 pytestmark = pytest.mark.integration
+DRIVER_WEEKS = import_module("schemas.migrations.versions.0021_driver_week_facts")
 
 NOW = time.time()
 # name -> (days since the clip ended, its uploads). `shared` is an upload of both shared-old and shared-new.
@@ -238,6 +240,16 @@ def test_a_run_deletes_what_expired_and_keeps_what_is_protected(
     assert after["clips"] == ["F-coaching", "F-held", "F-mid", "F-new", "F-shared-new"]
     assert after["answered"] == ["F-coaching", "F-held", "F-mid", "F-new", "F-shared-new"]
     assert after["event_facts"] == after["answer_facts"] == after["answered"]  # the facts followed
+    # and the scores' facts (migration 0021): the deleted clips' driving is gone
+    with owner.connect() as conn:
+        facts, recomputed = (
+            conn.execute(
+                text(f"SELECT * FROM ({source}) t WHERE fleet_id = :f ORDER BY week, vehicle_id"),
+                {"f": site.fleet},
+            ).all()
+            for source in ("SELECT * FROM driver_week_facts", DRIVER_WEEKS.RECOMPUTE)
+        )
+    assert facts == recomputed and sum(r.clips for r in facts) == len(after["clips"])
     assert before["reviews"] and after["reviews"] == []  # old's review went with its answers
     assert after["coaching_links"] == ["F-coaching"]  # the acknowledged session's link went with its clip
     assert after["holds"] == ["F-held"]

@@ -148,6 +148,7 @@ def test_the_retraining_job_reads_every_fleets_labels_and_records_its_run(
 
 NEVER_BY_ANY = [
     "SELECT count(*) FROM answer_facts",
+    "SELECT count(*) FROM driver_week_facts",
     "DELETE FROM clips",
     "TRUNCATE events",
     "UPDATE reviews SET verdict = 'rejected'",

@@ -30,6 +30,7 @@ FLEET_TABLES = [
     "reviews",
     "event_facts",
     "answer_facts",
+    "driver_week_facts",
     "current_inferences",
     "report_events",
     "report_driving",
@@ -117,6 +118,7 @@ def test_fleet_roles_only_read_the_report_facts(two_fleets) -> None:
         "DELETE FROM event_facts",
         "UPDATE event_facts SET coaching_status = 'coached'",
         "UPDATE answer_facts SET reviewed = true",
+        "DELETE FROM driver_week_facts",
     ):
         with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
             conn.execute(text(f'SET LOCAL ROLE "{fleet_role(conn, a.fleet_id)}"'))

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from schemas.taxonomy import TAXONOMY, EventType
-from streams.console.safety_score import ScoreSettings, default_weights, week_score
+from streams.console.safety_score import COUNTED_STATUSES, ScoreSettings, default_weights, week_score
 
 WEEK = date(2026, 11, 23)
 
@@ -66,3 +66,11 @@ def test_the_explanation_adds_up_to_the_points_heaviest_first() -> None:
         (line.weight for line in score.lines), reverse=True
     )
     assert {line.type: line.events for line in score.lines} == counts
+
+
+def test_the_fact_tables_triggers_count_the_same_statuses() -> None:
+    """Migration 0021's triggers spell the counted statuses in SQL: they must stay the formula's."""
+    from importlib import import_module
+
+    migration = import_module("schemas.migrations.versions.0021_driver_week_facts")
+    assert migration.COUNTED == "(" + ", ".join(f"'{s}'" for s in COUNTED_STATUSES) + ")"
