@@ -143,9 +143,12 @@ def print_rows(rows: list[dict[str, Any]], *, title: str, output: str) -> None:
     if output == "json":
         sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")
     elif output == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
+        from streams.console.evidence import csv_cell  # the console's CSV: formula-like text defused
+
+        columns = list(rows[0]) if rows else []
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows([csv_cell(row.get(c)) for c in columns] for row in rows)
     else:
         table = Table(title=title)
         for column in rows[0] if rows else ["(no rows)"]:

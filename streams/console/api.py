@@ -90,7 +90,11 @@ def api_clip(ctx: State, who: Api, clip_id: ClipId) -> ClipOut:
     "/api/v1/clips/{clip_id}/footage",
     response_model=FootageOut,
     tags=["clips"],
-    responses={**err, 404: {"model": ErrorOut}},
+    responses={
+        **err,
+        403: {"model": ErrorOut, "description": "unblurred without the view_unblurred permission"},
+        404: {"model": ErrorOut},
+    },
 )
 def api_footage(
     ctx: State,

@@ -24,7 +24,7 @@ from sqlalchemy.orm import sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from schemas.taxonomy import TAXONOMY, EventType
-from streams.console import api, auth, pages
+from streams.console import api, auth, export, fleet_settings, pages
 from streams.console.deps import CSRF_HEADER, SESSION_COOKIE, ConsoleState, SignInRequired
 from streams.console.review import ReviewError
 from streams.console.throttle import HashSlots, SignInThrottle, slots_for_memory
@@ -61,6 +61,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(export.router)
+    app.include_router(fleet_settings.router)
     _add_error_handlers(app)
     _add_security_headers(app)
     return app

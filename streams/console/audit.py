@@ -1,6 +1,7 @@
 """The audit log of managers' actions (migration 0017): one row per sign-in, review, coaching assignment and
-acknowledgement, written in the transaction of the action itself (so an action and its record commit together),
-and read by the fleet's admins."""
+acknowledgement, export (evidence packages, report CSVs) and view of faces unblurred, written in the transaction of
+the action itself where there is one (so an action and its record commit together), and read by the fleet's
+admins."""
 
 from __future__ import annotations
 

@@ -97,6 +97,26 @@ def sessions(conn: Connection, today: date) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: order[r["status"]])
 
 
+def clip_sessions(conn: Connection, clip_id: str, today: date) -> list[dict[str, Any]]:
+    """The sessions that include the clip (its evidence package lists them), oldest first, with `status` as
+    `sessions` gives it."""
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            text("""SELECT s.public_id, s.driver_id, s.coach, s.due_on, s.notes, s.created_by, s.created_at,
+                           s.acknowledged_at
+                    FROM coaching_sessions s JOIN coaching_session_clips c ON c.session_id = s.id
+                    WHERE c.clip_id = :clip ORDER BY s.created_at, s.id"""),
+            {"clip": clip_id},
+        ).mappings()
+    ]
+    for r in rows:
+        r["status"] = (
+            "acknowledged" if r["acknowledged_at"] else ("overdue" if r["due_on"] < today else "open")
+        )
+    return rows
+
+
 @dataclass(frozen=True)
 class SessionView:
     public_id: uuid.UUID

@@ -56,6 +56,8 @@ def sign(secret: str, link: Link) -> str:
 def verify(secret: str, token: str, now: datetime) -> Link:
     """The link's contents; LinkInvalid for a token this key did not sign, LinkExpired after its expiry."""
     payload, _, mac = token.partition(".")
+    if not token.isascii():  # never one of ours, and compare_digest refuses non-ASCII text (a 500 before)
+        raise LinkInvalid("this link is not valid")
     if not payload or not mac or not hmac.compare_digest(mac, _mac(secret, payload)):
         raise LinkInvalid("this link is not valid")
     try:

@@ -364,18 +364,21 @@ UNBLURRED_AUDIT_EVERY_S = (
     600.0  # a manager's frame and footage requests this soon after a logged view are that view
 )
 
+# Unblurred views logged every time, never folded into a burst: a page, and a copy that leaves the console.
+ALWAYS_AUDITED = ("clip page", "evidence package")
+
 
 def _unblurred(ctx: ConsoleState, request: Request, who: auth.SignedIn, clip_id: str, what: str) -> None:
     """Let `who` see `clip_id` unblurred, and write it to the audit log, or refuse (403) without `view_unblurred`.
-    A clip page viewed unblurred is logged each time; its frames and footage then come in bursts, logged again
-    only UNBLURRED_AUDIT_EVERY_S after the last entry for that manager and clip (so a direct request is logged
-    too)."""
+    A clip page viewed unblurred, or exported as an evidence package, is logged each time; its frames and footage
+    then come in bursts, logged again only UNBLURRED_AUDIT_EVERY_S after the last entry for that manager and clip
+    (so a direct request is logged too)."""
     if not who.view_unblurred:
         raise HTTPException(403, "your role may not see faces unblurred (the view_unblurred permission)")
     key, now = (who.username, clip_id), time.monotonic()
     with ctx.audit_lock:
         last = ctx.unblurred_audited.get(key)
-        if what != "clip page" and last is not None and now - last < UNBLURRED_AUDIT_EVERY_S:
+        if what not in ALWAYS_AUDITED and last is not None and now - last < UNBLURRED_AUDIT_EVERY_S:
             return
         ctx.unblurred_audited[key] = now
     with fleet_connection(ctx.engine, who.fleet_id) as conn:

@@ -129,10 +129,18 @@ def score_settings(conn: Connection, fleet_id: str) -> ScoreSettings:
     return ScoreSettings.with_overrides(weights, row.penalty_per_100km, row.penalty_per_hour)
 
 
+def _shifted(day: date, days: int) -> date:
+    """`day` moved by `days`, stopping at the calendar's ends (a window to 9999-12-31 was a 500)."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
 def score_weeks(filters: Filters) -> Filters:
     """The window widened to whole weeks (Monday to Monday, UTC): a score is a week's."""
-    since = filters.since - timedelta(days=filters.since.weekday()) if filters.since else None
-    until = filters.until + timedelta(days=(7 - filters.until.weekday()) % 7) if filters.until else None
+    since = _shifted(filters.since, -filters.since.weekday()) if filters.since else None
+    until = _shifted(filters.until, (7 - filters.until.weekday()) % 7) if filters.until else None
     return Filters(**{**filters.__dict__, "since": since, "until": until, "event_type": None})
 
 

@@ -245,7 +245,7 @@ def test_a_permitted_manager_sees_the_original_and_each_view_is_audited(site: Si
     assert entries == [(site.trusted, "unblurred_view", "clip page")] * 2, entries
 
 
-def test_the_drivers_own_link_shows_the_face_blurred(site: Site) -> None:
+def test_the_drivers_own_link_shows_the_face_blurred(browser, site: Site) -> None:
     with _client(site, site.plain) as manager:
         csrf = sign_in(manager, site.plain)
         accepted = manager.post(
@@ -274,6 +274,15 @@ def test_the_drivers_own_link_shows_the_face_blurred(site: Site) -> None:
             image = _jpeg(driver.get(f"{frame.group(1)}{index}").content)
             assert detect_faces(site.frames[index, site.driver_top :]), "the stored frame shows the face"
             assert detect_faces(image[site.driver_top :]) == [], f"the driver's link shows the face ({index})"
+    context = browser.new_context(base_url=site.url, viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    try:  # the page a driver opens from the link, as the README shows it
+        page.goto(link.group(1))
+        page.locator("img.driver-frame").evaluate("img => img.decode()")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "driver-link.png"), full_page=True)
+    finally:
+        context.close()
 
 
 def test_the_clip_page_offers_unblurred_only_to_the_permitted(browser, site: Site) -> None:

@@ -25,7 +25,8 @@ def test_a_touched_or_foreign_link_is_refused() -> None:
     token = sign("k" * 64, LINK)
     payload, mac = token.split(".")
     other = sign("k" * 64, Link("fleet-b", LINK.session, LINK.expires)).split(".")[0]
-    for forged in (f"{other}.{mac}", f"{payload}.{mac[:-2]}AA", f"{payload}.", payload, "", "..", "a.b.c"):
+    forgeries = (f"{other}.{mac}", f"{payload}.{mac[:-2]}AA", f"{payload}.", payload, "", "..", "a.b.c")
+    for forged in (*forgeries, "0.\x80", f"{payload}.{mac[:-1]}é"):  # non-ASCII: was a TypeError, a 500
         with pytest.raises(LinkInvalid):
             verify("k" * 64, forged, NOW)
     with pytest.raises(LinkInvalid):

@@ -74,3 +74,12 @@ def test_the_fact_tables_triggers_count_the_same_statuses() -> None:
 
     migration = import_module("schemas.migrations.versions.0021_driver_week_facts")
     assert migration.COUNTED == "(" + ", ".join(f"'{s}'" for s in COUNTED_STATUSES) + ")"
+
+
+def test_a_window_at_the_calendars_ends_is_whole_weeks_not_an_overflow() -> None:
+    from datetime import date
+
+    from streams.console.reports import Filters, score_weeks
+
+    weeks = score_weeks(Filters(fleet="f", since=date(1, 1, 2), until=date(9999, 12, 31)))
+    assert weeks.since == date(1, 1, 1) and weeks.until == date.max  # was an OverflowError: a 500

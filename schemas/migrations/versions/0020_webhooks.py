@@ -41,6 +41,10 @@ depends_on = None
 
 WEBHOOKS_ROLE = "drivecoach_webhooks"
 RETENTION_ROLE = "drivecoach_retention"  # migration 0019: deletes a clip's deliveries with its results
+GROUP_ROLE = (
+    "drivecoach_console"  # migration 0004: every fleet's role; the console's admin page reads its own
+)
+OWN_FLEET = "fleet_id = (SELECT drivecoach_current_fleet())"
 KINDS = ("severe_event", "review_done", "coaching_acknowledged")
 DEFINER = "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp"
 ADD = """INSERT INTO webhook_outbox (fleet_id, endpoint_id, kind, subject, payload)"""
@@ -194,6 +198,16 @@ def upgrade() -> None:
         f"TO {WEBHOOKS_ROLE}"
     )
     op.execute(f"GRANT SELECT ON alembic_version TO {WEBHOOKS_ROLE}")  # the revision check at start
+    # The console's fleet settings page shows a fleet its own endpoints and deliveries: never a secret or a payload.
+    for table in ("webhook_endpoints", "webhook_outbox"):
+        op.execute(f"CREATE POLICY fleet_isolation ON {table} TO {GROUP_ROLE} USING ({OWN_FLEET})")
+    op.execute(
+        f"GRANT SELECT (id, fleet_id, url, kinds, min_severity, created_at) ON webhook_endpoints TO {GROUP_ROLE}"
+    )
+    op.execute(
+        f"GRANT SELECT (id, fleet_id, endpoint_id, kind, status, attempts, next_attempt_at, last_error, created_at, "
+        f"delivered_at) ON webhook_outbox TO {GROUP_ROLE}"
+    )
     # A delivery's payload names its clip, vehicle and driver: it expires with the clip's results.
     op.execute(f"CREATE POLICY retention_job ON webhook_outbox TO {RETENTION_ROLE} USING (true)")
     op.execute(f"GRANT SELECT, DELETE ON webhook_outbox TO {RETENTION_ROLE}")
