@@ -2,14 +2,16 @@
 
 Everything is a pure function of the seed: `make_scenarios` draws the trips and their ground truth,
 `render_road` / `render_driver` draw one frame of a trip at a time t (seconds from its start), and
-`write_segments` encodes the frames with OpenCV into device segments of realistic length, with 1 Hz speed
-telemetry (`speed_kmh`), the way a dashcam uploads them. The cues are deliberately large (a lead car that fills the view, a big stop sign, a phone at
+`write_segments` encodes the frames with OpenCV into device segments of realistic length, with 1 Hz telemetry
+(speed, longitudinal acceleration, yaw rate, with sensor noise and dropouts) true to the events, the way a dashcam
+uploads them. The cues are deliberately large (a lead car that fills the view, a big stop sign, a phone at
 the ear) because the stacked clip is only 112 px wide and the demo model is tiny.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,25 +362,92 @@ def _mix(a: Color, b: Color) -> Color:
 # --- telemetry -------------------------------------------------------------------------------------------------
 
 
+G = 9.80665  # m/s^2
+COMFORT_BRAKE_MS2 = 2.5  # slowing for a stop sign as drivers do (0.25 g: under every harsh-braking threshold)
+COMFORT_ACCEL_MS2 = 1.5  # pulling away again (0.15 g)
+LATE_BRAKE_MS2 = 0.5 * G  # braking late for the car ahead: harsh under every published threshold
+ROLL_KMH = 8.0  # a rolling stop's slowest: never a full stop
+
+
+def _dip(cruise: float, floor: float, dt: float, *, brake: float, accel: float) -> float:
+    """Speed `dt` s from the slowest moment of a slow-down to `floor` km/h: braking at `brake` m/s^2 before it,
+    pulling away at `accel` after, never above `cruise`."""
+    rate = brake if dt < 0 else accel
+    return min(cruise, floor + rate * 3.6 * abs(dt))
+
+
 def speed_kmh(s: Scenario, t: float) -> float:
-    """The vehicle's speed at trip time t: a cruise that matches the lane dashes' pace (40-80 km/h), easing to a
-    roll through a rolling stop and braking late for a forward collision risk. The video does not depend on it."""
+    """The vehicle's speed at trip time t: a cruise that matches the lane dashes' pace (40-80 km/h); slowing at a
+    driver's pace to a roll (ROLL_KMH, never a stop) at the middle of a rolling stop, and pulling away after it;
+    braking hard the moment a forward collision risk begins, to half the cruise (over 1.1 s at least, so a 1 Hz
+    sample sees it), then pulling away. Slowing
+    and pulling away may reach beyond the event's window, as they do on a road. The video does not depend on it."""
     cruise = 50.0 * s.look.speed
-    if (p := s.active(EventType.ROLLING_STOP, t)) is not None:
-        return cruise - (cruise - 8.0) * math.sin(math.pi * p)  # down to 8 km/h, never a full stop
-    if (p := s.active(EventType.FORWARD_COLLISION_RISK, t)) is not None:
-        return cruise * (1.0 - 0.4 * math.sin(math.pi * p) ** 4)
-    return cruise
+    speed = cruise
+    for e in s.events:
+        if e.type is EventType.ROLLING_STOP:
+            slowest = (e.start + e.end) / 2
+            dip = _dip(cruise, ROLL_KMH, t - slowest, brake=COMFORT_BRAKE_MS2, accel=COMFORT_ACCEL_MS2)
+            speed = min(speed, dip)
+        elif e.type is EventType.FORWARD_COLLISION_RISK:
+            floor = 0.5 * cruise
+            slowest = e.start + (cruise - floor) / 3.6 / LATE_BRAKE_MS2
+            speed = min(
+                speed, _dip(cruise, floor, t - slowest, brake=LATE_BRAKE_MS2, accel=COMFORT_ACCEL_MS2)
+            )
+    return speed
+
+
+HARSH_TURN_G = (
+    0.5  # a harsh turn's peak lateral acceleration: over every published threshold (motion_rules.py)
+)
+SPEED_NOISE_KMH = 0.3  # the sensors' noise, one standard deviation
+ACCEL_NOISE_MS2 = 0.05
+YAW_NOISE_DPS = 0.3
+IMU_DROPOUT = 0.03  # share of samples whose accelerometer and gyro readings are missing
+
+
+def accel_ms2(s: Scenario, t: float, h: float = 0.05) -> float:
+    """The vehicle's longitudinal acceleration at trip time t: the slope of `speed_kmh`."""
+    return (speed_kmh(s, t + h) - speed_kmh(s, t - h)) / 3.6 / (2 * h)
+
+
+def yaw_rate_dps(s: Scenario, t: float) -> float:
+    """The vehicle's yaw rate at trip time t: in a harsh turn, what a lateral acceleration of HARSH_TURN_G needs at
+    this speed (omega = a / v), ramped in and out like the road's curve and to the same side; else straight."""
+    if (p := s.active(EventType.HARSH_TURN, t)) is None:
+        return 0.0
+    ramp = min(1.0, 3 * p, 3 * (1 - p))
+    return s.look.side * math.degrees(HARSH_TURN_G * G * ramp / max(speed_kmh(s, t) / 3.6, 1.0))
+
+
+def _sensor_rng(s: Scenario, t: float) -> np.random.Generator:
+    """The noise of one reading: a function of the trip and the trip time only, so the sample at a segment
+    boundary, which both segments carry, reads the same in each."""
+    return np.random.default_rng(zlib.crc32(f"{s.scenario_id}:{t:.3f}".encode()))
 
 
 def telemetry(s: Scenario, t0: float, t1: float, *, clock_offset: float = 0.0) -> tuple[TelemetrySample, ...]:
-    """1 Hz speed samples over trip times [t0, t1], both ends included so consecutive segments cover the trip;
-    `t` on a device clock that reads `s.start_ts + clock_offset` at the trip's start."""
+    """1 Hz samples over trip times [t0, t1], both ends included so consecutive segments cover the trip; `t` on a
+    device clock that reads `s.start_ts + clock_offset` at the trip's start. Speed, longitudinal acceleration and
+    yaw rate are the trip's (`speed_kmh`, `accel_ms2`, `yaw_rate_dps`) plus sensor noise; IMU_DROPOUT of the
+    samples miss their accelerometer and gyro readings (a dropout, None). Speed never drops out: it is the
+    distance's source, and the segments of one trip must add up to it."""
     times = [t0 + i for i in range(math.ceil(t1 - t0 - 1e-9))] + [t1]
-    return tuple(
-        TelemetrySample(t=round(s.start_ts + clock_offset + t, 3), speed_kmh=round(speed_kmh(s, t), 2))
-        for t in times
-    )
+    samples = []
+    for t in times:
+        rng = _sensor_rng(s, t)
+        speed, accel, yaw = rng.normal(0.0, (SPEED_NOISE_KMH, ACCEL_NOISE_MS2, YAW_NOISE_DPS))
+        dropout = rng.random() < IMU_DROPOUT
+        samples.append(
+            TelemetrySample(
+                t=round(s.start_ts + clock_offset + t, 3),
+                speed_kmh=round(max(0.5, speed_kmh(s, t) + speed), 2),  # a roll stays a roll
+                accel_ms2=None if dropout else round(accel_ms2(s, t) + accel, 3),
+                yaw_rate_dps=None if dropout else round(yaw_rate_dps(s, t) + yaw, 2),
+            )
+        )
+    return tuple(samples)
 
 
 # --- device segments -------------------------------------------------------------------------------------------
@@ -440,13 +509,16 @@ def write_segments(
 
 
 __all__ = [
+    "HARSH_TURN_G",
     "SIMULATED_EVENTS",
     "Scenario",
     "SimSegment",
+    "accel_ms2",
     "make_scenarios",
     "render_driver",
     "render_road",
     "speed_kmh",
     "telemetry",
     "write_segments",
+    "yaw_rate_dps",
 ]
