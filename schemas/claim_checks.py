@@ -7,6 +7,7 @@ too, so both talk to MinIO, Ceph or AWS the same way. Credentials come only from
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -86,3 +87,15 @@ def claim_check_exists(uri: str, *, s3_endpoint: str = "") -> bool:
 def _not_found(err: Any) -> bool:
     """A GET answers NoSuchKey, a HEAD (which has no body) only 404."""
     return err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
+def derived_prefix(video_uri: str) -> str:
+    """The key prefix of everything derived from one upload (the console's transcodings, the joiner's telemetry
+    spill): retention deletes what lies under it with the upload."""
+    return f"footage/{hashlib.sha256(video_uri.encode()).hexdigest()[:40]}."
+
+
+def telemetry_key(video_uri: str, body: bytes) -> str:
+    """Where the joiner spills an upload's telemetry (`body`, its JSON): beside the upload's derived copies, so it
+    goes when the video goes, and content-addressed, so a re-sent upload writes the same blob."""
+    return f"{derived_prefix(video_uri)}telemetry-{hashlib.sha256(body).hexdigest()[:16]}.json"

@@ -6,8 +6,9 @@ import hashlib
 from datetime import datetime
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from schemas.claim_checks import telemetry_key
 from schemas.distance import distance_km
 from schemas.taxonomy import EventType, View
 
@@ -23,6 +24,12 @@ class TelemetrySample(BaseModel):
     yaw_rate_dps: float | None = None
     lat: float | None = None
     lon: float | None = None
+    speed_limit_kmh: float | None = Field(
+        default=None, description="the posted limit, where the device knows it"
+    )
+
+
+_SAMPLES: Final = TypeAdapter(list[TelemetrySample])
 
 
 class SegmentMessage(BaseModel):
@@ -58,9 +65,14 @@ class SegmentMessage(BaseModel):
     def duration(self) -> float:
         return self.end_ts - self.start_ts
 
+    def telemetry_json(self) -> bytes:
+        """The telemetry as the joiner spills it to the blob store (a missing reading as null)."""
+        return _SAMPLES.dump_json(self.telemetry, exclude_none=True)
+
     def ref(self, video_uri: str) -> SegmentRef:
-        """What the join keeps of this upload: times, the claim check the video is stored under and the distance its
-        telemetry gives (the telemetry itself is dropped here)."""
+        """What the join keeps of this upload: times, the claim checks its video and telemetry are stored under, and
+        the distance its telemetry gives. The samples themselves stay out of the join's state (a minute's at 1 Hz is
+        30x the rest of the reference): `streams.joiner.segments.claim_check` spilled them under `telemetry_key`."""
         return SegmentRef(
             segment_id=self.segment_id,
             camera=self.camera,
@@ -69,7 +81,13 @@ class SegmentMessage(BaseModel):
             video_uri=video_uri,
             distance_km=distance_km(self.telemetry),
             driver_id=self.driver_id,
+            telemetry_key=telemetry_key(video_uri, self.telemetry_json()) if self.telemetry else None,
         )
+
+
+def load_telemetry(body: bytes) -> list[TelemetrySample]:
+    """Samples as `SegmentMessage.telemetry_json` spilled them."""
+    return _SAMPLES.validate_json(body)
 
 
 class SegmentRef(BaseModel):
@@ -84,6 +102,11 @@ class SegmentRef(BaseModel):
     video_uri: str
     distance_km: float | None = None  # None: no usable telemetry (and refs stored before distances existed)
     driver_id: str | None = None  # the driver the upload names: a clip holds one driver's segments
+    # The blob-store key of the upload's telemetry (issue 19); None: it carried none (or was joined before).
+    telemetry_key: str | None = None
+    # The samples on the upload's device clock, like start_ts: loaded from `telemetry_key` by the clip builder, which
+    # places them on the clip's time base as it places this camera's frames. Always empty in the join's state.
+    telemetry: tuple[TelemetrySample, ...] = ()
 
 
 def clip_id_for(vehicle_id: str, window_start: float, window_end: float, driver_id: str | None) -> str:
@@ -137,6 +160,10 @@ class ClipMessage(BaseModel):
         ge=1,
         description="grows when a late upload rebuilds the clip: the newest "
         "revision's answer replaces the older ones",
+    )
+    telemetry: list[TelemetrySample] = Field(
+        default_factory=list,
+        description="the vehicle's motion during the clip, t in seconds from the clip start (schemas.telemetry)",
     )
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections import deque
@@ -65,6 +66,16 @@ def pop_acked_prefix(queue: deque[Job]) -> int | None:
     return end
 
 
+POOL_NICENESS = 10
+
+
+def _pool_process() -> None:
+    """A pool process decodes on one thread, at a lower CPU priority: where stages share cores (one machine, the
+    demo, compose), the joiner's and this builder's own loops and heartbeats are served before bulk decoding."""
+    single_threaded()
+    os.nice(POOL_NICENESS)
+
+
 class ClipBuilder:
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
@@ -93,7 +104,7 @@ class ClipBuilder:
         return ProcessPoolExecutor(
             max_workers=self.settings.clip_workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=single_threaded,
+            initializer=_pool_process,
         )
 
     # --- the loop ---------------------------------------------------------------------------------------------
@@ -222,6 +233,7 @@ class ClipBuilder:
             metrics.DEAD_LETTERS.labels(topic=dlq_name(camera_topic), reason=reason).inc()
         message = ClipMessage(
             **plan.model_dump(exclude={"schema_version", "views"}),
+            telemetry=built.telemetry,  # on the clip's time base; its segments name only where theirs is stored
             views=[v for v in plan.views if v in built.views],
             sample_fps=s.sample_fps,
             frames_uri=built.frames_uri,

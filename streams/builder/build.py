@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from schemas.messages import ClipPlanMessage, SegmentRef
+from schemas.messages import ClipPlanMessage, SegmentRef, TelemetrySample, load_telemetry
 from schemas.taxonomy import View
 from streams.builder.clip import build_clip_frames
 from streams.errors import VideoDecodeError
-from streams.infra.blobs import open_blob_store_at
+from streams.infra.blobs import BlobStore, open_blob_store_at
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,14 @@ class Built:
     faults: list[tuple[SegmentRef, str, str]]  # (segment, dead-letter reason, detail)
     seconds: float  # wall time in the pool process: decode, stack, store
     views: list[View]  # the views that gave frames: a view whose every video failed is black, not claimed
+    telemetry: list[TelemetrySample] = field(default_factory=list)  # the clip's, t from its start
+
+
+def with_telemetry(ref: SegmentRef, blobs: BlobStore) -> SegmentRef:
+    """The reference with its samples loaded from the joiner's spill. A spill gone from the store (retention took
+    it with the video) leaves the segment without telemetry; the video's own check decides the clip's fate."""
+    body = blobs.get_key(ref.telemetry_key) if ref.telemetry_key else None
+    return ref if body is None else ref.model_copy(update={"telemetry": tuple(load_telemetry(body))})
 
 
 def build_and_store(
@@ -36,7 +44,7 @@ def build_and_store(
     blobs = open_blob_store_at(blob_spec, endpoint)
     with ExitStack() as videos:
         segments = []
-        for ref in plan.segments:
+        for ref in [with_telemetry(r, blobs) for r in plan.segments]:
             blobs.check(ref.video_uri)
             # A local path, or a presigned URL that OpenCV reads with range requests: no copy of the video.
             segments.append((ref, videos.enter_context(blobs.video_source(ref.video_uri))))
@@ -63,4 +71,5 @@ def build_and_store(
         faults=[(f.segment, f.reason, f.detail) for f in clip.faults],
         seconds=time.monotonic() - started,
         views=list(clip.views),
+        telemetry=list(clip.telemetry),
     )

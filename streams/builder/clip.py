@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from schemas.frames import encode_frames
-from schemas.messages import SegmentRef
+from schemas.messages import SegmentRef, TelemetrySample
 from schemas.taxonomy import View
+from schemas.telemetry import clip_telemetry, per_frame
 from streams.errors import BadSegment, VideoDecodeError
 from streams.infra.video import probe_video
 
@@ -255,9 +256,11 @@ class ClipFrames:
     ] = ()  # segments that could not give all their frames (black panels instead)
     views: tuple[View, ...] = (View.ROAD, View.DRIVER)  # the views at least one frame of which decoded
     driver_top: int | None = None  # the driver view's first row (the road view's height)
+    telemetry: tuple[TelemetrySample, ...] = ()  # the clip's samples, t from its start (schemas.telemetry)
+    frame_telemetry: np.ndarray | None = None  # (T, 3) those samples at the frame times; None: no samples
 
     def to_npz(self) -> bytes:
-        return encode_frames(self.frames, self.times, self.driver_top)
+        return encode_frames(self.frames, self.times, self.driver_top, self.frame_telemetry)
 
 
 def build_clip_frames(
@@ -282,6 +285,8 @@ def build_clip_frames(
     # more than stacking (and a file's header may disagree with what it decodes to).
     geometry = stack_geometry(_size_of(road_frames) or (16, 9), _size_of(driver_frames) or (4, 3), max_pixels)
     stacked = np.stack([stack(r, d, geometry) for r, d in zip(road_frames, driver_frames, strict=True)])
+    # Telemetry travels in the segment messages, not the videos: a segment whose video failed still tells it.
+    telemetry = clip_telemetry(start, end, [ref for ref, _ in segments])
     return ClipFrames(
         frames=stacked,
         times=np.asarray([t - start for t in times], dtype=np.float32),
@@ -292,4 +297,6 @@ def build_clip_frames(
             if any(f is not None for f in frames)
         ),
         driver_top=geometry.road_height,
+        telemetry=tuple(telemetry),
+        frame_telemetry=per_frame(telemetry, [t - start for t in times]) if telemetry else None,
     )

@@ -26,6 +26,11 @@ LOOP_LAG_MAX = Gauge(
     "drivecoach_event_loop_lag_max_seconds",
     "Longest delay of a periodic event-loop probe since start (heartbeats share this loop)",
 )
+LOOP_LAG = Histogram(
+    "drivecoach_event_loop_lag_seconds",
+    "Delay of each periodic event-loop probe (heartbeats share this loop): a blocked loop shows in the top buckets",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 INPUT_RECORDS = Counter(
     "drivecoach_input_records",
     "Records a stage took from its input topics (a stage's `_created` time is when it took its first)",

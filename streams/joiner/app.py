@@ -411,8 +411,10 @@ def _add_loop_lag_probe(app: faust.App) -> None:
         nonlocal last_probe, lag_max
         now = time.monotonic()
         if last_probe is not None:
-            lag_max = max(lag_max, now - last_probe - LOOP_PROBE_S)
+            lag = max(0.0, now - last_probe - LOOP_PROBE_S)
+            lag_max = max(lag_max, lag)
             metrics.LOOP_LAG_MAX.set(lag_max)
+            metrics.LOOP_LAG.observe(lag)
         last_probe = now
 
 

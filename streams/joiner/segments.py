@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 
 from pydantic import ValidationError
 
+from schemas.claim_checks import telemetry_key
 from schemas.messages import SCHEMA_VERSION, SegmentMessage
 from streams.errors import BadSegment
 from streams.infra.blobs import BlobNotFound, BlobStore, content_key
@@ -105,4 +106,7 @@ def claim_check(segment: SegmentMessage, blobs: BlobStore) -> SegmentMessage:
             blobs.check(uri)
         except BlobNotFound as err:
             raise BadSegment("missing_blob", str(err)) from err
+    if segment.telemetry:
+        body = segment.telemetry_json()
+        blobs.put_bytes(telemetry_key(uri, body), body, immutable=True)
     return segment.model_copy(update={"video_uri": uri, "video_b64": None})

@@ -3,10 +3,11 @@ segments' uploads no clip needs any more, and which blobs a clip's frames left i
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from schemas.claim_checks import derived_prefix
 
 DAY_S = 86400.0
 BLOB_KINDS = ("frames", "video", "footage")
@@ -95,5 +96,5 @@ def frames_uris(current: str, revision: int, answered: Iterable[str] = ()) -> li
 def footage_prefix(video_uri: str) -> str:
     """Where the console keeps its transcoded copies of an upload (streams/console/video.py, `playable`): the plain
     one `footage/<digest>.webm` and the face-blurred ones `footage/<digest>.<blur version>.webm`, all of them under
-    this key prefix."""
-    return f"footage/{hashlib.sha256(video_uri.encode()).hexdigest()[:40]}."
+    this key prefix, and the joiner's spill of the upload's telemetry (schemas.claim_checks.telemetry_key)."""
+    return derived_prefix(video_uri)

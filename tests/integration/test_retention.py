@@ -5,6 +5,7 @@ cut short at any point, then run again, ends exactly where an uninterrupted run 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -27,13 +28,15 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from schemas.messages import ClipMessage, SegmentRef, View
+from schemas.messages import ClipMessage, SegmentMessage, SegmentRef, TelemetrySample, View
 from schemas.taxonomy import EventType
+from streams.builder.build import with_telemetry
 from streams.cli import app
 from streams.console.video import playable
 from streams.inference.sink import write_result
 from streams.infra.blobs import BlobNotFound, BlobStore, LocalBlobStore, S3BlobStore
 from streams.infra.roles import RETENTION_GROUP
+from streams.joiner.segments import claim_check
 from streams.retention.admin import place_hold, release_hold, set_periods
 from streams.retention.job import RetentionJob, RunSummary
 from streams.retention.policy import DAY_S, Periods, footage_prefix
@@ -606,6 +609,32 @@ def test_the_footage_it_deletes_is_where_the_console_keeps_it(blobs: LocalBlobSt
     stored, kind = playable(blobs, uri)
     assert kind == "video/webm" and stored == blobs.uri(footage_prefix(uri) + "webm")
     assert blobs.list_keys(footage_prefix(uri)) == [footage_prefix(uri) + "webm"]
+
+
+def test_the_telemetry_the_joiner_spills_goes_with_its_upload(blobs: LocalBlobStore) -> None:
+    """The joiner keeps an upload's telemetry (GPS included) beside the upload's derived copies, so the run that
+    deletes the video deletes it too (logged as footage), and the clip builder finds it under the ref's key."""
+    video = base64.b64encode(b"not decoded here").decode()
+    samples = [TelemetrySample(t=1000.0 + k, speed_kmh=40.0 + k, lat=52.1, lon=4.3) for k in range(5)]
+    message = SegmentMessage(
+        fleet_id="fleet-spill",
+        vehicle_id="veh-spill",
+        camera=View.ROAD,
+        segment_id=f"spill-{uuid.uuid4().hex[:6]}",
+        start_ts=1000.0,
+        end_ts=1005.0,
+        fps=5.0,
+        width=64,
+        height=48,
+        codec="h264",
+        video_b64=video,
+        telemetry=samples,
+    )
+    kept = claim_check(message, blobs)
+    ref = kept.ref(kept.video_uri or "")
+    assert ref.telemetry == () and ref.telemetry_key is not None
+    assert blobs.list_keys(footage_prefix(ref.video_uri)) == [ref.telemetry_key]
+    assert with_telemetry(ref, blobs).telemetry == tuple(samples)
 
 
 def test_a_run_on_the_s3_store(owner: Engine, job_engine: Engine, s3_server: MotoS3) -> None:
