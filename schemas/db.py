@@ -114,6 +114,9 @@ class Clip(_Created, Base):
     distance_km: Mapped[float | None] = mapped_column(Double)
     # Grows when a late upload rebuilds the clip (migration 0008); the row always holds the newest revision.
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The vehicle's motion during the clip (schemas.messages.TelemetrySample as JSON, t from the clip start; migration
+    # 0022): what the cot-v2 prompt summarises and the telemetry rules read. None: stored before it travelled.
+    telemetry: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
 
     segments: Mapped[list[ClipSegment]] = relationship(back_populates="clip", cascade="all, delete-orphan")
     inferences: Mapped[list[Inference]] = relationship(back_populates="clip")
@@ -141,6 +144,41 @@ class ClipSegment(Base):
     fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"), index=True)
 
     clip: Mapped[Clip] = relationship(back_populates="segments")
+
+
+class RuleEventRow(_Created, Base):
+    """A `schemas.motion_rules.RuleEvent` stored: what the telemetry rules found in a clip, beside the model's events
+    (migration 0023); replaced by the worker's sink with every revision of the clip it writes, deleted with the
+    clip."""
+
+    __tablename__ = "rule_events"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["clip_id", "fleet_id"],
+            ["clips.clip_id", "clips.fleet_id"],
+            name="fk_rule_events_clip_fleet",
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("clip_id", "type", "start_s", name="uq_rule_events_clip_type_start"),
+        Index(
+            "ix_rule_events_fleet_clip",
+            "fleet_id",
+            "clip_id",
+            postgresql_include=["type", "start_s", "end_s"],
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    fleet_id: Mapped[str] = mapped_column(ForeignKey("fleets.fleet_id"))
+    clip_id: Mapped[str] = mapped_column(String(64))
+    # the clip revision whose telemetry they were found in
+    clip_revision: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(ForeignKey("event_types.type"))  # the model's taxonomy
+    start_s: Mapped[float] = mapped_column(Double)  # from the clip start, like events
+    end_s: Mapped[float] = mapped_column(Double)
+    # g (harsh braking, acceleration, turn) or km/h over the limit (speeding)
+    peak: Mapped[float] = mapped_column(Double)
+    thresholds: Mapped[str] = mapped_column(String(32))  # the vehicle class (schemas.motion_rules.THRESHOLDS)
 
 
 class ModelVersion(_Created, Base):
@@ -549,6 +587,7 @@ __all__ = [
     "Manager",
     "ModelVersion",
     "Review",
+    "RuleEventRow",
     "Segment",
     "TrainingRun",
     "Vehicle",

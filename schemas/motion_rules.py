@@ -12,8 +12,11 @@ Thresholds come from published fleet practice, per vehicle class (g = 9.80665 m/
   fleet that coaches early;
 - no event below 15 km/h: the same devices' guidance against spurious events pulling out of junctions
   (10-20 km/h recommended);
-- speeding: over the posted limit by more than 10 km/h for at least 10 s, only where the limit is known (a
-  telemetry sample carries none; the caller passes it).
+- speeding: over the posted limit by more than 10 km/h for at least 10 s, only where the limit is known: a sample's
+  own `speed_limit_kmh` (the device's map), else the limit the caller passes for the whole stretch.
+
+The rules report in the model's taxonomy (`RULE_TYPES`), so the two can be compared event by event (`matched`: same
+type, times overlapping within MATCH_TOLERANCE_S); `judged` says which of those types the samples could show at all.
 
 Longitudinal acceleration is the device's `accel_ms2` where it reports one, else the change of speed between
 consecutive samples; lateral acceleration is speed times yaw rate (a = v * omega), as a device without a lateral
@@ -25,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from schemas.messages import TelemetrySample
 from schemas.taxonomy import EventType
@@ -32,6 +36,10 @@ from schemas.taxonomy import EventType
 G = 9.80665  # m/s^2
 MIN_SPEED_KMH = 15.0
 MERGE_GAP_S = 1.0  # samples over a threshold this close together are one event
+# A model's event and a rule's agree when their types are equal and their times overlap, or miss by at most this: the
+# model reads 2-FPS frames and reports whole seconds, a device samples at 1-10 Hz.
+MATCH_TOLERANCE_S = 2.0
+RULE_TYPES = (EventType.HARSH_BRAKING, EventType.HARSH_ACCELERATION, EventType.HARSH_TURN, EventType.SPEEDING)
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class Motion:
     speed_kmh: float
     longitudinal_g: float | None
     lateral_g: float | None
+    speed_limit_kmh: float | None = None  # the posted limit the sample carries
 
 
 def _reading(value: float | None) -> float | None:
@@ -94,6 +103,7 @@ def motion(samples: Sequence[TelemetrySample]) -> list[Motion]:
                 speed_kmh=speed,
                 longitudinal_g=None if accel is None else accel / G,
                 lateral_g=None if lateral is None else lateral / G,
+                speed_limit_kmh=_reading(s.speed_limit_kmh),
             )
         )
     return out
@@ -117,7 +127,8 @@ def detect(
     *,
     speed_limit_kmh: float | None = None,
 ) -> list[RuleEvent]:
-    """Harsh braking, acceleration and turning, and speeding where the limit is known, in time order."""
+    """Harsh braking, acceleration and turning, and speeding where the limit is known (each sample's own limit, else
+    `speed_limit_kmh`), in time order."""
     moving = [m for m in motion(samples) if m.speed_kmh >= thresholds.min_speed_kmh]
     found: list[RuleEvent] = []
     checks = (
@@ -136,15 +147,73 @@ def detect(
     for event_type, limit, value_of in checks:
         hits = [(m.t, v) for m in moving if (v := value_of(m)) is not None and v >= limit]
         found += [RuleEvent(event_type, s, e, round(p, 3)) for s, e, p in _runs(hits, MERGE_GAP_S)]
-    if speed_limit_kmh is not None:
-        over = [(m.t, m.speed_kmh - speed_limit_kmh) for m in moving]
-        hits = [(t, v) for t, v in over if v > thresholds.speeding_over_kmh]
-        found += [
-            RuleEvent(EventType.SPEEDING, s, e, round(p, 1))
-            for s, e, p in _runs(hits, MERGE_GAP_S)
-            if e - s >= thresholds.speeding_min_s
-        ]
+    over = [(m.t, m.speed_kmh - posted) for m in moving if (posted := _limit(m, speed_limit_kmh)) is not None]
+    hits = [(t, v) for t, v in over if v > thresholds.speeding_over_kmh]
+    found += [
+        RuleEvent(EventType.SPEEDING, s, e, round(p, 1))
+        for s, e, p in _runs(hits, MERGE_GAP_S)
+        if e - s >= thresholds.speeding_min_s
+    ]
     return sorted(found, key=lambda e: (e.start, e.type.value))
 
 
-__all__ = ["DEFAULT_CLASS", "THRESHOLDS", "Motion", "MotionThresholds", "RuleEvent", "detect", "motion"]
+def _limit(m: Motion, default: float | None) -> float | None:
+    return m.speed_limit_kmh if m.speed_limit_kmh is not None else _reading(default)
+
+
+def judged(
+    samples: Sequence[TelemetrySample], *, speed_limit_kmh: float | None = None
+) -> frozenset[EventType]:
+    """The rule types these samples could show at all: braking and acceleration where a longitudinal acceleration
+    can be read (the device's axis, or two speeds), turning where a yaw rate can, speeding where a limit is known.
+    Where a type is not judged, the rules' silence says nothing: a model's event of that type is not a disagreement."""
+    found: set[EventType] = set()
+    for m in motion(samples):
+        if m.longitudinal_g is not None:
+            found |= {EventType.HARSH_BRAKING, EventType.HARSH_ACCELERATION}
+        if m.lateral_g is not None:
+            found.add(EventType.HARSH_TURN)
+        if _limit(m, speed_limit_kmh) is not None:
+            found.add(EventType.SPEEDING)
+    return frozenset(found)
+
+
+class Span(Protocol):
+    """An event as both sides give it: a type and clip-relative times (a RuleEvent, a DetectedEvent)."""
+
+    @property
+    def type(self) -> EventType: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+
+
+def matched(
+    these: Sequence[Span], others: Sequence[Span], *, tolerance_s: float = MATCH_TOLERANCE_S
+) -> list[bool]:
+    """For each of `these`, whether one of `others` agrees with it: the same type, and times that overlap or miss
+    by at most `tolerance_s`. Call it both ways to split two sides into agreed, only-these and only-others."""
+    return [
+        any(
+            o.type == e.type and o.start <= e.end + tolerance_s and e.start <= o.end + tolerance_s
+            for o in others
+        )
+        for e in these
+    ]
+
+
+__all__ = [
+    "DEFAULT_CLASS",
+    "MATCH_TOLERANCE_S",
+    "RULE_TYPES",
+    "THRESHOLDS",
+    "Motion",
+    "MotionThresholds",
+    "RuleEvent",
+    "Span",
+    "detect",
+    "judged",
+    "matched",
+    "motion",
+]

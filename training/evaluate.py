@@ -6,6 +6,10 @@
 - Language bias: self-BLEU (each output against all the others; high means the outputs say the same thing) and the
   share of 4-gram occurrences that appear in more than one output.
 - Event detection: per event type precision and recall of the structured turn-1 answers (`schemas.scoring`).
+- The telemetry rules as a source of their own (issue 19, item 3): `rule_predictions` gives what
+  `schemas.motion_rules.detect` finds in each clip's telemetry, `rules_event_scores` their per-type precision and
+  recall against the references, and `compare_sources` sets sources side by side (say the video-only cot-v1 model, the
+  rules alone, and the cot-v2 model that also reads the telemetry) over the types the rules report, scored alike.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from schemas.messages import TelemetrySample
 from schemas.model_io import install_torchvision_shim
+from schemas.motion_rules import DEFAULT_CLASS, RULE_TYPES, THRESHOLDS, MotionThresholds, detect
 from schemas.prompts import InvalidAnswer, parse_turn1
-from schemas.scoring import score_events
+from schemas.scoring import EventScores, TypeScore, score_events
 from schemas.taxonomy import EventType
 
 BERTSCORE_MODELS = ("minilm", "roberta-large")
@@ -112,16 +119,7 @@ def evaluate(
         [(p or set(), _types(r[0]) or set()) for p, r in zip(predicted_types, references, strict=True)]
     )
     micro = events.micro
-    per_type = {
-        t.value: {
-            "precision": _none_if_nan(s.precision),
-            "recall": _none_if_nan(s.recall),
-            "tp": s.tp,
-            "fp": s.fp,
-            "fn": s.fn,
-        }
-        for t, s in sorted(events.per_type.items(), key=lambda kv: kv[0].value)
-    }
+    per_type = _per_type(events)
     exact = sum(
         p is not None and p == (_types(r[0]) or set())
         for p, r in zip(predicted_types, references, strict=True)
@@ -138,6 +136,90 @@ def evaluate(
         exact_event_sets=exact / len(predictions),
         per_type=per_type,
     )
+
+
+TypeScores = dict[str, float | int | None]  # precision, recall (None: undefined), tp, fp, fn
+
+
+def _scores(s: TypeScore) -> TypeScores:
+    return {
+        "precision": _none_if_nan(s.precision),
+        "recall": _none_if_nan(s.recall),
+        "tp": s.tp,
+        "fp": s.fp,
+        "fn": s.fn,
+    }
+
+
+def _per_type(events: EventScores, types: Iterable[EventType] | None = None) -> dict[str, TypeScores]:
+    """Per type as EvalScores.per_type holds it: the types scored, or exactly `types` (one never seen: all zero)."""
+    wanted = sorted(events.per_type if types is None else set(types), key=lambda t: t.value)
+    return {t.value: _scores(events.per_type.get(t, TypeScore())) for t in wanted}
+
+
+def answer_types(turn1: str) -> set[EventType] | None:
+    """The event types a turn-1 answer names; None when it is not a valid answer."""
+    return _types(turn1)
+
+
+def rule_predictions(
+    telemetry: Sequence[Sequence[TelemetrySample]],
+    thresholds: MotionThresholds = THRESHOLDS[DEFAULT_CLASS],
+    *,
+    speed_limit_kmh: float | None = None,
+) -> list[set[EventType]]:
+    """Per clip, the event types the telemetry rules find in its samples (t from the clip start, as
+    ClipMessage.telemetry and clips.telemetry hold them): the rules' answer, comparable with a model's."""
+    return [{e.type for e in detect(t, thresholds, speed_limit_kmh=speed_limit_kmh)} for t in telemetry]
+
+
+def type_scores(
+    predicted: Sequence[set[EventType] | None],
+    references: Sequence[set[EventType]],
+    *,
+    types: Iterable[EventType] | None = None,
+) -> dict[str, TypeScores]:
+    """Clip-level per-type precision and recall (`schemas.scoring`, as `evaluate` scores a model) of one source's
+    answers (None: an invalid answer, which names nothing) against the references' types; restricted to `types`
+    when given, with a micro average over them under "all"."""
+    if len(predicted) != len(references):
+        raise ValueError("predictions and references must be of equal length")
+    wanted = None if types is None else set(types)
+    pairs = [
+        (p or set(), r) if wanted is None else ((p or set()) & wanted, r & wanted)
+        for p, r in zip(predicted, references, strict=True)
+    ]
+    events = score_events(pairs)
+    return {**_per_type(events, wanted), "all": _scores(events.micro)}
+
+
+def rules_event_scores(
+    telemetry: Sequence[Sequence[TelemetrySample]],
+    references: Sequence[set[EventType]],
+    thresholds: MotionThresholds = THRESHOLDS[DEFAULT_CLASS],
+    *,
+    speed_limit_kmh: float | None = None,
+    types: Iterable[EventType] = RULE_TYPES,
+) -> dict[str, TypeScores]:
+    """Per-type precision and recall of the telemetry rules alone, over the types they report (the others they
+    never name: their recall there would be zero by construction, not a finding)."""
+    predicted = rule_predictions(telemetry, thresholds, speed_limit_kmh=speed_limit_kmh)
+    return type_scores(list(predicted), references, types=types)
+
+
+def compare_sources(
+    sources: Mapping[str, Sequence[set[EventType] | None]],
+    references: Sequence[set[EventType]],
+    *,
+    types: Iterable[EventType] = RULE_TYPES,
+) -> dict[str, dict[str, TypeScores]]:
+    """Sources side by side on the same clips, e.g. {"video only (cot-v1)": ..., "telemetry rules": ...,
+    "model with telemetry (cot-v2)": ...}: {type (and "all"): {source: scores}}, each source scored by
+    `type_scores` over `types` (default the rules' types, where the comparison means something)."""
+    wanted = list(types)
+    scored = {name: type_scores(answers, references, types=wanted) for name, answers in sources.items()}
+    rows = [t.value for t in sorted(wanted, key=lambda t: t.value)] + ["all"]
+    return {row: {name: scores[row] for name, scores in scored.items()} for row in rows}
 
 
 def _zero_if_nan(x: float) -> float:

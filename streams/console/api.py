@@ -20,6 +20,7 @@ from streams.console.models import (
     QueueItemOut,
     RateRowOut,
     ReviewResultOut,
+    RuleComparisonOut,
     ScoreRowOut,
     TrendRowOut,
     clip_out,
@@ -36,6 +37,7 @@ from streams.console.reports import (
     trend,
 )
 from streams.console.review import ReviewError, ReviewIn
+from streams.console.rule_report import compare_rules
 from streams.infra.tenancy import fleet_connection
 
 router = APIRouter()
@@ -171,3 +173,20 @@ def api_trend(
     """Events per group and type in [since, until) against the period of the same length before it."""
     with fleet_connection(ctx.engine, who.fleet_id) as conn:
         return trend(conn, Filters(fleet=who.fleet_id, since=since, until=until), group=group)
+
+
+@router.get("/api/v1/reports/rules", response_model=RuleComparisonOut, tags=["reports"], responses=err)
+def api_rules(ctx: State, who: Api, since: Day, until: Day) -> RuleComparisonOut:
+    """Model vs telemetry rules for the clips that started in [since, until): per rule type (harsh braking,
+    acceleration, turn, speeding) the clips where both found an event, only the rules, only the model, or the model
+    where the telemetry could not show it; and every compared event with its outcome."""
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        found = compare_rules(conn, who.fleet_id, since, until)
+    return RuleComparisonOut(
+        since=found.since,
+        until=found.until,
+        clips=found.clips,
+        with_telemetry=found.with_telemetry,
+        types=found.types,  # validated into the row models
+        rows=found.rows,
+    )

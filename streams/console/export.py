@@ -27,6 +27,7 @@ from streams.console.models import (
     ErrorOut,
     QueueItemOut,
     RateRowOut,
+    RuleEventRowOut,
     ScoreRowOut,
     TrendRowOut,
 )
@@ -42,6 +43,7 @@ from streams.console.reports import (
     score_settings,
     trend,
 )
+from streams.console.rule_report import ROW_COLUMNS, compare_rules, rules_window
 from streams.errors import DrivecoachError
 from streams.infra.tenancy import fleet_connection
 
@@ -393,4 +395,35 @@ def coaching_effect_csv(ctx: State, request: Request, who: Api) -> Response:
         read=coaching.effectiveness,
         columns=EFFECT_COLUMNS,
         params={},
+    )
+
+
+@router.get("/reports/rules.csv", response_class=Response, tags=["reports"], responses=CSV_RESPONSES)
+def rules_csv(
+    ctx: State,
+    request: Request,
+    who: Api,
+    since: Day | None = None,
+    until: Day | None = None,
+    days: Annotated[
+        int, Query(ge=1, le=366, description="the window's length when `since` is not given")
+    ] = 28,
+) -> Response:
+    """Model vs telemetry rules (`/api/v1/reports/rules`'s rows): every compared event with its outcome, newest clip
+    first. `until` defaults to the day after the fleet's latest driving and `since` to `days` days before it:
+    without either, the Model vs rules page's window."""
+    row = _as_json(RuleEventRowOut)
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        start, end = rules_window(latest_day(conn, who.fleet_id), since, until, days)
+        return [row(r) for r in compare_rules(conn, who.fleet_id, start, end).rows]
+
+    return _csv(
+        ctx,
+        request,
+        who,
+        report="rules",
+        read=read,
+        columns=ROW_COLUMNS,
+        params={"days": None if since else days, "since": since, "until": until},
     )

@@ -96,6 +96,53 @@ class ReviewRowOut(BaseModel):
     current: bool  # False: a review of an earlier revision of the clip, or of another model's answer
 
 
+class RuleEventOut(BaseModel):
+    """An event the telemetry rules found in the clip (migration 0023)."""
+
+    type: str
+    start_s: float
+    end_s: float
+    peak: float  # g (harsh braking, acceleration, turn) or km/h over the limit (speeding)
+    thresholds: str  # the vehicle class whose published thresholds applied
+    clip_revision: int
+    agrees: bool  # the answer has an event of its type near it
+
+
+class RuleTypeRowOut(BaseModel):
+    """Per rule type, the clips with each outcome of the model-vs-rules comparison."""
+
+    type: str
+    both: int
+    rules_only: int
+    model_only: int
+    unjudged: int  # the answer's event on a clip whose telemetry could not show its type
+
+
+class RuleEventRowOut(BaseModel):
+    """One compared event: the rules' or the answer's, with its outcome."""
+
+    clip_id: str
+    occurred_at: datetime  # the clip's start
+    vehicle_id: str
+    driver_id: str | None
+    type: str
+    source: str  # "rules" | "model"
+    outcome: str  # "both" | "rules_only" | "model_only" | "unjudged"
+    start_s: float
+    end_s: float
+    peak: float | None  # the rules' only
+    thresholds: str | None
+
+
+class RuleComparisonOut(BaseModel):
+    since: date
+    until: date  # exclusive
+    clips: int
+    with_telemetry: int
+    types: list[RuleTypeRowOut]
+    rows: list[RuleEventRowOut]
+
+
 class ClipOut(BaseModel):
     clip_id: str
     vehicle_id: str
@@ -112,6 +159,7 @@ class ClipOut(BaseModel):
     instruction: str
     events: list[EventOut]
     reviews: list[ReviewRowOut]
+    rule_events: list[RuleEventOut] = []
 
 
 class ReviewResultOut(BaseModel):

@@ -42,10 +42,12 @@ from streams.console.queries import (
     coaching_list,
     dashboard,
     explain_score,
+    latest_day,
     recent_scores,
 )
 from streams.console.reports import Filters, review_queue
 from streams.console.review import ReviewError, review_from_form
+from streams.console.rule_report import compare_rules, rules_window
 from streams.console.safety_score import MIN_HOURS, MIN_KM
 from streams.console.throttle import SignInBusy
 from streams.console.video import FootageUnreadable, playable
@@ -196,6 +198,35 @@ def score_page(
             request, "missing.html", 404, who=who, what=f"a score of driver {driver} in the week of {week}"
         )
     return render(request, "score.html", who=who, found=found, min_km=MIN_KM, min_hours=MIN_HOURS)
+
+
+RULE_ROWS_SHOWN = 200  # disagreements listed on the page; the CSV has them all
+
+
+@router.get("/rules", include_in_schema=False)
+def rules_page(
+    ctx: State,
+    request: Request,
+    who: Page,
+    days: Annotated[int, Query(ge=1, le=366)] = 28,
+    since: Day | None = None,
+    until: Day | None = None,
+) -> HTMLResponse:
+    """Model vs telemetry rules: per rule type, the clips where both, only the rules or only the model found an
+    event, and the disagreements with their clips (streams/console/rule_report.py)."""
+    with fleet_connection(ctx.engine, who.fleet_id) as conn:
+        start, end = rules_window(latest_day(conn, who.fleet_id), since, until, days)
+        found = compare_rules(conn, who.fleet_id, start, end)
+    shown = found.disagreements
+    return render(
+        request,
+        "rules.html",
+        who=who,
+        found=found,
+        days=days,
+        disagreements=shown[:RULE_ROWS_SHOWN],
+        more=max(0, len(shown) - RULE_ROWS_SHOWN),
+    )
 
 
 @router.get("/audit", include_in_schema=False)

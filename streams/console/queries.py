@@ -23,6 +23,7 @@ from streams.console.reports import (
     score_settings,
     trend,
 )
+from streams.console.rule_report import clip_rule_events
 from streams.console.safety_score import WeekScore
 
 
@@ -46,6 +47,9 @@ class ClipDetail:
     instruction: str
     events: list[dict[str, Any]] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
+    # what the telemetry rules found in the clip (migration 0023), each with `agrees`; events of a rule type carry
+    # `rules`, their outcome against them (streams/console/rule_report.py)
+    rule_events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def clip_frames(conn: Connection, clip_id: str) -> tuple[str, int] | None:
@@ -68,8 +72,8 @@ def current_answer(conn: Connection, clip_id: str) -> tuple[int | None, float] |
 
 
 def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
-    """The clip, its current answer (the newest revision's, by the newest model version), events with severity, and
-    reviews."""
+    """The clip, its current answer (the newest revision's, by the newest model version), events with severity,
+    reviews, and the telemetry rules' events beside the answer's."""
     row = (
         conn.execute(
             text("""
@@ -112,7 +116,8 @@ def clip_detail(conn: Connection, clip_id: str) -> ClipDetail | None:
             {"inf": row["inference_id"], "clip": clip_id},
         ).mappings()
     ]
-    return ClipDetail(**dict(row), events=events, reviews=reviews)
+    rule_events = clip_rule_events(conn, clip_id, events)
+    return ClipDetail(**dict(row), events=events, reviews=reviews, rule_events=rule_events)
 
 
 @dataclass(frozen=True)

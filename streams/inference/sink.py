@@ -7,6 +7,10 @@ alone. A newer revision of a clip (a late upload rebuilt it) updates the clip ro
 the current one; the older revision's answer and any review of it stay, marked by their `clip_revision`. An older
 revision arriving after a newer one (its segments all stored already) writes nothing; a lower revision with
 segments the stored clip lacks is another lineage (lost manifests, another run) and replaces it.
+
+Whenever the clip row is written, the telemetry rules' events for it (`rule_events`, schemas/motion_rules.py) are
+replaced by what the rules find in that revision's telemetry, in the same transaction: they follow the clip row, not
+the answer, so a reviewed answer does not hold them back and an older revision never writes them.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from schemas.db import (
     Instruction,
     ModelVersion,
     Review,
+    RuleEventRow,
     Segment,
     Vehicle,
 )
 from schemas.distance import clip_distance_km
 from schemas.messages import ClipMessage, InferenceResult
+from schemas.motion_rules import DEFAULT_CLASS, THRESHOLDS, detect
 
 SessionFactory = Callable[[], Session]
 
@@ -66,6 +72,7 @@ def _write_one(session: Session, clip: ClipMessage, result: InferenceResult) -> 
         # An older revision than the one stored (a replay after the newer one was written): the newer answer
         # stands, and this one is not written.
         return _current_inference(session, clip.clip_id)
+    _replace_rule_events(session, clip)
     inference_id = _upsert_inference(session, clip, result)
     if session.execute(select(Review.id).where(Review.inference_id == inference_id).limit(1)).first():
         # A manager has reviewed this answer: its events and instruction are theirs now (a correction, coaching
@@ -116,6 +123,7 @@ def _upsert_clip(session: Session, clip: ClipMessage) -> bool:
         "sample_fps": clip.sample_fps,
         "distance_km": clip_distance_km(clip.start_ts, clip.end_ts, clip.segments),
         "revision": clip.revision,
+        "telemetry": [t.model_dump(exclude_none=True) for t in clip.telemetry],
     }
     clip_insert = insert(Clip).values(row)
     upsert = clip_insert.on_conflict_do_update(
@@ -140,6 +148,34 @@ def _upsert_clip(session: Session, clip: ClipMessage) -> bool:
     ]
     _insert_missing(session, ClipSegment, links)
     return True
+
+
+def _replace_rule_events(session: Session, clip: ClipMessage, thresholds: str = DEFAULT_CLASS) -> None:
+    """The rules' events of the clip as written now: what `detect` finds in this revision's telemetry at the
+    `thresholds` class. When the stored rows are exactly those, nothing is written (a replay changes nothing)."""
+    found = sorted(
+        (e.type.value, e.start, e.end, e.peak, clip.revision, thresholds)
+        for e in detect(clip.telemetry, THRESHOLDS[thresholds])
+    )
+    columns = (
+        RuleEventRow.type,
+        RuleEventRow.start_s,
+        RuleEventRow.end_s,
+        RuleEventRow.peak,
+        RuleEventRow.clip_revision,
+        RuleEventRow.thresholds,
+    )
+    stored = session.execute(select(*columns).where(RuleEventRow.clip_id == clip.clip_id)).all()
+    if sorted(tuple(r) for r in stored) == found:
+        return
+    session.execute(delete(RuleEventRow).where(RuleEventRow.clip_id == clip.clip_id))
+    if found:
+        keys = ("type", "start_s", "end_s", "peak", "clip_revision", "thresholds")
+        rows = [
+            {"fleet_id": clip.fleet_id, "clip_id": clip.clip_id, **dict(zip(keys, f, strict=True))}
+            for f in found
+        ]
+        session.execute(insert(RuleEventRow).values(rows))
 
 
 def _current_inference(session: Session, clip_id: str) -> int:

@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
+from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef, TelemetrySample
 from schemas.prompts import PROMPT_VERSION, format_turn1
 from schemas.taxonomy import View
 from streams.builder.clip import ClipFrames, build_clip_frames
@@ -24,7 +24,7 @@ from streams.demo import scenario_frames
 from streams.inference.sink import write_result
 from streams.infra.blobs import LocalBlobStore
 from streams.settings import Settings
-from streams.simulate import Scenario, make_scenarios
+from streams.simulate import Scenario, make_scenarios, telemetry
 
 PASSWORD = "correct horse battery"
 # A 4-s clip of real footage (../shared/videos): a highway ahead and a man in a car talking on a phone.
@@ -39,8 +39,14 @@ class SeededFleet:
     clips: list[Scenario]
 
 
+def scenario_telemetry(s: Scenario) -> list[TelemetrySample]:
+    """The trip's 1 Hz telemetry on the clip's time base (seconds from its start), as the clip builder places it."""
+    return [x.model_copy(update={"t": round(x.t - s.start_ts, 6)}) for x in telemetry(s, 0.0, s.duration)]
+
+
 def write_scenario(factory: sessionmaker[Session], settings: Settings, s: Scenario) -> int:
-    """The clip of one simulated trip and, as its answer, the trip's true events: what the worker would write."""
+    """The clip of one simulated trip with its telemetry and, as its answer, the trip's true events: what the worker
+    would write (the telemetry rules' events with it)."""
     frames = scenario_frames(s, settings)
     uri = LocalBlobStore(settings.blobs).put_bytes(f"clips/{s.scenario_id}.npz", frames.to_npz())
     clip = ClipMessage(
@@ -57,6 +63,7 @@ def write_scenario(factory: sessionmaker[Session], settings: Settings, s: Scenar
         frame_width=frames.frames.shape[2],
         frame_height=frames.frames.shape[1],
         sample_fps=settings.sample_fps,
+        telemetry=scenario_telemetry(s),
     )
     return write_result(
         factory,

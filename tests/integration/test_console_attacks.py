@@ -112,6 +112,8 @@ def test_lists_and_reports_hold_only_the_own_fleet(site: Site, manager: tuple[ht
             "/api/v1/queue",
             "/api/v1/coaching",
             "/api/v1/reports/events",
+            "/rules",
+            "/reports/rules.csv",
         )
     )
     assert site.b.fleet_id not in everything

@@ -31,6 +31,7 @@ FLEET_TABLES = [
     "event_facts",
     "answer_facts",
     "driver_week_facts",
+    "rule_events",
     "current_inferences",
     "report_events",
     "report_driving",
@@ -46,6 +47,16 @@ def two_fleets(own_database_url: str, tmp_path_factory: pytest.TempPathFactory):
     suffix = uuid.uuid4().hex[:6]
     a = seed_fleet(factory, settings, f"fleet-a-{suffix}", clips=3, seed=21)
     b = seed_fleet(factory, settings, f"fleet-b-{suffix}", clips=2, seed=22)
+    with (
+        engine.begin() as conn
+    ):  # the telemetry rules' events (migration 0023): whatever the trips, each fleet has some
+        for fleet in (a, b):
+            conn.execute(
+                text("""INSERT INTO rule_events (fleet_id, clip_id, clip_revision, type, start_s, end_s, peak, thresholds)
+                        SELECT fleet_id, clip_id, revision, 'harsh_braking', 0.5, 1.5, 0.4, 'passenger' FROM clips
+                        WHERE fleet_id = :f ORDER BY clip_id LIMIT 1 ON CONFLICT DO NOTHING"""),
+                {"f": fleet.fleet_id},
+            )
     yield engine, a, b
     engine.dispose()
 

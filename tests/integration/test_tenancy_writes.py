@@ -35,6 +35,7 @@ LATER_FLEET_KEYS = {
     "fk_session_clips_clip_fleet",
     "fk_webhook_outbox_endpoint_fleet",
     "fk_legal_holds_clip_fleet",
+    "fk_rule_events_clip_fleet",
 }
 # What a fleet's role may execute outside pg_catalog and information_schema: the function the policies call.
 EXPECTED_EXECUTABLE = {"drivecoach_current_fleet()"}
@@ -165,6 +166,9 @@ OWNER_WRITES = {
         "INSERT INTO events (fleet_id, inference_id, type, view, start_s, end_s) "
         "VALUES (:a, :b_inference, 'phone_use', 'driver', 1, 3)"
     ),
+    "rule event -> clip": """
+        INSERT INTO rule_events (fleet_id, clip_id, clip_revision, type, start_s, end_s, peak, thresholds)
+        VALUES (:a, :b_clip, 1, 'harsh_braking', 1, 2, 0.5, 'passenger')""",
     "answer fact -> inference": """
         INSERT INTO answer_facts (inference_id, fleet_id, clip_id, vehicle_id, driver_id, model_version, occurred_at,
                                   events, max_severity, reviewed)
@@ -279,13 +283,16 @@ def test_0009_upgrades_a_database_with_data_and_downgrades(tmp_path: Path) -> No
     from schemas.migrations import alembic_config, upgrade
     from tests.conftest import fresh_database
 
-    with fresh_database(revision="0008") as url:
+    with fresh_database() as url:
         engine = create_engine(url)
         factory = sessionmaker(engine)
         settings = Settings(home=tmp_path)
         suffix = uuid.uuid4().hex[:6]
+        # Seeded by today's sink, which writes today's schema, then taken down to 0008 with the data in it.
         a = seed_fleet(factory, settings, f"fleet-ma-{suffix}", clips=2, seed=41)
         b = seed_fleet(factory, settings, f"fleet-mb-{suffix}", clips=2, seed=42)
+        engine.dispose()
+        command.downgrade(alembic_config(url), "0008")
 
         def state() -> tuple[set[str], bool]:
             with engine.connect() as conn:

@@ -4,6 +4,7 @@ at the published thresholds; dropouts are skipped, low speed is ignored, close h
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import pytest
 
@@ -94,3 +95,71 @@ def test_close_hits_are_one_event_and_apart_two() -> None:
     yaw = {2: 35.0, 3: 35.0, 5: 35.0, 9: 35.0}
     samples = [TelemetrySample(t=float(t), speed_kmh=50.0, yaw_rate_dps=yaw.get(t, 0.0)) for t in range(12)]
     assert [(e.start, e.end) for e in detect(samples)] == [(2.0, 3.0), (5.0, 5.0), (9.0, 9.0)]
+
+
+def _cruise(
+    speeds: dict[range, float], limits: dict[range, float | None], n: int = 40
+) -> list[TelemetrySample]:
+    """1 Hz samples at 50 km/h unless `speeds` says otherwise, each with the posted limit `limits` gives it."""
+
+    def at(table: Mapping[range, float | None], t: int, default: float | None) -> float | None:
+        return next((v for r, v in table.items() if t in r), default)
+
+    return [
+        TelemetrySample(
+            t=float(t), speed_kmh=at(speeds, t, 50.0), accel_ms2=0.0, speed_limit_kmh=at(limits, t, None)
+        )
+        for t in range(n)
+    ]
+
+
+def test_speeding_against_each_samples_own_limit() -> None:
+    # 70 km/h throughout; the posted limit drops from 80 to 50 at t=10 and back to 80 at t=25
+    samples = _cruise({range(40): 70.0}, {range(10): 80.0, range(10, 25): 50.0, range(25, 40): 80.0})
+    assert [(e.type, e.start, e.end, e.peak) for e in detect(samples)] == [
+        (EventType.SPEEDING, 10.0, 24.0, 20.0)
+    ]
+    # the explicit limit fills in where a sample knows none, and never overrides a sample's own
+    partly = _cruise({range(40): 70.0}, {range(20): 80.0})
+    assert detect(partly) == []
+    assert [(e.start, e.end) for e in detect(partly, speed_limit_kmh=50.0)] == [(20.0, 39.0)]
+    # a limit only known for 8 s of speeding is too short, and a NaN limit is no limit
+    short = _cruise({range(40): 70.0}, {range(10, 18): 50.0, range(18, 40): float("nan")})
+    assert detect(short) == [] and detect(short, speed_limit_kmh=None) == []
+
+
+def test_judged_says_which_rule_types_the_samples_could_show() -> None:
+    from schemas.motion_rules import judged
+
+    speed_only = [TelemetrySample(t=float(t), speed_kmh=50.0) for t in range(5)]
+    assert judged(speed_only) == {EventType.HARSH_BRAKING, EventType.HARSH_ACCELERATION}
+    assert EventType.SPEEDING in judged(speed_only, speed_limit_kmh=50.0)
+    with_yaw = [TelemetrySample(t=0.0, speed_kmh=50.0, accel_ms2=0.1, yaw_rate_dps=1.0, speed_limit_kmh=60.0)]
+    assert judged(with_yaw) == {
+        EventType.HARSH_BRAKING,
+        EventType.HARSH_ACCELERATION,
+        EventType.HARSH_TURN,
+        EventType.SPEEDING,
+    }
+    assert judged([TelemetrySample(t=0.0, speed_kmh=50.0)]) == frozenset()  # one speed gives no acceleration
+    assert judged([]) == frozenset()
+
+
+def test_matched_pairs_events_of_one_type_within_the_tolerance() -> None:
+    from schemas.messages import DetectedEvent
+    from schemas.motion_rules import RuleEvent, matched
+
+    model = [
+        DetectedEvent(type=EventType.HARSH_BRAKING, view="road", start=4.0, end=6.0),
+        DetectedEvent(type=EventType.HARSH_TURN, view="road", start=20.0, end=22.0),
+        DetectedEvent(type=EventType.PHONE_USE, view="driver", start=0.0, end=30.0),
+    ]
+    rules = [
+        RuleEvent(EventType.HARSH_BRAKING, 7.5, 8.0, 0.5),  # 1.5 s after the model's: within 2 s
+        RuleEvent(EventType.HARSH_TURN, 25.0, 26.0, 0.45),  # 3 s after: another event
+        RuleEvent(EventType.HARSH_ACCELERATION, 4.0, 6.0, 0.4),  # the model's braking times, another type
+    ]
+    assert matched(model, rules) == [True, False, False]
+    assert matched(rules, model) == [True, False, False]
+    assert matched(model, rules, tolerance_s=3.0) == [True, True, False]
+    assert matched([], rules) == [] and matched(model, []) == [False, False, False]
