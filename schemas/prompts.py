@@ -1,25 +1,45 @@
-"""The versioned two-turn chain-of-thought: turn 1 names the events, turn 2 gives the instruction."""
+"""The versioned two-turn chain-of-thought: turn 1 names the events, turn 2 gives the instruction.
+
+Prompt versions (`PROMPT_VERSIONS`), each a fixed text, so answers of one version stay comparable:
+- `cot-v1`: the video alone. Its text never changes (a test pins it byte for byte).
+- `cot-v2` (the production default, `PROMPT_VERSION`): turn 1 adds the clip's telemetry as one line of text,
+  `schemas.motion_summary.summarize` (speed profile, peak braking, acceleration and lateral g with their times, peak
+  yaw rate, speed against the posted limit; "Vehicle motion: no telemetry." without any), between the sentence
+  on the video and the question. Turn 2 and the system prompt are those of `cot-v1`.
+
+`Prompt` is a clip's prompt (its version and, for `cot-v2`, its motion text); `Prompt.for_clip(telemetry, version)`
+makes one, and `conversation(..., prompt=...)` renders it: the one rendering every engine (transformers, vLLM in
+process, the OpenAI-compatible server), the training export (LLaMA-Factory's view too) and fine-tuning use.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from schemas.messages import DetectedEvent
+from schemas.messages import DetectedEvent, TelemetrySample
+from schemas.motion_summary import NO_TELEMETRY, summarize
 from schemas.taxonomy import TAXONOMY, EventType, View
 
-PROMPT_VERSION = "cot-v1"
+VIDEO_ONLY: Final = "cot-v1"
+WITH_MOTION: Final = "cot-v2"
+PROMPT_VERSIONS: Final = (VIDEO_ONLY, WITH_MOTION)
+# The production default: what the worker asks, the export renders and fine-tuning trains, unless told otherwise.
+PROMPT_VERSION: Final = WITH_MOTION
 
 SYSTEM_PROMPT = "You are a fleet safety coach reviewing dashcam video."
 
-TURN1_QUESTION = (
-    "The video stacks the road-facing camera (top) over the driver-facing camera (bottom). "
+_VIDEO_SENTENCE = "The video stacks the road-facing camera (top) over the driver-facing camera (bottom). "
+_QUESTION = (
     "Which safety events happened? Answer with JSON: "
     '{"events": [{"type": ..., "view": "road" or "driver", "start": seconds, "end": seconds}], '
     '"description": ...}. Event types: ' + ", ".join(t.value for t in EventType) + "."
 )
+TURN1_QUESTION = _VIDEO_SENTENCE + _QUESTION  # cot-v1's turn 1, unchanged
 
 TURN2_QUESTION = "Given these events, what should the driver do? Give one concrete instruction."
 
@@ -85,11 +105,45 @@ def parse_turn1(text: str) -> Turn1Answer:
     return answer
 
 
-def conversation(turn1_answer: str | None = None, turn2_answer: str | None = None) -> list[dict[str, Any]]:
-    """HF chat messages for the two turns; the video is a placeholder the processor fills in."""
+def turn1_question(motion: str) -> str:
+    """cot-v2's turn 1: the video sentence, the clip's motion summary, then cot-v1's question."""
+    return f"{_VIDEO_SENTENCE}{motion} {_QUESTION}"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """How one clip is asked: the prompt version, and for `cot-v2` the clip's motion summary (`summarize`)."""
+
+    version: str = PROMPT_VERSION
+    motion: str | None = None  # cot-v2: None reads as NO_TELEMETRY; cot-v1 has none
+
+    def __post_init__(self) -> None:
+        if self.version not in PROMPT_VERSIONS:
+            raise ValueError(f"unknown prompt version {self.version!r} (one of {', '.join(PROMPT_VERSIONS)})")
+        if self.version == VIDEO_ONLY and self.motion is not None:
+            raise ValueError(f"{VIDEO_ONLY} shows the video alone: it takes no motion text")
+
+    @classmethod
+    def for_clip(cls, telemetry: Sequence[TelemetrySample] = (), version: str = PROMPT_VERSION) -> Prompt:
+        """The prompt of a clip with this telemetry (t from the clip start; empty: none) in `version`."""
+        return cls(version, None if version == VIDEO_ONLY else summarize(telemetry))
+
+    @property
+    def turn1(self) -> str:
+        """Turn 1's question as this version words it."""
+        if self.version == VIDEO_ONLY:
+            return TURN1_QUESTION
+        return turn1_question(self.motion if self.motion is not None else NO_TELEMETRY)
+
+
+def conversation(
+    turn1_answer: str | None = None, turn2_answer: str | None = None, *, prompt: Prompt
+) -> list[dict[str, Any]]:
+    """HF chat messages for the two turns in `prompt`'s version; the video is a placeholder the processor fills in.
+    The one rendering of the prompts: other formats (OpenAI's, LLaMA-Factory's) are converted from it."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": TURN1_QUESTION}]},
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt.turn1}]},
     ]
     if turn1_answer is None:
         return messages
@@ -100,15 +154,26 @@ def conversation(turn1_answer: str | None = None, turn2_answer: str | None = Non
     return messages
 
 
+def text_content(content: list[dict[str, Any]], video: str) -> str:
+    """A message's content as one string, the video as `video` (a format whose messages are plain strings)."""
+    return "".join(video if item["type"] == "video" else item["text"] for item in content)
+
+
 __all__ = [
     "PROMPT_VERSION",
+    "PROMPT_VERSIONS",
     "TURN1_JSON_SEPARATORS",
+    "VIDEO_ONLY",
+    "WITH_MOTION",
     "InvalidAnswer",
+    "Prompt",
     "Turn1Answer",
     "View",
     "conversation",
     "describe",
     "format_turn1",
     "parse_turn1",
+    "text_content",
     "turn1_json_schema",
+    "turn1_question",
 ]

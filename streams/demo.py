@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.db import Clip, Event, Inference, Instruction
 from schemas.generation import is_demo_model
-from schemas.messages import ClipMessage, SegmentMessage
+from schemas.messages import ClipMessage, SegmentMessage, TelemetrySample
 from schemas.prompts import PROMPT_VERSION
 from schemas.registry import deploy
 from schemas.scoring import EventScores, score_events
@@ -42,7 +42,15 @@ from streams.joiner.join import JoinRules, expected_fleet_clips
 from streams.joiner.windows import WindowStore
 from streams.producer import make_producer, publish, upload
 from streams.settings import Settings
-from streams.simulate import Scenario, SimSegment, make_scenarios, render_driver, render_road, write_segments
+from streams.simulate import (
+    Scenario,
+    SimSegment,
+    make_scenarios,
+    render_driver,
+    render_road,
+    telemetry,
+    write_segments,
+)
 
 ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
 # The DEMO model's recipe, measured on the 2-core machine (docs/demo-model.md): 10-s trips in 5-s segments, and
@@ -100,6 +108,12 @@ def scenario_frames(s: Scenario, settings: Settings) -> ClipFrames:
     )
 
 
+def scenario_telemetry(s: Scenario) -> list[TelemetrySample]:
+    """The whole trip's 1 Hz telemetry, t in seconds from the trip's start: what a clip of the trip carries (the
+    demo model's training input beside `scenario_frames`)."""
+    return list(telemetry(s, 0.0, s.duration, clock_offset=-s.start_ts))
+
+
 def scenario_clip(
     s: Scenario, frames: ClipFrames, *, clip_id: str, frames_uri: str, sample_fps: float = 2.0
 ) -> ClipMessage:
@@ -120,6 +134,7 @@ def scenario_clip(
         frame_width=w,
         frame_height=h,
         sample_fps=sample_fps,
+        telemetry=scenario_telemetry(s),
     )
 
 
@@ -137,6 +152,7 @@ def write_training_set(scenarios: list[Scenario], out: Path, settings: Settings)
                 "frames": rel,
                 "turn1": s.truth_turn1,
                 "turn2": s.instruction,
+                "telemetry": [t.model_dump(exclude_none=True) for t in scenario_telemetry(s)],
             }
         )
     (out / "data.json").write_text(json.dumps(records, indent=1))

@@ -7,10 +7,13 @@ manager's (a correction leaves the other turn as the model wrote it); `rejected`
 and so is an accepted answer that is not valid JSON of the taxonomy. Vehicles, not clips, are split between train
 and eval (a hash of the vehicle id and the seed), so no vehicle is in both, and the same reviews always give the
 same dataset. Written to DIR:
-- `train.json`, `eval.json` and `frames/*.npz`: records for `training.sft`;
+- `train.json`, `eval.json` and `frames/*.npz`: records for `training.sft`, each with the clip's `telemetry`
+  (samples, t from the clip start; [] for a clip stored before telemetry travelled), which fine-tuning renders
+  into turn 1 as the prompt version it trains asks (`schemas.prompts`);
 - `llamafactory/`: the same records in LLaMA-Factory's sharegpt format with `videos/*.mkv` (lossless, 2 FPS) and a
-  `dataset_info.json` naming `drivecoach_train` and `drivecoach_eval`;
-- `manifest.json`: counts, the review cut-off, vehicles per split and content hashes.
+  `dataset_info.json` naming `drivecoach_train` and `drivecoach_eval`; its turn 1 is rendered in `--prompt-version`
+  (default the production `cot-v2`, the motion summary included) by `schemas.prompts.conversation`, as serving does;
+- `manifest.json`: counts, the review cut-off, the prompt version, vehicles per split and content hashes.
 """
 
 from __future__ import annotations
@@ -23,20 +26,31 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.claim_checks import claim_check_exists, read_claim_check
 from schemas.db import Clip, Inference, Review
+from schemas.messages import TelemetrySample
 from schemas.model_io import encode_lossless
-from schemas.prompts import SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION, InvalidAnswer, parse_turn1
+from schemas.prompts import (
+    PROMPT_VERSION,
+    PROMPT_VERSIONS,
+    InvalidAnswer,
+    Prompt,
+    conversation,
+    parse_turn1,
+    text_content,
+)
 from training.options import DatabaseUrl, EvalFraction, build_settings, command_app, fail
 
 LABEL_VERDICTS = ("accepted", "corrected")
+_SAMPLES = TypeAdapter(list[TelemetrySample])
 
 
 log = logging.getLogger(__name__)
@@ -51,6 +65,23 @@ class Example:
     turn1: str
     turn2: str
     verdict: str
+    telemetry: tuple[TelemetrySample, ...] = ()  # t from the clip start; () for a clip without any
+
+
+def clip_samples(stored: list[dict[str, Any]] | None) -> tuple[TelemetrySample, ...]:
+    """`Clip.telemetry` as samples: NULL (a clip stored before telemetry travelled) or unreadable is none."""
+    if not stored:
+        return ()
+    try:
+        return tuple(_SAMPLES.validate_python(stored))
+    except ValidationError:
+        log.warning("a clip's stored telemetry is not a list of samples: exported without telemetry")
+        return ()
+
+
+def sample_records(samples: tuple[TelemetrySample, ...]) -> list[dict[str, Any]]:
+    """Samples as a record stores them: a missing reading left out (as the clip's JSON stores it)."""
+    return [s.model_dump(exclude_none=True) for s in samples]
 
 
 @dataclass
@@ -58,6 +89,7 @@ class ExportManifest:
     cutoff: str
     eval_fraction: float
     seed: int
+    prompt_version: str = PROMPT_VERSION  # the LLaMA-Factory view's; records carry telemetry, not a rendering
     counts: dict[str, int] = field(default_factory=dict)
     vehicles: dict[str, list[str]] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -98,6 +130,7 @@ def reviewed_examples(session: Session, cutoff: datetime) -> tuple[list[Example]
                 turn1,
                 turn2.strip(),
                 review.verdict,
+                clip_samples(clip.telemetry),
             )
         )
     return sorted(examples, key=lambda e: e.clip_id), skipped
@@ -127,9 +160,11 @@ def export_dataset(
     eval_fraction: float = 0.2,
     seed: int = 0,
     s3_endpoint: str = "",
+    prompt_version: str = PROMPT_VERSION,
 ) -> ExportManifest:
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError("eval_fraction must be between 0 and 1")
+    Prompt(prompt_version)  # an unknown version fails before anything is written
     cutoff = cutoff or datetime.now(UTC)
     examples, skipped = exportable_examples(session_factory, cutoff, s3_endpoint)
     if out.exists():
@@ -137,14 +172,18 @@ def export_dataset(
     (out / "frames").mkdir(parents=True)
     (out / "llamafactory" / "videos").mkdir(parents=True)
     manifest = ExportManifest(
-        cutoff=cutoff.isoformat(), eval_fraction=eval_fraction, seed=seed, skipped=skipped
+        cutoff=cutoff.isoformat(),
+        eval_fraction=eval_fraction,
+        seed=seed,
+        prompt_version=prompt_version,
+        skipped=skipped,
     )
     splits: dict[str, list[Example]] = {"train": [], "eval": []}
     split = assign_splits({e.vehicle_id for e in examples}, eval_fraction, seed)
     for example in examples:
         splits[split[example.vehicle_id]].append(example)
     for name, items in splits.items():
-        write_split(out, name, items, s3_endpoint)
+        write_split(out, name, items, s3_endpoint, prompt_version=prompt_version)
         manifest.counts[name] = len(items)
         manifest.vehicles[name] = sorted({e.vehicle_id for e in items})
         manifest.hashes[name] = hashlib.sha256((out / f"{name}.json").read_bytes()).hexdigest()
@@ -170,7 +209,9 @@ def exportable_examples(
     return present, skipped
 
 
-def write_split(out: Path, name: str, items: list[Example], s3_endpoint: str = "") -> None:
+def write_split(
+    out: Path, name: str, items: list[Example], s3_endpoint: str = "", *, prompt_version: str = PROMPT_VERSION
+) -> None:
     """One split's records (`NAME.json`, `frames/`) and their LLaMA-Factory view (`llamafactory/`)."""
     records, shared = [], []
     for e in items:
@@ -186,22 +227,24 @@ def write_split(out: Path, name: str, items: list[Example], s3_endpoint: str = "
                 "frames": f"frames/{e.clip_id}.npz",
                 "turn1": e.turn1,
                 "turn2": e.turn2,
+                "telemetry": sample_records(e.telemetry),
             }
         )
+        prompt = Prompt.for_clip(e.telemetry, prompt_version)
         shared.append(
             {
-                "messages": [
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": "<video>" + TURN1_QUESTION},
-                    {"role": "assistant", "content": e.turn1},
-                    {"role": "user", "content": TURN2_QUESTION},
-                    {"role": "assistant", "content": e.turn2},
-                ],
+                "messages": llamafactory_messages(conversation(e.turn1, e.turn2, prompt=prompt)),
                 "videos": [f"videos/{e.clip_id}.mkv"],
             }
         )
     _write_json(out / f"{name}.json", records)
     _write_json(out / "llamafactory" / f"{name}.json", shared)
+
+
+def llamafactory_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """`conversation`'s messages as LLaMA-Factory's sharegpt expects them: string contents, `<video>` where the
+    video goes (its Qwen2-VL template expands it to the same vision tokens)."""
+    return [{"role": m["role"], "content": text_content(m["content"], video="<video>")} for m in messages]
 
 
 def llamafactory_info(splits: list[str]) -> dict[str, object]:
@@ -242,11 +285,16 @@ def export_command(
     ] = None,
     eval_fraction: EvalFraction = 0.2,
     seed: Annotated[int, typer.Option(help="seed of the vehicle split")] = 0,
+    prompt_version: Annotated[
+        str, typer.Option(help=f"the LLaMA-Factory view's prompt ({', '.join(PROMPT_VERSIONS)})")
+    ] = PROMPT_VERSION,
 ) -> None:
     """Write the reviewed labels as a vehicle-split dataset to --out; print its manifest."""
     settings = build_settings(need_database=True, database_url=database_url)
     if not 0.0 < eval_fraction < 1.0:
         fail("eval_fraction: must be between 0 and 1")
+    if prompt_version not in PROMPT_VERSIONS:
+        fail(f"prompt_version: one of {', '.join(PROMPT_VERSIONS)}")
     engine = create_engine(settings.database_url)
     try:
         manifest = export_dataset(
@@ -256,6 +304,7 @@ def export_command(
             eval_fraction=eval_fraction,
             seed=seed,
             s3_endpoint=settings.s3_endpoint_url,
+            prompt_version=prompt_version,
         )
     finally:
         engine.dispose()

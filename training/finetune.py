@@ -6,7 +6,9 @@ GPU, sequences up to 2,048 tokens).
     deepspeed --hostfile hosts -m training.finetune --data DIR --model BASE --out OUT        # many nodes
     DS_ACCELERATOR=cpu torchrun --nproc_per_node 2 -m training.finetune ...                  # CPU, gloo (tests)
 
-DIR is a `training.export` directory (`train.json`, `frames/`). A run that stops can be started again with the same
+DIR is a `training.export` directory (`train.json`, `frames/`); each record's conversation is rendered by
+`schemas.prompts.conversation` in `--prompt-version` (default `cot-v2`: the clip's telemetry summarised in turn 1,
+as the worker asks), which `drivecoach.json` records so engines ask the model as it learned. A run that stops can be started again with the same
 command: it resumes from the newest checkpoint in OUT. OUT ends up holding the model, the processor and
 `drivecoach.json` (base, data manifest, recipe), so `model_version_of(OUT)` names it.
 """
@@ -23,23 +25,25 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from schemas.generation import is_demo_model
+from schemas.generation import is_demo_model, prompt_version_of
 from schemas.model_io import build_inputs, install_torchvision_shim, load_model, load_processor
-from schemas.prompts import PROMPT_VERSION, conversation
+from schemas.prompts import PROMPT_VERSION, PROMPT_VERSIONS, Prompt, conversation
 from training.options import (
     CutoffLen,
     Epochs,
     GradAccum,
     Lr,
     MaxSteps,
+    PromptVersion,
     SaveSteps,
     Scheduler,
     Seed,
     WarmupRatio,
     command_app,
     configure_logging,
+    fail,
 )
-from training.sft import ASSISTANT_HEADER, END_OF_TURN, assistant_labels, load_records
+from training.sft import ASSISTANT_HEADER, END_OF_TURN, Record, assistant_labels, load_records
 
 log = logging.getLogger("training.finetune")
 DS_CONFIG = Path(__file__).with_name("ds_zero2.json")
@@ -56,13 +60,20 @@ class Recipe:
     save_steps: int = 50
     seed: int = 0
     max_steps: int = -1  # > 0 overrides epochs (tests)
+    prompt_version: str = PROMPT_VERSION  # the prompt the records are rendered in (schemas.prompts)
+
+    def __post_init__(self) -> None:
+        Prompt(self.prompt_version)  # an unknown version fails before a process is launched
 
 
 class ClipDataset:
     """Each item: one clip's whole two-turn conversation, labels only on the assistant answers."""
 
-    def __init__(self, data: Path, index: str, processor: Any, cutoff_len: int) -> None:
+    def __init__(
+        self, data: Path, index: str, processor: Any, cutoff_len: int, prompt_version: str = PROMPT_VERSION
+    ) -> None:
         self.processor = processor
+        self.prompt_version = prompt_version
         tok = processor.tokenizer
         self.header = tok.encode(ASSISTANT_HEADER, add_special_tokens=False)
         self.end = tok.convert_tokens_to_ids(END_OF_TURN)
@@ -81,12 +92,11 @@ class ClipDataset:
         if not self.items:
             raise ValueError(f"no example of {data / index} fits in {cutoff_len} tokens")
 
-    def _encode(self, record: Any) -> dict[str, Any]:
+    def _encode(self, record: Record) -> dict[str, Any]:
         with np.load(record.frames) as data:
             frames = data["frames"]
-        inputs = build_inputs(
-            self.processor, conversation(record.turn1, record.turn2), frames, add_generation_prompt=False
-        )
+        messages = conversation(record.turn1, record.turn2, prompt=record.prompt(self.prompt_version))
+        inputs = build_inputs(self.processor, messages, frames, add_generation_prompt=False)
         return dict(inputs)
 
     def __len__(self) -> int:
@@ -118,7 +128,7 @@ def finetune(data: Path, model_path: Path, out: Path, recipe: Recipe, *, index: 
         model.model.visual.parameters()
     ):  # vision tower and its merger (the projector): frozen, as in the paper
         p.requires_grad_(False)
-    dataset = ClipDataset(data, index, processor, recipe.cutoff_len)
+    dataset = ClipDataset(data, index, processor, recipe.cutoff_len, recipe.prompt_version)
     args = training_arguments(recipe, out, on_gpu=on_gpu)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
@@ -168,7 +178,7 @@ def write_model_card(out: Path, *, data: Path, model_path: Path, recipe: Recipe,
         json.dumps(
             {
                 "base": str(model_path),
-                "prompt_version": PROMPT_VERSION,
+                "prompt_version": recipe.prompt_version,
                 "recipe": asdict(recipe),
                 "data": {
                     "dir": str(data),
@@ -186,13 +196,16 @@ def write_model_card(out: Path, *, data: Path, model_path: Path, recipe: Recipe,
 
 
 def mean_loss(model_path: Path, data: Path, index: str = "eval.json") -> float:
-    """Mean loss per answer token of a checkpoint on a dataset split (what fine-tuning lowers)."""
+    """Mean loss per answer token of a checkpoint on a dataset split (what fine-tuning lowers), asked in the prompt
+    version the checkpoint names."""
     install_torchvision_shim()
     import torch
 
     processor = load_processor(model_path)
     model = load_model(model_path)
-    dataset = ClipDataset(data, index, processor, cutoff_len=10**9)
+    dataset = ClipDataset(
+        data, index, processor, cutoff_len=10**9, prompt_version=prompt_version_of(model_path)
+    )
     total, tokens = 0.0, 0
     with torch.inference_mode():
         for i in range(len(dataset)):
@@ -222,12 +235,15 @@ def finetune_command(
     save_steps: SaveSteps = RECIPE.save_steps,
     seed: Seed = RECIPE.seed,
     max_steps: MaxSteps = RECIPE.max_steps,
+    prompt_version: PromptVersion = RECIPE.prompt_version,
     local_rank: Annotated[
         int, typer.Option("--local_rank", "--local-rank", hidden=True, help="set by deepspeed; unused")
     ] = -1,
 ) -> None:
     """Fine-tune --model on the --data directory's train split with ZeRO-2; the same command again resumes."""
     configure_logging()
+    if prompt_version not in PROMPT_VERSIONS:
+        fail(f"prompt_version: one of {', '.join(PROMPT_VERSIONS)}")
     recipe = Recipe(
         lr=lr,
         epochs=epochs,
@@ -238,6 +254,7 @@ def finetune_command(
         save_steps=save_steps,
         seed=seed,
         max_steps=max_steps,
+        prompt_version=prompt_version,
     )
     finetune(data, model, out, recipe, index=index)
 

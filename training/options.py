@@ -62,5 +62,11 @@ CutoffLen = Annotated[int, typer.Option(help="longer examples (tokens) are left 
 GradAccum = Annotated[int, typer.Option(min=1, help="gradient accumulation steps (batch size is 1 clip)")]
 SaveSteps = Annotated[int, typer.Option(min=1, help="steps between checkpoints (a stopped run resumes)")]
 MaxSteps = Annotated[int, typer.Option(help="> 0: train exactly this many steps, overriding --epochs")]
+PromptVersion = Annotated[
+    str,
+    typer.Option(
+        help="the prompt the model learns to answer (schemas.prompts: cot-v1 video only, cot-v2 + motion)"
+    ),
+]
 
 OutDir = Annotated[Path, typer.Option(help="output directory")]

@@ -130,7 +130,7 @@ def score(model_path: str, data: Path, max_new_tokens: int, bertscore_model: str
     for r in records:
         with np.load(r.frames) as d:
             frames.append(d["frames"])
-    outputs = engine.run_batch(frames)
+    outputs = engine.run_batch(frames, [r.telemetry for r in records])  # in the prompt version it learned
     return evaluate(
         [(o.turn1, o.turn2) for o in outputs],
         [(r.turn1, r.turn2) for r in records],

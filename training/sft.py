@@ -3,14 +3,18 @@
 Command (2 CPU cores; the DEMO model from random weights, ~200 clips of 40 frames at 112x140):
     python -m training.sft --data DATA_DIR --out OUT_DIR [--model BASE_DIR] --steps 900 --lr 3e-3 --seed 0
 
-`DATA_DIR/data.json` is a list of {"id", "vehicle_id", "frames": "relative/path.npz", "turn1", "turn2"};
-`np.load(path)["frames"]` is (T, H, W, 3) uint8 RGB at 2 FPS, sides multiples of 28. Without `--model` a fresh
-tiny DEMO Qwen2.5-VL (training.tiny_model) is built first, its tokenizer trained on the dataset's answers too.
+`DATA_DIR/data.json` is a list of {"id", "vehicle_id", "frames": "relative/path.npz", "turn1", "turn2",
+"telemetry"}; `np.load(path)["frames"]` is (T, H, W, 3) uint8 RGB at 2 FPS, sides multiples of 28; `telemetry` (optional,
+[] if absent) the clip's samples (`schemas.messages.TelemetrySample`, t in seconds from the clip start). Without
+`--model` a fresh tiny DEMO Qwen2.5-VL (training.tiny_model) is built first, its tokenizer trained on the dataset's
+answers and turn-1 questions too.
 
 Each step is one clip (batch size 1): the whole conversation (system, video + turn-1 question, turn-1 answer,
-turn-2 question, turn-2 answer) goes through the model, and the loss covers only the two assistant answers and
+turn-2 question, turn-2 answer), rendered by `schemas.prompts.conversation` in `--prompt-version` (default
+`cot-v2`: the clip's motion summary in turn 1, as the worker asks), goes through the model, and the loss covers only the two assistant answers and
 their <|im_end|> (everything else is -100). AdamW, linear warmup then cosine decay, gradient clipping.
-The output directory holds the model, the processor and `drivecoach.json` (base, steps, final loss, data hash).
+The output directory holds the model, the processor and `drivecoach.json` (base, prompt version, steps, final loss,
+data hash); engines ask a checkpoint in the prompt version it names (`schemas.generation.prompt_version_of`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from schemas.messages import TelemetrySample
 from schemas.model_io import build_inputs, install_torchvision_shim, load_model, load_processor
-from schemas.prompts import PROMPT_VERSION, InvalidAnswer, conversation, parse_turn1
+from schemas.prompts import PROMPT_VERSION, InvalidAnswer, Prompt, conversation, parse_turn1
 from schemas.taxonomy import EventType
-from training.options import Seed, command_app, fail
+from training.options import PromptVersion, Seed, command_app, fail
 
 IGNORE_INDEX = -100
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
@@ -73,6 +78,7 @@ class SFTConfig:
     # but 0.8-1.4 s/step with 2 when another process holds a core), every core this process may use otherwise.
     threads: int | None = None
     progress: bool = True
+    prompt_version: str = PROMPT_VERSION  # the prompt the records are rendered in (schemas.prompts)
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,11 @@ class Record:
     frames: Path
     turn1: str
     turn2: str
+    telemetry: tuple[TelemetrySample, ...] = ()  # t from the clip start; (): none
+
+    def prompt(self, version: str = PROMPT_VERSION) -> Prompt:
+        """The clip's prompt in `version`: its motion summary in turn 1 from cot-v2 on."""
+        return Prompt.for_clip(self.telemetry, version)
 
 
 def load_records(data_dir: Path, index: str = "data.json") -> list[Record]:
@@ -99,6 +110,7 @@ def load_records(data_dir: Path, index: str = "data.json") -> list[Record]:
             frames=data_dir / r["frames"],
             turn1=r["turn1"],
             turn2=r["turn2"],
+            telemetry=tuple(TelemetrySample.model_validate(s) for s in r.get("telemetry") or ()),
         )
         for r in raw
     ]
@@ -174,6 +186,10 @@ class SFTRecipe:
             raise SFTConfigError("event_aux_weight and vision_lr_scale must be >= 0")
         if cfg.model is not None and not (cfg.model / "config.json").is_file():
             raise SFTConfigError(f"{cfg.model} is not a model directory (no config.json)")
+        try:
+            Prompt(cfg.prompt_version)
+        except ValueError as err:
+            raise SFTConfigError(str(err)) from err
         self.cfg = cfg
         self.records = load_records(cfg.data)
         if cfg.steps is not None:
@@ -251,7 +267,9 @@ class SFTRecipe:
         from training.tiny_model import build_tiny_model
 
         self._tmp = tempfile.TemporaryDirectory(prefix="drivecoach-base-")
-        corpus = [t for r in self.records for t in (r.turn1, r.turn2)]
+        # The answers and each clip's own turn 1 (its motion summary): the tokenizer learns the words it will read.
+        version = cfg.prompt_version
+        corpus = [t for r in self.records for t in (r.turn1, r.turn2, r.prompt(version).turn1)]
         path = build_tiny_model(Path(self._tmp.name), corpus=corpus, seed=cfg.seed)
         return path, f"tiny-qwen2.5-vl-random-init(seed={cfg.seed})"
 
@@ -279,7 +297,10 @@ class SFTRecipe:
         frames = np.load(record.frames)["frames"]
         inputs: dict[str, Any] = dict(
             build_inputs(
-                self.processor, conversation(record.turn1, record.turn2), frames, add_generation_prompt=False
+                self.processor,
+                conversation(record.turn1, record.turn2, prompt=record.prompt(self.cfg.prompt_version)),
+                frames,
+                add_generation_prompt=False,
             )
         )
         inputs["labels"] = assistant_labels(inputs["input_ids"][0], self.header_ids, self.end_id)[None]
@@ -411,7 +432,7 @@ class SFTRecipe:
         meta = {
             "base": self.base_name,
             "demo": True,
-            "prompt_version": PROMPT_VERSION,
+            "prompt_version": cfg.prompt_version,
             "steps": self.total_steps,
             "final_loss": round(sum(tail) / len(tail), 6),
             "seconds_per_step": round(self.seconds_per_step, 4),
@@ -498,6 +519,7 @@ def sft_command(
     log_every: LogEvery = SFTConfig.log_every,
     threads: Threads = SFTConfig.threads,
     no_progress: NoProgress = False,
+    prompt_version: PromptVersion = SFTConfig.prompt_version,
 ) -> None:
     """Fine-tune a Qwen2.5-VL (or a fresh tiny DEMO one) on --data; print the output directory."""
     cfg = SFTConfig(
@@ -519,6 +541,7 @@ def sft_command(
         log_every=log_every,
         threads=threads,
         progress=not no_progress,
+        prompt_version=prompt_version,
     )
     try:
         result = run_sft(cfg)

@@ -4,7 +4,9 @@ Command: `python -m training.tiny_model --out DIR [--seed 0] [--corpus TEXT ...]
 
 Dims are the ones measured to work with both transformers and vLLM's CPU backend (docs/KNOWLEDGE: text hidden
 128, 2 layers, 2 heads / 1 KV head, head_dim 64, mrope_section [8, 12, 12]; vision depth 2, hidden 64, out 128).
-The tokenizer is a byte-level BPE trained here on the project's own prompt, taxonomy and answer texts, with the
+The tokenizer is a byte-level BPE trained here on the project's own prompt, taxonomy and answer texts (every prompt
+version's turn 1, cot-v2's with motion summaries of varied synthetic telemetry, so the summary's words have tokens
+of their own; digits are split one by one by Qwen2's pre-tokenizer and are single tokens already), with the
 Qwen special tokens; the processor and a Qwen2.5-VL chat template are saved beside the weights, so
 `from_pretrained(out_dir)` loads model, tokenizer and processor alike.
 """
@@ -19,20 +21,22 @@ from typing import Annotated, Any
 
 import typer
 
-from schemas.messages import DetectedEvent
+from schemas.messages import DetectedEvent, TelemetrySample
 from schemas.model_io import GRID, install_torchvision_shim
+from schemas.motion_summary import NO_TELEMETRY, summarize
 from schemas.prompts import (
     NO_EVENTS_DESCRIPTION,
+    PROMPT_VERSIONS,
     SYSTEM_PROMPT,
-    TURN1_QUESTION,
     TURN2_QUESTION,
+    Prompt,
     describe,
     format_turn1,
 )
 from schemas.taxonomy import GOOD_DRIVING_INSTRUCTION, TAXONOMY, EventType, reference_instruction
 from training.options import Seed, command_app, fail
 
-TINY_RECIPE_VERSION = 1
+TINY_RECIPE_VERSION = 2  # 2: the corpus holds cot-v2's turn 1 and motion summaries
 VOCAB_SIZE = 3072
 MAX_FRAME_PIXELS = 16384  # the clip builder's default budget (settings.max_pixels): frames are never larger
 
@@ -81,9 +85,35 @@ Use a real Qwen2.5-VL checkpoint (settings `model`) for anything else.
 """
 
 
+def synthetic_telemetry(rng: random.Random, seconds: int = 12) -> list[TelemetrySample]:
+    """1 Hz samples of a made-up drive (cruise, brake, pull away, turn; a dropout now and then; a posted limit in
+    half of them): only for the tokenizer's corpus, so its summaries use every clause and many numbers."""
+    speed, limit = rng.uniform(0, 110), rng.choice([None, 30.0, 50.0, 60.0, 80.0, 100.0])
+    samples = []
+    for t in range(seconds):
+        accel = rng.choice([0.0, 0.0, rng.uniform(-6, -1), rng.uniform(0.5, 4)])
+        speed = max(0.0, speed + accel * 3.6)
+        yaw = rng.choice([0.0, rng.uniform(-40, 40)])
+        dropout = rng.random() < 0.1
+        samples.append(
+            TelemetrySample(
+                t=float(t),
+                speed_kmh=round(speed, 2),
+                accel_ms2=None if dropout or rng.random() < 0.3 else round(accel, 3),
+                yaw_rate_dps=None if dropout else round(yaw, 2),
+                speed_limit_kmh=limit,
+            )
+        )
+    return samples
+
+
 def default_corpus(seed: int = 0, answers: int = 400) -> list[str]:
-    """Prompt texts, every taxonomy line, and canonical turn-1/turn-2 answers for random event sets."""
-    texts = [SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION, NO_EVENTS_DESCRIPTION, GOOD_DRIVING_INSTRUCTION]
+    """Prompt texts (every version's turn 1: cot-v2's with motion summaries), every taxonomy line, and canonical
+    turn-1/turn-2 answers for random event sets."""
+    texts = [SYSTEM_PROMPT, TURN2_QUESTION, NO_EVENTS_DESCRIPTION, GOOD_DRIVING_INSTRUCTION, NO_TELEMETRY]
+    texts += [Prompt.for_clip((), version).turn1 for version in PROMPT_VERSIONS]
+    motion_rng = random.Random(seed + 1)
+    texts += [summarize(synthetic_telemetry(motion_rng)) for _ in range(answers // 2)]
     for d in TAXONOMY.values():
         texts += [d.type.value, d.view.value, d.definition, d.coaching]
     rng = random.Random(seed)

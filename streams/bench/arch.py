@@ -40,7 +40,7 @@ from schemas.model_io import (
     video_input,
     video_tokens,
 )
-from schemas.prompts import conversation
+from schemas.prompts import Prompt, conversation
 from streams.inference.engines.vllm import VLLM_ENV_DEFAULTS, with_startup_shim
 from streams.settings import Settings
 
@@ -342,17 +342,31 @@ def make_clips(
     return clips
 
 
-def measure_preprocessing(checkpoint: Path, clips: list[np.ndarray]) -> tuple[float, int]:
+def clip_prompt(settings: Settings, frames: int, *, seed: int = 11) -> Prompt:
+    """The production prompt of a clip as long as `make_clips`' (the first trip's telemetry summarised in turn 1):
+    every request carries a motion summary of realistic length. It follows the video in the prompt, so sharing it
+    lets no clip reuse another's cache."""
+    from streams.demo import scenario_telemetry
+    from streams.simulate import make_scenarios
+
+    (trip,) = make_scenarios(seed, 1, vehicles=4, duration=frames / settings.sample_fps)
+    return Prompt.for_clip(scenario_telemetry(trip))
+
+
+def measure_preprocessing(
+    checkpoint: Path, clips: list[np.ndarray], prompt: Prompt | None = None
+) -> tuple[float, int]:
     """Seconds per clip the HF processor takes on a clip's turn-1 inputs (chat template, tokenizer, video
     resize/normalise/patchify: what vLLM's front end runs once per video), after one warm-up; and the visual
     tokens per clip from its video grid."""
     processor = load_processor(checkpoint)
     merge = int(processor.video_processor.merge_size)
-    build_inputs(processor, conversation(), clips[0], add_generation_prompt=True)
+    messages = conversation(prompt=prompt or Prompt.for_clip(()))
+    build_inputs(processor, messages, clips[0], add_generation_prompt=True)
     times, tokens = [], set()
     for frames in clips:
         started = time.perf_counter()
-        inputs = build_inputs(processor, conversation(), frames, add_generation_prompt=True)
+        inputs = build_inputs(processor, messages, frames, add_generation_prompt=True)
         times.append(time.perf_counter() - started)
         tokens.add(int(inputs["video_grid_thw"].prod(dim=-1).sum()) // (merge * merge))
     if len(tokens) != 1:
@@ -512,6 +526,7 @@ def bench_arch(
     progress(f"rendering {clips + 1} simulated clips of {frames} frames")
     videos = make_clips(settings, clips + 1, frames)  # the last one warms the engine up
     warmup, videos = videos[-1], videos[:-1]
+    prompt = clip_prompt(settings, frames)
     frame_h, frame_w = int(videos[0].shape[1]), int(videos[0].shape[2])
 
     progress(f"building {arch} with random weights ({dtype}, {device})")
@@ -523,7 +538,7 @@ def bench_arch(
     build_s = time.perf_counter() - started
 
     progress("timing the HF processor on the clips")
-    preprocess_s, processor_tokens = measure_preprocessing(checkpoint, videos)
+    preprocess_s, processor_tokens = measure_preprocessing(checkpoint, videos, prompt)
 
     processor: Any = load_processor(checkpoint)
     turn1_text = canned_turn1(processor.tokenizer, tokens_per_turn)
@@ -536,7 +551,8 @@ def bench_arch(
             "mm_processor_kwargs": kwargs,
         }
 
-    requests = [(request(conversation(), v), request(conversation(turn1_text), v)) for v in [*videos, warmup]]
+    first, second = conversation(prompt=prompt), conversation(turn1_text, prompt=prompt)
+    requests = [(request(first, v), request(second, v)) for v in [*videos, warmup]]
     visual = video_tokens(frames, frame_h, frame_w)
     turn2_text = len(processor.tokenizer(requests[0][1]["prompt"], add_special_tokens=False)["input_ids"])
     max_model_len = 256 * math.ceil((visual + turn2_text + tokens_per_turn + 64) / 256)
@@ -671,6 +687,7 @@ __all__ = [
     "arch_config",
     "bench_arch",
     "canned_turn1",
+    "clip_prompt",
     "make_clips",
     "measure_preprocessing",
     "report",

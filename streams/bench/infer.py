@@ -74,13 +74,13 @@ def bench_infer(
     """
     from schemas.generation import TransformersEngine
     from schemas.prompts import format_turn1
-    from streams.demo import scenario_frames
+    from streams.demo import scenario_frames, scenario_telemetry
     from streams.inference.engines.base import Engine
 
     path = model or str(build_tiny_model_process(work / "tiny", [format_turn1([]), "Keep a safe distance."]))
-    frames = [
-        scenario_frames(s, settings).frames for s in make_scenarios(5, clips, vehicles=4, duration=12.0)
-    ]
+    scenarios = make_scenarios(5, clips, vehicles=4, duration=12.0)
+    frames = [scenario_frames(s, settings).frames for s in scenarios]
+    samples = [scenario_telemetry(s) for s in scenarios]  # each clip's, as the worker passes it
     results = []
     engine: Engine
     for name in engines or ["transformers", "vllm"]:
@@ -92,13 +92,13 @@ def bench_infer(
             engine, size = VllmEngine(path, max_new_tokens=settings.max_new_tokens), batch
         else:
             raise ValueError(f"unknown engine {name!r} (transformers or vllm)")
-        engine.run_batch(frames[:1])  # warm-up: first-call allocations and compilation
+        engine.run_batch(frames[:1], samples[:1])  # warm-up: first-call allocations and compilation
         latencies: list[float] = []
         outputs = []
         started = time.perf_counter()
         for k in range(0, len(frames), size):
             t0 = time.perf_counter()
-            got = engine.run_batch(frames[k : k + size])
+            got = engine.run_batch(frames[k : k + size], samples[k : k + size])
             latencies += [(time.perf_counter() - t0) * 1000.0] * len(got)
             outputs += got
         wall = time.perf_counter() - started

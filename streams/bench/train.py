@@ -29,16 +29,19 @@ class TrainBench:
 
 def mean_sequence_length(model: Path, data: Path) -> float:
     """Mean tokens per training example of `data/data.json` (video tokens + both turns) for the model's processor."""
+    from schemas.messages import TelemetrySample
     from schemas.model_io import build_inputs, load_processor
-    from schemas.prompts import conversation
+    from schemas.prompts import Prompt, conversation
 
     processor = load_processor(model)
     lengths = []
     for record in json.loads((data / "data.json").read_text()):
+        samples = [TelemetrySample.model_validate(t) for t in record.get("telemetry") or ()]
+        prompt = Prompt.for_clip(samples)  # as `training.finetune` renders it (its default prompt version)
         with np.load(data / record["frames"]) as d:
             inputs = build_inputs(
                 processor,
-                conversation(record["turn1"], record["turn2"]),
+                conversation(record["turn1"], record["turn2"], prompt=prompt),
                 d["frames"],
                 add_generation_prompt=False,
             )

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ import numpy as np
 from schemas.frames import load_frames
 from schemas.generation import CotOutput
 from schemas.messages import ClipMessage
-from streams.inference.engines.base import Engine
+from streams.inference.engines.base import Engine, Telemetry
 from streams.inference.worker import MAX_ASKS, valid_answer
 from streams.settings import Settings
 
@@ -91,20 +91,23 @@ class _Lent:
     def __init__(self, engine: Engine) -> None:
         self.engine, self.model_version = engine, engine.model_version
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
-        return self.engine.run_batch(clips)
+    def run_batch(
+        self, clips: list[np.ndarray], telemetry: Sequence[Telemetry] | None = None
+    ) -> list[CotOutput]:
+        return self.engine.run_batch(clips, telemetry)
 
-    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
-        return self.engine.submit(frames)  # type: ignore[attr-defined]
+    def submit(self, frames: np.ndarray, telemetry: Telemetry = ()) -> Future[CotOutput]:
+        return self.engine.submit(frames, telemetry)  # type: ignore[attr-defined]
 
 
 def engine_alone_continuous(
-    engine: Engine, clips: list[np.ndarray], concurrency: int
+    engine: Engine, clips: list[np.ndarray], concurrency: int, telemetry: Sequence[Telemetry] | None = None
 ) -> tuple[Run, list[CotOutput]]:
     """Up to `concurrency` clips in the engine at once, the next submitted as one finishes; an invalid answer is
     asked for once more, first in line, as the worker does (else the baseline would do less work than the worker:
-    an untrained model's answers mostly fail validation)."""
-    submit: Callable[[np.ndarray], Future[CotOutput]] = engine.submit  # type: ignore[attr-defined]
+    an untrained model's answers mostly fail validation). `telemetry`: each clip's, as the worker passes it."""
+    submit: Callable[[np.ndarray, Telemetry], Future[CotOutput]] = engine.submit  # type: ignore[attr-defined]
+    samples = list(telemetry) if telemetry is not None else [()] * len(clips)
     answers: dict[int, CotOutput] = {}
     latencies: list[float] = []
     asked = [0] * len(clips)
@@ -117,7 +120,7 @@ def engine_alone_continuous(
             k = waiting.popleft()
             asked[k] += 1
             first_submitted.setdefault(k, time.perf_counter())
-            in_flight[submit(clips[k])] = k
+            in_flight[submit(clips[k], samples[k])] = k
         done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
         for future in done:
             k = in_flight.pop(future)
@@ -132,21 +135,25 @@ def engine_alone_continuous(
     return run, [answers[i] for i in range(len(clips))]
 
 
-def engine_alone_batches(engine: Engine, clips: list[np.ndarray], batch: int) -> tuple[Run, list[CotOutput]]:
+def engine_alone_batches(
+    engine: Engine, clips: list[np.ndarray], batch: int, telemetry: Sequence[Telemetry] | None = None
+) -> tuple[Run, list[CotOutput]]:
     """The worker before issue 16: batches, each clip waiting for its batch's slowest; a batch's invalid answers
-    are asked for once more, together, before the next batch."""
+    are asked for once more, together, before the next batch. `telemetry`: each clip's, as the worker passes it."""
+    samples = list(telemetry) if telemetry is not None else [()] * len(clips)
     answers: list[CotOutput] = []
     latencies: list[float] = []
     asks = 0
     started = time.perf_counter()
     for k in range(0, len(clips), batch):
         t0 = time.perf_counter()
-        chunk = clips[k : k + batch]
-        got = engine.run_batch(chunk)
+        chunk, chunk_samples = clips[k : k + batch], samples[k : k + batch]
+        got = engine.run_batch(chunk, chunk_samples)
         asks += len(chunk)
         again = [i for i, cot in enumerate(got) if not valid_answer(cot)]
         if again:
-            for i, cot in zip(again, engine.run_batch([chunk[i] for i in again]), strict=True):
+            retried = engine.run_batch([chunk[i] for i in again], [chunk_samples[i] for i in again])
+            for i, cot in zip(again, retried, strict=True):
                 got[i] = cot
             asks += len(again)
         latencies += [time.perf_counter() - t0] * len(got)
@@ -202,18 +209,22 @@ def worker_run(
     return Run(label, len(messages), wall, tuple(worker.latencies), worker.submitted), written
 
 
-def preprocessing_per_clip(model: str, frames_blobs: list[bytes], answers: list[CotOutput]) -> Preprocessing:
+def preprocessing_per_clip(
+    model: str, frames_blobs: list[bytes], answers: list[CotOutput], messages: list[ClipMessage]
+) -> Preprocessing:
     from schemas.model_io import build_inputs, load_processor
-    from schemas.prompts import conversation
+    from schemas.prompts import Prompt, conversation
 
     processor = load_processor(model)
     load_s = processor_s = 0.0
-    for data, answer in zip(frames_blobs, answers, strict=True):
+    for data, answer, message in zip(frames_blobs, answers, messages, strict=True):
         t0 = time.perf_counter()
         frames = load_frames(io.BytesIO(data))  # type: ignore[arg-type]
         t1 = time.perf_counter()
-        build_inputs(processor, conversation(), frames, add_generation_prompt=True)
-        build_inputs(processor, conversation(answer.turn1), frames, add_generation_prompt=True)
+        # Summarising the telemetry is the engines' preprocessing too.
+        prompt = Prompt.for_clip(message.telemetry, answer.prompt_version)
+        build_inputs(processor, conversation(prompt=prompt), frames, add_generation_prompt=True)
+        build_inputs(processor, conversation(answer.turn1, prompt=prompt), frames, add_generation_prompt=True)
         t2 = time.perf_counter()
         load_s, processor_s = load_s + (t1 - t0), processor_s + (t2 - t1)
     n = len(frames_blobs)
@@ -253,8 +264,9 @@ def bench_worker(
         clip_id = f"{s.scenario_id}-{uuid.uuid4().hex[:8]}"
         uri = blobs.put_bytes(f"clips/{clip_id}.npz", data)
         messages.append(scenario_clip(s, r, clip_id=clip_id, frames_uri=uri, sample_fps=settings.sample_fps))
+    samples = [m.telemetry for m in messages]  # each clip's, as the worker passes it to the engine
     say("warming the engine up")
-    engine.run_batch(frames[:1])
+    engine.run_batch(frames[:1], samples[:1])
     with ExitStack() as stack:
         bootstrap, one_record = settings.kafka_bootstrap, settings.one_record_per_batch
         if not bootstrap:
@@ -286,13 +298,13 @@ def bench_worker(
             )
 
         say(f"the engine alone, up to {concurrency} clips in flight")
-        engine_cont, alone = engine_alone_continuous(engine, frames, concurrency)
+        engine_cont, alone = engine_alone_continuous(engine, frames, concurrency, samples)
         say("the worker, continuous")
         worker_cont, written_cont = worker_run(
             run_settings("continuous"), engine, messages, factory, "worker, continuous"
         )
         say(f"the engine alone, batches of {batch}")
-        engine_batch, alone_batch = engine_alone_batches(engine, frames, batch)
+        engine_batch, alone_batch = engine_alone_batches(engine, frames, batch, samples)
         say("the worker, batches")
         # Another copy of the clips (fresh ids), so the batch run writes rows of its own.
         again = [m.model_copy(update={"clip_id": f"{m.clip_id}-b"}) for m in messages]
@@ -304,7 +316,7 @@ def bench_worker(
         written_batch.get(m.clip_id) for m in again
     ] == [(a.turn1, a.turn2) for a in alone_batch]
     say("preprocessing, one clip at a time")
-    pre = preprocessing_per_clip(model, blob_bytes, alone)
+    pre = preprocessing_per_clip(model, blob_bytes, alone, messages)
     return WorkerBench(
         frames=int(frames[0].shape[0]),
         concurrency=concurrency,

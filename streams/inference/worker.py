@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from schemas.db import ModelVersion
 from schemas.frames import load_frames
 from schemas.messages import ClipMessage, InferenceResult
-from schemas.prompts import PROMPT_VERSION, InvalidAnswer, parse_turn1
+from schemas.prompts import InvalidAnswer, parse_turn1
 from schemas.registry import production
 from streams.inference.engines.base import ConcurrentEngine, CotOutput, Engine, OneAtATime, concurrent
 from streams.inference.progress import CommitPoints
@@ -65,7 +65,8 @@ LATENCIES_KEPT = 10_000  # per-clip latencies kept for `bench infer` (polled -> 
 
 
 def to_result(clip: ClipMessage, cot: CotOutput, model_version: str) -> InferenceResult:
-    """Validate turn 1 against the taxonomy; an invalid answer is still stored, with its raw text and reason."""
+    """Validate turn 1 against the taxonomy; an invalid answer is still stored, with its raw text and reason, and
+    with the prompt version the engine asked in (cot-v2: the clip's telemetry was in turn 1)."""
     try:
         answer = parse_turn1(cot.turn1)
         events, description, valid, error = answer.events, answer.description, True, None
@@ -74,7 +75,7 @@ def to_result(clip: ClipMessage, cot: CotOutput, model_version: str) -> Inferenc
     return InferenceResult(
         clip_id=clip.clip_id,
         model_version=model_version,
-        prompt_version=PROMPT_VERSION,
+        prompt_version=cot.prompt_version,
         events=list(events),
         description=description,
         instruction=cot.turn2.strip(),
@@ -319,11 +320,16 @@ class InferenceWorker:
             job.asked += 1
         self.submitted += len(jobs)
         future: Future
+        # Each clip's telemetry (t from the clip start) goes with its frames: the engine puts it in turn 1 (cot-v2).
         if self.settings.inference_mode == "continuous":
             (job,) = jobs
-            future = self._submitter.submit(job.frames)  # type: ignore[arg-type]
+            future = self._submitter.submit(job.frames, job.clip.telemetry)  # type: ignore[arg-type,union-attr]
         else:  # the engine's own batch call, as the worker before issue 16 made it
-            future = self._batch_thread.submit(self.engine.run_batch, [j.frames for j in jobs])  # type: ignore[misc]
+            future = self._batch_thread.submit(
+                self.engine.run_batch,
+                [j.frames for j in jobs],  # type: ignore[misc]
+                [j.clip.telemetry for j in jobs],  # type: ignore[union-attr]
+            )
         self._in_engine[future] = jobs
 
     def _answers(self, future: Future, jobs: list[Job]) -> None:

@@ -1,6 +1,7 @@
 """Export of reviewed results on the real Postgres: only accepted or corrected labels, the latest review per clip,
 nothing after the cut-off, vehicles never in two splits, deterministic, and a LLaMA-Factory view whose videos decode
-to the very frames."""
+to the very frames; each clip's telemetry travels with its record and its motion summary is in turn 1 of every view
+(fine-tuning's rendering and LLaMA-Factory's), "no telemetry" for a clip stored before telemetry did."""
 
 from __future__ import annotations
 
@@ -12,22 +13,33 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import sessionmaker
 
-from schemas.db import Inference, Review
-from schemas.messages import ClipMessage, DetectedEvent, InferenceResult
-from schemas.prompts import PROMPT_VERSION, format_turn1
+from schemas.db import Clip, Inference, Review
+from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, TelemetrySample
+from schemas.motion_rules import G
+from schemas.motion_summary import NO_TELEMETRY, summarize
+from schemas.prompts import PROMPT_VERSION, TURN1_QUESTION, Prompt, format_turn1
 from schemas.taxonomy import TAXONOMY, EventType
 from streams.inference.sink import write_result
 from tests.conftest import fresh_database
 from training.export import assign_splits, export_dataset
+from training.sft import load_records
 
 pytestmark = pytest.mark.integration
 PHONE = DetectedEvent(type=EventType.PHONE_USE, view=TAXONOMY[EventType.PHONE_USE].view, start=1, end=3)
+# A harsh brake at 1 s (the device's own axis), and a yaw-rate dropout: the telemetry a clip carries.
+BRAKE = [
+    TelemetrySample(t=0.0, speed_kmh=50.0, accel_ms2=0.0, yaw_rate_dps=0.0),
+    TelemetrySample(t=1.0, speed_kmh=45.0, accel_ms2=-0.45 * G),
+    TelemetrySample(t=2.0, speed_kmh=31.0, accel_ms2=-0.2 * G, yaw_rate_dps=3.0),
+]
 
 
-def _clip(tmp_path: Path, run: str, vehicle: str, k: int) -> ClipMessage:
+def _clip(
+    tmp_path: Path, run: str, vehicle: str, k: int, telemetry: list[TelemetrySample] | None = None
+) -> ClipMessage:
     frames = np.random.default_rng(k).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
     path = tmp_path / f"{run}-{vehicle}-{k}.npz"
     np.savez(path, frames=frames, times=np.arange(4, dtype=np.float32) / 2)
@@ -44,6 +56,7 @@ def _clip(tmp_path: Path, run: str, vehicle: str, k: int) -> ClipMessage:
         frame_width=84,
         frame_height=56,
         sample_fps=2.0,
+        telemetry=telemetry or [],
     )
 
 
@@ -73,8 +86,14 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
     factory = sessionmaker(engine)
     run = uuid.uuid4().hex[:6]
     clean, corrected_label = format_turn1([]), format_turn1([PHONE])
-    clips = {(v, k): _clip(tmp_path, run, v, k) for v in ("a", "b", "c", "d", "e", "f") for k in range(2)}
+    clips = {
+        (v, k): _clip(tmp_path, run, v, k, BRAKE if (v, k) == ("a", 1) else None)
+        for v in ("a", "b", "c", "d", "e", "f")
+        for k in range(2)
+    }
     ids = {key: _infer(factory, clip, clean) for key, clip in clips.items()}
+    with factory() as session, session.begin():  # a clip stored before telemetry travelled: NULL
+        session.execute(update(Clip).where(Clip.clip_id == clips[("b", 1)].clip_id).values(telemetry=None))
     bad = _clip(tmp_path, run, "a", 9)
     ids[("a", 9)] = _infer(factory, bad, "{not json", valid=False)
     gone = _clip(tmp_path, run, "g", 0)
@@ -146,6 +165,41 @@ def test_reviewed_results_become_a_vehicle_split_dataset(database_url: str, tmp_
         record["messages"][1]["content"].startswith("<video>")
         and record["messages"][2]["content"] == corrected_label
     )
+    # Every view shows the clip's motion: the records carry its samples, fine-tuning renders them into turn 1 as
+    # LLaMA-Factory's view has it rendered, both by `schemas.prompts.conversation` in the production prompt.
+    motion = summarize(BRAKE)
+    assert "braking 0.45 g at 1 s" in motion and manifest.prompt_version == PROMPT_VERSION == "cot-v2"
+    assert record["messages"][1]["content"] == "<video>" + Prompt.for_clip(BRAKE).turn1
+    assert motion in record["messages"][1]["content"]
+    by_id = {r["id"]: r for r in train + evals}
+    assert by_id[clips[("a", 1)].clip_id]["telemetry"] == [t.model_dump(exclude_none=True) for t in BRAKE]
+    assert by_id[clips[("b", 1)].clip_id]["telemetry"] == by_id[clips[("a", 0)].clip_id]["telemetry"] == []
+    finetuned = {
+        r.id: r.prompt().turn1
+        for index in ("train.json", "eval.json")
+        for r in load_records(tmp_path / "data", index)
+    }
+    assert motion in finetuned[clips[("a", 1)].clip_id]
+    assert NO_TELEMETRY in finetuned[clips[("b", 1)].clip_id]  # NULL: no telemetry, said so
+    shared = {
+        r["videos"][0]: r["messages"][1]["content"]
+        for split in ("train", "eval")
+        for r in json.loads((lf / f"{split}.json").read_text())
+    }
+    assert NO_TELEMETRY in shared[f"videos/{clips[('b', 1)].clip_id}.mkv"]
+    # The video-only prompt, for a model to compare against: the same records, turn 1 without the motion.
+    v1 = export_dataset(
+        factory, tmp_path / "v1", cutoff=now, eval_fraction=0.5, seed=3, prompt_version="cot-v1"
+    )
+    assert (
+        v1.prompt_version == "cot-v1" and v1.hashes == manifest.hashes
+    )  # records carry samples, not a rendering
+    v1_shared = {
+        r["videos"][0]: r["messages"][1]["content"]
+        for split in ("train", "eval")
+        for r in json.loads((tmp_path / "v1" / "llamafactory" / f"{split}.json").read_text())
+    }
+    assert v1_shared[record["videos"][0]] == "<video>" + TURN1_QUESTION
     cap = cv2.VideoCapture(str(lf / record["videos"][0]))
     decoded = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for ok, f in iter(cap.read, (False, None)) if ok]
     with np.load(clips[("a", 1)].frames_uri.removeprefix("file://")) as data:

@@ -144,11 +144,11 @@ class Borrowed:
     def __init__(self, engine: Engine) -> None:
         self.engine, self.model_version = engine, engine.model_version
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
-        return self.engine.run_batch(clips)
+    def run_batch(self, clips: list[np.ndarray], telemetry=None) -> list[CotOutput]:
+        return self.engine.run_batch(clips, telemetry)
 
-    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
-        return self.engine.submit(frames)
+    def submit(self, frames: np.ndarray, telemetry=()) -> Future[CotOutput]:
+        return self.engine.submit(frames, telemetry)
 
 
 @pytest.fixture(params=["transformers", "vllm", "openai"])
@@ -200,6 +200,7 @@ def test_batches_land_once_with_their_figures_and_a_replay_changes_nothing(setup
         )
         assert len(rows) == 6 and {r.model_version for r in rows} == {model_version_of(settings.model)}
         assert all(r.latency_ms > 0 and r.prompt_tokens > 0 and r.generated_tokens > 0 for r in rows)
+        assert {r.prompt_version for r in rows} == {"cot-v2"}  # asked with each clip's telemetry in turn 1
         first_written = {r.clip_id: r.updated_at for r in rows}
     assert committed_offsets(settings.kafka_bootstrap, settings) == _ends(settings)
 
@@ -224,13 +225,13 @@ class FlakyEngine:
         self.inner, self.poison, self.history = inner, poison, history
         self.model_version = inner.model_version
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+    def run_batch(self, clips: list[np.ndarray], telemetry=None) -> list[CotOutput]:
         if not self.history.get("crashed"):
             self.history["crashed"] = True
             raise RuntimeError("engine process died")
         if any(c.shape == self.poison.shape and np.array_equal(c, self.poison) for c in clips):
             raise RuntimeError("this clip kills the engine")
-        return self.inner.run_batch(clips)
+        return self.inner.run_batch(clips, telemetry)
 
 
 def test_engine_failures_restart_the_engine_and_only_the_poison_clip_is_dead_lettered(setup, engines) -> None:
@@ -427,9 +428,9 @@ class Counting:
     def __init__(self, inner: Engine, calls: list[int]) -> None:
         self.inner, self.calls, self.model_version = inner, calls, inner.model_version
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+    def run_batch(self, clips: list[np.ndarray], telemetry=None) -> list[CotOutput]:
         self.calls.append(len(clips))
-        return self.inner.run_batch(clips)
+        return self.inner.run_batch(clips, telemetry)
 
 
 def test_an_invalid_answer_is_asked_once_more_then_stored_invalid_with_its_raw_text(setup) -> None:

@@ -32,12 +32,12 @@ class Answers:
             latency_ms=1.0,
         )
 
-    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
+    def submit(self, frames: np.ndarray, telemetry=()) -> Future[CotOutput]:
         future: Future[CotOutput] = Future()
         future.set_result(self._answer(frames))
         return future
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+    def run_batch(self, clips: list[np.ndarray], telemetry=None) -> list[CotOutput]:
         return [self._answer(frames) for frames in clips]
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from schemas.generation import TransformersEngine
-from schemas.messages import DetectedEvent
+from schemas.messages import DetectedEvent, TelemetrySample
 from schemas.model_io import build_inputs, load_processor
-from schemas.prompts import conversation, format_turn1, parse_turn1
+from schemas.prompts import Prompt, conversation, format_turn1, parse_turn1
 from schemas.taxonomy import TAXONOMY, EventType, reference_instruction
 from streams.inference.engines.base import CotOutput, Engine
 from training.sft import (
@@ -36,8 +36,19 @@ SAMPLES = [
 ]
 
 
+def braking(at: int) -> list[dict[str, float]]:
+    """A clip's 1 Hz telemetry (as a record stores it): 60 km/h, braking at 0.5 g at `at` s."""
+    return [
+        TelemetrySample(t=float(t), speed_kmh=60.0, accel_ms2=-4.9 if t == at else 0.0).model_dump(
+            exclude_none=True
+        )
+        for t in range(3)
+    ]
+
+
 def write_dataset(root: Path) -> Path:
-    """Four clips of random but distinct frames, each with its own canonical answers."""
+    """Four clips of random but distinct frames, each with its own canonical answers; two carry telemetry (a record
+    without the field, as older exports wrote them, has none)."""
     rng = np.random.default_rng(7)
     (root / "frames").mkdir(parents=True)
     records = []
@@ -45,15 +56,16 @@ def write_dataset(root: Path) -> Path:
         events = [DetectedEvent(type=t, view=TAXONOMY[t].view, start=s, end=e) for t, s, e in spec]
         frames = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
         np.savez_compressed(root / f"frames/c{i}.npz", frames=frames)
-        records.append(
-            {
-                "id": f"c{i}",
-                "vehicle_id": f"v{i}",
-                "frames": f"frames/c{i}.npz",
-                "turn1": format_turn1(events),
-                "turn2": reference_instruction([t for t, _, _ in spec]),
-            }
-        )
+        record = {
+            "id": f"c{i}",
+            "vehicle_id": f"v{i}",
+            "frames": f"frames/c{i}.npz",
+            "turn1": format_turn1(events),
+            "turn2": reference_instruction([t for t, _, _ in spec]),
+        }
+        if i % 2:
+            record["telemetry"] = braking(at=i % 3)
+        records.append(record)
     (root / "data.json").write_text(json.dumps(records))
     return root
 
@@ -92,8 +104,12 @@ def test_labels_cover_exactly_the_two_answers_and_their_end_tokens(base: Path, d
     tok = processor.tokenizer
     record = json.loads((dataset / "data.json").read_text())[2]
     frames = np.load(dataset / record["frames"])["frames"]
+    prompt = Prompt.for_clip([TelemetrySample.model_validate(t) for t in record.get("telemetry", [])])
     inputs = build_inputs(
-        processor, conversation(record["turn1"], record["turn2"]), frames, add_generation_prompt=False
+        processor,
+        conversation(record["turn1"], record["turn2"], prompt=prompt),
+        frames,
+        add_generation_prompt=False,
     )
     labels = assistant_labels(
         inputs["input_ids"][0],
@@ -151,6 +167,7 @@ def test_sft_with_the_event_aux_loss_trains_and_records_it(dataset: Path, base: 
         log_every=2,
         threads=2,
         progress=False,
+        prompt_version="cot-v1",  # the video-only prompt, for a model to compare against cot-v2's
     )
     recipe = SFTRecipe(cfg)
     recipe.setup()
@@ -159,20 +176,21 @@ def test_sft_with_the_event_aux_loss_trains_and_records_it(dataset: Path, base: 
     out = recipe.save()
     assert not recipe.aux_head.weight.detach().equal(head_before)  # the head got gradients through the hook
     meta = json.loads((out / "drivecoach.json").read_text())
-    assert meta["event_aux_weight"] == 1.0 and meta["steps"] == 4
+    assert meta["event_aux_weight"] == 1.0 and meta["steps"] == 4 and meta["prompt_version"] == "cot-v1"
     assert all(np.isfinite(recipe.losses))
-    # The aux head is training-only: the saved checkpoint is a plain Qwen2.5-VL the engine loads.
-    assert (
-        TransformersEngine(out, max_new_tokens=4)
-        .run_cot(np.load(dataset / "frames/c0.npz")["frames"])
-        .generated_tokens
-        > 0
-    )
+    # The aux head is training-only: the saved checkpoint is a plain Qwen2.5-VL the engine loads, and asks in the
+    # prompt version it learned.
+    engine = TransformersEngine(out, max_new_tokens=4)
+    answer = engine.run_cot(np.load(dataset / "frames/c0.npz")["frames"], braking(at=1))
+    assert answer.generated_tokens > 0 and engine.prompt_version == answer.prompt_version == "cot-v1"
+    with pytest.raises(SFTConfigError):
+        SFTRecipe(SFTConfig(data=dataset, out=tmp_path, steps=1, prompt_version="cot-v9"))
 
 
 def test_sft_writes_model_processor_and_metadata(finetuned: Path, base: Path) -> None:
     meta = json.loads((finetuned / "drivecoach.json").read_text())
     assert meta["demo"] is True and meta["steps"] == 300 and meta["records"] == len(SAMPLES)
+    assert meta["prompt_version"] == "cot-v2"
     assert meta["base"] == str(base.resolve()) and len(meta["data_sha256"]) == 64
     assert meta["final_loss"] < 0.05, meta  # started near ln(vocab) ~ 7
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md"):
@@ -182,10 +200,12 @@ def test_sft_writes_model_processor_and_metadata(finetuned: Path, base: Path) ->
 def test_engine_replays_the_training_answers(finetuned: Path, dataset: Path) -> None:
     engine: Engine = TransformersEngine(finetuned, max_new_tokens=96)
     assert engine.model_version.startswith("model-") and len(engine.model_version) == len("model-") + 8
-    for record in json.loads((dataset / "data.json").read_text()):
+    records = json.loads((dataset / "data.json").read_text())
+    telemetry = [[TelemetrySample.model_validate(t) for t in r.get("telemetry", [])] for r in records]
+    for record, samples in zip(records, telemetry, strict=True):
         frames = np.load(dataset / record["frames"])["frames"]
-        out = engine.run_cot(frames)
-        assert isinstance(out, CotOutput)
+        out = engine.run_cot(frames, samples)  # cot-v2: the clip's motion summary in turn 1, as trained
+        assert isinstance(out, CotOutput) and out.prompt_version == "cot-v2"
         assert (out.turn1, out.turn2) == (record["turn1"], record["turn2"]), record["id"]
         parse_turn1(out.turn1)  # valid against the taxonomy
         assert out.prompt_tokens > 2 * VIDEO_TOKENS and out.generated_tokens > 0 and out.latency_ms > 0

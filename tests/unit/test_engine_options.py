@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from schemas.messages import TelemetrySample
 from streams.inference.engines.base import ConcurrentEngine, CotOutput, OneAtATime, concurrent
 from streams.inference.engines.vllm import checkpoint_dtype
 
@@ -27,8 +28,9 @@ class BatchOnly:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+    def run_batch(self, clips: list[np.ndarray], telemetry=None) -> list[CotOutput]:
         self.calls.append(len(clips))
+        self.telemetry = telemetry
         return [CotOutput("{}", f"clip of {len(c)} frames", 1, 1, 1.0) for c in clips]
 
 
@@ -43,4 +45,7 @@ def test_a_batch_only_engine_answers_submitted_clips_one_at_a_time() -> None:
         "clip of 6 frames",
     ]
     assert inner.calls == [1, 1, 1]
+    samples = (TelemetrySample(t=0.0, speed_kmh=30.0),)
+    assert engine.submit(np.zeros((2, 2, 2, 3), np.uint8), samples).result(10).turn1 == "{}"
+    assert inner.telemetry == [samples]  # the clip's telemetry goes with it
     engine.close()

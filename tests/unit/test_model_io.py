@@ -18,7 +18,7 @@ from schemas.model_io import (
     video_input,
     video_tokens,
 )
-from schemas.prompts import conversation
+from schemas.prompts import Prompt, conversation
 from training.tiny_model import SPECIAL_TOKENS, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,9 @@ def test_shim_is_a_no_op_once_torchvision_is_imported(processor) -> None:
     [(40, 140, 112), (8, 84, 140), (2, 56, 56), (7, 112, 84), (128, 140, 112)],
 )
 def test_video_tokens_are_half_t_times_grid(processor, t: int, h: int, w: int) -> None:
-    inputs = build_inputs(processor, conversation(), frames_of(t, h, w), add_generation_prompt=True)
+    inputs = build_inputs(
+        processor, conversation(prompt=Prompt()), frames_of(t, h, w), add_generation_prompt=True
+    )
     n_video = int((inputs["input_ids"] == processor.video_token_id).sum())
     assert n_video == video_tokens(t, h, w) == -(-t // 2) * (h // 28) * (w // 28)
     assert inputs["video_grid_thw"].tolist() == [[-(-t // 2), h // 14, w // 14]]
@@ -78,7 +80,7 @@ def test_video_tokens_are_half_t_times_grid(processor, t: int, h: int, w: int) -
 def test_frames_are_not_rescaled(processor) -> None:
     # 28x56 = 1568 pixels: below both transformers' default min_pixels (100352) and the saved one (3136).
     frames = frames_of(4, 28, 56, seed=1)
-    inputs = build_inputs(processor, conversation(), frames, add_generation_prompt=True)
+    inputs = build_inputs(processor, conversation(prompt=Prompt()), frames, add_generation_prompt=True)
     assert inputs["video_grid_thw"].tolist() == [[2, 2, 4]]
     # The first patch is exactly the normalised source pixels: frames 0-1, rows 0-13, cols 0-13.
     vp = processor.video_processor
@@ -114,7 +116,7 @@ def test_video_input_metadata() -> None:
 
 
 def test_chat_template_renders_the_video_placeholder(processor) -> None:
-    text = processor.apply_chat_template(conversation("{}", "Slow down."), tokenize=False)
+    text = processor.apply_chat_template(conversation("{}", "Slow down.", prompt=Prompt()), tokenize=False)
     assert text.count("<|vision_start|><|video_pad|><|vision_end|>") == 1
     assert text.count("<|im_start|>assistant\n") == 2
     ids = [processor.tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
@@ -142,7 +144,9 @@ def test_text_after_a_video_starts_past_every_video_position(
     from schemas.model_io import load_model
 
     model = load_model(tiny_dir)
-    inputs = build_inputs(processor, conversation(), frames_of(t, h, w), add_generation_prompt=True)
+    inputs = build_inputs(
+        processor, conversation(prompt=Prompt()), frames_of(t, h, w), add_generation_prompt=True
+    )
     positions, deltas = model.model.get_rope_index(
         inputs["input_ids"],
         inputs["mm_token_type_ids"],
@@ -170,3 +174,31 @@ def test_clips_travel_losslessly_at_two_fps(tmp_path: Path) -> None:
         decoded.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
     assert cap.get(cv2.CAP_PROP_FPS) == 2.0
     assert np.array_equal(np.stack(decoded), frames)
+
+
+def test_the_tokenizer_reads_the_motion_summary_in_whole_words(processor) -> None:
+    """cot-v2's turn 1 carries the motion summary: the tiny tokenizer learned its words (each one token), and
+    numbers split into digits, each a token of its own."""
+    from schemas.messages import TelemetrySample
+    from schemas.motion_summary import summarize
+
+    tok = processor.tokenizer
+    samples = [
+        TelemetrySample(t=float(t), speed_kmh=64.0 - 9 * t, yaw_rate_dps=12.0, speed_limit_kmh=50.0)
+        for t in range(5)
+    ]
+    text = summarize(samples)
+    for word in (
+        "Vehicle",
+        " motion",
+        " speed",
+        " braking",
+        " acceleration",
+        " lateral",
+        " yaw",
+        " rate",
+        " limit",
+    ):
+        assert word.strip() in text and len(tok.encode(word, add_special_tokens=False)) == 1, word
+    assert tok.tokenize("0.26") == ["0", ".", "2", "6"]
+    assert tok.decode(tok.encode(text, add_special_tokens=False)) == text

@@ -4,8 +4,21 @@ import json
 
 import pytest
 
-from schemas.messages import DetectedEvent, SegmentMessage
-from schemas.prompts import InvalidAnswer, conversation, format_turn1, parse_turn1, turn1_json_schema
+from schemas.messages import DetectedEvent, SegmentMessage, TelemetrySample
+from schemas.motion_summary import NO_TELEMETRY, summarize
+from schemas.prompts import (
+    PROMPT_VERSION,
+    SYSTEM_PROMPT,
+    TURN1_QUESTION,
+    TURN2_QUESTION,
+    InvalidAnswer,
+    Prompt,
+    conversation,
+    format_turn1,
+    parse_turn1,
+    text_content,
+    turn1_json_schema,
+)
 from schemas.taxonomy import GOOD_DRIVING_INSTRUCTION, TAXONOMY, EventType, View, reference_instruction
 
 REQUIRED = {
@@ -91,11 +104,60 @@ def test_json_schema_constrains_types_to_the_taxonomy():
 
 
 def test_conversation_has_two_turns_with_the_video_first():
-    msgs = conversation("T1", "T2")
-    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant"]
-    assert msgs[1]["content"][0] == {"type": "video"}
-    assert msgs[2]["content"][0]["text"] == "T1" and msgs[4]["content"][0]["text"] == "T2"
-    assert len(conversation()) == 2
+    for prompt in (Prompt("cot-v1"), Prompt.for_clip(())):
+        msgs = conversation("T1", "T2", prompt=prompt)
+        assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant"]
+        assert msgs[1]["content"][0] == {"type": "video"}
+        assert msgs[2]["content"][0]["text"] == "T1" and msgs[4]["content"][0]["text"] == "T2"
+        assert len(conversation(prompt=prompt)) == 2
+
+
+# cot-v1's texts as they were when answers were first stored under it: they must never change, byte for byte.
+COT_V1_SYSTEM = "You are a fleet safety coach reviewing dashcam video."
+COT_V1_TURN1 = (
+    "The video stacks the road-facing camera (top) over the driver-facing camera (bottom). Which safety events "
+    'happened? Answer with JSON: {"events": [{"type": ..., "view": "road" or "driver", "start": seconds, "end": '
+    'seconds}], "description": ...}. Event types: following_distance, forward_collision_risk, harsh_braking, '
+    "harsh_acceleration, harsh_turn, lane_departure, rolling_stop, speeding, phone_use, distraction, drowsiness, "
+    "no_seatbelt, eating_drinking, smoking, camera_obstructed."
+)
+COT_V1_TURN2 = "Given these events, what should the driver do? Give one concrete instruction."
+
+
+def test_cot_v1_is_unchanged_video_only():
+    assert (SYSTEM_PROMPT, TURN1_QUESTION, TURN2_QUESTION) == (COT_V1_SYSTEM, COT_V1_TURN1, COT_V1_TURN2)
+    telemetry = [TelemetrySample(t=float(t), speed_kmh=50.0 + t) for t in range(5)]
+    v1 = Prompt.for_clip(telemetry, "cot-v1")
+    assert v1 == Prompt("cot-v1") and v1.motion is None  # the video alone, whatever the clip carries
+    msgs = conversation("T1", "T2", prompt=v1)
+    assert [text_content(m["content"], video="<video>") for m in msgs] == [
+        COT_V1_SYSTEM,
+        "<video>" + COT_V1_TURN1,
+        "T1",
+        COT_V1_TURN2,
+        "T2",
+    ]
+    with pytest.raises(ValueError):
+        Prompt("cot-v1", motion="Vehicle motion: no telemetry.")
+
+
+def test_cot_v2_puts_the_motion_summary_in_turn_1_and_is_the_default():
+    assert PROMPT_VERSION == "cot-v2" and Prompt().version == "cot-v2"
+    telemetry = [
+        TelemetrySample(t=float(t), speed_kmh=50.0, yaw_rate_dps=30.0 if t == 2 else 0.0) for t in range(5)
+    ]
+    prompt = Prompt.for_clip(telemetry)
+    assert prompt.motion == summarize(telemetry) and "lateral 0.74 g at 2 s" in prompt.motion
+    turn1 = conversation(prompt=prompt)[1]["content"][1]["text"]
+    video_sentence, question = COT_V1_TURN1.split(" Which safety events", 1)
+    assert turn1 == f"{video_sentence} {prompt.motion} Which safety events{question}"
+    # Turn 2 and the system prompt stay cot-v1's.
+    msgs = conversation("T1", prompt=prompt)
+    assert msgs[0]["content"][0]["text"] == COT_V1_SYSTEM and msgs[3]["content"][0]["text"] == COT_V1_TURN2
+    # No telemetry: the fixed text, whether the clip carried none or the prompt was made without it.
+    assert Prompt.for_clip([]).turn1 == Prompt().turn1 and NO_TELEMETRY in Prompt().turn1
+    with pytest.raises(ValueError):
+        Prompt("cot-v3")
 
 
 def test_segment_message_rejects_end_before_start_and_needs_one_video():

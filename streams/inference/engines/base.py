@@ -3,22 +3,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from schemas.generation import DEFAULT_MAX_NEW_TOKENS, CotOutput, model_version_of
+from schemas.generation import (
+    DEFAULT_MAX_NEW_TOKENS,
+    CotOutput,
+    Telemetry,
+    clip_prompts,
+    engine_prompt_version,
+    model_version_of,
+    prompt_version_of,
+)
 
 
 class Engine(Protocol):
     """An inference backend: transformers (the reference), vLLM in-process, or a `vllm serve` server. All three
-    constrain turn 1 to the same JSON grammar, so their greedy outputs agree."""
+    constrain turn 1 to the same JSON grammar and render prompts with `schemas.prompts.conversation`, so their greedy
+    outputs agree. Each asks in one prompt version (its checkpoint's, `prompt_version_of`, unless told) and says so
+    in every `CotOutput`."""
 
     model_version: str
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
-        """Turn 1 on each video, then turn 2 on the video + its turn-1 answer; frames (T, H, W, 3) uint8, 2 FPS."""
+    def run_batch(
+        self, clips: list[np.ndarray], telemetry: Sequence[Telemetry] | None = None
+    ) -> list[CotOutput]:
+        """Turn 1 on each video, then turn 2 on the video + its turn-1 answer; frames (T, H, W, 3) uint8, 2 FPS;
+        `telemetry` each clip's samples, t from the clip start (None: none for any clip)."""
         ...
 
 
@@ -29,7 +43,7 @@ class ConcurrentEngine(Protocol):
 
     model_version: str
 
-    def submit(self, frames: np.ndarray) -> Future[CotOutput]: ...
+    def submit(self, frames: np.ndarray, telemetry: Telemetry = ()) -> Future[CotOutput]: ...
 
 
 class OneAtATime:
@@ -40,8 +54,8 @@ class OneAtATime:
         self.engine, self.model_version = engine, engine.model_version
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
 
-    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
-        return self._thread.submit(lambda: self.engine.run_batch([frames])[0])
+    def submit(self, frames: np.ndarray, telemetry: Telemetry = ()) -> Future[CotOutput]:
+        return self._thread.submit(lambda: self.engine.run_batch([frames], [telemetry])[0])
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
@@ -57,6 +71,10 @@ __all__ = [
     "CotOutput",
     "Engine",
     "OneAtATime",
+    "Telemetry",
+    "clip_prompts",
     "concurrent",
+    "engine_prompt_version",
     "model_version_of",
+    "prompt_version_of",
 ]

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +29,15 @@ from schemas.model_io import (
     render_prompt,
     video_input,
 )
-from schemas.prompts import conversation, turn1_json_schema
-from streams.inference.engines.base import DEFAULT_MAX_NEW_TOKENS, CotOutput, model_version_of
+from schemas.prompts import Prompt, conversation, turn1_json_schema
+from streams.inference.engines.base import (
+    DEFAULT_MAX_NEW_TOKENS,
+    CotOutput,
+    Telemetry,
+    clip_prompts,
+    engine_prompt_version,
+    model_version_of,
+)
 
 if TYPE_CHECKING:
     from vllm.inputs import TextPrompt
@@ -88,6 +95,7 @@ class VllmEngine:
         seed: int = 0,
         dtype: str = "auto",  # the checkpoint's own (`checkpoint_dtype`): float32 for the tiny models, bf16 for Qwen
         enable_prefix_caching: bool | None = None,
+        prompt_version: str | None = None,  # None: the checkpoint's own (prompt_version_of)
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
@@ -106,6 +114,7 @@ class VllmEngine:
 
         self.path = path
         self.model_version = model_version_of(path)
+        self.prompt_version = engine_prompt_version(path, prompt_version)
         self.processor: Any = load_processor(path)
         tok = self.processor.tokenizer
         eos = sorted(i for i in {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id} if i is not None)
@@ -160,29 +169,38 @@ class VllmEngine:
             raise RuntimeError("the engine ended a request without a final output")
         return final
 
-    async def _cot(self, frames: np.ndarray) -> CotOutput:
+    async def _cot(self, frames: np.ndarray, prompt: Prompt) -> CotOutput:
         started = time.perf_counter()
-        first = await self._generate(self._request(conversation(), frames), self._turn1)
+        first = await self._generate(self._request(conversation(prompt=prompt), frames), self._turn1)
         turn1 = first.outputs[0].text.strip()
-        second = await self._generate(self._request(conversation(turn1), frames), self._turn2)
+        second = await self._generate(self._request(conversation(turn1, prompt=prompt), frames), self._turn2)
         return CotOutput(
             turn1=turn1,
             turn2=second.outputs[0].text.strip(),
             prompt_tokens=len(first.prompt_token_ids or []) + len(second.prompt_token_ids or []),
             generated_tokens=len(first.outputs[0].token_ids) + len(second.outputs[0].token_ids),
             latency_ms=(time.perf_counter() - started) * 1000.0,  # this clip's own, not a batch's
+            prompt_version=prompt.version,
         )
 
-    def submit(self, frames: np.ndarray) -> Future[CotOutput]:
-        return asyncio.run_coroutine_threadsafe(self._cot(frames), self._loop)
+    def submit(self, frames: np.ndarray, telemetry: Telemetry = ()) -> Future[CotOutput]:
+        """One clip (its telemetry, t from the clip start, goes into turn 1 from cot-v2 on)."""
+        prompt = Prompt.for_clip(telemetry, self.prompt_version)
+        return asyncio.run_coroutine_threadsafe(self._cot(frames, prompt), self._loop)
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[CotOutput]:
+    def run_batch(
+        self, clips: list[np.ndarray], telemetry: Sequence[Telemetry] | None = None
+    ) -> list[CotOutput]:
         """Every clip submitted at once; the answers in order."""
-        futures = [self.submit(frames) for frames in clips]
+        prompts = clip_prompts(clips, telemetry, self.prompt_version)
+        futures = [
+            asyncio.run_coroutine_threadsafe(self._cot(frames, prompt), self._loop)
+            for frames, prompt in zip(clips, prompts, strict=True)
+        ]
         return [f.result() for f in futures]
 
-    def run_cot(self, frames: np.ndarray) -> CotOutput:
-        return self.submit(frames).result()
+    def run_cot(self, frames: np.ndarray, telemetry: Telemetry = ()) -> CotOutput:
+        return self.submit(frames, telemetry).result()
 
     def close(self) -> None:
         """Stop the engine's processes now (the worker swaps models and restarts engines)."""
