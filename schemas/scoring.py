@@ -24,6 +24,12 @@ class TypeScore:
     def recall(self) -> float:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else float("nan")
 
+    @property
+    def f1(self) -> float:
+        return (
+            2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp + self.fp + self.fn else float("nan")
+        )
+
 
 @dataclass
 class EventScores:
