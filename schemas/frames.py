@@ -45,6 +45,12 @@ def encode_frames(
     return buf.getvalue()
 
 
+def load_frames_bytes(data: bytes) -> np.ndarray:
+    """The frames (T, H, W, 3) uint8 of a clip frames file's bytes (a blob read from any store)."""
+    with np.load(io.BytesIO(data)) as loaded:
+        return np.asarray(loaded["frames"])
+
+
 def load_frames(path: Path) -> np.ndarray:
     """The frames (T, H, W, 3) uint8 of a clip frames file."""
     with np.load(path) as data:

@@ -23,12 +23,13 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.db import Clip, Event, Inference, Instruction
-from schemas.generation import is_demo_model
+from schemas.db import Clip, Event, Inference, Instruction, RuleEventRow
+from schemas.frames import load_frames_bytes
+from schemas.generation import TransformersEngine, is_demo_model
 from schemas.messages import ClipMessage, SegmentMessage, TelemetrySample
-from schemas.prompts import PROMPT_VERSION
+from schemas.prompts import PROMPT_VERSION, InvalidAnswer, parse_turn1
 from schemas.registry import deploy
-from schemas.scoring import EventScores, score_events
+from schemas.scoring import EventScores, TypeScore, score_events
 from schemas.taxonomy import EventType
 from streams.builder.clip import ClipFrames, sample_times, stack, stack_geometry
 from streams.errors import DrivecoachError
@@ -305,6 +306,7 @@ def run_demo(
         model_version = _model_version(services.factory, set(expected))
         run = DemoRun(scenarios, expected, len(messages), model_version, time.monotonic() - started)
         print_report(console, services.factory, run)
+        print_telemetry_comparison(console, services.factory, run, model_path, settings)
         if review:
             accepted, corrected = simulate_reviews(services.factory, run)
             console.print(
@@ -617,3 +619,70 @@ def print_report(console: Console, factory: sessionmaker[Session], run: DemoRun)
         f"model: {run.model_version}; wall time: {run.wall_s:.0f} s"
     )
     return scores
+
+
+def print_telemetry_comparison(
+    console: Console, factory: sessionmaker[Session], run: DemoRun, model_path: Path, settings: Settings
+) -> dict[str, EventScores]:
+    """The run's clips scored per event type three ways (issue 19): the stored answers (the model with each clip's
+    motion summary), the telemetry rules stored beside them, and, for the DEMO model (a fraction of a second per
+    clip here), the same model asked again with the video alone ("Vehicle motion: no telemetry.")."""
+    with factory() as session:
+        clips = list(session.scalars(select(Clip).where(Clip.clip_id.in_(run.expected))))
+        answered = session.execute(
+            select(Inference.clip_id, Event.type)
+            .join(Event, Event.inference_id == Inference.id, isouter=True)
+            .where(Inference.clip_id.in_(run.expected), Inference.model_version == run.model_version)
+        ).all()
+        ruled = session.execute(
+            select(RuleEventRow.clip_id, RuleEventRow.type).where(RuleEventRow.clip_id.in_(run.expected))
+        ).all()
+    model: dict[str, set[EventType]] = {}
+    for clip_id, event_type in answered:
+        model.setdefault(clip_id, set()).update([EventType(event_type)] if event_type else [])
+    rules: dict[str, set[EventType]] = {}
+    for clip_id, event_type in ruled:
+        rules.setdefault(clip_id, set()).add(EventType(event_type))
+    clips = [c for c in clips if c.clip_id in model]
+    truth = {c.clip_id: truth_for(run, c.vehicle_id, c.start_ts, c.end_ts) for c in clips}
+    sources = {"model + telemetry": model, "telemetry rules": rules}
+    if is_demo_model(model_path):
+        engine = TransformersEngine(model_path, threads=1)
+        blobs = open_blob_store(settings)
+        with console.status(f"asking the DEMO model again with the video alone ({len(clips)} clips)"):
+            sources["model, video only"] = {
+                c.clip_id: _answer_types(
+                    engine.run_cot(load_frames_bytes(blobs.get_bytes(c.frames_uri))).turn1
+                )
+                for c in clips
+            }
+    scores = {
+        name: score_events([(answers.get(c.clip_id, set()), truth[c.clip_id]) for c in clips])
+        for name, answers in sources.items()
+    }
+    table = Table(title="with and without telemetry: precision / recall per event type (simulator truth)")
+    table.add_column("event type")
+    for name in scores:
+        table.add_column(name)
+    for t in sorted({t for s in scores.values() for t in s.per_type}, key=lambda t: t.value):
+        table.add_row(t.value, *(_pr(s.per_type.get(t)) for s in scores.values()))
+    table.add_row("[bold]all (micro)", *(_pr(s.micro) for s in scores.values()))
+    table.add_row("exact event sets", *(f"{s.exact_clips}/{s.clips}" for s in scores.values()))
+    console.print(table)
+    console.print(
+        "the rules report harsh braking, acceleration and turning and speeding only; the simulator labels a late "
+        "brake as a forward collision risk, so the rules' harsh braking there counts as a false positive"
+    )
+    return scores
+
+
+def _pr(score: TypeScore | None) -> str:
+    return "-" if score is None else f"{_ratio(score.precision)} / {_ratio(score.recall)}"
+
+
+def _answer_types(turn1: str) -> set[EventType]:
+    """The event types a turn-1 answer names; none for an answer that is not valid."""
+    try:
+        return {e.type for e in parse_turn1(turn1).events}
+    except InvalidAnswer:
+        return set()

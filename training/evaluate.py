@@ -42,6 +42,7 @@ class EvalScores:
     event_recall: float
     exact_event_sets: float  # clips whose valid answer names exactly the reference's event types
     per_type: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    event_f1: float = 0.0  # micro F1 of the event types per clip: what retraining promotes on by default
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -135,16 +136,18 @@ def evaluate(
         event_recall=_zero_if_nan(micro.recall),
         exact_event_sets=exact / len(predictions),
         per_type=per_type,
+        event_f1=_zero_if_nan(micro.f1),
     )
 
 
-TypeScores = dict[str, float | int | None]  # precision, recall (None: undefined), tp, fp, fn
+TypeScores = dict[str, float | int | None]  # precision, recall, f1 (None: undefined), tp, fp, fn
 
 
 def _scores(s: TypeScore) -> TypeScores:
     return {
         "precision": _none_if_nan(s.precision),
         "recall": _none_if_nan(s.recall),
+        "f1": _none_if_nan(s.f1),
         "tp": s.tp,
         "fp": s.fp,
         "fn": s.fn,

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("training.retrain")
 LOCK_KEY = 0x64726976  # "driv": one retraining job at a time per database
 HIGHER_IS_BETTER = {
+    "event_f1",
     "bertscore_f1",
     "bleu",
     "event_precision",
@@ -70,7 +71,9 @@ HIGHER_IS_BETTER = {
     "valid_share",
 }
 # The metrics a run can be judged on (`--metric`): today all of them are higher-is-better.
-Metric = Literal["bertscore_f1", "bleu", "event_precision", "event_recall", "exact_event_sets", "valid_share"]
+Metric = Literal[
+    "event_f1", "bertscore_f1", "bleu", "event_precision", "event_recall", "exact_event_sets", "valid_share"
+]
 
 
 class RetrainError(RuntimeError):
@@ -83,7 +86,7 @@ class RetrainJob:
 
     work: Path = Path(".drivecoach/retrain")
     min_new_reviews: int = 50
-    metric: Metric = "bertscore_f1"
+    metric: Metric = "event_f1"  # the events are what a safety manager acts on; the instruction follows them
     margin: float = 0.0
     eval_fraction: float = 0.2
     nproc: int = 1  # processes (GPUs) per node
@@ -262,6 +265,8 @@ def decide_step(
         demo=is_demo_model(current.path),
         metrics=metrics,
     )
+    for line in before_after(base_scores, new_scores):
+        log.info("run %d: %s", run_id, line)
     if better:
         promote(factory, version)
         log.info("run %d: %s beats %.4f -> %.4f: %s promoted", run_id, job.metric, before, after, version)
@@ -273,6 +278,28 @@ def decide_step(
         _finish(
             factory, run_id, status="rejected", model_version=version, metrics={**metrics, "reason": reason}
         )
+
+
+def before_after(base: EvalScores, candidate: EvalScores) -> list[str]:
+    """Per event type on the held-out vehicles, production's F1 (precision / recall) against the candidate's, then
+    the micro average: the lines the run logs beside its decision."""
+
+    def cell(scores: dict[str, float | None] | None) -> str:
+        if not scores:
+            return "-"
+        f1, p, r = (
+            "-" if (x := scores.get(k)) is None else f"{x:.2f}" for k in ("f1", "precision", "recall")
+        )
+        return f"F1 {f1} (P {p} R {r})"
+
+    types = sorted(set(base.per_type) | set(candidate.per_type))
+    width = max((len(t) for t in types), default=0)
+    lines = [f"{'event type':<{width}}  production -> candidate"]
+    lines += [
+        f"{t:<{width}}  {cell(base.per_type.get(t))} -> {cell(candidate.per_type.get(t))}" for t in types
+    ]
+    lines.append(f"{'all (micro)':<{width}}  F1 {base.event_f1:.3f} -> {candidate.event_f1:.3f}")
+    return lines
 
 
 def _cuda() -> bool:

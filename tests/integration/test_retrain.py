@@ -237,6 +237,8 @@ def test_reviewed_data_retrains_promotes_and_is_served(
         assert session.scalar(select(TrainingRun.id).order_by(TrainingRun.id.desc())) == runs
     assert "another retraining run holds the lock" in log.read_text()
     assert np.isfinite(run.metrics["candidate"]["bertscore_f1"])
+    assert 0.0 <= run.metrics["candidate"]["event_f1"] <= 1.0
+    assert "production -> candidate" in log.read_text()  # the per-type before/after the run logs
     engine.dispose()
 
 

@@ -51,5 +51,12 @@ def test_scores_reward_the_right_answers() -> None:
     assert scored.valid_share == pytest.approx(2 / 3) and scored.exact_event_sets == 0
     assert scored.per_type["no_seatbelt"]["tp"] == 1 and scored.per_type["phone_use"]["fn"] == 1
     assert scored.per_type["phone_use"]["precision"] is None  # never predicted: undefined, stored as null
-    assert scored.per_type["drowsiness"] == {"precision": 0.0, "recall": 0.0, "tp": 0, "fp": 1, "fn": 1}
+    assert scored.per_type["drowsiness"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "tp": 0,
+        "fp": 1,
+        "fn": 1,
+    }
     assert scored.self_bleu > perfect.self_bleu  # one instruction for everything: language bias

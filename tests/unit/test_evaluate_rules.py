@@ -57,13 +57,21 @@ def test_the_rules_answer_per_clip() -> None:
 def test_rules_only_precision_and_recall_per_type() -> None:
     scores = rules_event_scores(TELEMETRY, REFERENCES)
     assert list(scores) == ["harsh_acceleration", "harsh_braking", "harsh_turn", "speeding", "all"]
-    assert scores["harsh_braking"] == {"precision": 0.5, "recall": 0.5, "tp": 1, "fp": 1, "fn": 1}
-    assert scores["harsh_turn"] == {"precision": 1.0, "recall": 1.0, "tp": 1, "fp": 0, "fn": 0}
+    assert scores["harsh_braking"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "tp": 1, "fp": 1, "fn": 1}
+    assert scores["harsh_turn"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "tp": 1, "fp": 0, "fn": 0}
     assert scores["speeding"]["tp"] == 1
-    assert scores["harsh_acceleration"] == {"precision": None, "recall": None, "tp": 0, "fp": 0, "fn": 0}
+    assert scores["harsh_acceleration"] == {
+        "precision": None,
+        "recall": None,
+        "f1": None,
+        "tp": 0,
+        "fp": 0,
+        "fn": 0,
+    }
     assert scores["all"] == {
         "precision": 0.75,
         "recall": 0.75,
+        "f1": 0.75,
         "tp": 3,
         "fp": 1,
         "fn": 1,
@@ -83,13 +91,28 @@ def test_sources_side_by_side_are_scored_alike() -> None:
     assert table["harsh_braking"]["video only"] == {
         "precision": 1.0,
         "recall": 1.0,
+        "f1": 1.0,
         "tp": 2,
         "fp": 0,
         "fn": 0,
     }
-    assert table["harsh_turn"]["video only"] == {"precision": 0.0, "recall": 0.0, "tp": 0, "fp": 1, "fn": 1}
+    assert table["harsh_turn"]["video only"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "tp": 0,
+        "fp": 1,
+        "fn": 1,
+    }
     assert table["all"]["rules only"] == rules_event_scores(TELEMETRY, REFERENCES)["all"]
-    assert table["all"]["with telemetry"] == {"precision": 1.0, "recall": 1.0, "tp": 4, "fp": 0, "fn": 0}
+    assert table["all"]["with telemetry"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "tp": 4,
+        "fp": 0,
+        "fn": 0,
+    }
     # over every type, phone use counts as well
     assert type_scores(with_telemetry, REFERENCES)["phone_use"]["tp"] == 1
     with pytest.raises(ValueError):
