@@ -61,14 +61,15 @@ ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
 DEMO_MODEL_RECIPE = {
     "train_seed": 1000,
     "scenarios": 480,
-    "steps": 3000,
+    "steps": 4500,
     "vision_warmup_steps": 1000,
     "lr": 3e-3,
     "event_aux_weight": 3.0,
     "model_seed": 0,
     "max_pixels": 4704,
     "trip_s": 10.0,
-    "version": 4,
+    "no_telemetry_every": 10,
+    "version": 5,
 }
 DEMO_SEGMENT_S = 5.0
 DEMO_MANAGER = "demo"
@@ -139,10 +140,19 @@ def scenario_clip(
     )
 
 
-def write_training_set(scenarios: list[Scenario], out: Path, settings: Settings) -> Path:
+def write_training_set(
+    scenarios: list[Scenario], out: Path, settings: Settings, *, no_telemetry_every: int = 0
+) -> Path:
+    """The trips as sft's dataset. With `no_telemetry_every` k > 0, about one trip in k (chosen by its id's hash, so
+    the same trips every time) goes without telemetry, as a camera without it uploads: the model learns to answer
+    from the video alone when the prompt says "no telemetry"."""
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for s in scenarios:
+        silent = (
+            no_telemetry_every > 0
+            and int(hashlib.sha256(s.scenario_id.encode()).hexdigest(), 16) % (no_telemetry_every) == 0
+        )
         rel = f"frames/{s.scenario_id}.npz"
         (out / "frames").mkdir(exist_ok=True)
         (out / rel).write_bytes(scenario_frames(s, settings).to_npz())
@@ -153,7 +163,9 @@ def write_training_set(scenarios: list[Scenario], out: Path, settings: Settings)
                 "frames": rel,
                 "turn1": s.truth_turn1,
                 "turn2": s.instruction,
-                "telemetry": [t.model_dump(exclude_none=True) for t in scenario_telemetry(s)],
+                "telemetry": []
+                if silent
+                else [t.model_dump(exclude_none=True) for t in scenario_telemetry(s)],
             }
         )
     (out / "data.json").write_text(json.dumps(records, indent=1))
@@ -179,7 +191,12 @@ def ensure_demo_model(settings: Settings, console: Console) -> Path:
         duration=float(DEMO_MODEL_RECIPE["trip_s"]),
     )
     with console.status(f"rendering {len(scenarios)} simulated training trips"):
-        data = write_training_set(scenarios, settings.home.resolve() / "datasets" / "demo-train", settings)
+        data = write_training_set(
+            scenarios,
+            settings.home.resolve() / "datasets" / "demo-train",
+            settings,
+            no_telemetry_every=int(DEMO_MODEL_RECIPE["no_telemetry_every"]),
+        )
     subprocess.run(
         [
             sys.executable,
