@@ -105,6 +105,15 @@ def parse_turn1(text: str) -> Turn1Answer:
     return answer
 
 
+def answer_types(turn1: str) -> set[EventType] | None:
+    """The event types a turn-1 answer names; None when it is not a valid answer (what scoring counts as naming
+    nothing)."""
+    try:
+        return {e.type for e in parse_turn1(turn1).events}
+    except InvalidAnswer:
+        return None
+
+
 def turn1_question(motion: str) -> str:
     """cot-v2's turn 1: the video sentence, the clip's motion summary, then cot-v1's question."""
     return f"{_VIDEO_SENTENCE}{motion} {_QUESTION}"
@@ -163,6 +172,7 @@ __all__ = [
     "PROMPT_VERSION",
     "PROMPT_VERSIONS",
     "TURN1_JSON_SEPARATORS",
+    "answer_types",
     "VIDEO_ONLY",
     "WITH_MOTION",
     "InvalidAnswer",

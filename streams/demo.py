@@ -27,7 +27,7 @@ from schemas.db import Clip, Event, Inference, Instruction, RuleEventRow
 from schemas.frames import load_frames_bytes
 from schemas.generation import TransformersEngine, is_demo_model
 from schemas.messages import ClipMessage, SegmentMessage, TelemetrySample
-from schemas.prompts import PROMPT_VERSION, InvalidAnswer, parse_turn1
+from schemas.prompts import PROMPT_VERSION, answer_types
 from schemas.registry import deploy
 from schemas.scoring import EventScores, TypeScore, score_events
 from schemas.taxonomy import EventType
@@ -668,9 +668,10 @@ def print_telemetry_comparison(
         blobs = open_blob_store(settings)
         with console.status(f"asking the DEMO model again with the video alone ({len(clips)} clips)"):
             sources["model, video only"] = {
-                c.clip_id: _answer_types(
+                c.clip_id: answer_types(
                     engine.run_cot(load_frames_bytes(blobs.get_bytes(c.frames_uri))).turn1
                 )
+                or set()
                 for c in clips
             }
     scores = {
@@ -695,11 +696,3 @@ def print_telemetry_comparison(
 
 def _pr(score: TypeScore | None) -> str:
     return "-" if score is None else f"{_ratio(score.precision)} / {_ratio(score.recall)}"
-
-
-def _answer_types(turn1: str) -> set[EventType]:
-    """The event types a turn-1 answer names; none for an answer that is not valid."""
-    try:
-        return {e.type for e in parse_turn1(turn1).events}
-    except InvalidAnswer:
-        return set()

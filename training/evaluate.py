@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from schemas.messages import TelemetrySample
 from schemas.model_io import install_torchvision_shim
 from schemas.motion_rules import DEFAULT_CLASS, RULE_TYPES, THRESHOLDS, MotionThresholds, detect
-from schemas.prompts import InvalidAnswer, parse_turn1
+from schemas.prompts import answer_types
 from schemas.scoring import EventScores, TypeScore, score_events
 from schemas.taxonomy import EventType
 
@@ -100,13 +100,6 @@ def bertscore_f1(hypotheses: list[str], references: list[str], model: str = "min
     return float(f1.mean())
 
 
-def _types(turn1: str) -> set[EventType] | None:
-    try:
-        return {e.type for e in parse_turn1(turn1).events}
-    except InvalidAnswer:
-        return None
-
-
 def evaluate(
     predictions: list[tuple[str, str]], references: list[tuple[str, str]], *, bertscore_model: str = "minilm"
 ) -> EvalScores:
@@ -115,14 +108,14 @@ def evaluate(
         raise ValueError("predictions and references must be non-empty and of equal length")
     instructions = [p[1] for p in predictions]
     wanted = [r[1] for r in references]
-    predicted_types = [_types(p[0]) for p in predictions]
+    predicted_types = [answer_types(p[0]) for p in predictions]
     events = score_events(
-        [(p or set(), _types(r[0]) or set()) for p, r in zip(predicted_types, references, strict=True)]
+        [(p or set(), answer_types(r[0]) or set()) for p, r in zip(predicted_types, references, strict=True)]
     )
     micro = events.micro
     per_type = _per_type(events)
     exact = sum(
-        p is not None and p == (_types(r[0]) or set())
+        p is not None and p == (answer_types(r[0]) or set())
         for p, r in zip(predicted_types, references, strict=True)
     )
     return EvalScores(
@@ -158,11 +151,6 @@ def _per_type(events: EventScores, types: Iterable[EventType] | None = None) -> 
     """Per type as EvalScores.per_type holds it: the types scored, or exactly `types` (one never seen: all zero)."""
     wanted = sorted(events.per_type if types is None else set(types), key=lambda t: t.value)
     return {t.value: _scores(events.per_type.get(t, TypeScore())) for t in wanted}
-
-
-def answer_types(turn1: str) -> set[EventType] | None:
-    """The event types a turn-1 answer names; None when it is not a valid answer."""
-    return _types(turn1)
 
 
 def rule_predictions(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from schemas.generation import TransformersEngine
 from schemas.motion_rules import detect
-from schemas.prompts import parse_turn1
+from schemas.prompts import answer_types
 from schemas.scoring import EventScores, score_events
 from schemas.taxonomy import EventType
 from streams.demo import DEMO_MODEL_RECIPE, demo_model_settings, scenario_frames, scenario_telemetry
@@ -37,13 +37,6 @@ class SourceScores:
     name: str
     scores: EventScores  # exact_clips: trips whose answer names exactly the true event types
     seconds_per_trip: float
-
-
-def _types(turn1: str) -> set[EventType]:
-    try:
-        return {e.type for e in parse_turn1(turn1).events}
-    except ValueError:
-        return set()
 
 
 def evaluate_demo_model(
@@ -72,7 +65,7 @@ def evaluate_demo_model(
         frames = scenario_frames(s, settings).frames
         for name, given in (("with telemetry", samples), ("video only", [])):
             started = time.perf_counter()
-            answers[name].append(_types(engine.run_cot(frames, given).turn1))
+            answers[name].append(answer_types(engine.run_cot(frames, given).turn1) or set())
             seconds[name] += time.perf_counter() - started
         if progress is not None:
             progress(i + 1)
