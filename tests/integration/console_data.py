@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef, TelemetrySample
 from schemas.prompts import PROMPT_VERSION, format_turn1
-from schemas.taxonomy import View
+from schemas.taxonomy import EventType, View, view_of
 from streams.builder.clip import ClipFrames, build_clip_frames
 from streams.console.auth import add_manager
 from streams.demo import scenario_frames
@@ -200,6 +200,69 @@ def model_answer(
         instruction=instruction,
         raw_turn1=format_turn1(events),
         raw_turn2=instruction,
+        valid=True,
+        latency_ms=1.0,
+        prompt_tokens=1,
+        generated_tokens=1,
+    )
+
+
+def clip_message(
+    fleet: str,
+    clip_id: str,
+    vehicle: str,
+    driver: str | None,
+    start: float,
+    seconds: float,
+    revision: int,
+    km: float | None,
+) -> ClipMessage:
+    """A clip as the worker gets it, with one segment per camera at a nowhere URI: for tests of what the sink and
+    the reports make of rows, not of the footage."""
+    return ClipMessage(
+        clip_id=clip_id,
+        fleet_id=fleet,
+        vehicle_id=vehicle,
+        driver_id=driver,
+        start_ts=start,
+        end_ts=start + seconds,
+        views=[View.ROAD, View.DRIVER],
+        segments=[
+            SegmentRef(
+                segment_id=f"{clip_id}-r{revision}-{camera.value}",
+                camera=camera,
+                start_ts=start,
+                end_ts=start + seconds,
+                video_uri=f"file:///nowhere/{clip_id}-{revision}.mp4",
+                distance_km=km,
+                driver_id=driver,
+            )
+            for camera in View
+        ],
+        frames_uri=f"file:///nowhere/{clip_id}-{revision}.npz",
+        num_frames=8,
+        frame_width=112,
+        frame_height=140,
+        sample_fps=2.0,
+        revision=revision,
+    )
+
+
+def answer_for(clip: ClipMessage, model: str, types: list[EventType], seconds: float) -> InferenceResult:
+    """A valid answer naming `types`, 25 s apart within the clip's `seconds`."""
+    detected = [
+        DetectedEvent(type=t, view=view_of(t), start=min(i * 25.0, seconds), end=min(i * 25.0 + 1, seconds))
+        for i, t in enumerate(types)
+    ]
+    return InferenceResult(
+        clip_id=clip.clip_id,
+        model_version=model,
+        prompt_version=PROMPT_VERSION,
+        events=detected,
+        description="",
+        instruction="Drive safely.",
+        raw_turn1=format_turn1(detected),
+        raw_turn2="Drive safely.",
         valid=True,
         latency_ms=1.0,
         prompt_tokens=1,

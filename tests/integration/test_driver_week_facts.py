@@ -17,9 +17,8 @@ from sqlalchemy import Engine, bindparam, create_engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import sessionmaker
 
-from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
-from schemas.prompts import PROMPT_VERSION, format_turn1
-from schemas.taxonomy import EventType, View, view_of
+from schemas.messages import ClipMessage
+from schemas.taxonomy import EventType
 from streams.bench.report_data import generate_report_data
 from streams.console.reports import Filters, safety_scores, score_weeks
 from streams.console.review import EventIn, ReviewError, ReviewIn, apply_review
@@ -27,6 +26,7 @@ from streams.console.safety_score import COUNTED_STATUSES, ScoreSettings, WeekSc
 from streams.inference.sink import write_result
 from streams.infra.tenancy import ensure_fleet_role, fleet_connection
 from streams.retention.store import delete_results
+from tests.integration.console_data import answer_for, clip_message
 
 pytestmark = pytest.mark.integration
 
@@ -34,66 +34,6 @@ MIGRATION = import_module("schemas.migrations.versions.0021_driver_week_facts")
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
 TYPES = [EventType.PHONE_USE, EventType.SPEEDING, EventType.DROWSINESS, EventType.FOLLOWING_DISTANCE]
 WINDOW = (MONDAY.date() - timedelta(days=7), MONDAY.date() + timedelta(days=28))
-
-
-def _message(
-    fleet: str,
-    clip_id: str,
-    vehicle: str,
-    driver: str | None,
-    start: float,
-    seconds: float,
-    revision: int,
-    km: float | None,
-) -> ClipMessage:
-    return ClipMessage(
-        clip_id=clip_id,
-        fleet_id=fleet,
-        vehicle_id=vehicle,
-        driver_id=driver,
-        start_ts=start,
-        end_ts=start + seconds,
-        views=[View.ROAD, View.DRIVER],
-        segments=[
-            SegmentRef(
-                segment_id=f"{clip_id}-r{revision}-{camera.value}",
-                camera=camera,
-                start_ts=start,
-                end_ts=start + seconds,
-                video_uri=f"file:///nowhere/{clip_id}-{revision}.mp4",
-                distance_km=km,
-                driver_id=driver,
-            )
-            for camera in View
-        ],
-        frames_uri=f"file:///nowhere/{clip_id}-{revision}.npz",
-        num_frames=8,
-        frame_width=112,
-        frame_height=140,
-        sample_fps=2.0,
-        revision=revision,
-    )
-
-
-def _answer(clip: ClipMessage, model: str, types: list[EventType], seconds: float) -> InferenceResult:
-    detected = [
-        DetectedEvent(type=t, view=view_of(t), start=min(i * 25.0, seconds), end=min(i * 25.0 + 1, seconds))
-        for i, t in enumerate(types)
-    ]
-    return InferenceResult(
-        clip_id=clip.clip_id,
-        model_version=model,
-        prompt_version=PROMPT_VERSION,
-        events=detected,
-        description="",
-        instruction="Drive safely.",
-        raw_turn1=format_turn1(detected),
-        raw_turn2="Drive safely.",
-        valid=True,
-        latency_ms=1.0,
-        prompt_tokens=1,
-        generated_tokens=1,
-    )
 
 
 def reference_scores(conn: Connection, filters: Filters, settings: ScoreSettings) -> list[WeekScore]:
@@ -218,7 +158,7 @@ class World:
         self.serial += 1
         driver = self.rng.choice(self.drivers[fleet]) if start or self.rng.random() > 0.1 else None
         seconds = self.rng.choice([60.0, 45.5, 10.25]) if start is None else 60.0
-        clip = _message(
+        clip = clip_message(
             fleet,
             f"{fleet}-c{self.serial}",
             self.rng.choice(self.vehicles[fleet]),
@@ -231,7 +171,7 @@ class World:
         self.clips[clip.clip_id] = clip
         self.models[clip.clip_id] = 1
         events = self._types() if types is None else types
-        write_result(self.factory, clip=clip, result=_answer(clip, "dwf-m1", events, seconds))
+        write_result(self.factory, clip=clip, result=answer_for(clip, "dwf-m1", events, seconds))
         return clip
 
     def revise(self, clip: ClipMessage) -> None:
@@ -242,7 +182,7 @@ class World:
             if self.rng.random() < 0.3
             else clip.driver_id
         )
-        revised = _message(
+        revised = clip_message(
             clip.fleet_id,
             clip.clip_id,
             clip.vehicle_id,
@@ -254,11 +194,11 @@ class World:
         )
         self.clips[clip.clip_id] = revised
         model = f"dwf-m{self.models[clip.clip_id]}"
-        write_result(self.factory, clip=revised, result=_answer(revised, model, self._types(), seconds))
+        write_result(self.factory, clip=revised, result=answer_for(revised, model, self._types(), seconds))
 
     def reanswer(self, clip: ClipMessage) -> None:
         self.models[clip.clip_id] += 1
-        result = _answer(
+        result = answer_for(
             clip, f"dwf-m{self.models[clip.clip_id]}", self._types(), clip.end_ts - clip.start_ts
         )
         write_result(self.factory, clip=clip, result=result)

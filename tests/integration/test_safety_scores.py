@@ -18,15 +18,14 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import sessionmaker
 from typer.testing import CliRunner
 
-from schemas.messages import ClipMessage, DetectedEvent, InferenceResult, SegmentRef
-from schemas.prompts import PROMPT_VERSION, format_turn1
-from schemas.taxonomy import TAXONOMY, EventType, View, view_of
+from schemas.messages import ClipMessage, InferenceResult
+from schemas.taxonomy import TAXONOMY, EventType
 from streams.cli import app
 from streams.console.auth import add_manager
 from streams.inference.sink import write_result
 from streams.infra.tenancy import ensure_fleet_role
 from streams.settings import Settings
-from tests.integration.console_data import PASSWORD, running_console, sign_in
+from tests.integration.console_data import PASSWORD, answer_for, clip_message, running_console, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -43,51 +42,8 @@ def _clip(
     km: float | None,
     events: list[EventType],
 ) -> tuple[ClipMessage, InferenceResult]:
-    ts = start.timestamp()
-    clip = ClipMessage(
-        clip_id=f"{fleet}-{name}",
-        fleet_id=fleet,
-        vehicle_id=f"{fleet}-veh",
-        driver_id=driver,
-        start_ts=ts,
-        end_ts=ts + seconds,
-        views=[View.ROAD, View.DRIVER],
-        segments=[
-            SegmentRef(
-                segment_id=f"{fleet}-{name}-{camera.value}",
-                camera=camera,
-                start_ts=ts,
-                end_ts=ts + seconds,
-                video_uri=f"file:///nowhere/{name}.mp4",
-                distance_km=km,
-                driver_id=driver,
-            )
-            for camera in View
-        ],
-        frames_uri=f"file:///nowhere/{name}.npz",
-        num_frames=8,
-        frame_width=112,
-        frame_height=140,
-        sample_fps=2.0,
-    )
-    detected = [
-        DetectedEvent(type=t, view=view_of(t), start=1 + 2 * i, end=2 + 2 * i) for i, t in enumerate(events)
-    ]
-    result = InferenceResult(
-        clip_id=clip.clip_id,
-        model_version="model-scores",
-        prompt_version=PROMPT_VERSION,
-        events=detected,
-        description="",
-        instruction="Drive safely.",
-        raw_turn1=format_turn1(detected),
-        raw_turn2="Drive safely.",
-        valid=True,
-        latency_ms=1.0,
-        prompt_tokens=1,
-        generated_tokens=1,
-    )
-    return clip, result
+    clip = clip_message(fleet, f"{fleet}-{name}", f"{fleet}-veh", driver, start.timestamp(), seconds, 1, km)
+    return clip, answer_for(clip, "model-scores", events, seconds)
 
 
 @dataclass(frozen=True)
