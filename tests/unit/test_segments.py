@@ -79,6 +79,12 @@ def test_a_small_clock_lead_is_tolerated() -> None:
     )
 
 
+def test_a_five_minute_segment_a_little_over_five_minutes_is_joined() -> None:
+    """Encoder timing makes a 5-min segment 300.2 s (hypothesis found it): imprecise is not wrong."""
+    over = message(start_ts=NOW - 300.2, end_ts=NOW)
+    assert parse_segment(over, max_bytes=10_000, now=NOW, arrived=NOW).duration == pytest.approx(300.2)
+
+
 def test_claim_checks_are_verified_and_inline_video_is_spilled(tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path)
     with pytest.raises(BadSegment) as err:
