@@ -106,6 +106,19 @@ def rollback(session_factory: SessionFactory) -> str:
     return previous
 
 
+def evaluation_summary(metrics: dict[str, Any]) -> str:
+    """How a retrained candidate was judged, in one line: the metric on the held-out vehicles, production's figure
+    against the candidate's, and the bar a rejected one missed. Empty for a model no run evaluated."""
+    metric = metrics.get("metric")
+    base, candidate = metrics.get("base", {}).get(metric), metrics.get("candidate", {}).get(metric)
+    if not isinstance(base, int | float) or not isinstance(candidate, int | float):
+        return ""
+    line = f"{metric} {base:.3f} -> {candidate:.3f}"
+    if "rejected_because" in metrics:
+        return f"{line}, not above {base + float(metrics.get('margin') or 0):.3f}: rejected"
+    return line
+
+
 def versions(session_factory: SessionFactory) -> list[ModelVersion]:
     with session_factory() as session:
         return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())))

@@ -26,14 +26,14 @@ def _registry_session():
 
 @app.command("list")
 def model_list() -> None:
-    """Every registered version, newest first, with its stage."""
+    """Every registered version, newest first, with its stage and, for a retrained one, how it was judged."""
     from rich.table import Table
 
-    from schemas.registry import versions
+    from schemas.registry import evaluation_summary, versions
 
     factory, database = _registry_session()
     table = Table(title="model versions")
-    for col in ("version", "stage", "promoted", "demo", "path"):
+    for col in ("version", "stage", "promoted", "demo", "held-out evaluation", "path"):
         table.add_column(col)
     for v in versions(factory):
         table.add_row(
@@ -41,6 +41,7 @@ def model_list() -> None:
             v.stage,
             f"{v.promoted_at:%Y-%m-%d %H:%M}" if v.promoted_at else "",
             str(v.demo),
+            evaluation_summary(v.metrics),
             v.path,
         )
     console.print(table)

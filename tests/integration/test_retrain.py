@@ -166,6 +166,16 @@ def test_reviewed_data_retrains_promotes_and_is_served(
             new.stage == "production" and new.metrics["candidate"]["bleu"] == run.metrics["candidate"]["bleu"]
         )
     assert production(factory).version == run.model_version != model_version_of(base)
+    listing = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "model", "list"],
+        env=dict(os.environ, DRIVECOACH_DATABASE_URL=database_url, COLUMNS="400"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    judged = f"bleu {run.metrics['base']['bleu']:.3f} -> {run.metrics['candidate']['bleu']:.3f}"
+    assert any(run.model_version in line and judged in line for line in listing.splitlines()), listing
 
     # The worker follows the registry: it now serves the new version.
     wsettings = Settings(

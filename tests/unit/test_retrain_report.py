@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.messages import DetectedEvent
 from schemas.prompts import format_turn1
+from schemas.registry import evaluation_summary
 from schemas.taxonomy import EventType, View
 from training.evaluate import evaluate
 from training.retrain import before_after
@@ -28,3 +29,20 @@ def test_each_type_before_and_after_and_the_micro_f1() -> None:
             "all (micro)  F1 0.667 -> 1.000",
         ]
     )
+
+
+def test_model_list_says_how_each_candidate_was_judged() -> None:
+    judged = {
+        "metric": "event_f1",
+        "margin": 0.0,
+        "base": {"event_f1": 0.9167},
+        "candidate": {"event_f1": 0.9322},
+    }
+    assert evaluation_summary(judged) == "event_f1 0.917 -> 0.932"
+    rejected = {
+        **judged,
+        "margin": 0.02,
+        "rejected_because": "event_f1 0.9322 does not beat production's 0.9167",
+    }
+    assert evaluation_summary(rejected) == "event_f1 0.917 -> 0.932, not above 0.937: rejected"
+    assert evaluation_summary({}) == ""  # deployed by hand: no run judged it
