@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from rich.console import Console
@@ -54,23 +56,48 @@ from streams.simulate import (
 )
 
 ROAD_SIZE, DRIVER_SIZE = (320, 180), (160, 120)
+
+
+class DemoModelRecipe(TypedDict):
+    """What the DEMO model is trained from and how; its JSON (with the prompt version) keys the model's cache."""
+
+    train_seed: int
+    scenarios: int
+    steps: int
+    vision_warmup_steps: int
+    lr: float
+    event_aux_weight: float
+    model_seeds: list[int]
+    validation_seed: int
+    validation_trips: int
+    max_pixels: int
+    trip_s: float
+    no_telemetry_every: int
+    version: int
+
+
 # The DEMO model's recipe, measured on the 2-core machine (docs/demo-model.md): 10-s trips in 5-s segments, and
 # 4,704 pixels per stacked frame (56 x 84: 6 tokens per frame pair) instead of the paper's 16,384. With ~400 video
 # tokens per clip the 1 M-parameter model, trained from random weights in minutes, never learns to find a cue a few
 # tokens big and answers every clip alike; with ~60 it reads the video. Real checkpoints use the settings as given.
-DEMO_MODEL_RECIPE = {
+DEMO_MODEL_RECIPE: DemoModelRecipe = {
     "train_seed": 1000,
     "scenarios": 480,
     "steps": 4500,
-    "vision_warmup_steps": 1000,
+    "vision_warmup_steps": 3000,
     "lr": 3e-3,
     "event_aux_weight": 3.0,
-    "model_seed": 0,
+    # Trained side by side (one core each); the one with the higher event-set micro F1 on the validation trips is
+    # kept. From random weights the seed decides whether a cue is learned (docs/demo-model.md: 0.96 against 0.80).
+    "model_seeds": [0, 1],
+    "validation_seed": 2025,  # neither the training trips', the demo's (7) nor the benchmark's (4242)
+    "validation_trips": 40,
     "max_pixels": 4704,
     "trip_s": 10.0,
     "no_telemetry_every": 10,
-    "version": 5,
+    "version": 6,
 }
+VALIDATION_FLEET = "fleet-validation"
 DEMO_SEGMENT_S = 5.0
 DEMO_MANAGER = "demo"
 MODEL_TOOL_MODULE = "training.sft"  # builds the tiny base itself when --model is omitted
@@ -173,7 +200,6 @@ def write_training_set(
 
 
 def ensure_demo_model(settings: Settings, console: Console) -> Path:
-    """Build (once, cached under the home dir) the DEMO model: a tiny Qwen2.5-VL trained on simulated trips."""
     key = hashlib.sha256(json.dumps({**DEMO_MODEL_RECIPE, "prompt": PROMPT_VERSION}, sort_keys=True).encode())
     model_dir = (settings.home / "models" / f"demo-tiny-qwen2.5-vl-{key.hexdigest()[:8]}").resolve()
     if (model_dir / "drivecoach.json").is_file():
@@ -197,31 +223,119 @@ def ensure_demo_model(settings: Settings, console: Console) -> Path:
             settings,
             no_telemetry_every=int(DEMO_MODEL_RECIPE["no_telemetry_every"]),
         )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            MODEL_TOOL_MODULE,
-            "--data",
-            str(data),
-            "--out",
-            str(model_dir),
-            "--steps",
-            str(DEMO_MODEL_RECIPE["steps"]),
-            "--seed",
-            str(DEMO_MODEL_RECIPE["model_seed"]),
-            "--lr",
-            str(DEMO_MODEL_RECIPE["lr"]),
-            "--event-aux-weight",
-            str(DEMO_MODEL_RECIPE["event_aux_weight"]),
-            "--vision-warmup-steps",
-            str(DEMO_MODEL_RECIPE["vision_warmup_steps"]),
-            "--log-every",
-            "250",
-        ],
-        check=True,
+    seeds = DEMO_MODEL_RECIPE["model_seeds"]
+    runs = {seed: model_dir.with_name(f"{model_dir.name}.seed{seed}") for seed in seeds}
+    logs = settings.home.resolve() / "logs"
+    train_side_by_side(data, runs, logs, console)
+    with console.status(f"asking each seed about {DEMO_MODEL_RECIPE['validation_trips']} validation trips"):
+        f1 = {seed: validation_f1(path, settings) for seed, path in runs.items()}
+    best = max(seeds, key=lambda seed: (f1[seed], -seed))
+    console.print(
+        "validation micro F1 "
+        + ", ".join(f"seed {seed} {f1[seed]:.3f}" for seed in seeds)
+        + f": seed {best} kept"
     )
+    card = runs[best] / "drivecoach.json"
+    card.write_text(json.dumps({**json.loads(card.read_text()), "seed_selection": {"validation_f1": f1}}))
+    for seed, path in runs.items():
+        if seed != best:
+            shutil.rmtree(path)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    runs[best].rename(model_dir)
     return model_dir
+
+
+def train_side_by_side(data: Path, runs: dict[int, Path], logs: Path, console: Console) -> None:
+    """One `training.sft` process per seed, each on one thread (the demo model's recipe), at once: on a machine
+    with a core per seed this costs little more wall time than one. Their logs go to LOGS/demo-model-seedN.log;
+    the status line shows each one's latest step."""
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+    try:
+        for seed, out in runs.items():
+            shutil.rmtree(out, ignore_errors=True)
+            with open(logs / f"demo-model-seed{seed}.log", "wb") as log:
+                procs[seed] = subprocess.Popen(
+                    [*sft_command(data, out, seed), "--no-progress"], stdout=log, stderr=subprocess.STDOUT
+                )
+        printed = time.monotonic()
+        with console.status("training the DEMO model") as status:
+            while any(p.poll() is None for p in procs.values()):
+                line = "training the DEMO model: " + "; ".join(
+                    f"seed {seed}: {_last_step(logs / f'demo-model-seed{seed}.log')}" for seed in procs
+                )
+                status.update(line)
+                if not console.is_terminal and time.monotonic() - printed > 60:
+                    console.print(line)  # a log file or CI gets a line a minute instead of the status line
+                    printed = time.monotonic()
+                time.sleep(2)
+        failed = {seed: p.returncode for seed, p in procs.items() if p.returncode != 0}
+        if failed:
+            raise DrivecoachError(
+                f"training the DEMO model failed (seed: exit code {failed}); see {logs}/demo-model-seed*.log"
+            )
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+
+
+def sft_command(data: Path, out: Path, seed: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        MODEL_TOOL_MODULE,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--steps",
+        str(DEMO_MODEL_RECIPE["steps"]),
+        "--seed",
+        str(seed),
+        "--lr",
+        str(DEMO_MODEL_RECIPE["lr"]),
+        "--event-aux-weight",
+        str(DEMO_MODEL_RECIPE["event_aux_weight"]),
+        "--vision-warmup-steps",
+        str(DEMO_MODEL_RECIPE["vision_warmup_steps"]),
+        "--log-every",
+        "250",
+    ]
+
+
+def _last_step(log: Path) -> str:
+    """The newest progress line of an sft log ("vision warm-up 750/3000 ...", "step 250/4500 ..."), shortened."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "starting"
+    steps = [line for line in lines if line.startswith(("step ", "vision warm-up "))]
+    return " ".join(steps[-1].split()[:5]) if steps else "starting"
+
+
+def validation_f1(model: Path, settings: Settings) -> float:
+    """Event-set micro F1, with telemetry in the prompt, on the validation trips: what picks among the seeds (the
+    benchmark's trips stay unseen by the choice)."""
+    scenarios = make_scenarios(
+        int(DEMO_MODEL_RECIPE["validation_seed"]),
+        int(DEMO_MODEL_RECIPE["validation_trips"]),
+        fleet_id=VALIDATION_FLEET,
+        vehicles=10,
+        duration=float(DEMO_MODEL_RECIPE["trip_s"]),
+    )
+    engine = TransformersEngine(model, threads=1)
+    pairs = [
+        (
+            answer_types(engine.run_cot(scenario_frames(s, settings).frames, scenario_telemetry(s)).turn1)
+            or set(),
+            {e.type for e in s.events},
+        )
+        for s in scenarios
+    ]
+    f1 = score_events(pairs).micro.f1
+    return 0.0 if math.isnan(f1) else f1
 
 
 def demo_model_settings(settings: Settings) -> Settings:
