@@ -108,15 +108,22 @@ def rollback(session_factory: SessionFactory) -> str:
 
 def evaluation_summary(metrics: dict[str, Any]) -> str:
     """How a retrained candidate was judged, in one line: the metric on the held-out vehicles, production's figure
-    against the candidate's, and the bar a rejected one missed. Empty for a model no run evaluated."""
+    against the candidate's, in how many paired resamples of those clips the candidate won, and the bar a rejected
+    one missed. Empty for a model no run evaluated."""
     metric = metrics.get("metric")
     base, candidate = metrics.get("base", {}).get(metric), metrics.get("candidate", {}).get(metric)
     if not isinstance(base, int | float) or not isinstance(candidate, int | float):
         return ""
     line = f"{metric} {base:.3f} -> {candidate:.3f}"
-    if "rejected_because" in metrics:
-        return f"{line}, not above {base + float(metrics.get('margin') or 0):.3f}: rejected"
-    return line
+    confidence = metrics.get("confidence")
+    if isinstance(confidence, int | float):
+        line += f", better in {confidence:.0%} of resamples"
+    if "rejected_because" not in metrics:
+        return line
+    bar = base + float(metrics.get("margin") or 0)
+    if candidate <= bar:
+        return f"{line}, not above {bar:.3f}: rejected"
+    return f"{line} (< {float(metrics.get('min_confidence') or 0):.0%}): rejected"
 
 
 def versions(session_factory: SessionFactory) -> list[ModelVersion]:

@@ -26,6 +26,7 @@ from schemas.motion_rules import DEFAULT_CLASS, RULE_TYPES, THRESHOLDS, MotionTh
 from schemas.prompts import answer_types
 from schemas.scoring import EventScores, TypeScore, score_events
 from schemas.taxonomy import EventType
+from training.significance import ClipCounts, clip_counts
 
 BERTSCORE_MODELS = ("minilm", "roberta-large")
 
@@ -43,6 +44,9 @@ class EvalScores:
     exact_event_sets: float  # clips whose valid answer names exactly the reference's event types
     per_type: dict[str, dict[str, float | None]] = field(default_factory=dict)
     event_f1: float = 0.0  # micro F1 of the event types per clip: what retraining promotes on by default
+    # Per clip, in order, its (tp, fp, fn) over the event types: what the promotion gate resamples
+    # (training.significance) to tell a better model from one clip's luck.
+    clip_counts: list[ClipCounts] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -109,9 +113,10 @@ def evaluate(
     instructions = [p[1] for p in predictions]
     wanted = [r[1] for r in references]
     predicted_types = [answer_types(p[0]) for p in predictions]
-    events = score_events(
-        [(p or set(), answer_types(r[0]) or set()) for p, r in zip(predicted_types, references, strict=True)]
-    )
+    pairs = [
+        (p or set(), answer_types(r[0]) or set()) for p, r in zip(predicted_types, references, strict=True)
+    ]
+    events = score_events(pairs)
     micro = events.micro
     per_type = _per_type(events)
     exact = sum(
@@ -130,6 +135,7 @@ def evaluate(
         exact_event_sets=exact / len(predictions),
         per_type=per_type,
         event_f1=_zero_if_nan(micro.f1),
+        clip_counts=[clip_counts(p, r) for p, r in pairs],
     )
 
 

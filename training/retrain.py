@@ -1,7 +1,7 @@
 """The scheduled retraining job: export reviewed data -> fine-tune -> evaluate -> promote, never two at once.
 
     python -m training.retrain [--database-url URL] --work DIR [--min-new-reviews 50] [--metric bertscore_f1]
-        [--margin 0.0] [--nproc 1] [--launcher torchrun|deepspeed] [--hostfile FILE] [fine-tuning options]
+        [--margin 0.0] [--min-confidence 0.9] [--nproc 1] [--launcher torchrun|deepspeed] [--hostfile FILE] [fine-tuning options]
 
 (`drivecoach retrain` runs this; the URL defaults to DRIVECOACH_DATABASE_URL.) Steps, each logged and recorded
 in `training_runs`:
@@ -11,8 +11,9 @@ in `training_runs`:
 4. fine-tune the production model on the train split (`training.finetune`, launched with torchrun or deepspeed
    on `--nproc` processes per node, `--hostfile` for many nodes; CPU runs use DS_ACCELERATOR=cpu);
 5. evaluate the production model and the candidate on the eval split (`training.evaluate`);
-6. register the candidate; promote it when it beats production by `--margin` on `--metric`, else mark it
-   rejected with the reason. Exit 0 when the job did its work (promoted, rejected or skipped), 1 when it
+6. register the candidate; promote it when it beats production by `--margin` on `--metric` and, for
+   `event_f1`, in at least `--min-confidence` of paired bootstrap resamples of the held-out clips (one clip's
+   luck is not a better model), else mark it rejected with the reason. Exit 0 when the job did its work (promoted, rejected or skipped), 1 when it
    failed.
 """
 
@@ -55,6 +56,7 @@ from training.options import (
     configure_logging,
 )
 from training.sft import load_records
+from training.significance import RESAMPLES, win_rate
 
 if TYPE_CHECKING:
     from training.settings import TrainingSettings
@@ -88,6 +90,9 @@ class RetrainJob:
     min_new_reviews: int = 50
     metric: Metric = "event_f1"  # the events are what a safety manager acts on; the instruction follows them
     margin: float = 0.0
+    # With --metric event_f1: the share of paired resamples of the held-out clips in which the candidate must beat
+    # production (training.significance); 0 turns the check off. At 0.9 one clip better is not enough, three are.
+    min_confidence: float = 0.9
     eval_fraction: float = 0.2
     nproc: int = 1  # processes (GPUs) per node
     launcher: Literal["torchrun", "deepspeed"] = "torchrun"
@@ -239,6 +244,34 @@ def fine_tune_step(job: RetrainJob, run_id: int, work: Path, base: str) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    before: float
+    after: float
+    confidence: float | None  # the paired bootstrap's win rate; None when the metric has no per-clip counts
+    reason: str  # why a rejected candidate was rejected ("" when promoted)
+
+
+def judge(job: RetrainJob, base: EvalScores, candidate: EvalScores) -> Verdict:
+    """Better by the margin on the metric and, for event_f1, in enough resamples of the held-out clips."""
+    before, after = getattr(base, job.metric), getattr(candidate, job.metric)
+    better = after > before + job.margin if job.metric in HIGHER_IS_BETTER else after < before - job.margin
+    confidence = None
+    if job.metric == "event_f1" and base.clip_counts and len(base.clip_counts) == len(candidate.clip_counts):
+        confidence = win_rate(base.clip_counts, candidate.clip_counts, seed=job.recipe.seed)
+    if not better:
+        reason = f"{job.metric} {after:.4f} does not beat production's {before:.4f} by {job.margin}"
+    elif confidence is not None and confidence < job.min_confidence:
+        reason = (
+            f"{job.metric} {before:.4f} -> {after:.4f} is better in only {confidence:.0%} of {RESAMPLES} resamples "
+            f"of the {len(base.clip_counts)} held-out clips (--min-confidence {job.min_confidence:.0%})"
+        )
+    else:
+        reason = ""
+    return Verdict(promote=not reason, before=before, after=after, confidence=confidence, reason=reason)
+
+
 def decide_step(
     factory: sessionmaker[Session],
     job: RetrainJob,
@@ -248,13 +281,14 @@ def decide_step(
     base_scores: EvalScores,
     new_scores: EvalScores,
 ) -> None:
-    """Register the candidate; promote it when it beats production by the margin, else reject it (why)."""
+    """Register the candidate; promote it when `judge` says so, else reject it (why)."""
     version = model_version_of(out)
-    before, after = getattr(base_scores, job.metric), getattr(new_scores, job.metric)
-    better = after > before + job.margin if job.metric in HIGHER_IS_BETTER else after < before - job.margin
+    verdict = judge(job, base_scores, new_scores)
     metrics = {
         "metric": job.metric,
         "margin": job.margin,
+        "min_confidence": job.min_confidence,
+        "confidence": verdict.confidence,
         "base": base_scores.as_dict(),
         "candidate": new_scores.as_dict(),
     }
@@ -267,16 +301,34 @@ def decide_step(
     )
     for line in before_after(base_scores, new_scores):
         log.info("run %d: %s", run_id, line)
-    if better:
+    if verdict.confidence is not None:
+        log.info(
+            "run %d: the candidate is better in %.0f%% of %d paired resamples of the %d held-out clips",
+            run_id,
+            100 * verdict.confidence,
+            RESAMPLES,
+            len(base_scores.clip_counts),
+        )
+    if verdict.promote:
         promote(factory, version)
-        log.info("run %d: %s beats %.4f -> %.4f: %s promoted", run_id, job.metric, before, after, version)
+        log.info(
+            "run %d: %s beats %.4f -> %.4f: %s promoted",
+            run_id,
+            job.metric,
+            verdict.before,
+            verdict.after,
+            version,
+        )
         _finish(factory, run_id, status="succeeded", model_version=version, metrics=metrics)
     else:
-        reason = f"{job.metric} {after:.4f} does not beat production's {before:.4f} by {job.margin}"
-        reject(factory, version, reason)
-        log.info("run %d: %s: rejected", run_id, reason)
+        reject(factory, version, verdict.reason)
+        log.info("run %d: %s: rejected", run_id, verdict.reason)
         _finish(
-            factory, run_id, status="rejected", model_version=version, metrics={**metrics, "reason": reason}
+            factory,
+            run_id,
+            status="rejected",
+            model_version=version,
+            metrics={**metrics, "reason": verdict.reason},
         )
 
 
@@ -334,6 +386,14 @@ def retrain_command(
     ] = JOB.min_new_reviews,
     metric: Annotated[Metric, typer.Option(help="what the candidate must beat production on")] = JOB.metric,
     margin: Annotated[float, typer.Option(help="by how much it must beat production")] = JOB.margin,
+    min_confidence: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="event_f1 only: the share of paired resamples of the held-out clips the candidate must win (0: off)",
+        ),
+    ] = JOB.min_confidence,
     eval_fraction: EvalFraction = JOB.eval_fraction,
     nproc: Annotated[int, typer.Option(min=1, help="processes (GPUs) per node")] = JOB.nproc,
     launcher: Annotated[
@@ -377,6 +437,7 @@ def retrain_command(
         min_new_reviews=min_new_reviews,
         metric=metric,
         margin=margin,
+        min_confidence=min_confidence,
         eval_fraction=eval_fraction,
         nproc=nproc,
         launcher=launcher,

@@ -72,6 +72,10 @@ class SFTConfig:
     # --model. Measured here: without it the demo model answered the same for every clip.
     vision_warmup_steps: int | None = None
     vision_warmup_lr: float = 3e-3
+    # After the vision warm-up the vision tower stays as it is (the paper freezes it too): each clip's video
+    # features are computed once and only the language model trains, 30 % less time per step (measured: 0.041 ->
+    # 0.029 s on one core). The event head then has nothing left to teach, so the event loss stops with the warm-up.
+    freeze_vision_after_warmup: bool = False
     seed: int = 0
     log_every: int = 10
     # None: 1 for a fresh DEMO model (measured on 2 cores: 0.14 s/step with 1 thread, 0.13 with 2 on an idle machine,
@@ -208,7 +212,11 @@ class SFTRecipe:
             raise SFTConfigError(
                 "vision warm-up needs steps >= 0, the event aux loss on and the vision tower trainable"
             )
+        if cfg.freeze_vision_after_warmup and not self.vision_warmup:
+            raise SFTConfigError("freezing the vision tower after the warm-up needs a vision warm-up")
         self.losses: list[float] = []
+        self.warmup_event_loss: float | None = None  # the mean over the warm-up's last logged window
+        self._batches: dict[int, dict[str, Any]] = {}
         self.seconds_per_step = 0.0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
@@ -306,6 +314,13 @@ class SFTRecipe:
         inputs["labels"] = assistant_labels(inputs["input_ids"][0], self.header_ids, self.end_id)[None]
         return inputs
 
+    def cached_batch(self, idx: int) -> dict[str, Any]:
+        """`batch` of record `idx`, built once: each clip comes back every epoch, and building it (loading the
+        frames, the processor, the labels) was 8 % of a step (measured: 3.5 of 44 ms at 56 x 84; about 1 MB a clip)."""
+        if idx not in self._batches:
+            self._batches[idx] = self.batch(self.records[idx])
+        return self._batches[idx]
+
     def event_loss(self, record: Record, batch: dict[str, Any]) -> Any:
         import torch
 
@@ -339,8 +354,9 @@ class SFTRecipe:
         rng = random.Random(cfg.seed + 1)
         started, window = time.perf_counter(), []
         for step in range(1, self.vision_warmup + 1):
-            record = self.records[rng.randrange(len(self.records))]
-            batch = self.batch(record)
+            idx = rng.randrange(len(self.records))
+            record = self.records[idx]
+            batch = self.cached_batch(idx)
             visual(batch["pixel_values_videos"], grid_thw=batch["video_grid_thw"])
             loss = self.event_loss(record, batch)
             loss.backward()
@@ -350,12 +366,67 @@ class SFTRecipe:
             window.append(loss.item())
             if step % cfg.log_every == 0 or step == self.vision_warmup:
                 per_step = (time.perf_counter() - started) / step
+                self.warmup_event_loss = sum(window) / len(window)
                 print(
                     f"vision warm-up {step}/{self.vision_warmup}  event loss {sum(window) / len(window):.4f}  "
                     f"{per_step:.3f} s/step",
                     flush=True,
                 )
                 window = []
+
+    def frozen_vision_inputs(self) -> list[dict[str, Any]]:
+        """Freeze the vision tower (if --freeze-vision has not) and compute, once per clip, what the language model
+        needs: its video features and the 3-D rotary positions (HF's forward would recompute both every step)."""
+        import torch
+
+        started = time.perf_counter()
+        model = self.model.model
+        for p in model.visual.parameters():
+            p.requires_grad_(False)
+        inputs = []
+        with torch.no_grad():
+            for record in self.records:
+                b = self.batch(record)
+                features = model.get_video_features(
+                    b["pixel_values_videos"], b["video_grid_thw"]
+                ).pooler_output
+                positions, _ = model.get_rope_index(
+                    b["input_ids"],
+                    b["mm_token_type_ids"],
+                    None,
+                    b["video_grid_thw"],
+                    b["second_per_grid_ts"],
+                    b["attention_mask"],
+                )
+                inputs.append(
+                    {
+                        "input_ids": b["input_ids"],
+                        "attention_mask": b["attention_mask"],
+                        "position_ids": positions,
+                        "labels": b["labels"],
+                        "video_features": torch.cat(features),
+                    }
+                )
+        if self.aux_head is not None:
+            self._visual_out.clear()  # the event head's hook saw these forwards; nothing trains it any more
+        self.log(
+            f"vision frozen: {len(inputs)} clips' video features computed ({time.perf_counter() - started:.1f} s)"
+        )
+        return inputs
+
+    def language_loss(self, inputs: dict[str, Any]) -> Any:
+        """The model's loss with the clip's video features given: its token embeddings with the features in the
+        video tokens' places, as the model's forward places them."""
+        ids = inputs["input_ids"]
+        embeds = self.model.get_input_embeddings()(ids)
+        video = (ids == self.model.config.video_token_id).unsqueeze(-1).expand_as(embeds)
+        embeds = embeds.masked_scatter(video, inputs["video_features"].to(embeds.dtype))
+        return self.model(
+            inputs_embeds=embeds,
+            attention_mask=inputs["attention_mask"],
+            position_ids=inputs["position_ids"],
+            labels=inputs["labels"],
+        ).loss
 
     def order(self) -> list[int]:
         """Record indices for every step: a fresh seeded shuffle per epoch."""
@@ -377,6 +448,7 @@ class SFTRecipe:
         self.model.train()
         if self.vision_warmup:
             self.warm_up_vision()
+        frozen = self.frozen_vision_inputs() if cfg.freeze_vision or cfg.freeze_vision_after_warmup else None
         window: list[float] = []
         started = time.perf_counter()
         # A live bar only on a terminal; elsewhere (logs, CI, a parent process's pipe) rich would print nothing
@@ -392,10 +464,13 @@ class SFTRecipe:
         ) as progress:
             task = progress.add_task("sft", total=self.total_steps, info="")
             for step, idx in enumerate(self.order(), start=1):
-                batch = self.batch(self.records[idx])
-                loss = self.model(**batch).loss
-                if self.aux_head is not None:
-                    loss = loss + self.aux_weight * self.event_loss(self.records[idx], batch)
+                if frozen is not None:
+                    loss = self.language_loss(frozen[idx])
+                else:
+                    batch = self.cached_batch(idx)
+                    loss = self.model(**batch).loss
+                    if self.aux_head is not None:
+                        loss = loss + self.aux_weight * self.event_loss(self.records[idx], batch)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
@@ -427,7 +502,7 @@ class SFTRecipe:
         readme = self.base_path / "README.md"
         if readme.is_file() and readme.resolve() != (cfg.out / "README.md").resolve():
             shutil.copyfile(readme, cfg.out / "README.md")
-        tail = self.losses[-min(len(self.losses), max(1, cfg.log_every)) :]
+        tail = self.losses[-cfg.log_every :]
         base_meta = self.base_path / "tiny_model.json"
         meta = {
             "base": self.base_name,
@@ -435,6 +510,7 @@ class SFTRecipe:
             "prompt_version": cfg.prompt_version,
             "steps": self.total_steps,
             "final_loss": round(sum(tail) / len(tail), 6),
+            "vision_warmup_event_loss": self.warmup_event_loss,
             "seconds_per_step": round(self.seconds_per_step, 4),
             "event_aux_weight": self.aux_weight,
             "vision_warmup_steps": self.vision_warmup,
@@ -480,6 +556,13 @@ WarmupSteps = Annotated[
 MinLrRatio = Annotated[float, typer.Option(help="the cosine ends at lr * this")]
 WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay")]
 FreezeVision = Annotated[bool, typer.Option("--freeze-vision", help="train the language model only")]
+FreezeVisionAfterWarmup = Annotated[
+    bool,
+    typer.Option(
+        "--freeze-vision-after-warmup",
+        help="the vision tower trains in the warm-up only (then 30 % faster steps)",
+    ),
+]
 VisionLrScale = Annotated[float, typer.Option(help="the vision tower's lr = lr * this")]
 EventAuxWeight = Annotated[
     float | None,
@@ -511,6 +594,7 @@ def sft_command(
     min_lr_ratio: MinLrRatio = SFTConfig.min_lr_ratio,
     weight_decay: WeightDecay = SFTConfig.weight_decay,
     freeze_vision: FreezeVision = SFTConfig.freeze_vision,
+    freeze_vision_after_warmup: FreezeVisionAfterWarmup = SFTConfig.freeze_vision_after_warmup,
     vision_lr_scale: VisionLrScale = SFTConfig.vision_lr_scale,
     event_aux_weight: EventAuxWeight = SFTConfig.event_aux_weight,
     vision_warmup_steps: VisionWarmupSteps = SFTConfig.vision_warmup_steps,
@@ -533,6 +617,7 @@ def sft_command(
         min_lr_ratio=min_lr_ratio,
         weight_decay=weight_decay,
         freeze_vision=freeze_vision,
+        freeze_vision_after_warmup=freeze_vision_after_warmup,
         vision_lr_scale=vision_lr_scale,
         event_aux_weight=event_aux_weight,
         vision_warmup_steps=vision_warmup_steps,

@@ -356,7 +356,7 @@ def serve_model(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def retrain(ctx: typer.Context) -> None:
     """The scheduled retraining job: export -> fine-tune -> evaluate -> promote (`python -m training.retrain`;
-    its options pass through: --min-new-reviews, --metric, --margin, --nproc, --launcher, --hostfile, --lr, ...)."""
+    its options pass through: --min-new-reviews, --metric, --margin, --min-confidence, --nproc, --launcher, --hostfile, --lr, ...)."""
     from streams.infra.database import migrate, resolve_database_url
 
     database = resolve_database_url(build_settings())

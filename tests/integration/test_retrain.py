@@ -248,6 +248,9 @@ def test_reviewed_data_retrains_promotes_and_is_served(
     assert "another retraining run holds the lock" in log.read_text()
     assert np.isfinite(run.metrics["candidate"]["bertscore_f1"])
     assert 0.0 <= run.metrics["candidate"]["event_f1"] <= 1.0
+    # Judged on BLEU (a corpus score): no per-clip bootstrap; the per-clip event counts are kept for one.
+    assert run.metrics["confidence"] is None
+    assert len(run.metrics["candidate"]["clip_counts"]) == run.manifest["counts"]["eval"]
     assert "production -> candidate" in log.read_text()  # the per-type before/after the run logs
     engine.dispose()
 

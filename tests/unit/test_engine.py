@@ -187,6 +187,55 @@ def test_sft_with_the_event_aux_loss_trains_and_records_it(dataset: Path, base: 
         SFTRecipe(SFTConfig(data=dataset, out=tmp_path, steps=1, prompt_version="cot-v9"))
 
 
+def test_a_frozen_vision_tower_is_run_once_per_clip_and_the_language_model_learns_the_same_loss(
+    dataset: Path, base: Path, tmp_path: Path
+) -> None:
+    """With the vision tower frozen, sft computes each clip's video features once and trains the language model on
+    them: the loss is the one the model's own forward gives, and the vision weights do not move."""
+    recipe = SFTRecipe(SFTConfig(data=dataset, out=tmp_path / "lm", model=base, freeze_vision=True, steps=5))
+    recipe.setup()
+    vision = {k: v.detach().clone() for k, v in recipe.model.model.visual.state_dict().items()}
+    language = recipe.model.model.language_model.layers[0].mlp.up_proj.weight.detach().clone()
+    inputs = recipe.frozen_vision_inputs()
+    for record, given in zip(recipe.records, inputs, strict=True):
+        assert recipe.language_loss(given).item() == pytest.approx(
+            recipe.model(**recipe.batch(record)).loss.item()
+        )
+    recipe.train()
+    assert all(v.equal(vision[k]) for k, v in recipe.model.model.visual.state_dict().items())
+    assert not recipe.model.model.language_model.layers[0].mlp.up_proj.weight.detach().equal(language)
+
+
+def test_the_vision_can_be_frozen_after_its_warm_up_whose_event_loss_the_card_records(
+    dataset: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SFTConfigError, match="needs a vision warm-up"):
+        SFTRecipe(
+            SFTConfig(
+                data=dataset,
+                out=tmp_path,
+                model=None,
+                steps=2,
+                vision_warmup_steps=0,
+                freeze_vision_after_warmup=True,
+            )
+        )
+    out = run_sft(
+        SFTConfig(
+            data=dataset,
+            out=tmp_path / "warmed",
+            steps=3,
+            vision_warmup_steps=4,
+            freeze_vision_after_warmup=True,
+            log_every=2,
+            progress=False,
+        )
+    )
+    meta = json.loads((out / "drivecoach.json").read_text())
+    assert meta["vision_warmup_steps"] == 4 and 0 < meta["vision_warmup_event_loss"] < 2
+    assert meta["config"]["freeze_vision_after_warmup"] is True
+
+
 def test_sft_writes_model_processor_and_metadata(finetuned: Path, base: Path) -> None:
     meta = json.loads((finetuned / "drivecoach.json").read_text())
     assert meta["demo"] is True and meta["steps"] == 300 and meta["records"] == len(SAMPLES)
