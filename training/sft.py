@@ -368,7 +368,7 @@ class SFTRecipe:
                 per_step = (time.perf_counter() - started) / step
                 self.warmup_event_loss = sum(window) / len(window)
                 print(
-                    f"vision warm-up {step}/{self.vision_warmup}  event loss {sum(window) / len(window):.4f}  "
+                    f"vision warm-up {step}/{self.vision_warmup}  event loss {self.warmup_event_loss:.4f}  "
                     f"{per_step:.3f} s/step",
                     flush=True,
                 )
@@ -385,8 +385,8 @@ class SFTRecipe:
             p.requires_grad_(False)
         inputs = []
         with torch.no_grad():
-            for record in self.records:
-                b = self.batch(record)
+            for idx in range(len(self.records)):
+                b = self.cached_batch(idx)
                 features = model.get_video_features(
                     b["pixel_values_videos"], b["video_grid_thw"]
                 ).pooler_output
@@ -407,6 +407,7 @@ class SFTRecipe:
                         "video_features": torch.cat(features),
                     }
                 )
+        self._batches.clear()  # the frames are not needed any more: only these features are
         if self.aux_head is not None:
             self._visual_out.clear()  # the event head's hook saw these forwards; nothing trains it any more
         self.log(
