@@ -25,6 +25,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -76,6 +77,9 @@ class SFTConfig:
     # features are computed once and only the language model trains, 30 % less time per step (measured: 0.041 ->
     # 0.029 s on one core). The event head then has nothing left to teach, so the event loss stops with the warm-up.
     freeze_vision_after_warmup: bool = False
+    # The same from this fine-tuning step on: by then the vision tower has trained beside the language model, which
+    # the warm-up alone does not give it (measured: frozen after the warm-up, one seed in four learned its world).
+    freeze_vision_at_step: int | None = None
     seed: int = 0
     log_every: int = 10
     # None: 1 for a fresh DEMO model (measured on 2 cores: 0.14 s/step with 1 thread, 0.13 with 2 on an idle machine,
@@ -168,6 +172,19 @@ def event_targets(turn1: str, grid_t: int, seconds_per_patch: float) -> Any:
     return target
 
 
+def patch_embed_as_matmul(patch_embed: Any) -> None:
+    """Run Qwen2.5-VL's patch embedding, a Conv3d whose kernel is its stride and the whole input patch, as the
+    matrix product it is (vLLM does the same): the same weights and result, but oneDNN's 3-D convolution took 10 %
+    of a DEMO fine-tuning step (forward and backward: 4.5 of 46 ms)."""
+    import torch
+
+    def forward(hidden_states: Any) -> Any:
+        weight = patch_embed.proj.weight  # (embed_dim, channels, temporal patch, patch, patch)
+        return torch.nn.functional.linear(hidden_states.to(weight.dtype), weight.view(weight.shape[0], -1))
+
+    patch_embed.forward = forward
+
+
 def lr_lambda(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warmup to 1, then cosine down to `min_ratio`."""
     if step < warmup:
@@ -212,13 +229,26 @@ class SFTRecipe:
             raise SFTConfigError(
                 "vision warm-up needs steps >= 0, the event aux loss on and the vision tower trainable"
             )
+        at = cfg.freeze_vision_at_step
+        if at is not None and (
+            not 0 < at < self.total_steps or cfg.freeze_vision or cfg.freeze_vision_after_warmup
+        ):
+            raise SFTConfigError(
+                "freezing the vision tower at a step needs a step inside the run and a vision tower still training"
+            )
         if cfg.freeze_vision_after_warmup and not self.vision_warmup:
             raise SFTConfigError("freezing the vision tower after the warm-up needs a vision warm-up")
         self.losses: list[float] = []
         self.warmup_event_loss: float | None = None  # the mean over the warm-up's last logged window
         self._batches: dict[int, dict[str, Any]] = {}
+        self._every_core = False  # set by use_every_core(), acted on at the next step
         self.seconds_per_step = 0.0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def use_every_core(self) -> None:
+        """From the next step on, train on every core this process may use. Safe in a signal handler (it only sets
+        a flag): `drivecoach demo` sends SIGUSR1 to the seed it keeps when it stops the others."""
+        self._every_core = True
 
     # -- setup -------------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -245,6 +275,7 @@ class SFTRecipe:
         if cfg.freeze_vision:
             for p in self.model.model.visual.parameters():
                 p.requires_grad_(False)
+        patch_embed_as_matmul(self.model.model.visual.patch_embed)
 
         tok = self.processor.tokenizer
         self.header_ids = tok(ASSISTANT_HEADER, add_special_tokens=False)["input_ids"]
@@ -258,7 +289,9 @@ class SFTRecipe:
             self.model.model.visual.register_forward_hook(
                 lambda _m, _i, out: self._visual_out.append(out.pooler_output)
             )
-        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+        self.optimizer = torch.optim.AdamW(
+            self.param_groups(), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_lambda(s, warmup=self.warmup, total=self.total_steps, min_ratio=cfg.min_lr_ratio),
@@ -350,7 +383,7 @@ class SFTRecipe:
         visual = self.model.model.visual
         assert self.aux_head is not None  # a vision warm-up needs the event loss (checked in __init__)
         params = [*visual.parameters(), *self.aux_head.parameters()]
-        optimizer = torch.optim.AdamW(params, lr=cfg.vision_warmup_lr, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(params, lr=cfg.vision_warmup_lr, weight_decay=0.0, fused=True)
         rng = random.Random(cfg.seed + 1)
         started, window = time.perf_counter(), []
         for step in range(1, self.vision_warmup + 1):
@@ -360,7 +393,7 @@ class SFTRecipe:
             visual(batch["pixel_values_videos"], grid_thw=batch["video_grid_thw"])
             loss = self.event_loss(record, batch)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             window.append(loss.item())
@@ -415,6 +448,17 @@ class SFTRecipe:
         )
         return inputs
 
+    def answer_loss(self, labels: Any, **model_inputs: Any) -> Any:
+        """The model's loss on the answer tokens (HF's causal-LM loss: the mean over the labelled next tokens), with
+        logits computed only at the positions that predict one. A quarter of a clip's positions do; the LM head over
+        the 3,072-token vocabulary was the largest matrix product of a step."""
+        import torch
+
+        targets = labels[0, 1:]
+        keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+        logits = self.model(**model_inputs, logits_to_keep=keep).logits[0]
+        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
     def language_loss(self, inputs: dict[str, Any]) -> Any:
         """The model's loss with the clip's video features given: its token embeddings with the features in the
         video tokens' places, as the model's forward places them."""
@@ -422,12 +466,12 @@ class SFTRecipe:
         embeds = self.model.get_input_embeddings()(ids)
         video = (ids == self.model.config.video_token_id).unsqueeze(-1).expand_as(embeds)
         embeds = embeds.masked_scatter(video, inputs["video_features"].to(embeds.dtype))
-        return self.model(
+        return self.answer_loss(
+            inputs["labels"],
             inputs_embeds=embeds,
             attention_mask=inputs["attention_mask"],
             position_ids=inputs["position_ids"],
-            labels=inputs["labels"],
-        ).loss
+        )
 
     def order(self) -> list[int]:
         """Record indices for every step: a fresh seeded shuffle per epoch."""
@@ -465,15 +509,21 @@ class SFTRecipe:
         ) as progress:
             task = progress.add_task("sft", total=self.total_steps, info="")
             for step, idx in enumerate(self.order(), start=1):
+                if step - 1 == cfg.freeze_vision_at_step:
+                    frozen = self.frozen_vision_inputs()
+                if self._every_core:
+                    self._every_core = False
+                    torch.set_num_threads(len(os.sched_getaffinity(0)))
+                    self.log(f"sft: {torch.get_num_threads()} threads from step {step} on")
                 if frozen is not None:
                     loss = self.language_loss(frozen[idx])
                 else:
                     batch = self.cached_batch(idx)
-                    loss = self.model(**batch).loss
+                    loss = self.answer_loss(**batch)
                     if self.aux_head is not None:
                         loss = loss + self.aux_weight * self.event_loss(self.records[idx], batch)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -532,7 +582,10 @@ class SFTRecipe:
 
 def run_sft(cfg: SFTConfig) -> Path:
     """Fine-tune and save; returns the output directory."""
-    recipe = SFTRecipe(cfg)
+    return run_recipe(SFTRecipe(cfg))
+
+
+def run_recipe(recipe: SFTRecipe) -> Path:
     try:
         recipe.setup()
         recipe.train()
@@ -563,6 +616,10 @@ FreezeVisionAfterWarmup = Annotated[
         "--freeze-vision-after-warmup",
         help="the vision tower trains in the warm-up only (then 30 % faster steps)",
     ),
+]
+FreezeVisionAtStep = Annotated[
+    int | None,
+    typer.Option(help="the vision tower trains up to this fine-tuning step, then only the language model"),
 ]
 VisionLrScale = Annotated[float, typer.Option(help="the vision tower's lr = lr * this")]
 EventAuxWeight = Annotated[
@@ -596,6 +653,7 @@ def sft_command(
     weight_decay: WeightDecay = SFTConfig.weight_decay,
     freeze_vision: FreezeVision = SFTConfig.freeze_vision,
     freeze_vision_after_warmup: FreezeVisionAfterWarmup = SFTConfig.freeze_vision_after_warmup,
+    freeze_vision_at_step: FreezeVisionAtStep = SFTConfig.freeze_vision_at_step,
     vision_lr_scale: VisionLrScale = SFTConfig.vision_lr_scale,
     event_aux_weight: EventAuxWeight = SFTConfig.event_aux_weight,
     vision_warmup_steps: VisionWarmupSteps = SFTConfig.vision_warmup_steps,
@@ -619,6 +677,7 @@ def sft_command(
         weight_decay=weight_decay,
         freeze_vision=freeze_vision,
         freeze_vision_after_warmup=freeze_vision_after_warmup,
+        freeze_vision_at_step=freeze_vision_at_step,
         vision_lr_scale=vision_lr_scale,
         event_aux_weight=event_aux_weight,
         vision_warmup_steps=vision_warmup_steps,
@@ -630,7 +689,10 @@ def sft_command(
         prompt_version=prompt_version,
     )
     try:
-        result = run_sft(cfg)
+        recipe = SFTRecipe(cfg)
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, lambda *_: recipe.use_every_core())
+        result = run_recipe(recipe)
     except SFTConfigError as err:
         fail(str(err))
     print(result)

@@ -236,6 +236,75 @@ def test_the_vision_can_be_frozen_after_its_warm_up_whose_event_loss_the_card_re
     assert meta["config"]["freeze_vision_after_warmup"] is True
 
 
+def test_the_answer_loss_is_the_models_own_loss_and_the_patch_embedding_its_convolution(
+    dataset: Path, base: Path, tmp_path: Path
+) -> None:
+    """sft computes logits only where an answer token is predicted, and runs the patch embedding's Conv3d as a
+    matrix product: both give what the model's own forward gives."""
+    import torch
+
+    recipe = SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=base, steps=1))
+    recipe.setup()
+    for record in recipe.records:
+        batch = recipe.batch(record)
+        assert recipe.answer_loss(**batch).item() == pytest.approx(
+            recipe.model(**batch).loss.item(), rel=1e-5
+        )
+    embed = recipe.model.model.visual.patch_embed
+    pixels = recipe.batch(recipe.records[0])["pixel_values_videos"]
+    conv = embed.proj(
+        pixels.view(-1, embed.in_channels, embed.temporal_patch_size, embed.patch_size, embed.patch_size)
+    ).view(-1, embed.embed_dim)
+    assert torch.allclose(embed(pixels), conv, atol=1e-5)
+
+
+def test_the_vision_can_be_frozen_at_a_fine_tuning_step(dataset: Path, base: Path, tmp_path: Path) -> None:
+    """Up to the step the vision tower trains with the language model; from it, video features computed once."""
+    for bad in (
+        {"freeze_vision_at_step": 0},
+        {"freeze_vision_at_step": 4},
+        {"freeze_vision_at_step": 2, "freeze_vision": True},
+    ):
+        with pytest.raises(SFTConfigError, match="freezing the vision tower at a step"):
+            SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=base, steps=4, **bad))  # type: ignore[arg-type]
+    recipe = SFTRecipe(
+        SFTConfig(data=dataset, out=tmp_path, model=base, steps=4, freeze_vision_at_step=2, progress=False)
+    )
+    lines: list[str] = []
+    recipe.log = lines.append  # type: ignore[method-assign]
+    recipe.setup()
+    vision = [p.detach().clone() for p in recipe.model.model.visual.parameters()]
+    recipe.train()
+    assert any(line.startswith("vision frozen: 4 clips") for line in lines)
+    assert all(not p.requires_grad for p in recipe.model.model.visual.parameters())
+    assert any(not p.equal(v) for p, v in zip(recipe.model.model.visual.parameters(), vision, strict=True))
+    assert len(recipe.losses) == 4 and all(np.isfinite(recipe.losses))
+
+
+def test_sft_moves_to_every_core_when_told(dataset: Path, base: Path, tmp_path: Path) -> None:
+    """`drivecoach demo` sends SIGUSR1 to the seed it keeps; the handler only flags it, the next step acts."""
+    import os
+    import signal
+
+    import torch
+
+    before = torch.get_num_threads()
+    recipe = SFTRecipe(SFTConfig(data=dataset, out=tmp_path, model=base, steps=2, threads=1, progress=False))
+    lines: list[str] = []
+    recipe.log = lines.append  # type: ignore[method-assign]
+    recipe.setup()
+    previous = signal.signal(signal.SIGUSR1, lambda *_: recipe.use_every_core())
+    try:
+        assert torch.get_num_threads() == 1
+        os.kill(os.getpid(), signal.SIGUSR1)
+        recipe.train()
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        assert f"sft: {len(os.sched_getaffinity(0))} threads from step 1 on" in lines
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        torch.set_num_threads(before)
+
+
 def test_sft_writes_model_processor_and_metadata(finetuned: Path, base: Path) -> None:
     meta = json.loads((finetuned / "drivecoach.json").read_text())
     assert meta["demo"] is True and meta["steps"] == 300 and meta["records"] == len(SAMPLES)
